@@ -1,0 +1,139 @@
+"""Where a run's files live on disk, and atomic writes.
+
+One run directory per :meth:`RunSettings.run_id`-independent profile name keeps paths readable::
+
+    {data_dir}/{profile}/
+      raw/{shard}.npy            float16 [n, d] residual-stream rows (memory-mappable)
+      raw/{shard}.json           sidecar: model, layer, dtype, shape, sha256, capture settings
+      raw/{shard}.tokens.parquet token table: row, doc_id, position, token_id, token, char_start, char_end, source
+      raw/{shard}.docs.parquet   the shard's documents: doc_id, source, text (for card contexts)
+      raw/next_norm.npz          the next block's input-norm weight (for ``rmsnorm``)
+      mean.npy                   float64 [d] mean over all shards (for ``center_l2``)
+      normalized/{shard}.npy     float32 [n, d] unit rows; normalized/{shard}.json diagnostics
+      tiles/{a}__{b}.npz         maximum spanning forest of one shard-pair tile
+      components/                forest.npz, labels.npy, summary.json, sweep.csv, figures
+      cards/                     cards.json, report.html
+
+Every file is written to a temporary name in the same folder and renamed into place, so a crash never
+leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RunLayout:
+    """Paths of one run under ``data_dir``. Creates folders lazily on write."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], profile: str) -> None:
+        self.root = Path(data_dir).expanduser().resolve() / profile
+
+    def raw(self, shard: str) -> Path:
+        return self.root / "raw" / f"{shard}.npy"
+
+    def raw_meta(self, shard: str) -> Path:
+        return self.root / "raw" / f"{shard}.json"
+
+    def tokens(self, shard: str) -> Path:
+        return self.root / "raw" / f"{shard}.tokens.parquet"
+
+    def docs(self, shard: str) -> Path:
+        return self.root / "raw" / f"{shard}.docs.parquet"
+
+    @property
+    def next_norm(self) -> Path:
+        return self.root / "raw" / "next_norm.npz"
+
+    @property
+    def mean(self) -> Path:
+        return self.root / "mean.npy"
+
+    def normalized(self, shard: str) -> Path:
+        return self.root / "normalized" / f"{shard}.npy"
+
+    def normalized_meta(self, shard: str) -> Path:
+        return self.root / "normalized" / f"{shard}.json"
+
+    def tile(self, pair: str) -> Path:
+        return self.root / "tiles" / f"{pair}.npz"
+
+    @property
+    def components_dir(self) -> Path:
+        return self.root / "components"
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.root / "cards"
+
+    @property
+    def model_cache(self) -> Path:
+        """Shared across profiles: converted models (e.g. the demo GGUF as an HF folder)."""
+        return self.root.parent / "_models"
+
+    @property
+    def corpus_cache(self) -> Path:
+        """Shared across profiles: downloaded archives and built corpora."""
+        return self.root.parent / "_corpus"
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Atomically write ``array`` as .npy (loadable with ``np.load(path, mmap_mode='r')``)."""
+    with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+
+
+def save_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")

