@@ -1,0 +1,54 @@
+# actgeo: `make demo` runs the whole pipeline on the embedded default; `make test` runs the suite.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test ui bench lint full sysdeps clean
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m actgeo_assets.runner --profile demo
+
+full: $(VENV)/.installed
+	$(BIN)/python -m actgeo_assets.runner --profile full
+
+test: $(VENV)/.installed-dev sysdeps
+	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
+	$(BIN)/python -m pytest
+
+ui: $(VENV)/.installed
+	$(BIN)/dagster dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
+
+bench: $(VENV)/.installed-dev
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/bench_graph.py
+	$(BIN)/python benchmarks/bench_capture.py
+	cat benchmarks/results/*.md > benchmarks/RESULTS.md
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
+
+# Python's venv module lives in a separate Debian package on a fresh machine.
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV) || { $(APT) update -qq && $(APT) install -y -qq python3-venv && rm -rf $(VENV) && $(PY) -m venv $(VENV); }
+
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Debian's chromium (driven by Playwright, no browser download) and postgresql (integration tests).
+sysdeps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing Debian packages: chromium postgresql"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium postgresql >/dev/null; \
+	fi
+
+clean:
+	rm -rf data .dagster_home test-output

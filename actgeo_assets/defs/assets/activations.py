@@ -1,0 +1,92 @@
+"""raw_activations -> activation_mean -> normalized (per dataset shard)."""
+
+import dagster as dg
+
+from actgeo_assets.defs.metadata import table_md
+from actgeo_assets.defs.partitions import shard_partitions
+from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib import pipeline
+
+GROUP = "activations"
+
+
+@dg.asset(
+    partitions_def=shard_partitions,
+    group_name=GROUP,
+    kinds={"pytorch", "numpy"},
+    pool="actgeo_gpu",
+    code_version="capture-1",
+    description="Residual stream after decoder block `layer` of one dataset shard: float16 .npy, "
+    "token table (parquet) and JSON sidecar with sha256. The forward pass stops at the captured layer.",
+)
+def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
+    settings, shard = actgeo.settings(), context.partition_key
+    context.log.info(f"capturing {shard}: {settings.describe()}")
+    facts = pipeline.capture_shard(settings, actgeo.layout(), shard)
+    stats = facts["stats"]
+    context.log.info(f"{shard}: {facts['rows']} activations, stats {stats}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": facts["rows"],
+            "dim": facts["dim"],
+            "path": dg.MetadataValue.path(facts["path"]),
+            "sha256": facts["sha256"],
+            "sources": dg.MetadataValue.md(table_md(["source", "tokens"], sorted(facts["sources"].items()))),
+            "capture_stats": dg.MetadataValue.json({k: v for k, v in stats.items() if _plain(v)}),
+        },
+        data_version=dg.DataVersion(facts["sha256"] or str(facts["rows"])),
+    )
+
+
+@dg.asset(
+    deps=[dg.AssetDep("raw_activations", partition_mapping=dg.AllPartitionMapping())],
+    group_name=GROUP,
+    kinds={"numpy"},
+    code_version="mean-1",
+    description="Mean raw activation over all shards (float64 [d]); `center_l2` subtracts it.",
+)
+def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
+    facts = pipeline.compute_mean(actgeo.settings(), actgeo.layout())
+    context.log.info(f"mean over all shards: dim {facts['dim']}, |mean| {facts['norm']:.3f}")
+    return dg.MaterializeResult(metadata={"dim": facts["dim"], "mean_norm": facts["norm"],
+                                          "path": dg.MetadataValue.path(facts["path"])})
+
+
+@dg.asset(
+    partitions_def=shard_partitions,
+    deps=["raw_activations", "activation_mean"],
+    group_name=GROUP,
+    kinds={"numpy"},
+    code_version="normalize-1",
+    check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset="normalized",
+                                   description="sampled median pairwise cosine stays below the threshold")],
+    description="Unit rows (float32) of one shard after `l2`, `center_l2` or `rmsnorm`, with geometry "
+    "diagnostics; zero-norm or non-finite rows are excluded and counted.",
+)
+def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
+    settings, shard = actgeo.settings(), context.partition_key
+    meta = pipeline.normalize_shard(settings, actgeo.layout(), shard)
+    diag, report = meta["diagnostics"], meta["report"]
+    context.log.info(f"{shard}: {meta['rows']} unit rows ({settings.normalization}); report {report}")
+    yield dg.MaterializeResult(metadata={
+        "rows": meta["rows"],
+        "normalization": settings.normalization,
+        "excluded": dg.MetadataValue.json(report),
+        "diagnostics": dg.MetadataValue.json(diag),
+        "path": dg.MetadataValue.path(str(actgeo.layout().normalized(shard))),
+    })
+    median = diag.get("pairwise_cosine", {}).get("p50")
+    near = bool(diag.get("near_complete", False))
+    yield dg.AssetCheckResult(
+        check_name="graph_not_near_complete",
+        passed=not near,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"median_pairwise_cosine": float(median) if median is not None else -2.0,
+                  "threshold": settings.threshold},
+        description=(f"median sampled pairwise cosine {median} >= threshold {settings.threshold}: the graph "
+                     "would be near-complete; try center_l2 or rmsnorm") if near else None,
+    )
+
+
+def _plain(v: object) -> bool:
+    return isinstance(v, int | float | str | bool | list | dict) or v is None

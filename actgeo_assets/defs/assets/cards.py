@@ -1,0 +1,51 @@
+"""component_cards: cards for ranks 2..20, the HTML report, and the SQL table of component metadata."""
+
+import dagster as dg
+
+from actgeo_assets.defs.metadata import table_md
+from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib import pipeline
+
+GROUP = "results"
+
+
+@dg.asset(
+    deps=["components"],
+    group_name=GROUP,
+    kinds={"html", "sql"},
+    code_version="cards-1",
+    check_specs=[
+        dg.AssetCheckSpec("cards_cover_ranks", asset="component_cards"),
+        dg.AssetCheckSpec("consistent_with_components", asset="component_cards",
+                          description="card sizes equal the summary's top sizes of the same run"),
+        dg.AssetCheckSpec("sql_rows_match_cards", asset="component_cards"),
+    ],
+    description="Cards of representative token contexts (exact token highlighted) for components of the "
+    "configured ranks, an offline HTML report, and rows in the SQL table `actgeo_components`.",
+)
+def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
+    settings, layout = actgeo.settings(), actgeo.layout()
+    facts = pipeline.build_run_cards(settings, layout, actgeo.db_url())
+    cards = facts["cards"]
+    context.log.info(f"{len(cards)} cards, report {facts['report']}, {facts['sql_rows']} SQL rows")
+    rows = [(c.rank, c.size, c.n_documents, c.provisional_label,
+             ", ".join(f"{t!r}" for t, _ in c.top_tokens[:3])) for c in cards]
+    yield dg.MaterializeResult(metadata={
+        "run_id": facts["run_id"],
+        "n_cards": len(cards),
+        "report": dg.MetadataValue.path(facts["report"]),
+        "report_url": dg.MetadataValue.url("file://" + facts["report"]),
+        "cards": dg.MetadataValue.md(table_md(["rank", "size", "documents", "label", "top tokens"], rows)),
+        "sql_rows": facts["sql_rows"],
+        "database": dg.MetadataValue.text(_redact(actgeo.db_url())),
+    })
+    audit = pipeline.audit_cards(settings, layout, actgeo.db_url(), cards, facts["summary"])
+    for name, (passed, meta) in audit.items():
+        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata=meta)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,35 @@
+"""Small helpers that turn library results into Dagster metadata (markdown tables, inline images)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def table_md(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table; cells are str()-ed and pipes escaped."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", "\\n")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def png_md(png: bytes, alt: str) -> str:
+    """Markdown image with the PNG inlined as a data URI (shows in the asset's metadata panel)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def summary_md(summary: dict[str, Any], description: str) -> str:
+    """The study's summary table."""
+    rows = [
+        ("run", description),
+        ("components", f"{summary['n_components']:,}"),
+        ("largest", f"{summary['largest']:,} ({100 * summary['largest_fraction']:.1f}%)"),
+        ("non-singleton components besides the largest", f"{summary['non_singleton']:,}"),
+        ("singletons", f"{summary['singletons']:,}"),
+        ("top-20 sizes", ", ".join(f"{s:,}" for s in summary["top_sizes"])),
+    ]
+    return table_md(["", "value"], rows)
