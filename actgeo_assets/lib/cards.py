@@ -1,0 +1,601 @@
+"""Component cards: what a reader sees of one connected component.
+
+A card holds the evidence about one component of the cosine-threshold graph -- its size, how many
+documents and which sources its tokens come from, its most frequent tokens, a few representative contexts
+with the exact token highlighted, optionally a next-token readout of its mean direction -- and a
+*provisional* label derived from that evidence alone (worded as a guess, never invented semantics).
+
+Inputs (see DESIGN.md):
+
+- ``labels``: ``np.ndarray[int64]`` of shape ``[N]``, canonical (0 = largest, sizes non-increasing, dense).
+- ``rows``: the unit rows ``float32 [N, d]``, given either as a callable mapping global row indices
+  (``int64 [m]``, ascending) to ``[m, d]`` rows, or as a sequence of ``(offset, array)`` shards (for example
+  memory-mapped ``.npy`` files) whose concatenation in offset order is the full matrix. Nothing here ever
+  concatenates the shards.
+- ``tokens``: one row per activation in global row order, columns ``row, doc_id, position, token_id,
+  token, char_start, char_end, source``.
+- ``docs``: ``doc_id, source, text``.
+
+Everything scales to N = 1e6: members of all requested components come from one ``argsort``; means and
+cosines are computed in chunks so even a card of the giant never materializes its rows at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Maps global row indices (int64 [m], ascending) to rows ([m, d]).
+RowGetter = Callable[[np.ndarray], np.ndarray]
+#: Either a :data:`RowGetter` or shards ``[(offset, array[n_i, d]), ...]``.
+RowsSource = RowGetter | Sequence[tuple[int, np.ndarray]]
+#: ``(final_norm, unembed [V, d], tokenizer)``: the model's readout.
+Readout = tuple[Callable[[Any], Any], Any, Any]
+
+#: Characters each side of the highlighted span in a context window.
+CONTEXT_CHARS = 80
+#: Rows per chunk when reducing over a component's members.
+CHUNK_ROWS = 65_536
+#: Tokens kept in ``Card.top_tokens``.
+TOP_TOKENS = 10
+
+TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")
+
+# Shown instead of invisible characters in context windows (one visible glyph per character).
+_VISIBLE = {"\n": "\u21b5", "\r": "\u240d", "\t": "\u21e5"}
+# Escapes used inside quoted tokens in labels (as in a Python string literal).
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+@dataclass
+class Context:
+    """One occurrence of a member token in its document.
+
+    ``left + token + right`` is the document text from ``char_start - len(left)`` to ``char_end + len(right)``
+    with newlines, carriage returns and tabs replaced by visible glyphs (``↵``, ``␍``, ``⇥``) and ``…`` added
+    where the window was cut. ``token`` is the exact character span ``text[char_start:char_end]`` (the token
+    table's text when the span is empty, e.g. a special token).
+    """
+
+    doc_id: Any
+    source: str
+    token: str
+    left: str
+    right: str
+    cosine_to_mean: float
+    row: int
+    position: int
+    char_start: int
+    char_end: int
+
+
+@dataclass
+class Card:
+    """Evidence about one component. ``rank`` is 1-based (rank 1 = the giant); ``label_id = rank - 1``
+    for components of the whole graph. ``source_mix`` and ``top_tokens`` are ordered by count, descending.
+    ``subcomponent_of`` is set (to the parent's rank) on cards of the giant's sub-components."""
+
+    rank: int
+    label_id: int
+    size: int
+    provisional_label: str
+    n_documents: int
+    source_mix: dict[str, int]
+    top_tokens: list[tuple[str, int]]
+    contexts: list[Context]
+    readout: list[tuple[str, float]] | None
+    threshold: float
+    subcomponent_of: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serializable dict (tuples become lists)."""
+        d = asdict(self)
+        d["top_tokens"] = [[t, int(c)] for t, c in self.top_tokens]
+        d["readout"] = None if self.readout is None else [[t, float(v)] for t, v in self.readout]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Card:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["contexts"] = [Context(**c) for c in d.get("contexts", [])]
+        d["top_tokens"] = [(str(t), int(c)) for t, c in d.get("top_tokens", [])]
+        ro = d.get("readout")
+        d["readout"] = None if ro is None else [(str(t), float(v)) for t, v in ro]
+        d["source_mix"] = {str(k): int(v) for k, v in d.get("source_mix", {}).items()}
+        return cls(**d)
+
+
+class CardList(list[Card]):
+    """A list of cards plus ``notes``: human-readable remarks (e.g. requested ranks that do not exist)."""
+
+    def __init__(self, cards: list[Card] | None = None, notes: list[str] | None = None) -> None:
+        super().__init__(cards or [])
+        self.notes: list[str] = list(notes or [])
+
+
+# --------------------------------------------------------------------------------------------------
+# summary
+
+
+def summarize_components(labels: np.ndarray, top: int = 20) -> dict[str, Any]:
+    """The study's summary of a canonical labelling ``int64 [N]``.
+
+    ``non_singleton`` counts components of size >= 2 *excluding the largest*, so
+    ``n_components == 1 + non_singleton + singletons`` whenever the largest has size >= 2.
+    Prefer :func:`actgeo_assets.lib.graph.component_summary`; this is the same definition.
+    """
+    try:  # one place of truth once the engine provides it
+        from actgeo_assets.lib.graph import component_summary  # type: ignore[attr-defined]
+    except ImportError:
+        component_summary = None
+    if component_summary is not None:
+        return dict(component_summary(labels, top=top))
+    sizes = np.sort(np.bincount(np.asarray(labels, dtype=np.int64)))[::-1]
+    n = int(sizes.sum())
+    largest = int(sizes[0]) if sizes.size else 0
+    return {
+        "n_components": int(sizes.size),
+        "largest": largest,
+        "largest_fraction": largest / n if n else 0.0,
+        "non_singleton": int((sizes[1:] >= 2).sum()),
+        "singletons": int((sizes == 1).sum()) - (1 if largest == 1 else 0),
+        "top_sizes": [int(s) for s in sizes[:top]],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# rows
+
+
+def row_getter(rows: RowsSource) -> RowGetter:
+    """Normalize ``rows`` to a callable ``idx int64 [m] -> float [m, d]``.
+
+    With shards ``[(offset, array), ...]`` global row ``g`` is ``array[g - offset]`` of the shard whose
+    ``offset <= g < offset + len(array)``. Shards must not overlap. Indices out of range raise IndexError.
+    """
+    if callable(rows):
+        return rows
+    shards = sorted(((int(o), a) for o, a in rows), key=lambda s: s[0])
+    if not shards:
+        raise ValueError("rows: no shards given")
+    offsets = np.array([o for o, _ in shards], dtype=np.int64)
+    ends = offsets + np.array([len(a) for _, a in shards], dtype=np.int64)
+    if np.any(offsets[1:] < ends[:-1]):
+        raise ValueError(f"rows: shards overlap (offsets {offsets.tolist()}, ends {ends.tolist()})")
+
+    def get(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        which = np.searchsorted(offsets, idx, side="right") - 1
+        bad = (which < 0) | (idx >= ends[np.clip(which, 0, None)])
+        if np.any(bad):
+            raise IndexError(f"rows: global indices outside every shard, first: {idx[bad][:5].tolist()}")
+        d = shards[0][1].shape[1]
+        out = np.empty((idx.size, d), dtype=np.result_type(*[a.dtype for _, a in shards]))
+        for s in np.unique(which):
+            sel = which == s
+            off, arr = shards[s]
+            out[sel] = arr[idx[sel] - off]
+        return out
+
+    return get
+
+
+def _chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """float64 [d] mean of rows ``members`` (read in chunks)."""
+    total: np.ndarray | None = None
+    for s in range(0, members.size, chunk):
+        block = np.asarray(get(members[s : s + chunk]), dtype=np.float64).sum(axis=0)
+        total = block if total is None else total + block
+    assert total is not None
+    return total / members.size
+
+
+def _cosines(get: RowGetter, members: np.ndarray, direction: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """float64 [m] cosine of each member row to ``direction`` (rows need not be unit)."""
+    norm = float(np.linalg.norm(direction))
+    unit = direction / norm if norm > 0 else direction
+    out = np.empty(members.size, dtype=np.float64)
+    for s in range(0, members.size, chunk):
+        block = np.asarray(get(members[s : s + chunk]), dtype=np.float64)
+        rn = np.linalg.norm(block, axis=1)
+        rn[rn == 0] = 1.0
+        out[s : s + chunk] = (block @ unit) / rn
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# contexts and selection
+
+
+def visible(text: str) -> str:
+    """``text`` with newline, carriage return and tab replaced by visible glyphs (same length)."""
+    for k, v in _VISIBLE.items():
+        text = text.replace(k, v)
+    return text
+
+
+def select_contexts(cosines: np.ndarray, doc_ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions (into ``cosines``) of ``k`` representative members: central and diverse.
+
+    Members are ranked by cosine to the mean direction, descending (ties: lower position first). The first
+    pass takes the most central member of each distinct document, in that order, until ``k`` are chosen;
+    if there are fewer than ``k`` documents, the most central remaining members fill up. Returns int64
+    [min(k, m)] in selection order (distinct documents first, each pass by descending cosine).
+    """
+    order = np.lexsort((np.arange(cosines.size), -cosines))
+    docs_sorted = pd.Series(np.asarray(doc_ids, dtype=object)[order])
+    first = ~docs_sorted.duplicated().to_numpy()
+    picked = order[first][:k]
+    if picked.size < k:
+        rest = order[~first][: k - picked.size]
+        picked = np.concatenate([picked, rest])
+    return picked.astype(np.int64)
+
+
+def _context(doc_text: str | None, tok: Mapping[str, Any], cos: float, chars: int) -> Context:
+    cs, ce = int(tok["char_start"]), int(tok["char_end"])
+    if doc_text is None:
+        left = right = ""
+        span = str(tok["token"])
+    else:
+        span = doc_text[cs:ce] if ce > cs else str(tok["token"])
+        lo, hi = max(0, cs - chars), min(len(doc_text), ce + chars)
+        left = ("\u2026" if lo > 0 else "") + doc_text[lo:cs]
+        right = doc_text[ce:hi] + ("\u2026" if hi < len(doc_text) else "")
+    return Context(
+        doc_id=_py(tok["doc_id"]),
+        source=str(tok["source"]),
+        token=visible(span),
+        left=visible(left),
+        right=visible(right),
+        cosine_to_mean=round(float(cos), 6),
+        row=int(tok["row"]),
+        position=int(tok["position"]),
+        char_start=cs,
+        char_end=ce,
+    )
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# --------------------------------------------------------------------------------------------------
+# provisional labels
+
+
+def quote_token(tok: str, max_len: int = 24) -> str:
+    """``tok`` in single quotes with ``\\n``, ``\\r``, ``\\t`` and other control characters escaped.
+
+    >>> quote_token(" self"), quote_token("\\n\\n")
+    ("' self'", "'\\\\n\\\\n'")
+    """
+    out = []
+    for ch in tok:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    s = "".join(out)
+    if len(s) > max_len:
+        s = s[: max_len - 1] + "\u2026"
+    return f"'{s}'"
+
+
+def _token_kind(tok: str) -> str:
+    """A surface description of the token's characters (never its meaning)."""
+    if tok and tok.isspace():
+        return " separators" if ("\n" in tok or "\r" in tok) else " whitespace"
+    stripped = tok.strip()
+    if stripped and all(unicodedata.category(c).startswith(("P", "S")) for c in stripped):
+        return " punctuation"
+    if stripped and stripped.isdigit():
+        return " digits"
+    return ""
+
+
+#: How a dominant source is named in labels; other sources by their own name.
+SOURCE_NAMES = {"Github": "Github code"}
+
+#: Label rules (shares are of the component's size).
+DOMINANT_TOKEN_SHARE = 0.5  # one token this common names the component
+PAIR_TOKEN_SHARE = 0.5  # else two tokens together this common, each >= PAIR_MIN_SHARE
+PAIR_MIN_SHARE = 0.15
+SOURCE_ONLY_SHARE = 0.8  # "in S"
+SOURCE_MOSTLY_SHARE = 0.5  # "mostly in S"; below: "across n sources"
+FEW_DOCUMENTS = 3  # 2..FEW_DOCUMENTS documents are said ("only 3 documents")
+
+
+def provisional_label(card_evidence: Card | Mapping[str, Any]) -> str:
+    """A guessed label from the evidence only: top tokens, source mix, number of documents, size.
+
+    Rules (shares are counts / size):
+
+    - *what*: the top token if its share >= 0.5 (``' self'``), suffixed by a surface kind of its characters
+      (``separators`` for whitespace with a line break, ``whitespace``, ``punctuation``, ``digits``);
+      else the top two tokens (``'told'/'said'``) if together >= 0.5 and each >= 0.15;
+      else ``mixed tokens, top 'x' 23%``.
+    - *where*: one document -> ``from one document (S)``; top source share >= 0.8 -> ``in S``;
+      >= 0.5 -> ``mostly in S``; else ``across n sources``. ``Github`` is written ``Github code``.
+      With 2..3 documents, ``, only n documents`` is added.
+    - always ends in `` (guess)``.
+    """
+    ev = card_evidence.to_dict() if isinstance(card_evidence, Card) else dict(card_evidence)
+    top = [(str(t), int(c)) for t, c in ev.get("top_tokens", [])]
+    mix = sorted(((str(s), int(c)) for s, c in dict(ev.get("source_mix", {})).items()), key=lambda x: -x[1])
+    size = int(ev.get("size") or sum(c for _, c in mix) or sum(c for _, c in top))
+    n_docs = int(ev.get("n_documents", 0))
+    if size <= 0 or not top:
+        raise ValueError("provisional_label: evidence has no tokens (size 0 or empty top_tokens)")
+
+    (t1, c1) = top[0]
+    s1 = c1 / size
+    if s1 >= DOMINANT_TOKEN_SHARE:
+        what = quote_token(t1) + _token_kind(t1)
+    elif len(top) > 1 and (c1 + top[1][1]) / size >= PAIR_TOKEN_SHARE and top[1][1] / size >= PAIR_MIN_SHARE:
+        what = f"{quote_token(t1)}/{quote_token(top[1][0])}"
+    else:
+        what = f"mixed tokens, top {quote_token(t1)} {round(100 * s1)}%"
+
+    src, src_n = mix[0] if mix else ("unknown source", size)
+    src_name = SOURCE_NAMES.get(src, src)
+    src_share = src_n / size
+    if n_docs == 1:
+        where = f"from one document ({src})"
+    else:
+        if src_share >= SOURCE_ONLY_SHARE:
+            where = f"in {src_name}"
+        elif src_share >= SOURCE_MOSTLY_SHARE:
+            where = f"mostly in {src_name}"
+        else:
+            where = f"across {len(mix)} sources"
+        if 2 <= n_docs <= FEW_DOCUMENTS:
+            where += f", only {n_docs} documents"
+    return f"{what} {where} (guess)"
+
+
+# --------------------------------------------------------------------------------------------------
+# readout
+
+
+def next_token_readout(
+    direction_raw: np.ndarray,
+    final_norm: Callable[[Any], Any],
+    unembed: Any,
+    tokenizer: Any,
+    k: int = 8,
+    softcap: float | None = None,
+) -> list[tuple[str, float]]:
+    """Top-``k`` next-token logits of a raw residual direction, as the model would read it out.
+
+    ``direction_raw``: float [d], the raw (un-normalized) mean activation of a component's members.
+    It goes through ``final_norm`` (the model's final RMSNorm, a callable on a ``[1, d]`` tensor) and the
+    unembedding ``unembed`` (torch tensor or array ``[V, d]``); with ``softcap`` (Gemma 2's
+    ``final_logit_softcapping``) logits become ``softcap * tanh(logits / softcap)`` (order unchanged).
+    ``tokenizer`` turns ids into text: an object with ``decode([id])``, a callable ``id -> str``, a
+    sequence indexed by id, or None (``"#id"``). Returns ``[(token, logit), ...]`` by logit, descending.
+    """
+    import torch
+
+    w = torch.as_tensor(unembed)
+    x = torch.as_tensor(np.asarray(direction_raw), dtype=w.dtype).reshape(1, -1)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"direction has {x.shape[1]} dims but unembed is {tuple(w.shape)} ([V, d])")
+    with torch.no_grad():
+        h = final_norm(x)
+        logits = (h.to(w.dtype) @ w.T).reshape(-1).double()
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        vals, ids = torch.topk(logits, min(k, logits.numel()))
+    return [(_decode(tokenizer, int(i)), float(v)) for v, i in zip(vals, ids, strict=True)]
+
+
+def _decode(tokenizer: Any, i: int) -> str:
+    if tokenizer is None:
+        return f"#{i}"
+    if hasattr(tokenizer, "decode"):
+        return str(tokenizer.decode([i]))
+    if callable(tokenizer):
+        return str(tokenizer(i))
+    return str(tokenizer[i])
+
+
+# --------------------------------------------------------------------------------------------------
+# cards
+
+
+def _prepare_tokens(tokens: pd.DataFrame, n: int) -> pd.DataFrame:
+    missing = [c for c in TOKEN_COLUMNS if c not in tokens.columns]
+    if missing:
+        raise ValueError(f"tokens table lacks columns {missing} (has {list(tokens.columns)})")
+    if len(tokens) != n:
+        raise ValueError(f"tokens table has {len(tokens)} rows but labels has {n}")
+    row = tokens["row"].to_numpy()
+    if not np.array_equal(row, np.arange(n)):
+        tokens = tokens.sort_values("row", kind="stable").reset_index(drop=True)
+        if not np.array_equal(tokens["row"].to_numpy(), np.arange(n)):
+            raise ValueError("tokens['row'] must be a permutation of 0..N-1 (global row order)")
+    return tokens
+
+
+def _build_from_groups(
+    groups: Sequence[tuple[int, int, np.ndarray]],
+    get: RowGetter,
+    tokens: pd.DataFrame,
+    docs: pd.DataFrame,
+    *,
+    contexts_per_card: int,
+    threshold: float,
+    readout: Readout | None,
+    raw_get: RowGetter | None,
+    subcomponent_of: int | None,
+    context_chars: int,
+) -> list[Card]:
+    """Cards for ``groups = [(rank, label_id, members int64 [m] ascending global rows), ...]``."""
+    texts = dict(zip(docs["doc_id"].tolist(), docs["text"].tolist(), strict=True))
+    cards = []
+    for rank, label_id, members in groups:
+        tok = tokens.iloc[members]
+        mean = _chunked_mean(get, members)
+        cos = _cosines(get, members, mean)
+        pick = select_contexts(cos, tok["doc_id"].to_numpy(), contexts_per_card)
+        picked = tok.iloc[pick]
+        contexts = [
+            _context(texts.get(_py(r["doc_id"])), r, c, context_chars)
+            for r, c in zip(picked.to_dict("records"), cos[pick], strict=True)
+        ]
+        vc = tok["token"].value_counts(sort=False)
+        top = sorted(((str(t), int(c)) for t, c in vc.items()), key=lambda x: (-x[1], x[0]))[:TOP_TOKENS]
+        sm = tok["source"].value_counts(sort=False)
+        source_mix = dict(sorted(((str(s), int(c)) for s, c in sm.items()), key=lambda x: (-x[1], x[0])))
+        ro = None
+        if readout is not None and raw_get is not None:
+            final_norm, unembed, tokenizer = readout
+            ro = next_token_readout(_chunked_mean(raw_get, members), final_norm, unembed, tokenizer)
+        card = Card(
+            rank=int(rank),
+            label_id=int(label_id),
+            size=int(members.size),
+            provisional_label="",
+            n_documents=int(tok["doc_id"].nunique()),
+            source_mix=source_mix,
+            top_tokens=top,
+            contexts=contexts,
+            readout=ro,
+            threshold=float(threshold),
+            subcomponent_of=subcomponent_of,
+        )
+        card.provisional_label = provisional_label(card)
+        cards.append(card)
+    return cards
+
+
+def _members_by_label(labels: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """``{label: ascending member rows}`` for each label in ``wanted``, from one stable argsort."""
+    sel = np.flatnonzero(np.isin(labels, wanted))
+    order = sel[np.argsort(labels[sel], kind="stable")]
+    lab_sorted = labels[order]
+    bounds = np.searchsorted(lab_sorted, wanted, side="left"), np.searchsorted(lab_sorted, wanted, side="right")
+    return {int(w): order[a:b] for w, a, b in zip(wanted, *bounds, strict=True)}
+
+
+def build_cards(
+    labels: np.ndarray,
+    rows: RowsSource,
+    tokens: pd.DataFrame,
+    docs: pd.DataFrame,
+    *,
+    ranks: tuple[int, int] = (2, 20),
+    contexts_per_card: int = 6,
+    threshold: float,
+    readout: Readout | None = None,
+    raw_rows: RowsSource | None = None,
+    context_chars: int = CONTEXT_CHARS,
+) -> CardList:
+    """Cards for component ranks ``ranks[0]..ranks[1]`` (inclusive, 1-based; rank r has label r - 1).
+
+    ``labels``: canonical int64 [N]. ``rows``: unit rows (see :func:`row_getter`); ``raw_rows``: the raw
+    activations, needed for the ``readout`` (the raw mean of the members goes through the model's final
+    norm and unembedding). Ranks beyond the number of components are skipped and named in
+    ``result.notes`` (also logged); so is a readout that cannot be computed for want of ``raw_rows``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    lo, hi = int(ranks[0]), int(ranks[1])
+    if not 1 <= lo <= hi:
+        raise ValueError(f"ranks must be 1 <= first <= last, got {ranks}")
+    n = labels.size
+    n_comp = int(labels.max()) + 1 if n else 0
+    tokens = _prepare_tokens(tokens, n)
+    notes: list[str] = []
+    if hi > n_comp:
+        skipped = f"{max(lo, n_comp + 1)}..{hi}" if max(lo, n_comp + 1) < hi else str(hi)
+        notes.append(f"ranks {skipped} requested but there are only {n_comp} components; skipped")
+    if readout is not None and raw_rows is None:
+        notes.append("readout skipped: raw (un-normalized) rows were not given")
+    wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
+    members = _members_by_label(labels, wanted)
+    groups = [(int(w) + 1, int(w), members[int(w)]) for w in wanted]
+    cards = _build_from_groups(
+        groups, row_getter(rows), tokens, docs,
+        contexts_per_card=contexts_per_card, threshold=threshold, readout=readout,
+        raw_get=row_getter(raw_rows) if raw_rows is not None else None,
+        subcomponent_of=None, context_chars=context_chars,
+    )
+    for note in notes:
+        log.info("build_cards: %s", note)
+    return CardList(cards, notes)
+
+
+def canonical_relabel(labels: np.ndarray) -> np.ndarray:
+    """Canonical int64 labels of any integer labelling: 0 = largest, sizes non-increasing, ties broken by
+    the smallest member position, dense 0..C-1."""
+    labels = np.asarray(labels)
+    uniq, first, inv, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    new = np.empty(uniq.size, dtype=np.int64)
+    new[order] = np.arange(uniq.size, dtype=np.int64)
+    return new[inv.reshape(-1)]
+
+
+def giant_subcards(
+    forest_labels_at_higher_t: np.ndarray,
+    giant_members: np.ndarray,
+    rows: RowsSource,
+    tokens: pd.DataFrame,
+    docs: pd.DataFrame,
+    *,
+    higher_threshold: float,
+    ranks: tuple[int, int] = (1, 10),
+    contexts_per_card: int = 6,
+    readout: Readout | None = None,
+    raw_rows: RowsSource | None = None,
+    parent_rank: int = 1,
+    context_chars: int = CONTEXT_CHARS,
+) -> CardList:
+    """Cards of the giant's sub-components at a higher threshold.
+
+    ``giant_members``: int64 [M] global rows of the giant at the chosen threshold.
+    ``forest_labels_at_higher_t``: int [M] labels at ``higher_threshold`` of those rows (e.g.
+    ``forest.labels_at(t_hi)[giant_members]``; single linkage nests, so each sub-component lies inside the
+    giant). They are relabelled canonically within the giant; card ``rank`` r is the r-th largest
+    sub-component, ``label_id`` its canonical sub-label, ``subcomponent_of = parent_rank``.
+    """
+    giant_members = np.asarray(giant_members, dtype=np.int64)
+    sub = np.asarray(forest_labels_at_higher_t)
+    if sub.shape != giant_members.shape:
+        raise ValueError(f"labels {sub.shape} and giant_members {giant_members.shape} differ in shape")
+    order = np.argsort(giant_members, kind="stable")
+    giant_members, sub = giant_members[order], sub[order]
+    canon = canonical_relabel(sub)
+    lo, hi = int(ranks[0]), int(ranks[1])
+    n_comp = int(canon.max()) + 1 if canon.size else 0
+    notes = []
+    if hi > n_comp:
+        notes.append(f"the giant has only {n_comp} sub-components at t={higher_threshold}; ranks up to {hi} requested")
+    wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
+    local = _members_by_label(canon, wanted)
+    groups = [(int(w) + 1, int(w), giant_members[local[int(w)]]) for w in wanted]
+    n = len(tokens)
+    cards = _build_from_groups(
+        groups, row_getter(rows), _prepare_tokens(tokens, n), docs,
+        contexts_per_card=contexts_per_card, threshold=higher_threshold, readout=readout,
+        raw_get=row_getter(raw_rows) if raw_rows is not None else None,
+        subcomponent_of=parent_rank, context_chars=context_chars,
+    )
+    for note in notes:
+        log.info("giant_subcards: %s", note)
+    return CardList(cards, notes)

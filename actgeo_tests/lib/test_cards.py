@@ -1,0 +1,262 @@
+"""Cards: member selection (central, diverse), label wording, readout, contexts, shards, sub-cards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from actgeo_assets.lib.cards import (
+    Card,
+    build_cards,
+    canonical_relabel,
+    giant_subcards,
+    next_token_readout,
+    provisional_label,
+    quote_token,
+    row_getter,
+    select_contexts,
+    summarize_components,
+)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def tiny_run() -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """20 rows in 3 dims, 4 documents.
+
+    label 0 (giant, rows 0-9) near e0; label 1 (rank 2, rows 10-15) near e1 with known cosines;
+    label 2 (rank 3, rows 16-18, all ' self' in one Github doc); label 3 a singleton (row 19).
+    Rank 2's members by cosine to their mean: 10 (doc A) > 11 (A) > 13 (B) > 12 (A) > 15 (C) > 14 (B).
+    """
+    labels = np.array([0] * 10 + [1] * 6 + [2] * 3 + [3], dtype=np.int64)
+    x = np.zeros((20, 3))
+    x[:10] = [1, 0.05, 0]
+    x[:10, 2] = np.linspace(0, 0.1, 10)
+    # rank 2: angle from e1 grows in the order 10, 11, 13, 12, 15, 14 (symmetric spread keeps the mean at e1)
+    tilt = {10: 0.0, 11: 0.05, 13: -0.1, 12: 0.15, 15: -0.2, 14: 0.25}
+    for r, a in tilt.items():
+        x[r] = [0, 1, a]
+    x[16:19] = [0.1, 0, 1]
+    x[19] = [-1, 0, 0]
+    unit = _unit(x)
+
+    text_a = "line one\n\nline two\n\nline three\n\nend"
+    text_b = "alpha\n\nbeta\n\ngamma"
+    text_c = "<b>x</b>\n\ny"
+    text_g = "class A:\n    def f(self):\n        return self.x + self.y\n"
+    docs = pd.DataFrame({
+        "doc_id": [1, 2, 3, 4],
+        "source": ["Pile-CC", "Wikipedia (en)", "Github", "Github"],
+        "text": [text_a, text_b, text_c, text_g],
+    })
+    spans: list[tuple[int, int, int]] = []  # (doc, start, end)
+    for i in range(10):
+        spans.append((1, i % 5, i % 5 + 1))
+    a_nl = [i for i in range(len(text_a)) if text_a.startswith("\n\n", i) and (i == 0 or text_a[i - 1] != "\n")]
+    b_nl = [i for i in range(len(text_b)) if text_b.startswith("\n\n", i) and (i == 0 or text_b[i - 1] != "\n")]
+    c_nl = text_c.index("\n\n")
+    # rows 10, 11, 12 in doc A; 13, 14 in doc B; 15 in doc C; all '\n\n'
+    spans += [(1, a_nl[0], a_nl[0] + 2), (1, a_nl[1], a_nl[1] + 2), (1, a_nl[2], a_nl[2] + 2),
+              (2, b_nl[0], b_nl[0] + 2), (2, b_nl[1], b_nl[1] + 2), (3, c_nl, c_nl + 2)]
+    selfs = [i - 1 for i in range(len(text_g)) if text_g.startswith("self", i)]  # ' self' / '(self'
+    spans += [(4, s, s + 5) for s in selfs[:3]]
+    spans.append((4, 0, 5))
+    doc_text = dict(zip(docs.doc_id, docs.text, strict=True))
+    doc_src = dict(zip(docs.doc_id, docs.source, strict=True))
+    tokens = pd.DataFrame({
+        "row": np.arange(20),
+        "doc_id": [d for d, _, _ in spans],
+        "position": np.arange(20) % 7,
+        "token_id": np.arange(20) + 100,
+        "token": [doc_text[d][s:e] for d, s, e in spans],
+        "char_start": [s for _, s, _ in spans],
+        "char_end": [e for _, _, e in spans],
+        "source": [doc_src[d] for d, _, _ in spans],
+    })
+    tokens.loc[16:18, "token"] = " self"  # the token table's text (not the span) is what top_tokens count
+    return labels, unit, tokens, docs
+
+
+def test_select_contexts_central_then_diverse() -> None:
+    cos = np.array([0.9, 0.8, 0.99, 0.7, 0.95])
+    docs = np.array(["a", "a", "b", "b", "c"])
+    # by cosine: 2(b) 4(c) 0(a) 1(a) 3(b); distinct docs first -> 2, 4, 0; then fill 1, 3
+    assert select_contexts(cos, docs, 3).tolist() == [2, 4, 0]
+    assert select_contexts(cos, docs, 5).tolist() == [2, 4, 0, 1, 3]
+    assert select_contexts(cos, docs, 9).tolist() == [2, 4, 0, 1, 3]
+
+
+def test_build_cards_selection_and_fields() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 3), contexts_per_card=4,
+                        threshold=0.7)
+    assert [c.rank for c in cards] == [2, 3] and not cards.notes
+    c2 = cards[0]
+    assert (c2.label_id, c2.size, c2.n_documents, c2.threshold) == (1, 6, 3, 0.7)
+    # central and diverse: best of each document (10 A, 13 B, 15 C), then the most central remaining (11)
+    assert [c.row for c in c2.contexts] == [10, 13, 15, 11]
+    assert [c.doc_id for c in c2.contexts] == [1, 2, 3, 1]
+    cos = [c.cosine_to_mean for c in c2.contexts]
+    assert cos[0] == pytest.approx(1.0, abs=1e-3) and cos[0] > cos[1] > cos[2]
+    assert c2.source_mix == {"Pile-CC": 3, "Wikipedia (en)": 2, "Github": 1}
+    assert c2.top_tokens == [("\n\n", 6)]
+    # exact span highlighted, newlines visible, windows are the surrounding text
+    ctx = c2.contexts[0]
+    assert ctx.token == "\u21b5\u21b5" and ctx.left == "line one" and ctx.right.startswith("line two\u21b5")
+    assert c2.provisional_label == "'\\n\\n' separators mostly in Pile-CC, only 3 documents (guess)"
+    c3 = cards[1]
+    assert c3.provisional_label == "' self' from one document (Github) (guess)"
+    assert c3.contexts[0].token in ("(self", " self")
+    d = c2.to_dict()
+    assert d["top_tokens"] == [["\n\n", 6]] and isinstance(d["contexts"][0], dict)
+    assert Card.from_dict(d) == c2
+
+
+def test_build_cards_notes_missing_ranks_and_shards_equal_callable() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    shards = [(0, unit[:7]), (7, unit[7:15]), (15, unit[15:])]
+    a = build_cards(labels, shards, tokens, docs, ranks=(2, 20), threshold=0.7)
+    b = build_cards(labels, lambda i: unit[i], tokens, docs, ranks=(2, 20), threshold=0.7)
+    assert [c.rank for c in a] == [2, 3, 4]
+    assert a.notes == ["ranks 5..20 requested but there are only 4 components; skipped"]
+    assert [c.to_dict() for c in a] == [c.to_dict() for c in b]
+    # tokens given in another row order are put in global row order
+    shuffled = tokens.sample(frac=1.0, random_state=0)
+    c = build_cards(labels, shards, shuffled, docs, ranks=(2, 20), threshold=0.7)
+    assert [x.to_dict() for x in c] == [x.to_dict() for x in a]
+
+
+def test_build_cards_rejects_mismatched_tokens() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    with pytest.raises(ValueError, match="tokens table has 19 rows"):
+        build_cards(labels, unit.__getitem__, tokens.iloc[:19], docs, threshold=0.7)
+    with pytest.raises(ValueError, match="lacks columns"):
+        build_cards(labels, unit.__getitem__, tokens.drop(columns="source"), docs, threshold=0.7)
+
+
+def test_row_getter_shards() -> None:
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    get = row_getter([(6, x[6:]), (0, x[:6])])
+    idx = np.array([0, 5, 6, 9])
+    np.testing.assert_array_equal(get(idx), x[idx])
+    with pytest.raises(IndexError, match="outside every shard"):
+        get(np.array([10]))
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [
+        ({"size": 40, "n_documents": 12, "top_tokens": [(" self", 30), ("self", 5)],
+          "source_mix": {"Github": 38, "Pile-CC": 2}}, "' self' in Github code (guess)"),
+        ({"size": 50, "n_documents": 9, "top_tokens": [("\n\n", 50)],
+          "source_mix": {"Pile-CC": 20, "Github": 10, "Wikipedia (en)": 10, "ArXiv": 5, "FreeLaw": 5}},
+         "'\\n\\n' separators across 5 sources (guess)"),
+        ({"size": 30, "n_documents": 1, "top_tokens": [("Hamlet", 20)],
+          "source_mix": {"Gutenberg (PG-19)": 30}}, "'Hamlet' from one document (Gutenberg (PG-19)) (guess)"),
+        ({"size": 50, "n_documents": 3, "top_tokens": [("\r", 50)], "source_mix": {"Github": 50}},
+         "'\\r' separators in Github code, only 3 documents (guess)"),
+        ({"size": 100, "n_documents": 40, "top_tokens": [(" told", 35), (" said", 30), (" asked", 5)],
+          "source_mix": {"Pile-CC": 60, "Wikipedia (en)": 40}}, "' told'/' said' mostly in Pile-CC (guess)"),
+        ({"size": 100, "n_documents": 40, "top_tokens": [(" the", 23), (" a", 10)],
+          "source_mix": {"Pile-CC": 50, "Github": 50}}, "mixed tokens, top ' the' 23% mostly in Pile-CC (guess)"),
+        ({"size": 10, "n_documents": 4, "top_tokens": [("    ", 9)], "source_mix": {"Github": 10}},
+         "'    ' whitespace in Github code (guess)"),
+        ({"size": 10, "n_documents": 4, "top_tokens": [("](", 9)], "source_mix": {"Github": 7, "Pile-CC": 3}},
+         "'](' punctuation mostly in Github code (guess)"),
+        ({"size": 10, "n_documents": 4, "top_tokens": [("2019", 9)], "source_mix": {"A": 4, "B": 3, "C": 3}},
+         "'2019' digits across 3 sources (guess)"),
+    ],
+)
+def test_provisional_label_wording(evidence: dict, expected: str) -> None:
+    assert provisional_label(evidence) == expected
+
+
+def test_provisional_label_needs_evidence() -> None:
+    with pytest.raises(ValueError, match="no tokens"):
+        provisional_label({"size": 0, "n_documents": 0, "top_tokens": [], "source_mix": {}})
+
+
+def test_quote_token_escapes() -> None:
+    assert quote_token("\n\n") == "'\\n\\n'"
+    assert quote_token("a\x00b") == "'a\\x00b'"
+    assert quote_token("x" * 40).endswith("\u2026'") and len(quote_token("x" * 40)) == 26
+
+
+def test_next_token_readout_tiny_model() -> None:
+    # final norm: RMSNorm with weight (1, 1, 0) -> drops dim 2; unembedding rows are token directions
+    w = torch.tensor([1.0, 1.0, 0.0])
+
+    def final_norm(x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6) * w
+
+    unembed = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 5.0], [-1.0, 0.0, 0.0]])
+    vocab = ["A", "B", "C", "D"]
+    # raw direction has a big dim 2 that the norm removes: 'C' must not win
+    out = next_token_readout(np.array([3.0, 1.0, 10.0]), final_norm, unembed, vocab, k=4)
+    assert [t for t, _ in out] == ["A", "B", "C", "D"]
+    rms = np.sqrt((9 + 1 + 100) / 3)
+    assert out[0][1] == pytest.approx(3 / rms, rel=1e-4) and out[1][1] == pytest.approx(1 / rms, rel=1e-4)
+    assert out[2][1] == 0.0 and out[3][1] == pytest.approx(-3 / rms, rel=1e-4)
+    capped = next_token_readout(np.array([3.0, 1.0, 10.0]), final_norm, unembed, None, k=1, softcap=0.1)
+    assert capped[0][0] == "#0" and capped[0][1] <= 0.1
+    with pytest.raises(ValueError, match="dims"):
+        next_token_readout(np.ones(2), final_norm, unembed, vocab)
+
+
+def test_build_cards_readout_uses_raw_rows() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    raw = unit * 7.0
+    unembed = torch.eye(3)
+
+    def final_norm(x: torch.Tensor) -> torch.Tensor:
+        return x / x.norm(dim=-1, keepdim=True)
+
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7,
+                        readout=(final_norm, unembed, ["t0", "t1", "t2"]), raw_rows=raw.__getitem__)
+    assert cards[0].readout is not None and cards[0].readout[0][0] == "t1"
+    no_raw = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7,
+                         readout=(final_norm, unembed, None))
+    assert no_raw[0].readout is None and "readout skipped" in no_raw.notes[0]
+
+
+def test_giant_subcards() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    giant = np.flatnonzero(labels == 0)
+    sub = np.array([7, 7, 7, 3, 3, 9, 9, 9, 9, 1])  # non-canonical labels at a higher threshold
+    cards = giant_subcards(sub, giant, unit.__getitem__, tokens, docs, higher_threshold=0.9, ranks=(1, 5))
+    assert [(c.rank, c.size, c.label_id) for c in cards] == [(1, 4, 0), (2, 3, 1), (3, 2, 2), (4, 1, 3)]
+    assert all(c.subcomponent_of == 1 and c.threshold == 0.9 for c in cards)
+    assert {x.row for x in cards[0].contexts} <= {5, 6, 7, 8}
+    assert "only 4 sub-components" in cards.notes[0]
+
+
+def test_canonical_relabel_and_summary() -> None:
+    assert canonical_relabel(np.array([5, 2, 2, 9, 5, 5, 7])).tolist() == [0, 1, 1, 2, 0, 0, 3]
+    s = summarize_components(np.array([0, 0, 0, 1, 1, 2, 3]), top=3)
+    assert s["n_components"] == 4 and s["largest"] == 3 and s["top_sizes"] == [3, 2, 1]
+    assert s["non_singleton"] == 1 and s["singletons"] == 2
+    assert s["n_components"] == 1 + s["non_singleton"] + s["singletons"]
+
+
+def test_build_cards_scales_without_python_loop_over_rows() -> None:
+    n, d = 200_000, 8
+    rng = np.random.default_rng(0)
+    sizes = [n - 1000] + [50] * 20
+    labels = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+    rng.shuffle(labels)
+    unit = _unit(rng.standard_normal((n, d)))
+    tokens = pd.DataFrame({"row": np.arange(n), "doc_id": np.arange(n) // 100, "position": np.arange(n) % 100,
+                           "token_id": np.zeros(n, dtype=np.int64), "token": ["t"] * n,
+                           "char_start": np.zeros(n, dtype=np.int64), "char_end": np.ones(n, dtype=np.int64),
+                           "source": ["Pile-CC"] * n})
+    docs = pd.DataFrame({"doc_id": np.arange(n // 100), "source": "Pile-CC", "text": "t"})
+    import time
+
+    t0 = time.perf_counter()
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(1, 20), threshold=0.5)
+    assert len(cards) == 20 and cards[0].size == n - 1000 and cards[1].size == 50
+    assert time.perf_counter() - t0 < 20
