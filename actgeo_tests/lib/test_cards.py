@@ -30,13 +30,14 @@ def tiny_run() -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
 
     label 0 (giant, rows 0-9) near e0; label 1 (rank 2, rows 10-15) near e1 with known cosines;
     label 2 (rank 3, rows 16-18, all ' self' in one Github doc); label 3 a singleton (row 19).
-    Rank 2's members by cosine to their mean: 10 (doc A) > 11 (A) > 13 (B) > 12 (A) > 15 (C) > 14 (B).
+    Rank 2's members by cosine to their mean: 10 (doc A) > 11 (A) > 12 (A) ~ 13 (B) > 15 (C) > 14 (B), so the
+    most central member of each document is 10 (A), 13 (B), 15 (C), and the next most central is 11.
     """
     labels = np.array([0] * 10 + [1] * 6 + [2] * 3 + [3], dtype=np.int64)
     x = np.zeros((20, 3))
     x[:10] = [1, 0.05, 0]
     x[:10, 2] = np.linspace(0, 0.1, 10)
-    # rank 2: angle from e1 grows in the order 10, 11, 13, 12, 15, 14 (symmetric spread keeps the mean at e1)
+    # rank 2: tilt away from e1 grows in the order 10, 11, 13, 12, 15, 14
     tilt = {10: 0.0, 11: 0.05, 13: -0.1, 12: 0.15, 15: -0.2, 14: 0.25}
     for r, a in tilt.items():
         x[r] = [0, 1, a]

@@ -1,0 +1,58 @@
+"""Open a report built by the real card pipeline in headless chromium: figures load, tokens highlighted."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+
+from actgeo_assets.lib.cards import build_cards, summarize_components
+from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
+from actgeo_assets.lib.report import write_report
+from actgeo_assets.lib.settings import RunSettings
+from actgeo_tests.lib.test_cards import tiny_run
+from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
+
+
+@pytest.mark.browser
+def test_report_in_chromium(tmp_path) -> None:
+    require_chromium()
+    settings = RunSettings()
+    labels, unit, tokens, docs = tiny_run()
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 20), threshold=settings.threshold)
+    sweep = pd.DataFrame({"threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "n_components": [1, 2, 4, 9, 17],
+                          "largest": [20, 16, 10, 6, 2], "largest_fraction": [1.0, 0.8, 0.5, 0.3, 0.1],
+                          "singletons": [0, 0, 1, 4, 14], "non_singleton": [0, 1, 2, 4, 2],
+                          "n_edges": [190, 120, 60, 20, 3]})
+    figures = {"size_spectrum": size_spectrum_png(labels, settings.describe()),
+               "percolation": percolation_png(sweep, settings.describe(), settings.threshold)}
+    path = write_report(tmp_path / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
+                        summary=summarize_components(labels), sweep=sweep, figures=figures, cards=cards,
+                        notes=cards.notes, precision="float32 unit rows")
+
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    shot = TEST_OUTPUT / "report.png"
+    with chromium_context() as ctx:
+        page = ctx.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri(), wait_until="load")
+        for fid in ("fig-size-spectrum", "fig-percolation"):
+            width = page.eval_on_selector(f"#{fid}", "img => img.complete ? img.naturalWidth : 0")
+            assert width > 0, f"figure {fid} did not load"
+        assert page.locator("section.card").count() == len(cards) == 3
+        marks = page.locator('section.card[data-rank="2"] mark.hl')
+        assert marks.count() == len(cards[0].contexts)
+        assert marks.first.inner_text() == cards[0].contexts[0].token == "\u21b5\u21b5"
+        assert "self" in page.locator('section.card[data-rank="3"] mark.hl').first.inner_text()
+        label = page.locator('section.card[data-rank="3"] .plabel').inner_text()
+        assert "from one document (Github) (guess)" in label
+        assert page.locator("#notes li").first.inner_text().startswith("ranks 5..20")
+        page.screenshot(path=str(shot), full_page=True)
+        page.locator('section.card[data-rank="2"]').screenshot(path=str(TEST_OUTPUT / "report-card-2.png"))
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    assert shot.stat().st_size > 10_000
+    img = mpimg.imread(io.BytesIO(shot.read_bytes()), format="png")
+    assert img.shape[0] > 900 and img.shape[1] >= 1280 and img[..., :3].std() > 0.02
