@@ -47,33 +47,51 @@ def running_postgres() -> Iterator[str]:
     port = _free_port()
     pre: list[str] = []
     if root:
-        pw = pwd.getpwnam("postgres")
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError("running as root needs the `postgres` system user: `make test` installs "
+                               "Debian's postgresql, which creates it") from None
         os.chown(tmp, pw.pw_uid, pw.pw_gid)
         pre = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*pre, f"{bindir}/initdb", "-D", datadir, "-U", "actgeo", "--auth=trust", "-E", "UTF8"],
-        check=True, capture_output=True,
-    )
     log = os.path.join(tmp, "server.log")
-    subprocess.run(
-        [*pre, f"{bindir}/pg_ctl", "-D", datadir, "-l", log, "-w", "-t", "60",
-         "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "start"],
-        check=True, capture_output=True,
-    )
+    started = False
     try:
+        _run([*pre, f"{bindir}/initdb", "-D", datadir, "-U", "actgeo", "--auth=trust", "-E", "UTF8"], log)
+        started = True  # from here on, try to stop it (a no-op if it never came up)
+        _run([*pre, f"{bindir}/pg_ctl", "-D", datadir, "-l", log, "-w", "-t", "60",
+              "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "start"], log)
         deadline = time.time() + 30
         while True:
             r = subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
             if r.returncode == 0:
                 break
             if time.time() > deadline:
-                raise RuntimeError(f"postgres did not become ready on port {port}")
+                raise RuntimeError(f"postgres did not become ready on port {port}:\n{_tail(log)}")
             time.sleep(0.3)
-        subprocess.run(
-            [*pre, f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "actgeo", "actgeo"],
-            check=True, capture_output=True,
-        )
+        _run([*pre, f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "actgeo", "actgeo"], log)
         yield f"postgresql+psycopg2://actgeo@127.0.0.1:{port}/actgeo"
     finally:
-        subprocess.run([*pre, f"{bindir}/pg_ctl", "-D", datadir, "-m", "fast", "-w", "stop"], capture_output=True)
+        if started:
+            subprocess.run([*pre, f"{bindir}/pg_ctl", "-D", datadir, "-m", "fast", "-w", "stop"],
+                           capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tail(path: str, n: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return "".join(fh.readlines()[-n:])
+    except OSError:
+        return "(no server log)"
+
+
+def _run(cmd: list[str], log: str) -> None:
+    """Run a PostgreSQL tool; on failure raise RuntimeError with its output and the server log's tail."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(
+            f"{os.path.basename(cmd[cmd.index('--') + 1] if '--' in cmd else cmd[0])} failed "
+            f"(exit {r.returncode}):\n{r.stdout}{r.stderr}\nserver log:\n{_tail(log)}"
+        )
