@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,6 +117,7 @@ def test_build_cards_selection_and_fields() -> None:
     d = c2.to_dict()
     assert d["top_tokens"] == [["\n\n", 6]] and isinstance(d["contexts"][0], dict)
     assert Card.from_dict(d) == c2
+    assert Card.from_dict(json.loads(json.dumps(d))) == c2  # plain JSON, no numpy scalars
 
 
 def test_build_cards_notes_missing_ranks_and_shards_equal_callable() -> None:
