@@ -8,12 +8,14 @@ from actgeo_assets.defs.assets.activations import activation_mean, normalized, r
 from actgeo_assets.defs.assets.cards import component_cards
 from actgeo_assets.defs.assets.graph import components, edge_tiles
 from actgeo_assets.defs.automation import shard_sensor
+from actgeo_assets.defs.k8s import CLUSTER_JOBS
 from actgeo_assets.defs.resources import ActgeoResource
 
 ASSETS = [raw_activations, activation_mean, normalized, edge_tiles, components, component_cards]
 
 defs = dg.Definitions(
     assets=ASSETS,
+    jobs=CLUSTER_JOBS,
     sensors=[shard_sensor],
     resources={"actgeo": ActgeoResource()},
     # In-process: a multiprocess executor costs ~30 s of start-up per run on a 2-core machine

@@ -1,0 +1,104 @@
+"""Kubernetes: GPU step tags and the cluster jobs (one per partitions definition), run by the
+``k8s_job_executor`` (one pod per step). Locally, ``Definitions(executor=in_process_executor)`` stays the
+default for every other job; these jobs only run where the instance has a ``K8sRunLauncher``
+(deploy/helm/values.yaml).
+
+Order of the jobs for one run of the study (DESIGN.md):
+``cluster_capture`` (every shard) -> ``cluster_mean`` -> ``cluster_normalize`` (every shard) ->
+``cluster_tiles`` (every shard pair) -> ``cluster_merge``. Capture and normalization are separate
+jobs because ``center_l2`` (the demo profile's normalization) needs the mean over *all* shards before
+any shard can be normalized.
+
+Nothing here touches Kubernetes at import time: the executor reads its config when a run starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import dagster as dg
+from dagster_k8s import k8s_job_executor
+
+from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
+
+# GPU nodes: the NVIDIA GPU operator / GPU feature discovery labels them `nvidia.com/gpu.present=true`,
+# and managed clusters (GKE, AKS, EKS with the NVIDIA device plugin) taint them `nvidia.com/gpu:NoSchedule`.
+GPU_POOL = "actgeo_gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+]
+
+# One step pod of a GPU-bound asset: one whole GPU (extended resources need requests == limits), host
+# memory for the model / two shards, and placement on a GPU node. Keys are the Kubernetes Python client's
+# snake_case names, as dagster-k8s expects.
+GPU_STEP_K8S_CONFIG: dict[str, Any] = {
+    "container_config": {
+        "resources": {
+            "requests": {GPU_RESOURCE: "1", "cpu": "4", "memory": "16Gi"},
+            "limits": {GPU_RESOURCE: "1", "memory": "32Gi"},
+        },
+    },
+    "pod_spec_config": {
+        "node_selector": GPU_NODE_SELECTOR,
+        "tolerations": GPU_TOLERATIONS,
+    },
+}
+
+# For the asset engineer: `@dg.asset(..., op_tags=GPU_STEP_TAGS)` on raw_activations and edge_tiles.
+# The k8s_job_executor reads the `dagster-k8s/config` op tag of each step; other executors ignore it.
+GPU_STEP_TAGS: dict[str, Any] = {"dagster-k8s/config": GPU_STEP_K8S_CONFIG}
+
+# The assets whose steps need a GPU (and run in the `actgeo_gpu` pool).
+GPU_ASSETS = ("raw_activations", "edge_tiles")
+
+
+def gpu_step_config(*op_names: str) -> dict[str, Any]:
+    """Executor run config that pins the given steps to GPU pods (`per_step_k8s_config`).
+
+    It repeats what GPU_STEP_TAGS says on the assets themselves, so the cluster jobs ask for a GPU
+    whether or not the op tags are in place; dagster-k8s deep-merges the two (lists de-duplicated).
+    """
+    return {"per_step_k8s_config": {name: copy.deepcopy(GPU_STEP_K8S_CONFIG) for name in op_names}}
+
+
+def _job(name: str, selection: list[str], description: str, partitions: Any = None) -> Any:
+    gpu_ops = [a for a in selection if a in GPU_ASSETS]
+    return dg.define_asset_job(
+        name=name,
+        selection=dg.AssetSelection.assets(*selection),
+        partitions_def=partitions,
+        executor_def=k8s_job_executor,
+        # Default run config (editable in the launchpad): GPU pods for the GPU-bound steps. Namespace,
+        # secrets and the shared data volume come from deploy/helm/values.yaml (actgeo.clusterRunConfig
+        # shows a complete run config).
+        config={"execution": {"config": gpu_step_config(*gpu_ops)}} if gpu_ops else None,
+        tags={"actgeo/gpu": "true"} if gpu_ops else None,
+        description=description,
+    )
+
+
+cluster_capture = _job(
+    "cluster_capture", ["raw_activations"],
+    "Capture one dataset shard in its own GPU pod (Kubernetes).", shard_partitions,
+)
+cluster_mean = _job(
+    "cluster_mean", ["activation_mean"],
+    "Mean raw activation over all captured shards (CPU pod); needed before center_l2 normalization.",
+)
+cluster_normalize = _job(
+    "cluster_normalize", ["normalized"],
+    "Normalize one shard and run its geometry check (CPU pod).", shard_partitions,
+)
+cluster_tiles = _job(
+    "cluster_tiles", ["edge_tiles"],
+    "Maximum spanning forest of one shard pair's tile in its own GPU pod (Kubernetes).", pair_partitions,
+)
+cluster_merge = _job(
+    "cluster_merge", ["components", "component_cards"],
+    "Kruskal merge of all tile forests, summary, sweep, figures and cards (CPU pods).",
+)
+
+CLUSTER_JOBS: list = [cluster_capture, cluster_mean, cluster_normalize, cluster_tiles, cluster_merge]
