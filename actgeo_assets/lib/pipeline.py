@@ -311,8 +311,10 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     figures = {k: (comp / f"{k}.png").read_bytes() for k in ("size_spectrum", "percolation")}
     sweep = pd.read_csv(comp / "sweep.csv")
     report = write_report(out / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
-                          summary=record["summary"], sweep=sweep, figures=figures, cards=cards)
-    rows = write_results(database_url, settings.run_key(), record["summary"], cards)
+                          summary=record["summary"], sweep=sweep, figures=figures, cards=cards,
+                          notes=list(getattr(cards, "notes", [])), precision=record["precision"])
+    rows = write_results(database_url, settings.run_key(), record["summary"], cards,
+                         description=settings.describe())
     return {"cards": cards, "report": str(report), "sql_rows": rows, "summary": record["summary"],
             "run_id": settings.run_id()}
 
