@@ -133,9 +133,10 @@ def format_summary(record: dict[str, Any]) -> str:
 
 def add_run_arguments(parser: Any) -> None:
     """Arguments of `actgeo run` (shared by the CLI and ``python -m actgeo_assets.runner``)."""
-    parser.add_argument("--profile", default="demo", help="demo (default, offline CPU) or full (the study)")
-    parser.add_argument("--data-dir", default="data", help="root folder of run files (default: data)")
-    parser.add_argument("--database-url", default="", help="SQLAlchemy URL (default: sqlite in data dir)")
+    parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
+    parser.add_argument("--data-dir", default=None, help="root folder of run files (default: data)")
+    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
+    parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
     parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set budget=100000 --set normalization=l2")
@@ -152,7 +153,7 @@ def run_from_args(args: Any) -> int:
         key, sep, value = item.partition("=")
         if not sep or key not in ActgeoResource.model_fields:
             print(f"actgeo: bad --set {item!r}: use KEY=VALUE with KEY one of "
-                  f"{sorted(k for k in ActgeoResource.model_fields if k not in ('profile', 'data_dir'))}",
+                  f"{sorted(k for k in ActgeoResource.model_fields if k not in ('profile', 'data_dir', 'config_file'))}",
                   file=sys.stderr)
             return 2
         try:
@@ -160,7 +161,7 @@ def run_from_args(args: Any) -> int:
         except json.JSONDecodeError:
             overrides[key] = value
     try:
-        resource = ActgeoResource(profile=args.profile, data_dir=args.data_dir,
+        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=args.data_dir,
                                   database_url=args.database_url, **overrides)
         resource.settings()
     except (ValueError, TypeError) as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
+import yaml
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -11,14 +14,25 @@ from actgeo_assets.lib.layout import RunLayout
 from actgeo_assets.lib.settings import RunSettings, get_profile
 
 
+_SETTING_FIELDS = (
+    "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "context_len",
+    "exclude_bos", "normalization", "threshold", "min_threshold", "sweep", "batch_size", "device",
+    "torch_threads", "card_ranks", "contexts_per_card",
+)
+
+
 class ActgeoResource(ConfigurableResource):
     """Which run the assets build. ``profile`` picks ``demo`` or ``full`` (DESIGN.md); any field left
-    unset keeps the profile's value. Edit it in the launchpad's resource config or in ``dagster.yaml``."""
+    unset keeps the profile's value. Set fields in the launchpad's resource config, or point
+    ``config_file`` (or, when that is empty, the environment variable ``ACTGEO_CONFIG``, read when a run
+    starts, never at import) at a YAML/JSON file of the same keys: a deployment's one place for settings.
+    Explicit fields win over the file."""
 
-    profile: str = Field(default="demo", description="demo (offline CPU) or full (the study, CUDA GPU)")
-    data_dir: str = Field(default="data", description="root folder of all run files")
-    database_url: str = Field(
-        default="", description="SQLAlchemy URL of the component table; empty: sqlite file in data_dir"
+    config_file: str = Field(default="", description="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
+    profile: str | None = Field(default=None, description="demo (offline CPU, default) or full (the study)")
+    data_dir: str | None = Field(default=None, description="root folder of all run files (default: data)")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the component table; default: sqlite file in data_dir"
     )
     model: str | None = Field(default=None, description="HF id, local folder, .gguf file or pypi:<package>")
     layer: int | None = Field(default=None, description="residual stream after decoder block L (0-based)")
@@ -39,22 +53,35 @@ class ActgeoResource(ConfigurableResource):
     card_ranks: list[int] | None = None
     contexts_per_card: int | None = None
 
+    def _file_values(self) -> dict[str, Any]:
+        path = self.config_file or os.environ.get("ACTGEO_CONFIG", "")
+        if not path:
+            return {}
+        try:
+            values = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"actgeo config file {path!r} cannot be read: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ValueError(f"actgeo config file {path!r} must hold a mapping of settings")
+        unknown = sorted(set(values) - set(_SETTING_FIELDS) - {"profile", "data_dir", "database_url"})
+        if unknown:
+            raise ValueError(f"actgeo config file {path!r}: unknown keys {unknown}")
+        return values
+
+    def _value(self, name: str, default: Any = None) -> Any:
+        mine = getattr(self, name)
+        return mine if mine is not None else self._file_values().get(name, default)
+
     def settings(self) -> RunSettings:
-        overrides = {
-            name: getattr(self, name)
-            for name in (
-                "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget",
-                "context_len", "exclude_bos", "normalization", "threshold", "min_threshold", "sweep",
-                "batch_size", "device", "torch_threads", "card_ranks", "contexts_per_card",
-            )
-        }
-        return get_profile(self.profile, **overrides)
+        overrides = {name: self._value(name) for name in _SETTING_FIELDS}
+        return get_profile(self._value("profile", "demo"), **overrides)
 
     def layout(self) -> RunLayout:
-        return RunLayout(self.data_dir, self.profile)
+        return RunLayout(self._value("data_dir", "data"), self._value("profile", "demo"))
 
     def db_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        path = Path(self.data_dir).expanduser().resolve() / "actgeo.sqlite"
+        url = self._value("database_url", "")
+        if url:
+            return url
+        path = Path(self._value("data_dir", "data")).expanduser().resolve() / "actgeo.sqlite"
         return f"sqlite:///{path}"

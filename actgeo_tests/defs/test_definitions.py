@@ -85,3 +85,16 @@ def test_lib_never_imports_dagster() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_config_file_and_env(tmp_path, monkeypatch) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("profile: demo\ndata_dir: %s\nbudget: 1234\nthreshold: 0.8\n" % (tmp_path / "d"))
+    monkeypatch.setenv("ACTGEO_CONFIG", str(cfg))
+    r = ActgeoResource()
+    assert r.settings().budget == 1234 and r.settings().threshold == 0.8
+    assert r.layout().root == (tmp_path / "d" / "demo").resolve()
+    assert ActgeoResource(threshold=0.75).settings().threshold == 0.75  # explicit field wins
+    cfg.write_text("budgett: 5\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        ActgeoResource().settings()
