@@ -150,7 +150,9 @@ def normalized_rows(settings: RunSettings, layout: RunLayout, shard: str) -> np.
 def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> dict[str, Any]:
     """Maximum spanning forest (cosine >= min_threshold) of one shard pair -> tiles/{pair}.npz.
 
-    Indices in the saved forest are local: ``src`` into shard a, ``dst`` into shard b.
+    Indices in the saved forest are tile-local: rows of shard a are ``0..n_a-1`` and rows of shard b
+    follow as ``n_a..n_a+n_b-1`` (for a == b there is one block); :func:`merge_components` maps them to
+    global rows once all shard sizes are known.
     """
     from actgeo_assets.lib.graph import tile_forest
 
@@ -161,8 +163,8 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> dict[st
     xa = normalized_rows(settings, layout, a)
     xb = None if a == b else normalized_rows(settings, layout, b)
     t0 = time.perf_counter()
-    forest = tile_forest(xa, xb, min_threshold=settings.min_threshold, exact_at=(settings.threshold,),
-                         device=settings.device, progress=True)
+    forest = tile_forest(xa, xb, offset_a=0, offset_b=xa.shape[0], min_threshold=settings.min_threshold,
+                         exact_at=(settings.threshold,), device=settings.device, progress=True)
     seconds = time.perf_counter() - t0
     layout.tile(pair).parent.mkdir(parents=True, exist_ok=True)
     forest.save(layout.tile(pair))
@@ -198,9 +200,14 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> dict[str, Any]
     for pair in settings.pair_keys:
         a, b = split_pair_key(pair)
         local = ForestEdges.load(layout.tile(pair))
-        if len(local.src) and (local.src.max() >= sizes[a] or local.dst.max() >= sizes[b]):
+        n_a, n_tile = sizes[a], sizes[a] + (sizes[b] if a != b else 0)
+        if len(local.src) and max(local.src.max(), local.dst.max()) >= n_tile:
             raise ValueError(f"{layout.tile(pair)} indexes rows beyond its shards: it is stale; rematerialize it")
-        parts.append(ForestEdges(local.src + offsets[a], local.dst + offsets[b], local.weight))
+
+        def to_global(v: np.ndarray, a: str = a, b: str = b, n_a: int = n_a) -> np.ndarray:
+            return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
+
+        parts.append(ForestEdges(to_global(local.src), to_global(local.dst), local.weight))
     forest = merge_forests(parts, n)
     labels = forest.labels_at(settings.threshold)
     summary = component_summary(labels, top=20)
