@@ -47,12 +47,15 @@ def normalize_rows(
     *,
     mean: np.ndarray | None = None,
     norm_weight: dict[str, Any] | None = None,
+    out: np.ndarray | None = None,
 ) -> NormalizeResult:
     """Unit-normalize the rows of ``x`` (``[n, d]``, any float dtype, may be memory-mapped).
 
     ``mean`` (``[d]``) is used by ``center_l2``; when omitted it is computed from ``x``'s finite rows
     (and the report says so). ``norm_weight`` is the dict of ``next_block_norm`` (``weight``, ``eps``,
-    ``kind``, optional ``bias``) and is required by ``rmsnorm``.
+    ``kind``, optional ``bias``) and is required by ``rmsnorm``. ``out``: optional writable float32
+    ``[n, d]`` buffer (e.g. ``np.lib.format.open_memmap``) to fill instead of allocating; kept rows are
+    packed at its top and ``unit`` is ``out[:m]``.
 
     Raises ``ValueError`` for an unknown method, a non-2-D input, a mean of the wrong shape or a missing
     ``norm_weight``.
@@ -94,19 +97,24 @@ def normalize_rows(
         report["norm_eps"] = float(norm_weight.get("eps", 1e-6))
         report["norm_module"] = norm_weight.get("module")
 
-    unit = np.empty((n, d), dtype=np.float32)
+    if out is None:
+        unit = np.empty((n, d), dtype=np.float32)
+    else:
+        if out.shape != (n, d) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(n, d)}, got {out.dtype} {out.shape}")
+        unit = out
     kept = np.zeros(n, dtype=bool)
     non_finite: list[int] = []
     zero: list[int] = []
     n_non_finite = n_zero = 0
-    out = 0
+    m = 0
     step = _chunk_rows(d)
     eps = float(norm_weight.get("eps", 1e-6)) if norm_weight else 0.0
     for lo in range(0, n, step):
         chunk = np.asarray(x[lo : lo + step], dtype=np.float64)
         finite = np.isfinite(chunk).all(axis=1)
         if mean64 is not None:
-            chunk -= mean64
+            chunk = chunk - mean64  # never in place: chunk may be a view of a float64 input
         elif method == "rmsnorm":
             chunk = _apply_norm(chunk, norm_weight["kind"], scale, shift, eps)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -120,19 +128,19 @@ def normalize_rows(
         non_finite.extend(bad_nf[: max(0, 10 - len(non_finite))].tolist())
         zero.extend(bad_zero[: max(0, 10 - len(zero))].tolist())
         k = int(good.sum())
-        unit[out : out + k] = chunk[good] / norms[good, None]
+        unit[m : m + k] = chunk[good] / norms[good, None]
         kept[lo : lo + chunk.shape[0]] = good
-        out += k
+        m += k
     report.update(
         {
-            "n_kept": out,
-            "n_excluded": n - out,
+            "n_kept": m,
+            "n_excluded": n - m,
             "excluded": {"non_finite": n_non_finite, "zero_norm": n_zero},
             "first_excluded_rows": {"non_finite": non_finite, "zero_norm": zero},
             "dtype": "float32",
         }
     )
-    return NormalizeResult(unit=unit[:out], kept=kept, report=report)
+    return NormalizeResult(unit=unit[:m], kept=kept, report=report)
 
 
 def _apply_norm(

@@ -64,3 +64,14 @@ def test_demo_model_captures_layer_9(model_cache) -> None:
     assert res.tokens["token"].iloc[0] == "Everyone"
     norm = next_block_norm(loaded, 9)
     assert norm["kind"] == "gemma" and norm["weight"].shape == (640,)
+
+
+def test_hub_failure_explains_token_and_licence(tmp_path, monkeypatch) -> None:
+    import transformers
+
+    def offline(*_a, **_k):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(OSError, match=r"google/gemma-2-2b.*HF token.*licence"):
+        load_model("google/gemma-2-2b", tmp_path)

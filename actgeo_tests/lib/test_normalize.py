@@ -29,6 +29,9 @@ def test_center_l2_with_given_and_computed_mean(x) -> None:
     ref = _unit(x.astype(np.float64) - mean)
     given = normalize_rows(x, "center_l2", mean=mean)
     np.testing.assert_allclose(given.unit, ref, atol=1e-6)
+    x64 = x.astype(np.float64)
+    normalize_rows(x64, "center_l2", mean=mean)
+    np.testing.assert_array_equal(x64, x.astype(np.float64))  # input untouched
     computed = normalize_rows(x, "center_l2")
     assert computed.report["mean"] == "computed from this input"
     np.testing.assert_allclose(computed.unit, ref, atol=1e-6)
@@ -70,6 +73,10 @@ def test_chunking_matches(monkeypatch, x) -> None:
     whole = normalize_rows(x, "l2").unit
     monkeypatch.setattr(nm, "_CHUNK_ELEMS", 16 * 7)  # 7 rows per chunk
     np.testing.assert_array_equal(normalize_rows(x, "l2").unit, whole)
+    buf = np.full(x.shape, np.nan, dtype=np.float32)  # e.g. a memmap opened by the caller
+    res = normalize_rows(x, "l2", out=buf)
+    assert np.shares_memory(res.unit, buf)
+    np.testing.assert_array_equal(buf, whole)
 
 
 def test_bad_input() -> None:

@@ -104,7 +104,9 @@ def test_truncated_file_and_token_mismatch(layout) -> None:
 def test_mismatched_expect_names_what_differs(layout) -> None:
     res, docs = _result()
     write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
-    with pytest.raises(ShardError, match=r"shard-000\.json.*model: stored 'tiny'.*layer: stored 1, expected 12"):
+    with pytest.raises(
+        ShardError, match=r"shard-000\.json.*model: stored 'tiny'.*layer: stored 1, expected 12"
+    ):
         read_raw_shard(layout, "shard-000", expect={**CAPTURE, "layer": 12, "model": "google/gemma-2-2b"})
 
 
