@@ -20,6 +20,10 @@ from actgeo_assets.lib.layout import load_json
 from actgeo_assets.lib.settings import RunSettings
 
 
+#: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def register_partitions(instance: dg.DagsterInstance, settings: RunSettings) -> None:
     """Add the run's shard and shard-pair keys to the dynamic partitions (idempotent)."""
     for name, keys in ((SHARDS, settings.shard_keys), (SHARD_PAIRS, settings.pair_keys)):
@@ -81,7 +85,8 @@ def materialize_run(
         label = f"{asset}[{partition}]" if partition else asset
         t0 = time.perf_counter()
         result = dg.materialize(ASSETS, selection=[asset], partition_key=partition, instance=instance,
-                                resources=resources, raise_on_error=True, tags={"actgeo/profile": settings.profile})
+                                resources=resources, raise_on_error=True, run_config=RUN_CONFIG,
+                                tags={"actgeo/profile": settings.profile})
         seconds = time.perf_counter() - t0
         times[label] = seconds
         echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.partitions import shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
@@ -15,6 +16,7 @@ GROUP = "activations"
     group_name=GROUP,
     kinds={"pytorch", "numpy"},
     pool="actgeo_gpu",
+    op_tags=GPU_STEP_TAGS,
     code_version="capture-1",
     description="Residual stream after decoder block `layer` of one dataset shard: float16 .npy, "
     "token table (parquet) and JSON sidecar with sha256. The forward pass stops at the captured layer.",

@@ -3,6 +3,7 @@
 import dagster as dg
 import numpy as np
 
+from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import png_md, summary_md, table_md
 from actgeo_assets.defs.partitions import pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
@@ -19,6 +20,7 @@ GROUP = "graph"
     group_name=GROUP,
     kinds={"pytorch"},
     pool="actgeo_gpu",
+    op_tags=GPU_STEP_TAGS,
     code_version="tile-forest-1",
     description="Maximum spanning forest of the edges with cosine >= min_threshold between two shards "
     "(tiled GEMM, never the similarity matrix or the edge list): at most n_a + n_b - 1 edges.",
