@@ -40,7 +40,8 @@ class CaptureResult:
 
     ``acts``: float16 ``[n, d]`` (unless capture was asked for another ``out_dtype``), row ``i`` is the residual stream at ``tokens.row == i``.
     ``tokens``: one row per activation, columns :data:`TOKEN_COLUMNS` (``position`` counts from 0 at
-    ``<bos>``; ``char_start:char_end`` is the token's span in its document's text, empty for specials).
+    ``<bos>``; ``char_start:char_end`` is the token's span in its document's text, empty for specials,
+    ``-1`` when the tokenizer is a slow one without offsets).
     ``stats``: counts and timings (see :func:`capture_activations`).
     """
 
@@ -258,12 +259,16 @@ def capture_activations(
 def _tokenize(tokenizer: Any, text: str, context_len: int) -> tuple[list[int], list[tuple[int, int]], bool]:
     """First ``context_len`` token ids and char offsets of ``text`` (with specials); and whether cut."""
     limit = context_len * _CHARS_PER_TOKEN
+    fast = bool(getattr(tokenizer, "is_fast", True))
     for piece in (text[:limit], text) if len(text) > limit else (text,):
-        enc = tokenizer(piece, add_special_tokens=True, return_offsets_mapping=True, truncation=False)
+        enc = tokenizer(piece, add_special_tokens=True, return_offsets_mapping=fast, truncation=False)
         ids = list(enc["input_ids"])
         # a prefix is only trusted when it reaches well past the context (its last tokens may differ)
         if piece is text or len(ids) >= context_len + _PREFIX_MARGIN:
-            offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+            if fast:
+                offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+            else:  # slow (Python) tokenizers have no offsets: spans are unknown (-1)
+                offsets = [(-1, -1)] * len(ids)
             return ids[:context_len], offsets[:context_len], len(ids) > context_len
     raise AssertionError("unreachable")
 

@@ -106,3 +106,14 @@ def test_builtin_pile_like_mix(model_cache) -> None:
     again = load_corpus(RunSettings(), cache)  # from the cached parquet
     assert again == docs
     assert list(cache.glob("builtin-pile-like-*.parquet"))
+
+
+def test_chunks_cut_at_paragraphs_and_keep_all_text() -> None:
+    from actgeo_assets.lib.corpus import _chunks
+
+    text = "\n\n".join(f"para {i} " + "x" * 50 for i in range(40))
+    pieces = _chunks(text, limit=300)
+    assert "".join(pieces) == text
+    assert all(len(p) <= 300 for p in pieces) and len(pieces) > 5
+    assert all(p.startswith("para") for p in pieces)
+    assert "".join(_chunks("y" * 1000, limit=300)) == "y" * 1000
