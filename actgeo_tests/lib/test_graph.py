@@ -1,0 +1,364 @@
+"""The graph engine against float64 brute force and DBSCAN; exactness at the threshold; pruning; forests."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+from sklearn.cluster import DBSCAN
+
+from actgeo_assets.lib import graph as G
+from actgeo_assets.lib.graph import (
+    ForestEdges,
+    SingleLinkageForest,
+    canonical_labels,
+    component_summary,
+    cosine_components,
+    merge_forests,
+    single_linkage_forest,
+    tile_forest,
+)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(n: int, d: int, seed: int = 0, k: int = 6) -> np.ndarray:
+    """Unit vectors around k random centres with varying spread: one or two big components, a tail."""
+    rng = np.random.default_rng(seed)
+    c = unit(rng.standard_normal((k, d)))
+    a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
+    spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
+    return unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
+
+
+def brute(x, t: float) -> np.ndarray:
+    x64 = np.asarray(x, dtype=np.float64)
+    s = x64 @ x64.T
+    np.fill_diagonal(s, -np.inf)
+    return canonical_labels(connected_components(sp.csr_matrix(s >= t), directed=False)[1])
+
+
+def dbscan(x, t: float) -> np.ndarray:
+    lab = DBSCAN(eps=1 - t, min_samples=1, metric="cosine", algorithm="brute").fit_predict(
+        np.asarray(x, np.float64)
+    )
+    return canonical_labels(lab)
+
+
+def near_pairs(t: float, deltas: list[float], d: int = 64, seed: int = 1) -> np.ndarray:
+    """Rows in pairs (x, y) with float64 dot x.y = t + delta exactly up to float64 rounding; pairs far apart."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for delta in deltas:
+        x = unit(rng.standard_normal((1, d)))[0]
+        o = rng.standard_normal(d)
+        o -= (o @ x) * x
+        o /= np.linalg.norm(o)
+        c = t + delta
+        rows += [x, c * x + np.sqrt(1 - c * c) * o]
+    return np.array(rows)
+
+
+# ---------------------------------------------------------------- equality with brute force and DBSCAN
+
+
+@pytest.mark.parametrize("t", [0.5, 0.7, 0.8])
+def test_clustered_matches_brute_force_and_dbscan(t):
+    x = clustered(1200, 48)
+    ref = brute(x, t)
+    assert 1 < ref.max() + 1 < len(x)  # a non-trivial partition
+    assert (dbscan(x, t) == ref).all()
+    for kw in ({}, {"tile_size": 200, "prune": False}, {"tile_size": 200, "prune": True, "n_landmarks": 64}):
+        assert (cosine_components(x, t, device="cpu", **kw) == ref).all(), kw
+    f = single_linkage_forest(x, 0.5, exact_at=(t,), device="cpu", tile_size=256)
+    assert (f.labels_at(t) == ref).all()
+
+
+def test_random_matches_brute_force_and_dbscan():
+    x = unit(np.random.default_rng(3).standard_normal((700, 6)))
+    for t in (0.6, 0.9, 0.97):
+        ref = brute(x, t)
+        assert (dbscan(x, t) == ref).all()
+        assert (cosine_components(x, t, device="cpu", tile_size=128) == ref).all()
+        assert (cosine_components(x, t, device="torch-cpu", tile_size=150) == ref).all()
+
+
+def test_pairs_within_1e6_of_threshold():
+    t = 0.7
+    deltas = [s * m for m in (1e-6, 3e-7, 1e-7, 1e-8) for s in (1, -1)] + [0.0]
+    x64 = near_pairs(t, deltas)
+    for x in (x64, x64.astype(np.float32)):
+        s = np.asarray(x, np.float64)
+        dots = np.einsum("ij,ij->i", s[0::2], s[1::2])
+        assert (np.abs(dots - t) < 2e-6).all()
+        assert (dots >= t).any() and (dots < t).any()
+        ref = brute(x, t)
+        linked = np.array([ref[2 * k] == ref[2 * k + 1] for k in range(len(deltas))])
+        assert (linked == (dots >= t)).all()
+        assert (cosine_components(x, t, device="cpu") == ref).all()
+        assert (cosine_components(x, t, device="torch-cpu") == ref).all()
+        f = single_linkage_forest(x, 0.5, exact_at=(t,), device="cpu")
+        assert (f.labels_at(t) == ref).all()
+        assert (single_linkage_forest(x, t, device="torch-cpu").labels_at(t) == ref).all()
+
+
+def test_labels_at_equals_cosine_components_for_exact_thresholds():
+    x = clustered(900, 32, seed=5)
+    ts = (0.55, 0.65, 0.75, 0.85)
+    f = single_linkage_forest(x, 0.5, exact_at=ts, device="cpu", tile_size=128)
+    assert f.exact_at == (0.5, *ts)
+    for t in ts:
+        assert (f.labels_at(t) == cosine_components(x, t, device="cpu")).all()
+    assert len(f.edges) <= len(x) - 1
+    assert (np.diff(f.edges.weight) <= 0).all()
+
+
+def test_dense_and_sparse_tile_paths_agree(monkeypatch):
+    x = clustered(600, 24, seed=2)
+    out = {}
+    for frac in (0.0, 1.01):
+        monkeypatch.setattr(G, "DENSE_FRACTION", frac)
+        f = single_linkage_forest(x, 0.4, exact_at=(0.6, 0.8), device="cpu", tile_size=150)
+        out[frac] = (f, cosine_components(x, 0.6, device="cpu", tile_size=150))
+    for t in (0.4, 0.6, 0.8):
+        assert (out[0.0][0].labels_at(t) == out[1.01][0].labels_at(t)).all()
+        assert (out[0.0][0].labels_at(t) == brute(x, t)).all()
+    assert (out[0.0][1] == out[1.01][1]).all()
+
+
+def test_torch_path_forest_matches():
+    x = clustered(500, 16, seed=4)
+    f = single_linkage_forest(x, 0.5, exact_at=(0.7, 0.8), device="torch-cpu", tile_size=128)
+    for t in (0.5, 0.7, 0.8):
+        assert (f.labels_at(t) == brute(x, t)).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():  # pragma: no cover - runs on GPU machines only
+    x = clustered(3000, 64, seed=6)
+    for t in (0.6, 0.7):
+        assert (cosine_components(x, t, device="cuda") == cosine_components(x, t, device="cpu")).all()
+    f = single_linkage_forest(x, 0.5, exact_at=(0.7,), device="cuda")
+    assert (f.labels_at(0.7) == brute(x, 0.7)).all()
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def test_pruning_is_identical():
+    x = clustered(1500, 32, seed=7, k=3)
+    for t in (0.6, 0.7):
+        st_on, st_off = {}, {}
+        on = cosine_components(x, t, device="cpu", tile_size=128, prune=True, n_landmarks=100, stats=st_on)
+        off = cosine_components(x, t, device="cpu", tile_size=128, prune=False, stats=st_off)
+        assert (on == off).all()
+        assert st_on["pairs_computed"] < st_off["pairs_computed"]
+    f = single_linkage_forest(
+        x, 0.5, exact_at=(0.6,), prune_at=0.7, device="cpu", tile_size=128, n_landmarks=100
+    )
+    full = single_linkage_forest(x, 0.5, exact_at=(0.6, 0.7), device="cpu", tile_size=128)
+    for t in (0.5, 0.6, 0.7):
+        assert (f.labels_at(t) == full.labels_at(t)).all()
+    with pytest.raises(ValueError, match="above prune_at"):
+        f.labels_at(0.8)
+    with pytest.raises(ValueError, match="above prune_at"):
+        single_linkage_forest(x, 0.5, exact_at=(0.8,), prune_at=0.7)
+
+
+# ---------------------------------------------------------------- canonical labels and summaries
+
+
+def test_canonical_labels_property():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 60))
+        raw = rng.integers(-5, int(rng.integers(1, 12)), n) * 7
+        lab = canonical_labels(raw)
+        assert lab.dtype == np.int64
+        sizes = np.bincount(lab)
+        assert (sizes > 0).all() and lab.max() + 1 == len(np.unique(raw))
+        assert (np.diff(sizes) <= 0).all()
+        firsts = np.array([np.flatnonzero(lab == c)[0] for c in range(len(sizes))])
+        for c in range(len(sizes) - 1):
+            if sizes[c] == sizes[c + 1]:
+                assert firsts[c] < firsts[c + 1]
+        # same partition
+        assert len(set(zip(raw.tolist(), lab.tolist(), strict=True))) == len(sizes)
+        assert (canonical_labels(lab) == lab).all()
+
+
+def test_summary_and_sweep():
+    lab = canonical_labels(np.array([0, 0, 0, 1, 1, 2, 3, 3, 4]))
+    s = component_summary(lab, top=3)
+    assert s == {
+        "n": 9,
+        "n_components": 5,
+        "largest": 3,
+        "largest_fraction": 3 / 9,
+        "non_singleton": 2,
+        "singletons": 2,
+        "top_sizes": [3, 2, 2],
+    }
+    x = clustered(400, 16, seed=9)
+    f = single_linkage_forest(x, 0.5, exact_at=(0.6, 0.7, 0.8))
+    table = f.sweep([0.5, 0.6, 0.7, 0.8])
+    assert list(table.columns) == [
+        "threshold",
+        "n_components",
+        "largest",
+        "largest_fraction",
+        "singletons",
+        "non_singleton",
+        "n_edges",
+    ]
+    for row in table.itertuples():
+        s = component_summary(f.labels_at(row.threshold))
+        assert (row.n_components, row.largest, row.singletons, row.non_singleton) == (
+            s["n_components"],
+            s["largest"],
+            s["singletons"],
+            s["non_singleton"],
+        )
+        assert row.n_edges == 400 - row.n_components
+        assert (f.component_sizes_at(row.threshold) == np.bincount(f.labels_at(row.threshold))).all()
+    assert (np.diff(table["n_components"]) >= 0).all()
+
+
+# ---------------------------------------------------------------- tile forests, merge, persistence
+
+
+def test_tile_forest_blocks_merge_equals_whole(tmp_path):
+    x = clustered(1000, 24, seed=11)
+    cuts = [0, 300, 650, 1000]
+    shards = [np.ascontiguousarray(x[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    ts = (0.6, 0.7, 0.8)
+    parts = []
+    for i, a in enumerate(shards):
+        for j in range(i, len(shards)):
+            kw = dict(min_threshold=0.5, exact_at=ts, device="cpu", tile_size=128)
+            if i == j:
+                fe = tile_forest(a, offset_a=cuts[i], **kw)
+            else:
+                fe = tile_forest(a, shards[j], offset_a=cuts[i], offset_b=cuts[j], **kw)
+            assert (fe.src < fe.dst).all() and len(fe) <= len(a) + (0 if i == j else len(shards[j])) - 1
+            path = tmp_path / f"{i}__{j}.npz"
+            fe.save(path)
+            parts.append(ForestEdges.load(path))
+    merged = merge_forests(parts, len(x))
+    whole = single_linkage_forest(x, 0.5, exact_at=ts, device="cpu")
+    assert merged.min_threshold == 0.5 and merged.exact_at == (0.5, *ts)
+    for t in (0.5, *ts):
+        assert (merged.labels_at(t) == whole.labels_at(t)).all()
+        assert (merged.labels_at(t) == brute(x, t)).all()
+    merged.save(tmp_path / "forest.npz")
+    back = SingleLinkageForest.load(tmp_path / "forest.npz")
+    assert back.n == 1000 and (back.edges.weight == merged.edges.weight).all()
+    assert (back.labels_at(0.7) == merged.labels_at(0.7)).all()
+
+
+def test_tile_forest_pruned_blocks():
+    x = clustered(800, 24, seed=12, k=3)
+    a, b = x[:500], x[500:]
+    kw = dict(min_threshold=0.5, exact_at=(0.6,), device="cpu", tile_size=100, prune_at=0.7, n_landmarks=60)
+    parts = [tile_forest(a, **kw), tile_forest(b, offset_a=500, **kw), tile_forest(a, b, offset_b=500, **kw)]
+    merged = merge_forests(parts, 800)
+    assert merged.exact_up_to == 0.7
+    for t in (0.5, 0.6, 0.7):
+        assert (merged.labels_at(t) == brute(x, t)).all()
+
+
+def test_corrupt_forest_files_name_the_file(tmp_path):
+    bad = tmp_path / "tile.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="tile.npz"):
+        ForestEdges.load(bad)
+    with pytest.raises(ValueError, match="tile.npz"):
+        SingleLinkageForest.load(bad)
+    np.savez(tmp_path / "partial.npz", src=np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="partial.npz"):
+        ForestEdges.load(tmp_path / "partial.npz")
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temp files
+
+
+# ---------------------------------------------------------------- input types
+
+
+def test_float16_torch_and_memmap_inputs(tmp_path):
+    x32 = clustered(600, 32, seed=13)
+    x16 = x32.astype(np.float16)
+    ref16 = brute(x16, 0.7)
+    assert (cosine_components(x16, 0.7) == ref16).all()
+    assert (cosine_components(torch.from_numpy(x16), 0.7) == ref16).all()
+    assert (cosine_components(torch.from_numpy(x32), 0.7) == brute(x32, 0.7)).all()
+    f = single_linkage_forest(torch.from_numpy(x16), 0.5, exact_at=(0.7,))
+    assert (f.labels_at(0.7) == ref16).all()
+    np.save(tmp_path / "x.npy", x32)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert (cosine_components(mm, 0.7, tile_size=128) == brute(x32, 0.7)).all()
+    x64 = x32.astype(np.float64)
+    assert (cosine_components(x64, 0.7) == brute(x64, 0.7)).all()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_raise_with_messages():
+    good = unit(np.random.default_rng(0).standard_normal((10, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        cosine_components(good[0])
+    with pytest.raises(ValueError, match="empty"):
+        cosine_components(np.zeros((0, 4), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        cosine_components(good.astype(np.int64))
+    nan = good.copy()
+    nan[[3, 7], 1] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite.*rows 3, 7"):
+        cosine_components(nan)
+    off = good.copy()
+    off[5] *= 1.5
+    with pytest.raises(ValueError, match=r"not unit L2 norm.*rows 5"):
+        cosine_components(off)
+    for bad_t in (-1.0, 1.5, float("nan"), "x"):
+        with pytest.raises(ValueError, match="threshold"):
+            cosine_components(good, bad_t)
+    assert (cosine_components(good, 1.0) == np.arange(10)).all()
+    with pytest.raises(ValueError, match="min_threshold 0.7 is above the exact_at value 0.6"):
+        single_linkage_forest(good, 0.7, exact_at=(0.6,))
+    f = single_linkage_forest(good, 0.5)
+    with pytest.raises(ValueError, match="below the forest's min_threshold"):
+        f.labels_at(0.4)
+    with pytest.raises(ValueError, match="overlap"):
+        tile_forest(good, good, offset_a=0, offset_b=5, min_threshold=0.5)
+    with pytest.raises(ValueError, match="columns"):
+        tile_forest(good, good[:, :3], offset_b=10, min_threshold=0.5)
+    with pytest.raises(ValueError, match="device"):
+        cosine_components(good, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            cosine_components(good, device="cuda")
+    with pytest.raises(ValueError, match="outside"):
+        merge_forests([ForestEdges([0], [12], [0.9])], 10)
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_memory_stays_far_below_n_squared():
+    """N = 16,000: an N x N float32 matrix is 1 GB; the engine must finish with a traced peak far below."""
+    n = 16_000
+    x = unit(np.random.default_rng(0).standard_normal((n, 8))).astype(np.float32)
+    limit = n * n * 4 // 8  # 128 MB
+    tracemalloc.start()
+    try:
+        lab = cosine_components(x, 0.98, device="cpu", tile_size=1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak / 1e6:.0f} MB"
+    assert lab.shape == (n,) and lab.max() + 1 < n
