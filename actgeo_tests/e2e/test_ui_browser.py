@@ -55,7 +55,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory):
     home = tmp / "dagster_home"
     home.mkdir()
     config = {
-        "profile": "demo", "data_dir": str(tmp / "data"), "model": tiny_gemma2(tmp / "model"), "layer": 1,
+        "profile": "demo", "data_dir": str(tmp / "data"), "model": tiny_gemma2(tmp / "model"), "layer": 2,
         "corpus": str(FIXTURE), "n_shards": 2, "budget": 400, "context_len": 32, "batch_size": 4,
         "threshold": 0.6, "min_threshold": 0.4, "card_ranks": [2, 4], "contexts_per_card": 2,
     }
@@ -126,7 +126,11 @@ def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
             skip.click(timeout=15_000)
         except Exception:  # the community dialog does not show in every build
             pass
-        page.get_by_role("button", name="Materialize", exact=True).first.click()
+        try:
+            page.locator("button", has_text="Materialize").first.click()
+        except Exception:
+            page.screenshot(path=str(TEST_OUTPUT / "ui-no-materialize-button.png"), full_page=True)
+            raise
         # Wait for a new materialization of `components` to land, launched from the page.
         deadline, new = time.time() + 300, []
         while time.time() < deadline:
@@ -137,15 +141,23 @@ def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
         assert new, "no run materialized `components` after clicking Materialize"
         assert _run_status(port, new[0]["runId"]) == "SUCCESS"
         page.screenshot(path=str(TEST_OUTPUT / "ui-after-materialize.png"), full_page=True)
-        # The asset page shows the run's metadata: the summary table and Figure 1.
-        page.goto(f"{base}/assets/components?view=overview")
-        page.get_by_text("summary", exact=True).first.wait_for(timeout=60_000)
-        page.goto(f"{base}/assets/components?view=events")
-        page.get_by_text("non-singleton components besides the largest").first.wait_for(timeout=60_000)
-        imgs = page.locator("img[src^='data:image/png']")
-        imgs.first.wait_for(timeout=60_000)
+        # The asset page shows the run's metadata: the summary table and Figure 1 (markdown values open
+        # in a dialog from the metadata table).
+        page.goto(f"{base}/assets/components")
+        row = page.locator("tr", has_text="figure_size_spectrum").first
+        row.wait_for(timeout=60_000)
+        row.scroll_into_view_if_needed()
+        try:
+            row.locator("button, a", has_text="Markdown").first.click()
+            img = page.locator("img[src^='data:image/png']").first
+            img.wait_for(timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(TEST_OUTPUT / "ui-no-figure.png"), full_page=True)
+            (TEST_OUTPUT / "ui-no-figure.html").write_text(row.inner_html())
+            raise
         assert page.evaluate("Array.from(document.images).some(i => i.src.startsWith('data:image/png') "
                              "&& i.naturalWidth > 100)")
+        page.wait_for_timeout(1500)  # let the dialog finish fading in before the screenshot
         shot = TEST_OUTPUT / "ui-components-metadata.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
