@@ -19,7 +19,6 @@ from actgeo_assets.lib import pipeline
 from actgeo_assets.lib.layout import load_json
 from actgeo_assets.lib.settings import RunSettings
 
-
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 

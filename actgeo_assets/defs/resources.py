@@ -13,7 +13,6 @@ from pydantic import Field
 from actgeo_assets.lib.layout import RunLayout
 from actgeo_assets.lib.settings import RunSettings, get_profile
 
-
 _SETTING_FIELDS = (
     "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "context_len",
     "exclude_bos", "normalization", "threshold", "min_threshold", "sweep", "batch_size", "device",

@@ -190,7 +190,7 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> dict[str, Any]
     from actgeo_assets.lib.graph import ForestEdges, component_summary, merge_forests
 
     sizes = {s: int(load_json(layout.normalized_meta(s))["rows"]) for s in _require_normalized(settings, layout)}
-    offsets = dict(zip(settings.shard_keys, np.cumsum([0] + [sizes[s] for s in settings.shard_keys])[:-1].tolist()))
+    offsets = dict(zip(settings.shard_keys, np.cumsum([0] + [sizes[s] for s in settings.shard_keys])[:-1].tolist(), strict=True))
     n = int(sum(sizes.values()))
     missing = [p for p in settings.pair_keys if not layout.tile(p).exists()]
     if missing:
@@ -396,7 +396,7 @@ def audit_cards(settings: RunSettings, layout: RunLayout, database_url: str, car
     top = summary["top_sizes"]
     mismatched = [c.rank for c in cards if c.rank <= len(top) and c.size != top[c.rank - 1]]
     db = read_components(database_url, settings.run_id())
-    db_pairs = sorted(zip(db["rank"].astype(int), db["size"].astype(int))) if len(db) else []
+    db_pairs = sorted(zip(db["rank"].astype(int), db["size"].astype(int), strict=True)) if len(db) else []
     card_pairs = sorted((c.rank, c.size) for c in cards)
     return {
         "cards_cover_ranks": (got == expected, {"expected": str(expected), "got": str(got)}),

@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from actgeo_assets.definitions import defs
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.definitions import defs
 
 REPO = Path(__file__).resolve().parents[2]
 
