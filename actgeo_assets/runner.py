@@ -1,8 +1,8 @@
 """Materialize every asset of a run, in lineage order, on a Dagster instance (what `make demo` calls).
 
 Each step is a real Dagster run recorded in the instance (``DAGSTER_HOME``), so `make ui` afterwards shows
-the lineage, the materializations and their metadata. Partitions whose files are already current are
-skipped (resumable); ``force=True`` recomputes everything.
+the lineage, the materializations and their metadata. Partitions whose outputs are current by content hash
+(lib/incremental.py) are skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dagster as dg
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib import pipeline
-from actgeo_assets.lib.layout import load_json
+from actgeo_assets.lib.incremental import plan
 from actgeo_assets.lib.settings import RunSettings
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
@@ -30,36 +30,6 @@ def register_partitions(instance: dg.DagsterInstance, settings: RunSettings) -> 
         new = [k for k in keys if k not in have]
         if new:
             instance.add_dynamic_partitions(name, new)
-
-
-def _raw_current(settings: RunSettings, resource: ActgeoResource, shard: str) -> bool:
-    try:
-        pipeline.read_raw(settings, resource.layout(), shard)
-    except (ValueError, FileNotFoundError, OSError):
-        return False
-    return True
-
-
-def _normalized_current(settings: RunSettings, resource: ActgeoResource, shard: str) -> bool:
-    layout = resource.layout()
-    meta_path = layout.normalized_meta(shard)
-    if not meta_path.exists() or not layout.raw_meta(shard).exists():
-        return False
-    meta = load_json(meta_path)
-    fresh = meta_path.stat().st_mtime >= layout.raw_meta(shard).stat().st_mtime
-    return fresh and meta.get("run_key", {}).get("normalization") == settings.normalization and all(
-        meta.get("run_key", {}).get(k) == v for k, v in settings.capture_key().items()
-    )
-
-
-def _tile_current(settings: RunSettings, resource: ActgeoResource, pair: str) -> bool:
-    layout = resource.layout()
-    path = layout.tile(pair)
-    if not path.exists():
-        return False
-    a, b = pair.split("__")
-    return all(path.stat().st_mtime >= layout.normalized(s).stat().st_mtime
-               for s in (a, b) if layout.normalized(s).exists())
 
 
 def materialize_run(
@@ -93,27 +63,22 @@ def materialize_run(
     echo(f"actgeo: {settings.describe()}")
     echo(f"        data in {resource.layout().root}")
     t_all = time.perf_counter()
-    changed = force
-    for shard in settings.shard_keys:
-        if force or not _raw_current(settings, resource, shard):
-            run("raw_activations", shard)
-            changed = True
-        else:
-            echo(f"  raw_activations[{shard}] current, skipped")
-    if changed or not resource.layout().mean.exists():
-        run("activation_mean")
-    for shard in settings.shard_keys:
-        if changed or not _normalized_current(settings, resource, shard):
-            run("normalized", shard)
-        else:
-            echo(f"  normalized[{shard}] current, skipped")
-    for pair in settings.pair_keys:
-        if force or not _tile_current(settings, resource, pair):
-            run("edge_tiles", pair)
-        else:
-            echo(f"  edge_tiles[{pair}] current, skipped")
-    run("components")
-    run("component_cards")
+    if force:
+        for asset, parts in (("raw_activations", settings.shard_keys), ("activation_mean", [None]),
+                             ("normalized", settings.shard_keys), ("edge_tiles", settings.pair_keys),
+                             ("components", [None])):
+            for part in parts:
+                run(asset, part)
+    # Stage by stage: re-plan after each stage, since its outputs make the next stage stale.
+    done: set[str] = set()
+    while (stage := plan(settings, resource.layout()).first_stage()) is not None:
+        asset, parts = stage
+        if asset in done:
+            raise RuntimeError(f"{asset} is still stale after it ran: {parts}")
+        for part in parts:
+            run(asset, part)
+        done.add(asset)
+    run("component_cards")  # cheap, and card settings (ranks, contexts) are not part of the plan
     times["total"] = time.perf_counter() - t_all
     record, _, _ = pipeline.load_components(settings, resource.layout())
     return {**record, "times": times, "report": str(resource.layout().cards_dir / "report.html"),

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy
+from actgeo_assets.lib.incremental import mean_meta_path, source_fingerprints, tile_meta_path
+from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy, sha256_file
 from actgeo_assets.lib.settings import RunSettings, split_pair_key
 
 log = logging.getLogger("actgeo")
@@ -83,7 +84,8 @@ def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dict[
         batch_size=settings.batch_size, exclude_bos=settings.exclude_bos,
     )
     write_next_norm(layout, next_block_norm(loaded, settings.layer))
-    meta = write_raw_shard(layout, shard, result, docs, settings.capture_key())
+    fingerprint = source_fingerprints(settings)[shard]
+    meta = write_raw_shard(layout, shard, result, docs, {**settings.capture_key(), "source_fingerprint": fingerprint})
     sources = result.tokens["source"].value_counts().to_dict() if len(result.tokens) else {}
     return {"rows": int(result.acts.shape[0]), "dim": int(result.acts.shape[1]), "sources": sources,
             "stats": result.stats, "path": str(layout.raw(shard)), "sha256": meta.get("sha256", "")}
@@ -102,9 +104,12 @@ def compute_mean(settings: RunSettings, layout: RunLayout) -> dict[str, Any]:
     missing = [s for s in settings.shard_keys if not layout.raw_meta(s).exists()]
     if missing:
         raise ValueError(f"raw_activations missing for shards {missing}: materialize them first")
-    mean = shards_mean(read_raw(settings, layout, s).acts for s in settings.shard_keys)
+    shards = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
+    mean = shards_mean(r.acts for r in shards.values())
     save_npy(layout.mean, mean)
-    return {"dim": int(mean.shape[0]), "norm": float(np.linalg.norm(mean)), "path": str(layout.mean)}
+    sha = sha256_file(layout.mean)
+    save_json(mean_meta_path(layout), {"sha256": sha, "raw_sha256": {s: r.meta["sha256"] for s, r in shards.items()}})
+    return {"dim": int(mean.shape[0]), "norm": float(np.linalg.norm(mean)), "path": str(layout.mean), "sha256": sha}
 
 
 # --------------------------------------------------------------------------------------- normalization
@@ -122,9 +127,11 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dic
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)
     save_npy(kept_path(layout, shard), res.kept)
+    mean_sha = load_json(mean_meta_path(layout))["sha256"] if settings.normalization == "center_l2" else None
     meta = {"shard": shard, "rows": int(res.unit.shape[0]), "dim": int(res.unit.shape[1]),
             "dtype": "float32", "normalization": settings.normalization, "report": res.report,
-            "diagnostics": diag, "run_key": settings.run_key()}
+            "diagnostics": diag, "run_key": settings.run_key(), "raw_sha256": raw.meta["sha256"],
+            "mean_sha256": mean_sha, "sha256": sha256_file(layout.normalized(shard))}
     save_json(layout.normalized_meta(shard), meta)
     return meta
 
@@ -170,6 +177,9 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> dict[st
     seconds = time.perf_counter() - t0
     layout.tile(pair).parent.mkdir(parents=True, exist_ok=True)
     forest.save(layout.tile(pair))
+    shas = [load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)]
+    save_json(tile_meta_path(layout, pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
+                                             "exact_at": [settings.threshold], "sha256": sha256_file(layout.tile(pair))})
     n_a, n_b = xa.shape[0], (xa.shape[0] if xb is None else xb.shape[0])
     pairs = n_a * (n_a - 1) // 2 if xb is None else n_a * n_b
     return {"pair": pair, "forest_edges": int(len(forest.weight)), "pairs_compared": int(pairs),
@@ -225,8 +235,11 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> dict[str, Any]
     }
     for name, png in figures.items():
         _write_bytes(out / f"{name}.png", png)
+    tile_sha = {p: load_json(tile_meta_path(layout, p)).get("sha256") if tile_meta_path(layout, p).exists() else None
+                for p in settings.pair_keys}
     record = {"run_key": settings.run_key(), "run_id": settings.run_id(), "description": settings.describe(),
-              "n": n, "summary": summary, "precision": "float32 unit rows; exact float64 edge rule at threshold"}
+              "n": n, "summary": summary, "precision": "float32 unit rows; exact float64 edge rule at threshold",
+              "tile_sha256": tile_sha}
     save_json(out / "summary.json", record)
     return {**record, "sweep": sweep, "figure_paths": {k: str(out / f"{k}.png") for k in figures}}
 

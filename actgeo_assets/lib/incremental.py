@@ -1,0 +1,145 @@
+"""What is stale: content fingerprints of shard sources and outputs, and the next work to do.
+
+Every output records the content hashes of what it was computed from:
+
+- ``raw/{shard}.json``: ``capture.source_fingerprint`` (sha256 of the shard's corpus file, or of the whole
+  corpus in split mode) and ``sha256`` of the activations;
+- ``normalized/{shard}.json``: ``raw_sha256``, ``mean_sha256`` (``center_l2`` only) and its own ``sha256``;
+- ``tiles/{pair}.json``: the two normalized ``sha256`` it joined and the thresholds;
+- ``mean.json``: the raw ``sha256`` of every shard it averaged.
+
+:func:`plan` compares them with what is on disk now and names the stale partitions stage by stage, so the
+runner and the shard sensor recompute only what changed: a new shard file means its capture, its
+normalization and the tiles that involve it (with ``l2``/``rmsnorm``; ``center_l2``'s mean moves with
+every shard, so then every shard re-normalizes and every tile reruns, as the arithmetic requires).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actgeo_assets.lib.layout import RunLayout, load_json, sha256_file
+from actgeo_assets.lib.settings import RunSettings, split_pair_key
+
+
+def _hash_files(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
+    return h.hexdigest()
+
+
+def source_fingerprints(settings: RunSettings) -> dict[str, str]:
+    """Shard key -> fingerprint of the text it is captured from.
+
+    ``shard_by="file"``: sha256 of each file. Split mode: one fingerprint for every shard (a local corpus'
+    files hashed; the builtin corpus' recipe version; a hub dataset's name and split, since its revision
+    cannot be read offline).
+    """
+    if settings.shard_by == "file":
+        return {k: sha256_file(p) for k, p in settings.shard_files().items()}
+    path = Path(settings.corpus).expanduser()
+    if path.is_dir():
+        fp = _hash_files(sorted(p for p in path.rglob("*") if p.is_file()))
+    elif path.is_file():
+        fp = _hash_files([path])
+    elif settings.corpus.startswith("builtin:"):
+        from actgeo_assets.lib import corpus
+
+        fp = f"{settings.corpus}:recipe-v{getattr(corpus, '_RECIPE_VERSION', 0)}"
+    else:
+        fp = f"hub:{settings.corpus}:{settings.corpus_split}"
+    return dict.fromkeys(settings.shard_keys, fp)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return load_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def tile_meta_path(layout: RunLayout, pair: str) -> Path:
+    return layout.tile(pair).with_suffix(".json")
+
+
+def mean_meta_path(layout: RunLayout) -> Path:
+    return layout.mean.with_suffix(".json")
+
+
+@dataclass
+class Plan:
+    """Stale partitions per stage, in lineage order. Later stages assume earlier ones are done."""
+
+    raw: list[str] = field(default_factory=list)
+    mean: bool = False
+    normalized: list[str] = field(default_factory=list)
+    tiles: list[str] = field(default_factory=list)
+    merge: bool = False
+
+    def first_stage(self) -> tuple[str, list[str | None]] | None:
+        """(asset name, partition keys) of the earliest stage with work, or None when all is current."""
+        if self.raw:
+            return "raw_activations", list(self.raw)
+        if self.mean:
+            return "activation_mean", [None]
+        if self.normalized:
+            return "normalized", list(self.normalized)
+        if self.tiles:
+            return "edge_tiles", list(self.tiles)
+        if self.merge:
+            return "components", [None]
+        return None
+
+
+def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] | None = None) -> Plan:
+    """What must be recomputed for ``settings`` given the files under ``layout`` (see module docstring).
+
+    A stage downstream of stale work is judged against the current files, so call again after running a
+    stage (the runner and the sensor do).
+    """
+    fps = fingerprints if fingerprints is not None else source_fingerprints(settings)
+    keys = settings.shard_keys
+    capture = settings.capture_key()
+    out = Plan()
+    raw_sha: dict[str, str | None] = {}
+    for s in keys:
+        meta = _json(layout.raw_meta(s))
+        ok = (meta is not None and layout.raw(s).exists()
+              and all(meta.get("capture", {}).get(k) == v for k, v in capture.items())
+              and meta.get("capture", {}).get("source_fingerprint") == fps.get(s))
+        raw_sha[s] = meta.get("sha256") if ok and meta else None
+        if not ok:
+            out.raw.append(s)
+    uses_mean = settings.normalization == "center_l2"
+    mean_meta = _json(mean_meta_path(layout))
+    mean_sha = mean_meta.get("sha256") if mean_meta else None
+    if uses_mean and (mean_meta is None or mean_meta.get("raw_sha256") != raw_sha or not layout.mean.exists()):
+        out.mean = True
+    norm_sha: dict[str, str | None] = {}
+    for s in keys:
+        meta = _json(layout.normalized_meta(s))
+        ok = (meta is not None and layout.normalized(s).exists() and raw_sha[s] is not None
+              and meta.get("raw_sha256") == raw_sha[s] and meta.get("normalization") == settings.normalization
+              and (not uses_mean or (meta.get("mean_sha256") == mean_sha and not out.mean)))
+        norm_sha[s] = meta.get("sha256") if ok and meta else None
+        if not ok:
+            out.normalized.append(s)
+    tile_sha: dict[str, str | None] = {}
+    for p in settings.pair_keys:
+        a, b = split_pair_key(p)
+        meta = _json(tile_meta_path(layout, p))
+        ok = (meta is not None and layout.tile(p).exists() and norm_sha[a] is not None and norm_sha[b] is not None
+              and meta.get("normalized_sha256") == [norm_sha[a], norm_sha[b]]
+              and meta.get("min_threshold") == settings.min_threshold
+              and settings.threshold in meta.get("exact_at", []))
+        tile_sha[p] = meta.get("sha256") if ok and meta else None
+        if not ok:
+            out.tiles.append(p)
+    summary = _json(layout.components_dir / "summary.json")
+    out.merge = bool(summary is None or summary.get("run_key") != settings.run_key()
+                     or summary.get("tile_sha256") != tile_sha or any(v is None for v in tile_sha.values()))
+    return out
