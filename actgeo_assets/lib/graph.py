@@ -711,6 +711,7 @@ class _TorchBackend:
         self.precision = precision
         self.name = str(self.device)
         self._triu = None
+        self._cache: dict[int, tuple[np.ndarray, Any]] = {}
 
     @contextlib.contextmanager
     def matmul_mode(self) -> Iterator[None]:
@@ -741,9 +742,33 @@ class _TorchBackend:
             self._triu = self.torch.ones((size, size), dtype=self.torch.bool, device=self.device).triu(1)
         return self._triu[:na, :nb]
 
+    def _resident(self, x: np.ndarray):
+        """The whole of ``x`` on the device (uploaded once, in chunks) when it fits comfortably."""
+        key = id(x)
+        if key in self._cache:
+            return self._cache[key][1]
+        if self.device.type != "cuda" or x.shape[0] < 4 * DEFAULT_TILE_GPU:
+            return None
+        free, _ = self.torch.cuda.mem_get_info(self.device)
+        if x.nbytes > 0.4 * free:
+            return None
+        dev = self.torch.empty(x.shape, dtype=getattr(self.torch, np.dtype(x.dtype).name), device=self.device)
+        step = max(1, (256 << 20) // max(1, x.shape[1] * x.itemsize))
+        for i in range(0, x.shape[0], step):
+            dev[i : i + step] = self.torch.from_numpy(np.ascontiguousarray(x[i : i + step])).to(self.device)
+        self._cache[key] = (x, dev)  # keep x alive so its id stays unique
+        return dev
+
     def block(self, x: np.ndarray, idx: np.ndarray | slice):
         torch = self.torch
-        ex = torch.from_numpy(np.ascontiguousarray(x[idx])).to(self.device, non_blocking=True)
+        resident = self._resident(x)
+        if resident is not None:
+            if isinstance(idx, slice):
+                ex = resident[idx]
+            else:
+                ex = resident.index_select(0, torch.from_numpy(np.asarray(idx)).to(self.device))
+        else:
+            ex = torch.from_numpy(np.ascontiguousarray(x[idx])).to(self.device, non_blocking=True)
         g = ex if ex.dtype == torch.float32 else ex.float()
         return g, ex
 
