@@ -1,31 +1,78 @@
-"""Sensors and schedules: register shards as dynamic partitions and start the runs they need."""
+"""Automation: a sensor that keeps shards and their derived partitions current, declarative automation
+for the merge, and a nightly schedule as the backstop.
+
+- ``shard_sensor`` watches the corpus source: it registers the shards (one per corpus file with
+  ``shard_by="file"``) and their pairs as dynamic partitions, drops removed ones, and requests the earliest
+  stage of stale work by content hash (lib/incremental.py): capture and normalization of new or changed
+  shards, the activation mean when ``center_l2`` needs it, and only the tiles whose shards changed. It
+  waits while its previous requests are still running, so each tick sees the last stage's outputs.
+- ``components`` and ``component_cards`` carry ``AutomationCondition.eager()``: once the tiles are in,
+  the daemon re-merges and re-renders the cards.
+- ``actgeo_nightly`` re-materializes ``components`` and ``component_cards`` daily, in case an automation
+  tick was missed.
+"""
 
 import dagster as dg
 
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib.incremental import plan, source_fingerprints
+
+SENSOR_TAG = "actgeo/sensor"
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED]
+MERGE_ASSETS = dg.AssetSelection.assets("components", "component_cards")
+
+#: One job per stage the sensor requests (a job holds assets of one partitions definition). They run with
+#: the Definitions' executor; under a K8sRunLauncher each run is its own pod.
+STAGE_JOBS = {
+    "raw_activations": dg.define_asset_job("stage_capture", selection=["raw_activations"],
+                                           partitions_def=shard_partitions),
+    "activation_mean": dg.define_asset_job("stage_mean", selection=["activation_mean"]),
+    "normalized": dg.define_asset_job("stage_normalize", selection=["normalized"], partitions_def=shard_partitions),
+    "edge_tiles": dg.define_asset_job("stage_tiles", selection=["edge_tiles"], partitions_def=pair_partitions),
+}
 
 
 @dg.sensor(
     name="shard_sensor",
-    target=dg.AssetSelection.assets("raw_activations", "normalized"),
+    jobs=list(STAGE_JOBS.values()),
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Registers the configured run's dataset shards (and their pairs) as partitions and "
-    "requests capture + normalization of shards that are new.",
+    description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
 )
 def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) -> dg.SensorResult:
-    settings = actgeo.settings()
-    have_shards = set(context.instance.get_dynamic_partitions(SHARDS))
-    have_pairs = set(context.instance.get_dynamic_partitions(SHARD_PAIRS))
-    new_shards = [k for k in settings.shard_keys if k not in have_shards]
-    new_pairs = [k for k in settings.pair_keys if k not in have_pairs]
-    requests = []
-    if new_shards:
-        requests.append(shard_partitions.build_add_request(new_shards))
-    if new_pairs:
-        requests.append(pair_partitions.build_add_request(new_pairs))
-    runs = [dg.RunRequest(partition_key=k, asset_selection=[dg.AssetKey("raw_activations")]) for k in new_shards]
-    if not requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new shards"))
+    settings, layout = actgeo.settings(), actgeo.layout()
+    fingerprints = source_fingerprints(settings)
+    requests: list = []
+    for name, pdef, keys in ((SHARDS, shard_partitions, settings.shard_keys),
+                             (SHARD_PAIRS, pair_partitions, settings.pair_keys)):
+        have = set(context.instance.get_dynamic_partitions(name))
+        if new := [k for k in keys if k not in have]:
+            requests.append(pdef.build_add_request(new))
+        if gone := sorted(have - set(keys)):
+            requests.append(pdef.build_delete_request(gone))
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(statuses=ACTIVE, tags={SENSOR_TAG: context.sensor_name}), limit=1
+    )
+    if running:
+        return dg.SensorResult(dynamic_partitions_requests=requests,
+                               skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
+    stage = plan(settings, layout, fingerprints).first_stage()
+    if stage is None or stage[0] == "components":  # the merge is left to declarative automation
+        return dg.SensorResult(dynamic_partitions_requests=requests,
+                               skip_reason=dg.SkipReason("every shard, mean and tile is current"))
+    asset, parts = stage
+    context.log.info(f"stale {asset}: {parts}")
+    runs = [dg.RunRequest(job_name=STAGE_JOBS[asset].name, partition_key=p, tags={SENSOR_TAG: context.sensor_name})
+            for p in parts]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+nightly_merge = dg.ScheduleDefinition(
+    name="actgeo_nightly",
+    cron_schedule="0 3 * * *",
+    target=MERGE_ASSETS,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Backstop: re-merge the tiles and re-render the cards once a day.",
+)

@@ -14,6 +14,7 @@ GROUP = "results"
     group_name=GROUP,
     kinds={"html", "sql"},
     code_version="cards-1",
+    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec("cards_cover_ranks", asset="component_cards"),
         dg.AssetCheckSpec("consistent_with_components", asset="component_cards",

@@ -45,6 +45,7 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
     group_name=GROUP,
     kinds={"numpy", "scipy"},
     code_version="kruskal-1",
+    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec("sizes_sum_to_n", asset="components"),
         dg.AssetCheckSpec("float64_spot_check", asset="components",
