@@ -11,9 +11,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from actgeo_assets.definitions import defs
 from actgeo_assets.defs.automation import shard_sensor
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.definitions import defs
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.tiny_model import tiny_gemma2
 
