@@ -178,12 +178,13 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> dict[st
     layout.tile(pair).parent.mkdir(parents=True, exist_ok=True)
     forest.save(layout.tile(pair))
     shas = [load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)]
+    tile_sha = sha256_file(layout.tile(pair))
     save_json(tile_meta_path(layout, pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
-                                             "exact_at": [settings.threshold], "sha256": sha256_file(layout.tile(pair))})
+                                             "exact_at": [settings.threshold], "sha256": tile_sha})
     n_a, n_b = xa.shape[0], (xa.shape[0] if xb is None else xb.shape[0])
     pairs = n_a * (n_a - 1) // 2 if xb is None else n_a * n_b
     return {"pair": pair, "forest_edges": int(len(forest.weight)), "pairs_compared": int(pairs),
-            "seconds": seconds, "path": str(layout.tile(pair))}
+            "seconds": seconds, "path": str(layout.tile(pair)), "sha256": tile_sha}
 
 
 @dataclass
@@ -227,6 +228,7 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> dict[str, Any]
     out = layout.components_dir
     forest.save(out / "forest.npz")
     save_npy(out / "labels.npy", labels)
+    labels_sha = sha256_file(out / "labels.npy")
     save_json(out / "offsets.json", {"offsets": offsets, "sizes": sizes, "n": n})
     _write_csv(out / "sweep.csv", sweep)
     figures = {
@@ -239,7 +241,7 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> dict[str, Any]
                 for p in settings.pair_keys}
     record = {"run_key": settings.run_key(), "run_id": settings.run_id(), "description": settings.describe(),
               "n": n, "summary": summary, "precision": "float32 unit rows; exact float64 edge rule at threshold",
-              "tile_sha256": tile_sha}
+              "tile_sha256": tile_sha, "labels_sha256": labels_sha}
     save_json(out / "summary.json", record)
     return {**record, "sweep": sweep, "figure_paths": {k: str(out / f"{k}.png") for k in figures}}
 

@@ -51,7 +51,8 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     facts = pipeline.compute_mean(actgeo.settings(), actgeo.layout())
     context.log.info(f"mean over all shards: dim {facts['dim']}, |mean| {facts['norm']:.3f}")
     return dg.MaterializeResult(metadata={"dim": facts["dim"], "mean_norm": facts["norm"],
-                                          "path": dg.MetadataValue.path(facts["path"])})
+                                          "path": dg.MetadataValue.path(facts["path"])},
+                                data_version=dg.DataVersion(facts["sha256"]))
 
 
 @dg.asset(
@@ -76,7 +77,7 @@ def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         "excluded": dg.MetadataValue.json(report),
         "diagnostics": dg.MetadataValue.json(diag),
         "path": dg.MetadataValue.path(str(actgeo.layout().normalized(shard))),
-    })
+    }, data_version=dg.DataVersion(meta["sha256"]))
     median = diag.get("pairwise_cosine", {}).get("p50")
     near = bool(diag.get("near_complete", False))
     yield dg.AssetCheckResult(

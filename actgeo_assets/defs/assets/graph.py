@@ -37,7 +37,7 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
         "seconds": facts["seconds"],
         "min_threshold": settings.min_threshold,
         "path": dg.MetadataValue.path(facts["path"]),
-    })
+    }, data_version=dg.DataVersion(facts["sha256"]))
 
 
 @dg.asset(
@@ -74,7 +74,7 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         "figure_size_spectrum": dg.MetadataValue.md(png_md(figs["size_spectrum"], "component size spectrum")),
         "figure_percolation": dg.MetadataValue.md(png_md(figs["percolation"], "percolation curve")),
         "figures": dg.MetadataValue.path(str(layout.components_dir)),
-    })
+    }, data_version=dg.DataVersion(facts["labels_sha256"]))
     labels = np.load(layout.components_dir / "labels.npy")
     total = int(np.bincount(labels).sum())
     yield dg.AssetCheckResult(check_name="sizes_sum_to_n", passed=total == facts["n"],
