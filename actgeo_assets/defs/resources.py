@@ -17,7 +17,7 @@ _SETTING_FIELDS = (
     "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "shard_by",
     "budget_per_shard", "context_len",
     "exclude_bos", "normalization", "threshold", "min_threshold", "sweep", "batch_size", "device",
-    "torch_threads", "card_ranks", "contexts_per_card",
+    "torch_threads", "card_ranks", "contexts_per_card", "subcard_threshold", "subcard_ranks",
 )
 
 
@@ -54,6 +54,8 @@ class ActgeoResource(ConfigurableResource):
     torch_threads: int | None = None
     card_ranks: list[int] | None = None
     contexts_per_card: int | None = None
+    subcard_threshold: float | None = Field(default=None, description="also card the giant's sub-components here")
+    subcard_ranks: list[int] | None = None
 
     def _file_values(self) -> dict[str, Any]:
         path = self.config_file or os.environ.get("ACTGEO_CONFIG", "")

@@ -313,7 +313,8 @@ def row_reader(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]
 def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                     readout: bool = True) -> dict[str, Any]:
     """Cards for the configured ranks, the HTML report, and the SQL rows of this run."""
-    from actgeo_assets.lib.cards import build_cards
+    from actgeo_assets.lib.cards import build_cards, giant_subcards
+    from actgeo_assets.lib.graph import SingleLinkageForest
     from actgeo_assets.lib.report import write_report
     from actgeo_assets.lib.sqlstore import write_results
 
@@ -323,24 +324,41 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     if len(tokens) != len(labels):
         raise ValueError(f"token table has {len(tokens)} rows but labels have {len(labels)}: rerun upstream")
     readout_fns = _readout(settings, layout) if readout else None
+    rows = row_reader(settings, layout, offsets)
+    raw_rows = row_reader(settings, layout, offsets, raw=True) if readout_fns else None
     cards = build_cards(
-        labels, row_reader(settings, layout, offsets), tokens, docs, ranks=settings.card_ranks,
-        contexts_per_card=settings.contexts_per_card, threshold=settings.threshold, readout=readout_fns,
-        raw_rows=row_reader(settings, layout, offsets, raw=True) if readout_fns else None,
+        labels, rows, tokens, docs, ranks=settings.card_ranks, contexts_per_card=settings.contexts_per_card,
+        threshold=settings.threshold, readout=readout_fns, raw_rows=raw_rows,
     )
+    subcards: list[Any] = []
+    t_sub = settings.subcard_threshold
+    if t_sub is not None and t_sub <= settings.threshold:
+        cards.notes.append(f"no sub-component cards: subcard_threshold {t_sub} is not above the threshold "
+                           f"{settings.threshold} (single linkage only splits the giant at higher thresholds)")
+    elif t_sub is not None and len(labels):
+        forest = SingleLinkageForest.load(layout.components_dir / "forest.npz")
+        giant = np.flatnonzero(labels == 0)
+        subcards = giant_subcards(
+            forest.labels_at(settings.subcard_threshold)[giant], giant, rows, tokens, docs,
+            higher_threshold=settings.subcard_threshold, ranks=settings.subcard_ranks,
+            contexts_per_card=settings.contexts_per_card, readout=readout_fns, raw_rows=raw_rows,
+        )
     out = layout.cards_dir
     save_json(out / "cards.json", {"run_id": settings.run_id(), "run_key": settings.run_key(),
-                                   "cards": [c.to_dict() for c in cards]})
+                                   "cards": [c.to_dict() for c in cards],
+                                   "subcard_threshold": settings.subcard_threshold,
+                                   "subcards": [c.to_dict() for c in subcards]})
     comp = layout.components_dir
     figures = {k: (comp / f"{k}.png").read_bytes() for k in ("size_spectrum", "percolation")}
     sweep = pd.read_csv(comp / "sweep.csv")
     report = write_report(out / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
-                          summary=record["summary"], sweep=sweep, figures=figures, cards=cards,
-                          notes=list(getattr(cards, "notes", [])), precision=record["precision"])
-    rows = write_results(database_url, settings.run_key(), record["summary"], cards,
-                         description=settings.describe())
-    return {"cards": cards, "report": str(report), "sql_rows": rows, "summary": record["summary"],
-            "run_id": settings.run_id()}
+                          summary=record["summary"], sweep=sweep, figures=figures, cards=[*cards, *subcards],
+                          notes=[*getattr(cards, "notes", []), *getattr(subcards, "notes", [])],
+                          precision=record["precision"])
+    n_rows = write_results(database_url, settings.run_key(), record["summary"], cards,
+                           description=settings.describe())
+    return {"cards": cards, "subcards": subcards, "report": str(report), "sql_rows": n_rows,
+            "summary": record["summary"], "run_id": settings.run_id()}
 
 
 def _readout(settings: RunSettings, layout: RunLayout) -> Any:

@@ -59,6 +59,8 @@ class RunSettings:
     torch_threads: int = 1
     card_ranks: tuple[int, int] = (2, 20)
     contexts_per_card: int = 6
+    subcard_threshold: float | None = None
+    subcard_ranks: tuple[int, int] = (1, 10)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -82,9 +84,12 @@ class RunSettings:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         if self.context_len < 2:
             raise ValueError(f"context_len must be >= 2, got {self.context_len}")
-        lo, hi = self.card_ranks
-        if not 1 <= lo <= hi:
-            raise ValueError(f"card_ranks must be 1 <= first <= last, got {self.card_ranks}")
+        for name in ("card_ranks", "subcard_ranks"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be 1 <= first <= last, got {getattr(self, name)}")
+        if self.subcard_threshold is not None and not -1.0 < self.subcard_threshold <= 1.0:
+            raise ValueError(f"subcard_threshold must lie in (-1, 1], got {self.subcard_threshold}")
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
@@ -173,7 +178,8 @@ def split_pair_key(key: str) -> tuple[str, str]:
 
 
 PROFILES: dict[str, RunSettings] = {
-    "demo": RunSettings(),
+    # The demo also shows the giant's sub-components at 0.8 (single linkage nests them inside it).
+    "demo": RunSettings(subcard_threshold=0.8),
     "full": RunSettings(
         profile="full",
         model="google/gemma-2-2b",
@@ -198,7 +204,7 @@ def get_profile(name: str, **overrides: Any) -> RunSettings:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; known profiles: {sorted(PROFILES)}")
     clean = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("sweep", "card_ranks"):
+    for key in ("sweep", "card_ranks", "subcard_ranks"):
         if key in clean:
             clean[key] = tuple(clean[key])
     return PROFILES[name].replace(**clean) if clean else PROFILES[name]

@@ -127,3 +127,20 @@ def test_rerun_is_idempotent(run) -> None:
     assert len(db) == len(set(db["rank"])), "rerun duplicated SQL rows"
     # current partitions were skipped: no new raw_activations runs beyond components/cards
     assert all(not k.startswith("raw_activations") for k in again["times"]), again["times"]
+
+
+def test_giant_subcards_match_brute_force(run) -> None:
+    resource, _, _ = run
+    settings, layout = resource.settings(), resource.layout()
+    assert settings.subcard_threshold == 0.8  # the demo profile's default
+    data = json.loads((layout.cards_dir / "cards.json").read_text())
+    subs = data["subcards"]
+    assert subs, "the demo profile cards the giant's sub-components"
+    x = np.concatenate([np.load(layout.normalized(s)) for s in settings.shard_keys])
+    labels = np.load(layout.components_dir / "labels.npy")
+    giant = np.flatnonzero(labels == 0)
+    hi = brute_force_labels(x, 0.8)[giant]
+    ref_sizes = sorted(np.bincount(hi)[np.unique(hi)].tolist(), reverse=True)
+    assert [c["size"] for c in subs] == ref_sizes[: len(subs)]
+    assert all(c["subcomponent_of"] == 1 for c in subs)
+    assert 'data-rank' in (layout.cards_dir / "report.html").read_text()
