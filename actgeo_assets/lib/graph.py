@@ -506,16 +506,21 @@ class _NumpyBackend:
         na, nb = len(ag), len(bg)
         s = ag @ bg.T
         mask = s >= np.float32(spec.lo32)
-        if diag:
-            mask &= self.triu(na, nb)
-        if la is not None:
-            mask &= la[:, None] != lb[None, :]
         if np.count_nonzero(mask) > DENSE_FRACTION * na * nb and na + nb > 64:
             del mask
             return self._dense(s, ae, be, diag, la, lb, spec)
         idx = np.flatnonzero(mask)
         del mask
+        # the triangle and known-component filters act on the few candidates, not on the dense tile
         r, c = np.divmod(idx, nb)
+        keep = None
+        if diag:
+            keep = r < c
+        if la is not None:
+            k2 = la[r] != lb[c]
+            keep = k2 if keep is None else keep & k2
+        if keep is not None:
+            idx, r, c = idx[keep], r[keep], c[keep]
         w = s.reshape(-1)[idx].astype(np.float64)
         del s, idx
         band = np.zeros(len(w), dtype=bool)
