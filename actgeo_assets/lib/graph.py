@@ -506,7 +506,7 @@ class _NumpyBackend:
         na, nb = len(ag), len(bg)
         s = ag @ bg.T
         mask = s >= np.float32(spec.lo32)
-        if np.count_nonzero(mask) > DENSE_FRACTION * na * nb and na + nb > 64:
+        if np.count_nonzero(mask) > DENSE_FRACTION * na * nb and na + nb > DENSE_MIN_NODES:
             del mask
             return self._dense(s, ae, be, diag, la, lb, spec)
         idx = np.flatnonzero(mask)
@@ -593,7 +593,9 @@ class _NumpyBackend:
 
 
 DENSE_FRACTION = 0.05
-"""Sub-tiles with more candidate pairs than this fraction are reduced by dense Prim (CPU)."""
+"""Sub-tiles with more candidate pairs than this fraction are reduced by dense Prim (CPU)..."""
+DENSE_MIN_NODES = 64
+"""... when they have more than this many rows + columns."""
 
 
 def _transpose(s: np.ndarray, block: int = 128) -> np.ndarray:
