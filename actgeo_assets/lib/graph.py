@@ -1024,6 +1024,9 @@ def _run_pass(
         pairs = [
             (i, j) for i in range(len(ids_a)) for j in (range(i, len(ids_b)) if within else range(len(ids_b)))
         ]
+        if bar is not None:
+            bar.total = (bar.total or 0) + len(pairs)
+            bar.refresh()
         rest_a = rest_b = None
         if pruning:
             ca = [_const(labels.lab[g]) for g in ids_a]
@@ -1043,6 +1046,8 @@ def _run_pass(
         cur_i = -1
         a_full = None
         for i, j in pairs:
+            if bar is not None:
+                bar.update(1)  # visited (computed or skipped)
             diag = within and i == j
             gi, gj = ids_a[i], ids_b[j]
             pos_i = pos_j = None
@@ -1081,8 +1086,6 @@ def _run_pass(
             counts["tiles"] += 1
             counts["pairs"] += len(gi) * (len(gi) - 1) // 2 if diag else len(gi) * len(gj)
             u, v, ww = backend.tile_reduce(a, b, diag, li, lj, spec)
-            if bar is not None:
-                bar.update(1)
             if not len(u):
                 continue
             both = gi if diag else np.concatenate([gi, gj])
