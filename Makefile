@@ -3,23 +3,23 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+APT     := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test ui bench lint full sysdeps clean
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m actgeo_assets.runner --profile demo
 
-full: $(VENV)/.installed
+full: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m actgeo_assets.runner --profile full
 
-test: $(VENV)/.installed-dev sysdeps
+test: $(VENV)/.installed-dev sysdeps $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
 	$(BIN)/python -m pytest
 
-ui: $(VENV)/.installed
+ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
 
 bench: $(VENV)/.installed-dev
@@ -30,6 +30,10 @@ bench: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
+
+# The local Dagster instance (sqlite under .dagster_home): an empty dagster.yaml takes the defaults.
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME) && touch $@
 
 # Python's venv module lives in a separate Debian package on a fresh machine.
 $(VENV)/bin/python:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +72,11 @@ def test_resource_profiles_and_overrides() -> None:
     assert ActgeoResource(data_dir="/tmp/x").db_url() == "sqlite:////tmp/x/actgeo.sqlite"
 
 
-def test_dagster_definitions_validate() -> None:
+def test_dagster_definitions_validate(tmp_path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m",
-                          "actgeo_assets.definitions"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                          "actgeo_assets.definitions"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful" in out.stdout + out.stderr
 

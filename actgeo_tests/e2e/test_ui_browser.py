@@ -161,3 +161,33 @@ def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
         shot = TEST_OUTPUT / "ui-components-metadata.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+
+
+def test_lineage_shows_the_assets_in_order(dagster_ui) -> None:
+    port, _ = dagster_ui
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    with chromium_context(viewport=(1600, 1000), timeout_ms=60_000) as ctx:
+        page = ctx.new_page()
+        page.goto(f"http://127.0.0.1:{port}/asset-groups")
+        try:
+            page.get_by_role("button", name="Skip").click(timeout=10_000)
+        except Exception:  # the community dialog does not show in every build
+            pass
+        try:
+            for name in ("raw_activations", "activation_mean", "normalized", "edge_tiles", "components",
+                         "component_cards"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(TEST_OUTPUT / "ui-lineage-failed.png"), full_page=True)
+            raise
+        page.wait_for_timeout(1500)
+        shot = TEST_OUTPUT / "ui-lineage.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+    # lineage as the UI's GraphQL API reports it: each asset's upstream
+    data = _graphql(port, """query { assetNodes { assetKey { path } dependencyKeys { path } } }""")
+    deps = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in data["assetNodes"]}
+    assert deps["component_cards"] == {"components"}
+    assert deps["components"] == {"edge_tiles"}
+    assert deps["edge_tiles"] == {"normalized"}
+    assert deps["normalized"] == {"raw_activations", "activation_mean"}

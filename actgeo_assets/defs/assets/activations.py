@@ -8,7 +8,7 @@ from actgeo_assets.defs.partitions import shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib import pipeline
 
-GROUP = "activations"
+GROUP = "actgeo"
 
 
 @dg.asset(

@@ -6,7 +6,7 @@ from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib import pipeline
 
-GROUP = "results"
+GROUP = "actgeo"
 
 
 @dg.asset(

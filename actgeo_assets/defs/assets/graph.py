@@ -9,7 +9,7 @@ from actgeo_assets.defs.partitions import pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib import pipeline
 
-GROUP = "graph"
+GROUP = "actgeo"
 
 
 @dg.asset(
