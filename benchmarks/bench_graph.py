@@ -352,9 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(case)
         peak = max(peak, case["gemm_peak"])
         write_markdown(Path(args.out), cases, peak, args)
-        Path(args.out).with_suffix(".json").write_text(
-            json.dumps({"gemm_peak": peak, "cases": cases}, indent=1)
-        )
     print(f"\nwrote {args.out}")
     return 0
 
