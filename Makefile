@@ -10,10 +10,10 @@ export PYTHONUNBUFFERED := 1
 .PHONY: demo test ui bench lint full sysdeps clean
 
 demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m actgeo_assets.runner --profile demo
+	$(BIN)/actgeo run --profile demo
 
 full: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m actgeo_assets.runner --profile full
+	$(BIN)/actgeo run --profile full
 
 test: $(VENV)/.installed-dev sysdeps $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks

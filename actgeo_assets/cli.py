@@ -142,7 +142,34 @@ def add_components_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_components)
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser]
+def add_run_arguments(parser: Any) -> None:
+    """Arguments of `actgeo run` (shared by the CLI and ``python -m actgeo_assets.runner``)."""
+    parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
+    parser.add_argument("--data-dir", default=None, help="root folder of run files (default: data)")
+    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
+    parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
+    parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set budget=100000 --set normalization=l2")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from actgeo_assets.runner import run_from_args  # imports dagster: only for this subcommand
+
+    return run_from_args(args)
+
+
+def add_run_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="materialize every asset of a run (profile demo or full) in lineage, recorded in $DAGSTER_HOME",
+        description="Capture, normalize, join, merge and card one run; skips partitions that are current.",
+    )
+    add_run_arguments(p)
+    p.set_defaults(func=_cmd_run)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser]
 """Each adds one subparser (``sub.add_parser(...)``) and sets ``func(args) -> int``."""
 
 

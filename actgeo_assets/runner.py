@@ -100,17 +100,6 @@ def format_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_run_arguments(parser: Any) -> None:
-    """Arguments of `actgeo run` (shared by the CLI and ``python -m actgeo_assets.runner``)."""
-    parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
-    parser.add_argument("--data-dir", default=None, help="root folder of run files (default: data)")
-    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
-    parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
-    parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set budget=100000 --set normalization=l2")
-
-
 def run_from_args(args: Any) -> int:
     """Build the resource from CLI args, materialize everything, print the summary. Returns exit code."""
     import json
@@ -154,7 +143,10 @@ def run_from_args(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Same as ``actgeo run``."""
     import argparse
+
+    from actgeo_assets.cli import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="python -m actgeo_assets.runner", description=__doc__)
     add_run_arguments(parser)

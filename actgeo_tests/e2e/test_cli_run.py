@@ -1,0 +1,45 @@
+"""`actgeo run`: the command `make demo` calls, on a tiny model, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actgeo_assets.cli import main
+from actgeo_tests.support.tiny_model import tiny_gemma2
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+
+
+def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    model = tiny_gemma2(tmp_path)
+    argv = ["run", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", "layer=2",
+            "--set", f"corpus={FIXTURE}", "--set", "budget=600", "--set", "n_shards=2",
+            "--set", "context_len=48", "--set", "threshold=0.6", "--set", "min_threshold=0.4",
+            "--set", "card_ranks=[2, 4]"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for line in ("components", "largest", "non-singleton components besides it", "singletons",
+                 "top-20 sizes", "report:", "database:"):
+        assert line in out, line
+    summary = json.loads((tmp_path / "data" / "demo" / "components" / "summary.json").read_text())
+    assert f"{summary['summary']['n_components']:,}" in out
+    assert (tmp_path / "home").is_dir()  # runs recorded for `make ui`
+    # second run: everything current, nothing but the cards recomputed
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "raw_activations" not in again and "edge_tiles" not in again
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--set", "bogus=1"], "bad --set 'bogus=1'"),
+    (["run", "--set", "normalization=zscore"], "normalization must be one of"),
+    (["run", "--profile", "nope"], "unknown profile 'nope'"),
+])
+def test_actgeo_run_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
