@@ -127,6 +127,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples -> lists, numpy scalars -> Python)."""
+    return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

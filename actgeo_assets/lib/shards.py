@@ -27,7 +27,15 @@ import pandas as pd
 
 from actgeo_assets.lib.capture import TOKEN_COLUMNS, CaptureResult
 from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.layout import RunLayout, atomic_path, load_json, save_json, save_npy, sha256_file
+from actgeo_assets.lib.layout import (
+    RunLayout,
+    atomic_path,
+    jsonable,
+    load_json,
+    save_json,
+    save_npy,
+    sha256_file,
+)
 
 FORMAT = "actgeo.raw-shard.v1"
 
@@ -103,8 +111,8 @@ def write_raw_shard(
         "dtype": "float16",
         "shape": [int(acts16.shape[0]), int(acts16.shape[1])],
         "normalization": "none",
-        "capture": _jsonable(meta),
-        "stats": _jsonable(stats),
+        "capture": jsonable(meta),
+        "stats": jsonable(stats),
         "sha256": digest,
         "files": {
             "acts": npy.name,
@@ -152,7 +160,7 @@ def read_raw_shard(
         diffs = []
         for key, want in expect.items():
             have = meta.get("capture", {}).get(key, meta.get(key, "<absent>"))
-            if _jsonable(have) != _jsonable(want):
+            if jsonable(have) != jsonable(want):
                 diffs.append(f"{key}: stored {have!r}, expected {want!r}")
         if diffs:
             raise ShardError(
@@ -238,20 +246,3 @@ def _read_parquet(path: Path, shard: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any parse failure is corruption
         raise ShardError(f"shard {shard}: {path} is corrupted: {exc}") from exc
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples -> lists, numpy scalars -> Python)."""
-    return json.loads(json.dumps(obj, default=_default, sort_keys=True))
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
