@@ -84,7 +84,9 @@ class ActgeoResource(ConfigurableResource):
         return RunLayout(self._value("data_dir", "data"), self._value("profile", "demo"))
 
     def db_url(self) -> str:
-        url = self._value("database_url", "")
+        """The field, else the config file, else ``$ACTGEO_DATABASE_URL`` (keeps a password out of the
+        UI's config), else a SQLite file in ``data_dir``."""
+        url = self._value("database_url", "") or os.environ.get("ACTGEO_DATABASE_URL", "")
         if url:
             return url
         path = Path(self._value("data_dir", "data")).expanduser().resolve() / "actgeo.sqlite"

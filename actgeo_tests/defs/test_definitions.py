@@ -101,3 +101,10 @@ def test_config_file_and_env(tmp_path, monkeypatch) -> None:
     cfg.write_text("budgett: 5\n")
     with pytest.raises(ValueError, match="unknown keys"):
         ActgeoResource().settings()
+
+
+def test_database_url_from_environment(monkeypatch) -> None:
+    monkeypatch.delenv("ACTGEO_CONFIG", raising=False)
+    monkeypatch.setenv("ACTGEO_DATABASE_URL", "postgresql+psycopg2://u:secret@db:5432/actgeo")
+    assert ActgeoResource().db_url() == "postgresql+psycopg2://u:secret@db:5432/actgeo"
+    assert ActgeoResource(database_url="sqlite:///x.db").db_url() == "sqlite:///x.db"
