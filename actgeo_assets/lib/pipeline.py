@@ -127,13 +127,24 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dic
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)
     save_npy(kept_path(layout, shard), res.kept)
+    norm_error = max_norm_error(res.unit)
     mean_sha = load_json(mean_meta_path(layout))["sha256"] if settings.normalization == "center_l2" else None
     meta = {"shard": shard, "rows": int(res.unit.shape[0]), "dim": int(res.unit.shape[1]),
             "dtype": "float32", "normalization": settings.normalization, "report": res.report,
             "diagnostics": diag, "run_key": settings.run_key(), "raw_sha256": raw.meta["sha256"],
-            "mean_sha256": mean_sha, "sha256": sha256_file(layout.normalized(shard))}
+            "mean_sha256": mean_sha, "sha256": sha256_file(layout.normalized(shard)),
+            "max_norm_error": norm_error}
     save_json(layout.normalized_meta(shard), meta)
     return meta
+
+
+def max_norm_error(unit: np.ndarray, chunk: int = 65_536) -> float:
+    """max_i | ||row_i||_2 - 1 | in float64 over float32 [n, d] rows (0.0 for no rows), chunked."""
+    worst = 0.0
+    for start in range(0, unit.shape[0], chunk):
+        block = np.asarray(unit[start:start + chunk], dtype=np.float64)
+        worst = max(worst, float(np.max(np.abs(np.linalg.norm(block, axis=1) - 1.0), initial=0.0)))
+    return worst
 
 
 def kept_path(layout: RunLayout, shard: str) -> Path:

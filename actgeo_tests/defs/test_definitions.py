@@ -54,7 +54,7 @@ def test_partitions() -> None:
 def test_checks_declared() -> None:
     g = defs.get_repository_def().asset_graph
     names = {k.name for k in g.asset_check_keys}
-    assert {"graph_not_near_complete", "sizes_sum_to_n", "float64_spot_check", "cards_cover_ranks",
+    assert {"graph_not_near_complete", "unit_norms", "sizes_sum_to_n", "float64_spot_check", "cards_cover_ranks",
             "consistent_with_components", "sql_rows_match_cards"} <= names
 
 

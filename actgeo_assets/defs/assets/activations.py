@@ -62,7 +62,9 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     kinds={"numpy"},
     code_version="normalize-1",
     check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset="normalized",
-                                   description="sampled median pairwise cosine stays below the threshold")],
+                                   description="sampled median pairwise cosine stays below the threshold"),
+                 dg.AssetCheckSpec("unit_norms", asset="normalized",
+                                   description="every stored row has L2 norm 1 within 1e-5 (float64)")],
     description="Unit rows (float32) of one shard after `l2`, `center_l2` or `rmsnorm`, with geometry "
     "diagnostics; zero-norm or non-finite rows are excluded and counted.",
 )
@@ -78,16 +80,19 @@ def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         "diagnostics": dg.MetadataValue.json(diag),
         "path": dg.MetadataValue.path(str(actgeo.layout().normalized(shard))),
     }, data_version=dg.DataVersion(meta["sha256"]))
-    median = diag.get("pairwise_cosine", {}).get("p50")
+    yield dg.AssetCheckResult(check_name="unit_norms", passed=meta["max_norm_error"] <= 1e-5,
+                              metadata={"max_norm_error": meta["max_norm_error"], "rows": meta["rows"]})
+    median = (diag.get("pairwise") or {}).get("median")
     near = bool(diag.get("near_complete", False))
     yield dg.AssetCheckResult(
         check_name="graph_not_near_complete",
         passed=not near,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"median_pairwise_cosine": float(median) if median is not None else -2.0,
+        metadata={"median_pairwise_cosine": float(median) if median is not None else float("nan"),
+                  "edge_density": float(diag.get("edge_density") or 0.0),
+                  "predicted_edges": int(diag.get("predicted_edges") or 0),
                   "threshold": settings.threshold},
-        description=(f"median sampled pairwise cosine {median} >= threshold {settings.threshold}: the graph "
-                     "would be near-complete; try center_l2 or rmsnorm") if near else None,
+        description=diag.get("warning") if near else None,
     )
 
 
