@@ -119,16 +119,17 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> dic
     from actgeo_assets.lib.shards import read_next_norm
 
     raw = read_raw(settings, layout, shard, verify=True)
-    mean = np.load(layout.mean) if settings.normalization == "center_l2" else None
-    if settings.normalization == "center_l2" and mean is None:
-        raise ValueError("center_l2 needs mean.npy: materialize activation_mean first")
+    centered = settings.normalization == "center_l2"
+    if centered and not (layout.mean.exists() and mean_meta_path(layout).exists()):
+        raise ValueError(f"center_l2 needs {layout.mean}: materialize activation_mean first")
+    mean = np.load(layout.mean) if centered else None
     norm = read_next_norm(layout) if settings.normalization == "rmsnorm" else None
     res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm)
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)
     save_npy(kept_path(layout, shard), res.kept)
     norm_error = max_norm_error(res.unit)
-    mean_sha = load_json(mean_meta_path(layout))["sha256"] if settings.normalization == "center_l2" else None
+    mean_sha = load_json(mean_meta_path(layout))["sha256"] if centered else None
     meta = {"shard": shard, "rows": int(res.unit.shape[0]), "dim": int(res.unit.shape[1]),
             "dtype": "float32", "normalization": settings.normalization, "report": res.report,
             "diagnostics": diag, "run_key": settings.run_key(), "raw_sha256": raw.meta["sha256"],

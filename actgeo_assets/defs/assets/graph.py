@@ -1,5 +1,7 @@
 """edge_tiles (per shard pair i <= j) -> components (all tiles merged)."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 
@@ -59,7 +61,7 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     facts = pipeline.merge_components(settings, layout)
     s, sweep = facts["summary"], facts["sweep"]
     context.log.info(f"{s['n_components']} components, largest {s['largest']}, top sizes {s['top_sizes']}")
-    figs = {k: open(p, "rb").read() for k, p in facts["figure_paths"].items()}
+    figs = {k: Path(p).read_bytes() for k, p in facts["figure_paths"].items()}
     yield dg.MaterializeResult(metadata={
         "run": facts["description"],
         "run_id": facts["run_id"],
