@@ -11,7 +11,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from sklearn.cluster import DBSCAN
 
-from actgeo_assets.lib import graph as G
+from actgeo_assets.lib.graph import backend_numpy as GN
 from actgeo_assets.lib.graph import (
     ForestEdges,
     SingleLinkageForest,
@@ -89,11 +89,11 @@ def test_random_matches_brute_force_and_dbscan():
         assert (cosine_components(x, t, device="torch-cpu", tile_size=150) == ref).all()
 
 
-@pytest.mark.parametrize("dense_fraction", [G.DENSE_FRACTION, 0.0])
+@pytest.mark.parametrize("dense_fraction", [GN.DENSE_FRACTION, 0.0])
 def test_pairs_within_1e6_of_threshold(monkeypatch, dense_fraction):
     """Both sides of t within 1e-6 (and closer); 0.0 forces the dense (Prim, float32 keys) sub-tile path."""
-    monkeypatch.setattr(G, "DENSE_FRACTION", dense_fraction)
-    monkeypatch.setattr(G, "DENSE_MIN_NODES", 0)
+    monkeypatch.setattr(GN, "DENSE_FRACTION", dense_fraction)
+    monkeypatch.setattr(GN, "DENSE_MIN_NODES", 0)
     t = 0.7
     deltas = [s * m for m in (1e-6, 3e-7, 1e-7, 1e-8) for s in (1, -1)] + [0.0]
     x64 = near_pairs(t, deltas)
@@ -116,8 +116,8 @@ def test_pairs_within_1e6_of_threshold(monkeypatch, dense_fraction):
 def test_dense_keys_stay_on_the_exact_side(monkeypatch, device):
     """a.b = t - 1e-9 and a.c = t + 1e-9 round to the same float32; b.c = 0.9. A dense sub-tile must
     still keep a-c (the true edge at t), not a-b, in the forest."""
-    monkeypatch.setattr(G, "DENSE_FRACTION", 0.0)
-    monkeypatch.setattr(G, "DENSE_MIN_NODES", 0)
+    monkeypatch.setattr(GN, "DENSE_FRACTION", 0.0)
+    monkeypatch.setattr(GN, "DENSE_MIN_NODES", 0)
     t, delta = 0.7, 1e-9
     gram = np.array([[1, t - delta, t + delta], [t - delta, 1, 0.9], [t + delta, 0.9, 1]])
     tri = np.linalg.cholesky(gram)
@@ -145,9 +145,9 @@ def test_labels_at_equals_cosine_components_for_exact_thresholds():
 def test_dense_and_sparse_tile_paths_agree(monkeypatch):
     x = clustered(600, 24, seed=2)
     out = {}
-    monkeypatch.setattr(G, "DENSE_MIN_NODES", 0)
+    monkeypatch.setattr(GN, "DENSE_MIN_NODES", 0)
     for frac in (0.0, 1.01):
-        monkeypatch.setattr(G, "DENSE_FRACTION", frac)
+        monkeypatch.setattr(GN, "DENSE_FRACTION", frac)
         f = single_linkage_forest(x, 0.4, exact_at=(0.6, 0.8), device="cpu", tile_size=150)
         out[frac] = (f, cosine_components(x, 0.6, device="cpu", tile_size=150))
     for t in (0.4, 0.6, 0.8):

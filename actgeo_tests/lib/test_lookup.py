@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from actgeo_assets.lib.graph import cosine_components
-from actgeo_assets.lib.lookup import ComponentIndex
+from actgeo_assets.lib.graph import ComponentIndex
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_bad_input_is_named() -> None:
     index = ComponentIndex(x, np.zeros(10, np.int64), 0.7)
     with pytest.raises(ValueError, match="queries must be \\[M, 8\\]"):
         index.assign(np.ones((2, 5)))
-    with pytest.raises(ValueError, match="unit rows"):
+    with pytest.raises(ValueError, match="queries rows are not unit L2 norm"):
         index.assign(np.ones((2, 8)))
     with pytest.raises(ValueError, match="non-finite"):
         index.assign(np.full((1, 8), np.nan))

@@ -4,8 +4,9 @@
     hit = index.assign(queries)                          # queries: [M, d] unit rows
 
 A query joins component c iff some row of c has float64 cosine >= threshold with it (the edge rule of
-lib/graph.py). faiss' float32 ``range_search`` proposes neighbours a little below the threshold (by the
-float32 error bound) and every proposal is rechecked in float64, so the answer is exact. A query linked to
+the engine, :mod:`actgeo_assets.lib.graph`). faiss' float32 ``range_search`` proposes neighbours a little below the threshold (by the
+engine's :func:`~actgeo_assets.lib.graph.exactness.matmul_error_bound`) and every proposal is rechecked in
+float64, so the answer is exact. Rows and queries pass the engine's own validation (finite, unit norm). A query linked to
 several components would merge them: it is assigned the lowest label (the largest component) and flagged.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from actgeo_assets.lib.graph.exactness import as_matrix, check_threshold, matmul_error_bound, validate_rows
 
 
 @dataclass
@@ -34,35 +37,27 @@ class ComponentIndex:
     def __init__(self, rows: np.ndarray, labels: np.ndarray, threshold: float) -> None:
         import faiss
 
-        rows = np.asarray(rows)
+        rows = as_matrix(rows, "rows")
+        max_norm = validate_rows(rows, "rows")
         labels = np.asarray(labels, dtype=np.int64)
-        if rows.ndim != 2 or rows.shape[0] == 0:
-            raise ValueError(f"rows must be a non-empty 2-D array, got shape {rows.shape}")
         if labels.shape != (rows.shape[0],):
             raise ValueError(f"labels {labels.shape} do not match rows {rows.shape}")
-        if not -1.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must lie in (-1, 1], got {threshold}")
         self.rows = rows
         self.labels = labels
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         d = rows.shape[1]
-        # float32 dot of unit rows is within d * 2^-24 (+ input rounding) of the float64 value.
-        self.slack = 2.0 * d * 2.0**-24 + 1e-6
+        # faiss computes a float32 dot: proposals down to the engine's bound below the threshold
+        # (queries are unit within the same tolerance, hence the max_norm margin).
+        self.slack = matmul_error_bound(d, np.float64, "fp32", max_norm=max(max_norm, 1.0) * 1.02)
         self.index = faiss.IndexFlatIP(d)
         self.index.add(np.ascontiguousarray(rows, dtype=np.float32))
 
     def assign(self, queries: np.ndarray) -> Assignment:
         """Exact assignment of ``queries`` [M, d] (unit rows, same normalization as the run)."""
-        q = np.asarray(queries)
-        if q.ndim != 2 or q.shape[1] != self.rows.shape[1]:
+        q = as_matrix(queries, "queries")
+        if q.shape[1] != self.rows.shape[1]:
             raise ValueError(f"queries must be [M, {self.rows.shape[1]}], got shape {q.shape}")
-        if not np.isfinite(q).all():
-            raise ValueError(f"queries have non-finite values (first bad row {int(np.flatnonzero(~np.isfinite(q).all(1))[0])})")
-        norms = np.linalg.norm(q.astype(np.float64), axis=1)
-        bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-2)
-        if len(bad):
-            raise ValueError(f"queries must be unit rows (within 1e-2); rows {bad[:5].tolist()} have norms "
-                             f"{np.round(norms[bad[:5]], 4).tolist()}")
+        validate_rows(q, "queries")
         m = q.shape[0]
         lims, _, ids = self.index.range_search(np.ascontiguousarray(q, dtype=np.float32),
                                                self.threshold - self.slack)

@@ -1,0 +1,231 @@
+"""The engine's entry points: components at one threshold, the forest of a whole array or of one tile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from actgeo_assets.lib.graph.backends import _resolve_device, _TileSpec
+from actgeo_assets.lib.graph.exactness import (
+    _lo32,
+    as_matrix,
+    check_threshold,
+    matmul_error_bound,
+    validate_rows,
+)
+from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _Labels
+from actgeo_assets.lib.graph.hierarchy import SingleLinkageForest
+from actgeo_assets.lib.graph.labels import canonical_labels
+from actgeo_assets.lib.graph.schedule import (
+    DEFAULT_LANDMARKS,
+    DEFAULT_TILE_CPU,
+    DEFAULT_TILE_GPU,
+    _landmark_pass,
+    _n_landmarks,
+    _run_pass,
+)
+
+# ----------------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------------
+
+
+def _exact_set(min_threshold: float, exact_at: Iterable[float], prune_at: float | None) -> tuple[float, ...]:
+    ts = {min_threshold}
+    for t in exact_at:
+        tt = check_threshold(t, "exact_at value")
+        if tt < min_threshold:
+            raise ValueError(f"min_threshold {min_threshold} is above the exact_at value {tt}")
+        if prune_at is not None and tt > prune_at:
+            raise ValueError(
+                f"exact_at value {tt} is above prune_at {prune_at}: pruned cuts above it are incomplete"
+            )
+        ts.add(tt)
+    if prune_at is not None:
+        ts.add(prune_at)
+    return tuple(sorted(ts))
+
+
+def _forest_pass(
+    xa: np.ndarray,
+    xb: np.ndarray | None,
+    *,
+    min_threshold: float,
+    exact_at: Iterable[float],
+    device: str,
+    precision: str,
+    tile_size: int | None,
+    prune_at: float | None,
+    n_landmarks: int,
+    progress: bool,
+    stats: dict[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Validated inputs -> forest over the pass node space (A rows, then B rows)."""
+    min_threshold = check_threshold(min_threshold, "min_threshold")
+    if prune_at is not None:
+        prune_at = check_threshold(prune_at, "prune_at")
+        if prune_at < min_threshold:
+            raise ValueError(f"prune_at {prune_at} is below min_threshold {min_threshold}")
+    exact_ts = _exact_set(min_threshold, exact_at, prune_at)
+    max_norm = validate_rows(xa, "xa" if xb is not None else "x")
+    if xb is not None:
+        if xb.shape[1] != xa.shape[1]:
+            raise ValueError(
+                f"xa and xb must have the same number of columns, got {xa.shape[1]} and {xb.shape[1]}"
+            )
+        max_norm = max(max_norm, validate_rows(xb, "xb"))
+    backend, prec = _resolve_device(device, precision)
+    dtype = np.result_type(xa.dtype, xb.dtype) if xb is not None else xa.dtype
+    eps = matmul_error_bound(xa.shape[1], dtype, prec, max_norm)
+    tile = int(tile_size or (DEFAULT_TILE_CPU if backend.name == "cpu" else DEFAULT_TILE_GPU))
+    if tile < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    n = xa.shape[0] + (0 if xb is None else xb.shape[0])
+    acc = _ForestAccumulator(n)
+    labels = None
+    if prune_at is not None:
+        labels = _Labels(n)
+        lspec = _TileSpec(_lo32(prune_at - eps), prune_at, eps, exact_ts, True)
+        _landmark_pass(backend, xa, xb, lspec, tile, _n_landmarks(n, n_landmarks), acc, labels, stats=stats)
+    spec = _TileSpec(_lo32(min_threshold - eps), min_threshold, eps, exact_ts, True)
+    _run_pass(backend, xa, xb, spec, tile, acc, labels, prune_at, progress=progress, stats=stats)
+    src, dst, w = acc.compact()
+    meta = {
+        "min_threshold": min_threshold,
+        "exact_at": exact_ts,
+        "exact_up_to": prune_at,
+        "error_bound": eps,
+    }
+    return src, dst, w, meta
+
+
+def tile_forest(
+    xa: Any,
+    xb: Any = None,
+    *,
+    offset_a: int = 0,
+    offset_b: int = 0,
+    min_threshold: float,
+    exact_at: Iterable[float] = (),
+    device: str = "auto",
+    precision: str = "auto",
+    tile_size: int | None = None,
+    prune_at: float | None = None,
+    n_landmarks: int = DEFAULT_LANDMARKS,
+    progress: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> ForestEdges:
+    """Maximum spanning forest of all edges with weight ``>= min_threshold`` between rows of block A
+    (global ids ``offset_a + i``) and block B (``offset_b + j``); with ``xb=None`` the pairs ``i < j``
+    within A. ``xa``/``xb``: [n, d] unit rows (memory-mapped .npy shards are read sub-tile by sub-tile).
+
+    ``exact_at``: thresholds at which the forest's cut must be float64-exact (``min_threshold`` always
+    is). ``prune_at``: prune with landmarks at this level (the forest is then exact only for cuts
+    ``<= prune_at``, it also contains landmark edges within A and within B, which are true edges).
+    ``stats``: optional dict filled with tile counts. Returns at most ``na + nb - 1`` edges, ``src < dst``.
+    """
+    xa = as_matrix(xa, "xa")
+    xb = None if xb is None else as_matrix(xb, "xb")
+    na = xa.shape[0]
+    if xb is not None:
+        nb = xb.shape[0]
+        if offset_a < offset_b + nb and offset_b < offset_a + na:
+            raise ValueError(
+                f"blocks overlap: A covers global rows [{offset_a}, {offset_a + na}), B [{offset_b}, {offset_b + nb}); "
+                "use xb=None for the pairs within one block"
+            )
+    src, dst, w, meta = _forest_pass(
+        xa,
+        xb,
+        min_threshold=min_threshold,
+        exact_at=exact_at,
+        device=device,
+        precision=precision,
+        tile_size=tile_size,
+        prune_at=prune_at,
+        n_landmarks=n_landmarks,
+        progress=progress,
+        stats=stats,
+    )
+    gmap = np.arange(na, dtype=np.int64) + offset_a
+    if xb is not None:
+        gmap = np.concatenate([gmap, np.arange(xb.shape[0], dtype=np.int64) + offset_b])
+    gs, gd = gmap[src], gmap[dst]
+    return ForestEdges(np.minimum(gs, gd), np.maximum(gs, gd), w, **meta)
+
+
+def single_linkage_forest(
+    x: Any,
+    min_threshold: float = 0.5,
+    exact_at: Iterable[float] = (),
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    tile_size: int | None = None,
+    prune_at: float | None = None,
+    n_landmarks: int = DEFAULT_LANDMARKS,
+    progress: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> SingleLinkageForest:
+    """The single-linkage hierarchy of the rows of ``x`` [N, d] for all thresholds ``>= min_threshold``.
+
+    ``labels_at(t)`` equals :func:`cosine_components` ``(x, t)`` for ``t`` in ``exact_at`` (and at
+    ``min_threshold``); see the module docstring for other ``t``. With ``prune_at`` the hierarchy is
+    exact only up to ``prune_at`` (``labels_at`` refuses higher ``t``); default: no pruning."""
+    x = as_matrix(x)
+    src, dst, w, meta = _forest_pass(
+        x,
+        None,
+        min_threshold=min_threshold,
+        exact_at=exact_at,
+        device=device,
+        precision=precision,
+        tile_size=tile_size,
+        prune_at=prune_at,
+        n_landmarks=n_landmarks,
+        progress=progress,
+        stats=stats,
+    )
+    return SingleLinkageForest(x.shape[0], ForestEdges(src, dst, w, **meta))
+
+
+def cosine_components(
+    x: Any,
+    threshold: float = 0.7,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    tile_size: int | None = None,
+    prune: bool | None = None,
+    n_landmarks: int = DEFAULT_LANDMARKS,
+    progress: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Canonical labels int64 [N] of the connected components of the graph linking ``i != j`` iff the
+    float64 dot of rows ``x[i]``, ``x[j]`` is ``>= threshold`` (exact: see the module docstring).
+
+    ``prune``: landmark pruning at ``threshold`` (identical result); ``None`` = on when N exceeds four
+    sub-tiles. ``stats``: optional dict filled with tile counts."""
+    x = as_matrix(x)
+    t = check_threshold(threshold)
+    max_norm = validate_rows(x)
+    backend, prec = _resolve_device(device, precision)
+    eps = matmul_error_bound(x.shape[1], x.dtype, prec, max_norm)
+    tile = int(tile_size or (DEFAULT_TILE_CPU if backend.name == "cpu" else DEFAULT_TILE_GPU))
+    if tile < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    n = x.shape[0]
+    if prune is None:
+        prune = n > 4 * tile
+    spec = _TileSpec(_lo32(t - eps), t, eps, (t,), False)
+    labels = _Labels(n)
+    if prune:
+        _landmark_pass(backend, x, None, spec, tile, _n_landmarks(n, n_landmarks), None, labels, stats=stats)
+    _run_pass(
+        backend, x, None, spec, tile, None, labels, t if prune else None, progress=progress, stats=stats
+    )
+    return canonical_labels(labels.lab)
+
+
