@@ -40,11 +40,11 @@ def _batches(loaded, docs, context_len: int, batch_size: int):
     """The right-padded (input_ids, attention_mask) batches capture_activations itself runs."""
     import torch
 
-    from actgeo_assets.lib.capture import _tokenize
+    from actgeo_assets.lib.capture import _tokenize_many
 
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    seqs = [_tokenize(tok, d.text, context_len)[0] for d in docs]
+    seqs = [ids for ids, _, _ in _tokenize_many(tok, docs, context_len)]
     out = []
     for b in range(0, len(seqs), batch_size):
         chunk = seqs[b : b + batch_size]

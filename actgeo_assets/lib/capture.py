@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")
-# Tokenize a prefix of this many characters per token of context first (long documents would otherwise be
-# tokenized in full only to be truncated); fall back to the full text when the prefix is too short.
-_CHARS_PER_TOKEN = 48
+# Tokenize prefixes of this many characters per token of context first (long documents would otherwise be
+# tokenized in full only to be truncated); fall back to the next step, then the full text, when a prefix is
+# too short. Natural text runs at about 3-6 characters per token.
+_CHARS_PER_TOKEN_STEPS = (8, 64)
+_TOKENIZE_BATCH = 256
 _PREFIX_MARGIN = 16
 
 
@@ -109,27 +111,31 @@ def capture_activations(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t0 = time.perf_counter()
 
-    # 1. plan: tokenize documents in order until the budget is covered
+    # 1. plan: tokenize documents in order (in batches, which the fast tokenizers run in parallel) until
+    # the budget is covered
     items: list[_Item] = []
     n_kept = n_available = n_bos = n_empty = n_truncated = 0
     n_docs_seen = 0
-    for doc in docs:
+    for chunk in _doc_chunks(docs, _TOKENIZE_BATCH):
         if n_kept >= budget:
             break
-        n_docs_seen += 1
-        ids, offsets, truncated = _tokenize(tokenizer, doc.text, context_len)
-        n_truncated += truncated
-        start = 1 if (exclude_bos and ids and bos_id is not None and ids[0] == bos_id) else 0
-        keepable = len(ids) - start
-        if keepable <= 0:
-            n_empty += 1
-            continue
-        n_bos += start
-        n_available += keepable
-        take = min(keepable, budget - n_kept)
-        n_kept += take
-        items.append(_Item(doc, ids[: start + take], offsets[: start + take], start, start + take))
+        for doc, (ids, offsets, truncated) in zip(chunk, _tokenize_many(tokenizer, chunk, context_len), strict=True):
+            if n_kept >= budget:
+                break
+            n_docs_seen += 1
+            n_truncated += truncated
+            start = 1 if (exclude_bos and ids and bos_id is not None and ids[0] == bos_id) else 0
+            keepable = len(ids) - start
+            if keepable <= 0:
+                n_empty += 1
+                continue
+            n_bos += start
+            n_available += keepable
+            take = min(keepable, budget - n_kept)
+            n_kept += take
+            items.append(_Item(doc, ids[: start + take], offsets[: start + take], start, start + take))
     n_cut = n_available - n_kept
+    plan_seconds = time.perf_counter() - t0
 
     # 2. forward, block `layer` only
     blocks = decoder_layers(loaded.model)
@@ -145,8 +151,7 @@ def capture_activations(
 
     n_pad = n_forward = n_overflow = 0
     row = 0
-    cols: dict[str, list[Any]] = {c: [] for c in TOKEN_COLUMNS}
-    token_text: dict[int, str] = {}
+    to_half = np.dtype(out_dtype) == np.float16
     handle = blocks[layer].register_forward_hook(hook)
     bar = tqdm(total=n_kept, desc=f"capture layer {layer}", unit="tok", disable=not progress)
     t_fwd = time.perf_counter()
@@ -156,9 +161,11 @@ def capture_activations(
             width = max(len(it.ids) for it in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
+            keep = torch.zeros((len(batch), width), dtype=torch.bool)
             for i, it in enumerate(batch):
                 input_ids[i, : len(it.ids)] = torch.tensor(it.ids, dtype=torch.long)
                 mask[i, : len(it.ids)] = 1
+                keep[i, it.keep_from : it.keep_to] = True
             n_forward += int(mask.sum())
             n_pad += int(mask.numel() - mask.sum())
             captured.clear()
@@ -171,32 +178,19 @@ def capture_activations(
                     )
                 except _StopForward:
                     pass
-            if len(captured) != 1:
-                raise RuntimeError(
-                    f"capture hook on block {layer} fired {len(captured)} times, expected once"
-                )
-            hidden = captured[0].float().cpu().numpy()  # [B, T, d]
-            for i, it in enumerate(batch):
-                rows = hidden[i, it.keep_from : it.keep_to]
-                k = rows.shape[0]
-                if acts.dtype == np.float16:
-                    n_overflow += int((np.abs(rows) > FLOAT16_MAX).any(axis=1).sum())
-                acts[row : row + k] = rows  # float16: overflow -> inf (counted above)
-                ids = it.ids[it.keep_from : it.keep_to]
-                for tid in ids:
-                    if tid not in token_text:
-                        token_text[tid] = tokenizer.decode([tid])
-                cols["row"].extend(range(row, row + k))
-                cols["doc_id"].extend([it.doc.doc_id] * k)
-                cols["position"].extend(range(it.keep_from, it.keep_to))
-                cols["token_id"].extend(ids)
-                cols["token"].extend(token_text[t] for t in ids)
-                spans = it.offsets[it.keep_from : it.keep_to]
-                cols["char_start"].extend(s for s, _ in spans)
-                cols["char_end"].extend(e for _, e in spans)
-                cols["source"].extend([it.doc.source] * k)
-                row += k
-                bar.update(k)
+                if len(captured) != 1:
+                    raise RuntimeError(
+                        f"capture hook on block {layer} fired {len(captured)} times, expected once"
+                    )
+                # kept rows only, in (document, position) order, reduced on the device before the copy
+                kept = captured[0][keep.to(captured[0].device)].float()  # [k, d]
+                if to_half:
+                    n_overflow += int((kept.abs() > FLOAT16_MAX).any(dim=1).sum())
+                    kept = kept.to(torch.float16)  # overflow -> inf (counted above)
+                k = kept.shape[0]
+                acts[row : row + k] = kept.cpu().numpy()
+            row += k
+            bar.update(k)
     finally:
         handle.remove()
         bar.close()
@@ -204,18 +198,7 @@ def capture_activations(
     seconds = time.perf_counter() - t0
     fwd_seconds = time.perf_counter() - t_fwd
 
-    tokens = pd.DataFrame(
-        {
-            "row": np.asarray(cols["row"], dtype=np.int64),
-            "doc_id": np.asarray(cols["doc_id"], dtype=np.int64),
-            "position": np.asarray(cols["position"], dtype=np.int32),
-            "token_id": np.asarray(cols["token_id"], dtype=np.int64),
-            "token": pd.Series(cols["token"], dtype=object),
-            "char_start": np.asarray(cols["char_start"], dtype=np.int64),
-            "char_end": np.asarray(cols["char_end"], dtype=np.int64),
-            "source": pd.Series(cols["source"], dtype=object),
-        }
-    )
+    tokens = _token_table(tokenizer, items)
     stats: dict[str, Any] = {
         "model": loaded.name,
         "revision": loaded.revision,
@@ -243,6 +226,7 @@ def capture_activations(
         "n_forward_tokens": n_forward,
         "n_fp16_overflow_rows": n_overflow,
         "seconds": round(seconds, 3),
+        "tokenize_seconds": round(plan_seconds, 3),
         "forward_seconds": round(fwd_seconds, 3),
         "tokens_per_s": round(n_forward / fwd_seconds, 1) if fwd_seconds > 0 else None,
     }
@@ -256,21 +240,74 @@ def capture_activations(
     return CaptureResult(acts=acts, tokens=tokens, stats=stats)
 
 
-def _tokenize(tokenizer: Any, text: str, context_len: int) -> tuple[list[int], list[tuple[int, int]], bool]:
-    """First ``context_len`` token ids and char offsets of ``text`` (with specials); and whether cut."""
-    limit = context_len * _CHARS_PER_TOKEN
+def _doc_chunks(docs: Sequence[Document], size: int) -> Iterator[Sequence[Document]]:
+    for i in range(0, len(docs), size):
+        yield docs[i : i + size]
+
+
+def _tokenize_many(
+    tokenizer: Any, docs: Sequence[Document], context_len: int
+) -> list[tuple[list[int], list[tuple[int, int]], bool]]:
+    """``(ids, offsets, truncated)`` per document: its first ``context_len`` token ids and char offsets
+    (with specials), and whether the document was longer.
+
+    Each text is tokenized by prefixes of ``context_len * c`` characters for ``c`` in
+    :data:`_CHARS_PER_TOKEN_STEPS` (one batched call per step) and in full only when every prefix is too
+    short: a prefix is trusted only when it yields ``_PREFIX_MARGIN`` tokens more than the context, so
+    its first ``context_len`` tokens are those of the full text."""
     fast = bool(getattr(tokenizer, "is_fast", True))
-    for piece in (text[:limit], text) if len(text) > limit else (text,):
-        enc = tokenizer(piece, add_special_tokens=True, return_offsets_mapping=fast, truncation=False)
-        ids = list(enc["input_ids"])
-        # a prefix is only trusted when it reaches well past the context (its last tokens may differ)
-        if piece is text or len(ids) >= context_len + _PREFIX_MARGIN:
+    out: list[tuple[list[int], list[tuple[int, int]], bool] | None] = [None] * len(docs)
+    todo = list(range(len(docs)))
+    for c in (*_CHARS_PER_TOKEN_STEPS, None):
+        if not todo:
+            break
+        limit = None if c is None else context_len * c
+        pieces = [docs[i].text if limit is None else docs[i].text[:limit] for i in todo]
+        enc = tokenizer(pieces, add_special_tokens=True, return_offsets_mapping=fast, truncation=False)
+        rest = []
+        for j, i in enumerate(todo):
+            ids = enc["input_ids"][j]
+            whole = limit is None or len(docs[i].text) <= limit
+            if not whole and len(ids) < context_len + _PREFIX_MARGIN:
+                rest.append(i)
+                continue
             if fast:
-                offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+                offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"][j][:context_len]]
             else:  # slow (Python) tokenizers have no offsets: spans are unknown (-1)
-                offsets = [(-1, -1)] * len(ids)
-            return ids[:context_len], offsets[:context_len], len(ids) > context_len
-    raise AssertionError("unreachable")
+                offsets = [(-1, -1)] * min(len(ids), context_len)
+            out[i] = (list(ids[:context_len]), offsets, len(ids) > context_len)
+        todo = rest
+    return out  # type: ignore[return-value]
+
+
+def _token_table(tokenizer: Any, items: Sequence[_Item]) -> pd.DataFrame:
+    """The :data:`TOKEN_COLUMNS` table of the kept tokens, built column-wise (no per-token Python rows)."""
+    if not items:
+        return pd.DataFrame({c: pd.Series([], dtype=object if c in ("token", "source") else np.int64)
+                             for c in TOKEN_COLUMNS})  # fmt: skip
+    lens = np.asarray([it.keep_to - it.keep_from for it in items], dtype=np.int64)
+    ids = np.concatenate([np.asarray(it.ids[it.keep_from : it.keep_to], dtype=np.int64) for it in items])
+    spans = np.concatenate(
+        [np.asarray(it.offsets[it.keep_from : it.keep_to], dtype=np.int64).reshape(-1, 2) for it in items]
+    )
+    position = np.concatenate([np.arange(it.keep_from, it.keep_to, dtype=np.int32) for it in items])
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    texts = np.empty(len(uniq), dtype=object)
+    texts[:] = [tokenizer.decode([int(u)]) for u in uniq]
+    sources = np.empty(len(items), dtype=object)
+    sources[:] = [it.doc.source for it in items]
+    return pd.DataFrame(
+        {
+            "row": np.arange(len(ids), dtype=np.int64),
+            "doc_id": np.repeat(np.asarray([it.doc.doc_id for it in items], dtype=np.int64), lens),
+            "position": position,
+            "token_id": ids,
+            "token": pd.Series(texts[inverse], dtype=object),
+            "char_start": spans[:, 0].copy(),
+            "char_end": spans[:, 1].copy(),
+            "source": pd.Series(np.repeat(sources, lens), dtype=object),
+        }
+    )
 
 
 def next_block_norm(loaded: LoadedModel, layer: int) -> dict[str, Any]:

@@ -160,3 +160,21 @@ def test_next_block_norm(tiny_loaded) -> None:
     ref = blocks[2].input_layernorm(x).numpy()
     mine = x.numpy() / np.sqrt((x.numpy() ** 2).mean(1, keepdims=True) + n["eps"]) * (1 + n["weight"])
     np.testing.assert_allclose(mine, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [(8, 64), (1, 2), ()])
+def test_prefix_tokenization_equals_full(tiny_loaded, monkeypatch, steps) -> None:
+    """Prefix tokenization (and its fallbacks, forced by tiny prefixes) gives the full text's first tokens."""
+    import actgeo_assets.lib.capture as C
+
+    monkeypatch.setattr(C, "_CHARS_PER_TOKEN_STEPS", steps)
+    tok = tiny_loaded.tokenizer
+    texts = [*TEXTS, "x" * 3000, "ab " * 900, "", "é漢 " * 400]
+    docs = [Document(i, t, "s") for i, t in enumerate(texts)]
+    for context_len in (5, 40):
+        got = C._tokenize_many(tok, docs, context_len)
+        for doc, (ids, offsets, truncated) in zip(docs, got, strict=True):
+            full = tok(doc.text, add_special_tokens=True, return_offsets_mapping=True)
+            assert ids == list(full["input_ids"][:context_len])
+            assert offsets == [tuple(o) for o in full["offset_mapping"][:context_len]]
+            assert truncated == (len(full["input_ids"]) > context_len)

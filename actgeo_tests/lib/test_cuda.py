@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import connected_components
 
-from actgeo_assets.lib.graph import canonical_labels, cosine_components, single_linkage_forest
+from actgeo_assets.lib.graph import cosine_components, single_linkage_forest
+from actgeo_tests.support.oracle import brute_force_labels
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -37,20 +36,13 @@ def _clustered(n: int, d: int, seed: int, k: int = 8) -> np.ndarray:
     return _unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
 
 
-def _brute(x: np.ndarray, t: float) -> np.ndarray:
-    x64 = np.asarray(x, dtype=np.float64)
-    s = x64 @ x64.T
-    np.fill_diagonal(s, -np.inf)
-    return canonical_labels(connected_components(sp.csr_matrix(s >= t), directed=False)[1])
-
-
 @pytest.mark.parametrize("precision", ["tf32", "fp32"])
 @pytest.mark.parametrize("prune", [True, False])
 def test_cuda_components_equal_brute_force(precision: str, prune: bool) -> None:
     x = _clustered(3000, 64, seed=6)
     for t in (0.6, 0.7, 0.8):
         got = cosine_components(x, t, device="cuda", precision=precision, prune=prune)
-        assert (got == _brute(x, t)).all(), (precision, prune, t)
+        assert (got == brute_force_labels(x, t)).all(), (precision, prune, t)
 
 
 @pytest.mark.parametrize("precision", ["tf32", "fp32"])
@@ -59,7 +51,7 @@ def test_cuda_forest_equals_brute_force_at_exact_thresholds(precision: str) -> N
     x = _clustered(2500, 48, seed=3)
     f = single_linkage_forest(x, 0.5, exact_at=(0.6, 0.7, 0.8, 0.9), device="cuda", precision=precision)
     for t in (0.5, 0.6, 0.7, 0.8, 0.9):
-        assert (f.labels_at(t) == _brute(x, t)).all(), t
+        assert (f.labels_at(t) == brute_force_labels(x, t)).all(), t
 
 
 def test_cuda_large_tiles_match_cpu() -> None:
@@ -86,7 +78,7 @@ def test_cuda_threshold_edge_pairs_stay_exact() -> None:
         partners.append(c * row + np.sqrt(1 - c * c) * ortho)
     x = np.vstack([base, np.asarray(partners)]).astype(np.float32)
     got = cosine_components(x, 0.7, device="cuda", precision="tf32")
-    assert (got == _brute(x, 0.7)).all()
+    assert (got == brute_force_labels(x, 0.7)).all()
 
 
 def test_cuda_bf16_capture_matches_cpu_float32(tmp_path) -> None:
@@ -124,4 +116,4 @@ def test_cuda_full_profile_shape_end_to_end(tmp_path) -> None:
     x = _unit(res.acts.astype(np.float32)).astype(np.float32)
     for t in (0.5, 0.7):
         got = cosine_components(x, t, device="cuda")
-        assert (got == _brute(x, t)).all(), t
+        assert (got == brute_force_labels(x, t)).all(), t

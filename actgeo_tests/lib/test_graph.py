@@ -6,12 +6,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import connected_components
 from sklearn.cluster import DBSCAN
 
-from actgeo_assets.lib.graph import backend_numpy as GN
 from actgeo_assets.lib.graph import (
     ForestEdges,
     SingleLinkageForest,
@@ -22,6 +19,8 @@ from actgeo_assets.lib.graph import (
     single_linkage_forest,
     tile_forest,
 )
+from actgeo_assets.lib.graph import backend_numpy as GN
+from actgeo_tests.support.oracle import brute_force_labels
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -35,13 +34,6 @@ def clustered(n: int, d: int, seed: int = 0, k: int = 6) -> np.ndarray:
     a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
     spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
     return unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
-
-
-def brute(x, t: float) -> np.ndarray:
-    x64 = np.asarray(x, dtype=np.float64)
-    s = x64 @ x64.T
-    np.fill_diagonal(s, -np.inf)
-    return canonical_labels(connected_components(sp.csr_matrix(s >= t), directed=False)[1])
 
 
 def dbscan(x, t: float) -> np.ndarray:
@@ -71,7 +63,7 @@ def near_pairs(t: float, deltas: list[float], d: int = 64, seed: int = 1) -> np.
 @pytest.mark.parametrize("t", [0.5, 0.7, 0.8])
 def test_clustered_matches_brute_force_and_dbscan(t):
     x = clustered(1200, 48)
-    ref = brute(x, t)
+    ref = brute_force_labels(x, t)
     assert 1 < ref.max() + 1 < len(x)  # a non-trivial partition
     assert (dbscan(x, t) == ref).all()
     for kw in ({}, {"tile_size": 200, "prune": False}, {"tile_size": 200, "prune": True, "n_landmarks": 64}):
@@ -83,7 +75,7 @@ def test_clustered_matches_brute_force_and_dbscan(t):
 def test_random_matches_brute_force_and_dbscan():
     x = unit(np.random.default_rng(3).standard_normal((700, 6)))
     for t in (0.6, 0.9, 0.97):
-        ref = brute(x, t)
+        ref = brute_force_labels(x, t)
         assert (dbscan(x, t) == ref).all()
         assert (cosine_components(x, t, device="cpu", tile_size=128) == ref).all()
         assert (cosine_components(x, t, device="torch-cpu", tile_size=150) == ref).all()
@@ -102,7 +94,7 @@ def test_pairs_within_1e6_of_threshold(monkeypatch, dense_fraction):
         dots = np.einsum("ij,ij->i", s[0::2], s[1::2])
         assert (np.abs(dots - t) < 2e-6).all()
         assert (dots >= t).any() and (dots < t).any()
-        ref = brute(x, t)
+        ref = brute_force_labels(x, t)
         linked = np.array([ref[2 * k] == ref[2 * k + 1] for k in range(len(deltas))])
         assert (linked == (dots >= t)).all()
         assert (cosine_components(x, t, device="cpu") == ref).all()
@@ -125,7 +117,7 @@ def test_dense_keys_stay_on_the_exact_side(monkeypatch, device):
     x = np.zeros((3, 16))
     x[:, :3] = tri
     x = x @ q.T
-    assert brute(x, t).tolist() == [0, 0, 0]
+    assert brute_force_labels(x, t).tolist() == [0, 0, 0]
     f = single_linkage_forest(x, 0.5, exact_at=(t,), device=device)
     assert f.labels_at(t).tolist() == [0, 0, 0]
     assert f.labels_at(0.95).tolist() == [0, 1, 2]
@@ -152,7 +144,7 @@ def test_dense_and_sparse_tile_paths_agree(monkeypatch):
         out[frac] = (f, cosine_components(x, 0.6, device="cpu", tile_size=150))
     for t in (0.4, 0.6, 0.8):
         assert (out[0.0][0].labels_at(t) == out[1.01][0].labels_at(t)).all()
-        assert (out[0.0][0].labels_at(t) == brute(x, t)).all()
+        assert (out[0.0][0].labels_at(t) == brute_force_labels(x, t)).all()
     assert (out[0.0][1] == out[1.01][1]).all()
 
 
@@ -160,7 +152,7 @@ def test_torch_path_forest_matches():
     x = clustered(500, 16, seed=4)
     f = single_linkage_forest(x, 0.5, exact_at=(0.7, 0.8), device="torch-cpu", tile_size=128)
     for t in (0.5, 0.7, 0.8):
-        assert (f.labels_at(t) == brute(x, t)).all()
+        assert (f.labels_at(t) == brute_force_labels(x, t)).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -169,7 +161,7 @@ def test_cuda_matches_cpu():  # pragma: no cover - runs on GPU machines only
     for t in (0.6, 0.7):
         assert (cosine_components(x, t, device="cuda") == cosine_components(x, t, device="cpu")).all()
     f = single_linkage_forest(x, 0.5, exact_at=(0.7,), device="cuda")
-    assert (f.labels_at(0.7) == brute(x, 0.7)).all()
+    assert (f.labels_at(0.7) == brute_force_labels(x, 0.7)).all()
 
 
 # ---------------------------------------------------------------- pruning
@@ -279,7 +271,7 @@ def test_tile_forest_blocks_merge_equals_whole(tmp_path):
     assert merged.min_threshold == 0.5 and merged.exact_at == (0.5, *ts)
     for t in (0.5, *ts):
         assert (merged.labels_at(t) == whole.labels_at(t)).all()
-        assert (merged.labels_at(t) == brute(x, t)).all()
+        assert (merged.labels_at(t) == brute_force_labels(x, t)).all()
     merged.save(tmp_path / "forest.npz")
     back = SingleLinkageForest.load(tmp_path / "forest.npz")
     assert back.n == 1000 and (back.edges.weight == merged.edges.weight).all()
@@ -294,7 +286,7 @@ def test_tile_forest_pruned_blocks():
     merged = merge_forests(parts, 800)
     assert merged.exact_up_to == 0.7
     for t in (0.5, 0.6, 0.7):
-        assert (merged.labels_at(t) == brute(x, t)).all()
+        assert (merged.labels_at(t) == brute_force_labels(x, t)).all()
 
 
 def test_corrupt_forest_files_name_the_file(tmp_path):
@@ -316,17 +308,17 @@ def test_corrupt_forest_files_name_the_file(tmp_path):
 def test_float16_torch_and_memmap_inputs(tmp_path):
     x32 = clustered(600, 32, seed=13)
     x16 = x32.astype(np.float16)
-    ref16 = brute(x16, 0.7)
+    ref16 = brute_force_labels(x16, 0.7)
     assert (cosine_components(x16, 0.7) == ref16).all()
     assert (cosine_components(torch.from_numpy(x16), 0.7) == ref16).all()
-    assert (cosine_components(torch.from_numpy(x32), 0.7) == brute(x32, 0.7)).all()
+    assert (cosine_components(torch.from_numpy(x32), 0.7) == brute_force_labels(x32, 0.7)).all()
     f = single_linkage_forest(torch.from_numpy(x16), 0.5, exact_at=(0.7,))
     assert (f.labels_at(0.7) == ref16).all()
     np.save(tmp_path / "x.npy", x32)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    assert (cosine_components(mm, 0.7, tile_size=128) == brute(x32, 0.7)).all()
+    assert (cosine_components(mm, 0.7, tile_size=128) == brute_force_labels(x32, 0.7)).all()
     x64 = x32.astype(np.float64)
-    assert (cosine_components(x64, 0.7) == brute(x64, 0.7)).all()
+    assert (cosine_components(x64, 0.7) == brute_force_labels(x64, 0.7)).all()
 
 
 # ---------------------------------------------------------------- bad input
