@@ -25,7 +25,7 @@ float64 components. For any other ``t >= min_threshold`` the cut gives the compo
 bound guaranteed for non-exact thresholds (``SingleLinkageForest.error_bound``). Worst case, rows of
 norm 1: fp32 on the CPU 3.8e-5 at d=640 and 1.4e-4 at d=2304 (``d * 2^-24``; the typical fp32 error is
 ~1e-6, so in practice cuts at non-exact thresholds are almost always exact too); tf32 on a GPU about
-4.2e-3 at d=2304. So the "within 1e-5" of DESIGN.md is what the typical error gives, not a guarantee;
+4.2e-3 at d=2304. So "within 1e-5" is what the typical fp32 error gives, not a guarantee;
 put every threshold you will report into ``exact_at`` to make it exact. "float64 dot" means the sum as
 numpy's ``einsum`` forms it; another summation order differs by ~d * 1e-16, which only matters for
 pairs that close to a threshold.
