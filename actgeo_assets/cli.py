@@ -29,49 +29,23 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def normalize_rows(x: np.ndarray, mode: str, chunk_rows: int = 65536) -> np.ndarray:
-    """Return unit rows as float32 [N, d]: ``none`` (x as given, checked by the engine), ``l2``, or
-    ``center_l2`` (subtract the float64 mean row, then L2). Zero rows raise ``ValueError``."""
+def _unit_rows(x: np.ndarray, mode: str) -> np.ndarray:
+    """Unit rows of ``x`` (float32) by ``lib.normalize.normalize_rows``, or ``x`` as given for ``none``
+    (the engine checks it). Labels must cover every row, so a row that cannot be normalized (zero or not
+    finite) is an error here, not an exclusion."""
+    from actgeo_assets.lib.normalize import normalize_rows
+
     if mode == "none":
         return x
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"activations must be a non-empty 2-D array, got shape {tuple(x.shape)}")
-    mean = None
-    if mode == "center_l2":
-        total = np.zeros(x.shape[1], dtype=np.float64)
-        for i in range(0, x.shape[0], chunk_rows):
-            total += np.asarray(x[i : i + chunk_rows], dtype=np.float64).sum(axis=0)
-        mean = total / x.shape[0]
-    elif mode != "l2":
-        raise ValueError(f"unknown normalization {mode!r} (none, l2, center_l2)")
-    out = np.empty(x.shape, dtype=np.float32)
-    for i in range(0, x.shape[0], chunk_rows):
-        block = np.asarray(x[i : i + chunk_rows], dtype=np.float64)
-        if not np.isfinite(block).all():
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))[:5] + i
-            raise ValueError(f"activations have non-finite values in rows {', '.join(map(str, bad))}")
-        if mean is not None:
-            block -= mean
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        if (norms == 0).any():
-            bad = np.flatnonzero(norms[:, 0] == 0)[:5] + i
-            raise ValueError(f"cannot normalize zero rows {', '.join(map(str, bad))}")
-        out[i : i + len(block)] = block / norms
-    return out
-
-
-def format_summary(summary: dict[str, Any], title: str) -> str:
-    """The study's table as plain text."""
-    lines = [
-        title,
-        f"  rows                                   {summary['n']:>12,}",
-        f"  components                             {summary['n_components']:>12,}",
-        f"  largest component                      {summary['largest']:>12,}  ({summary['largest_fraction']:.1%})",
-        f"  non-singleton components besides it    {summary['non_singleton']:>12,}",
-        f"  singletons                             {summary['singletons']:>12,}",
-        f"  top-{len(summary['top_sizes'])} sizes: {', '.join(str(s) for s in summary['top_sizes'])}",
-    ]
-    return "\n".join(lines)
+    res = normalize_rows(x, mode)
+    bad = res.report["first_excluded_rows"]
+    if bad["non_finite"]:
+        raise ValueError(f"activations have non-finite values in rows {', '.join(map(str, bad['non_finite'][:5]))}")
+    if bad["zero_norm"]:
+        raise ValueError(f"cannot normalize zero rows {', '.join(map(str, bad['zero_norm'][:5]))}")
+    return res.unit
 
 
 def _cmd_components(args: argparse.Namespace) -> int:
@@ -81,6 +55,7 @@ def _cmd_components(args: argparse.Namespace) -> int:
         single_linkage_forest,
     )
     from actgeo_assets.lib.layout import save_npy
+    from actgeo_assets.lib.report import format_summary
 
     path = Path(args.acts)
     if not path.is_file():
@@ -89,7 +64,7 @@ def _cmd_components(args: argparse.Namespace) -> int:
         raw = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read {path} as .npy: {exc}") from exc
-    x = normalize_rows(raw, args.normalize)
+    x = _unit_rows(raw, args.normalize)
     t = args.threshold
     sweep = args.sweep or []
     table = None
@@ -143,7 +118,7 @@ def add_components_parser(sub: Any) -> None:
 
 
 def add_run_arguments(parser: Any) -> None:
-    """Arguments of `actgeo run` (shared by the CLI and ``python -m actgeo_assets.runner``)."""
+    """Arguments of `actgeo run`."""
     parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
     parser.add_argument("--data-dir", default=None, help="root folder of run files (default: data)")
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
@@ -153,10 +128,45 @@ def add_run_arguments(parser: Any) -> None:
                         help="override a setting, e.g. --set budget=100000 --set normalization=l2")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from actgeo_assets.runner import run_from_args  # imports dagster: only for this subcommand
+def parse_set_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as validated resource fields (``lib.settings.parse_assignments``: typed by
+    the setting, checked like every other source). A ``SettingsError`` (a ValueError) names the item, the
+    setting and the bad value, e.g. ``bad --set 'threshold=true': threshold must be a number, got True``."""
+    from actgeo_assets.lib.settings import parse_assignments
 
-    return run_from_args(args)
+    return parse_assignments(items)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Build the resource from the arguments, materialize everything, print the summary."""
+    # dagster is imported only for this subcommand
+    import os
+
+    from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
+    from actgeo_assets.lib.report import format_summary
+    from actgeo_assets.lib.settings import mask_url
+    from actgeo_assets.runner import materialize_run, open_instance
+
+    try:
+        overrides = parse_set_overrides(args.set)
+        if args.database_url:  # through the environment, so the URL never enters the run's stored config
+            os.environ[DATABASE_URL_ENV] = args.database_url
+        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=args.data_dir,
+                                  **overrides)
+        resource.settings()
+    except (ValueError, TypeError) as exc:
+        print(f"actgeo: {exc}", file=sys.stderr)
+        return 2
+    instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
+    record = materialize_run(resource, instance, force=args.force)
+    print()
+    print(format_summary(record["summary"], f"run: {record['description']}"))
+    print()
+    print(f"report:    {record['report']}")
+    print(f"database:  {mask_url(record['database_url'])}  (table actgeo_components, run_id {record['run_id']})")
+    print(f"figures:   {resource.layout().components_dir}")
+    print(f"wall time: {record['times']['total']:.1f} s")
+    return 0
 
 
 def add_run_parser(sub: Any) -> None:

@@ -1,4 +1,5 @@
-"""Materialize every asset of a run, in lineage order, on a Dagster instance (what `make demo` calls).
+"""Materialize every asset of a run, in lineage order, on a Dagster instance (what `actgeo run`, and so
+`make demo`, calls; the CLI owns the arguments and the printing).
 
 Each step is a real Dagster run recorded in the instance (``DAGSTER_HOME``), so `make ui` afterwards shows
 the lineage, the materializations and their metadata. Partitions whose outputs are current by content hash
@@ -7,6 +8,7 @@ the lineage, the materializations and their metadata. Partitions whose outputs a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +17,9 @@ import dagster as dg
 
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib import pipeline
 from actgeo_assets.lib.incremental import plan
 from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.stages.graph import load_record
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -80,78 +82,17 @@ def materialize_run(
         done.add(asset)
     run("component_cards")  # cheap, and card settings (ranks, contexts) are not part of the plan
     times["total"] = time.perf_counter() - t_all
-    record, _, _ = pipeline.load_components(settings, resource.layout())
-    return {**record, "times": times, "report": str(resource.layout().cards_dir / "report.html"),
+    record = load_record(settings, resource.layout())
+    return {**record.to_json(), "times": times, "report": str(resource.layout().report),
             "database_url": resource.db_url()}
 
 
-def format_summary(record: dict[str, Any]) -> str:
-    """The study-style summary table as plain text."""
-    s = record["summary"]
-    lines = [
-        f"run: {record['description']}",
-        f"  activations (N)                        {record['n']:>12,}",
-        f"  components                             {s['n_components']:>12,}",
-        f"  largest                                {s['largest']:>12,}  ({100 * s['largest_fraction']:.1f}% of N)",
-        f"  non-singleton components besides it    {s['non_singleton']:>12,}",
-        f"  singletons                             {s['singletons']:>12,}",
-        "  top-20 sizes: " + ", ".join(f"{x:,}" for x in s["top_sizes"]),
-    ]
-    return "\n".join(lines)
-
-
-def run_from_args(args: Any) -> int:
-    """Build the resource from CLI args, materialize everything, print the summary. Returns exit code."""
-    import json
-    import os
-    import sys
-
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in ActgeoResource.model_fields:
-            print(f"actgeo: bad --set {item!r}: use KEY=VALUE with KEY one of "
-                  f"{sorted(k for k in ActgeoResource.model_fields if k not in ('profile', 'data_dir', 'config_file'))}",
-                  file=sys.stderr)
-            return 2
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    try:
-        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=args.data_dir,
-                                  database_url=args.database_url, **overrides)
-        resource.settings()
-    except (ValueError, TypeError) as exc:
-        print(f"actgeo: {exc}", file=sys.stderr)
-        return 2
-    if os.environ.get("DAGSTER_HOME"):
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-        instance = dg.DagsterInstance.get()
-    else:
-        instance = dg.DagsterInstance.ephemeral()
-        print("actgeo: DAGSTER_HOME is not set: runs are not recorded for the UI", file=sys.stderr)
-    record = materialize_run(resource, instance, force=args.force)
-    print()
-    print(format_summary(record))
-    print()
-    print(f"report:    {record['report']}")
-    print(f"database:  {record['database_url']}  (table actgeo_components, run_id {record['run_id']})")
-    print(f"figures:   {resource.layout().components_dir}")
-    print(f"wall time: {record['times']['total']:.1f} s")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Same as ``actgeo run``."""
-    import argparse
-
-    from actgeo_assets.cli import add_run_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m actgeo_assets.runner", description=__doc__)
-    add_run_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def open_instance(warn: Callable[[str], None] = print) -> dg.DagsterInstance:
+    """The instance at ``$DAGSTER_HOME`` (created if absent), so `make ui` shows the runs; without it an
+    ephemeral one, and ``warn`` says that the runs are not recorded."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        os.makedirs(home, exist_ok=True)
+        return dg.DagsterInstance.get()
+    warn("actgeo: DAGSTER_HOME is not set: runs are not recorded for the UI")
+    return dg.DagsterInstance.ephemeral()

@@ -3,7 +3,7 @@
 default for every other job; these jobs only run where the instance has a ``K8sRunLauncher``
 (deploy/helm/values.yaml).
 
-Order of the jobs for one run of the study (DESIGN.md):
+Order of the jobs for one run of the study:
 ``cluster_capture`` (every shard) -> ``cluster_mean`` -> ``cluster_normalize`` (every shard) ->
 ``cluster_tiles`` (every shard pair) -> ``cluster_merge``. Capture and normalization are separate
 jobs because ``center_l2`` (the demo profile's normalization) needs the mean over *all* shards before
@@ -21,10 +21,10 @@ import dagster as dg
 from dagster_k8s import k8s_job_executor
 
 from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
+from actgeo_assets.lib.constants import GPU_POOL  # noqa: F401 - the pool of GPU_ASSETS, named with them
 
 # GPU nodes: the NVIDIA GPU operator / GPU feature discovery labels them `nvidia.com/gpu.present=true`,
 # and managed clusters (GKE, AKS, EKS with the NVIDIA device plugin) taint them `nvidia.com/gpu:NoSchedule`.
-GPU_POOL = "actgeo_gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
 GPU_TOLERATIONS: list[dict[str, str]] = [
@@ -51,7 +51,7 @@ GPU_STEP_K8S_CONFIG: dict[str, Any] = {
 # The k8s_job_executor reads the `dagster-k8s/config` op tag of each step; other executors ignore it.
 GPU_STEP_TAGS: dict[str, Any] = {"dagster-k8s/config": GPU_STEP_K8S_CONFIG}
 
-# The assets whose steps need a GPU (and run in the `actgeo_gpu` pool).
+# The assets whose steps need a GPU (and run in the GPU_POOL pool).
 GPU_ASSETS = ("raw_activations", "edge_tiles")
 
 

@@ -6,6 +6,8 @@ import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from actgeo_assets.lib.report import summary_rows
+
 
 def table_md(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A markdown table; cells are str()-ed and pipes escaped."""
@@ -23,13 +25,6 @@ def png_md(png: bytes, alt: str) -> str:
 
 
 def summary_md(summary: dict[str, Any], description: str) -> str:
-    """The study's summary table."""
-    rows = [
-        ("run", description),
-        ("components", f"{summary['n_components']:,}"),
-        ("largest", f"{summary['largest']:,} ({100 * summary['largest_fraction']:.1f}%)"),
-        ("non-singleton components besides the largest", f"{summary['non_singleton']:,}"),
-        ("singletons", f"{summary['singletons']:,}"),
-        ("top-20 sizes", ", ".join(f"{s:,}" for s in summary["top_sizes"])),
-    ]
-    return table_md(["", "value"], rows)
+    """The study's summary table (the rows the CLI prints, lib/report.summary_rows) in markdown."""
+    rows = [(label, number + remark) for label, number, remark in summary_rows(summary)]
+    return table_md(["", "value"], [("run", description), *rows])

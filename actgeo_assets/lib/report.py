@@ -71,6 +71,26 @@ mark.hl{background:#ffd54a;color:#000;padding:0 1px;border-radius:2px;outline:1p
 """
 
 
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The study's summary table as ``(label, number, remark)`` rows, the top sizes last: what the CLI
+    prints (:func:`format_summary`) and the Dagster UI shows (``defs/metadata.summary_md``)."""
+    return [
+        ("activations (N)", f"{summary['n']:,}", ""),
+        ("components", f"{summary['n_components']:,}", ""),
+        ("largest", f"{summary['largest']:,}", f"  ({100 * summary['largest_fraction']:.1f}% of N)"),
+        ("non-singleton components besides it", f"{summary['non_singleton']:,}", ""),
+        ("singletons", f"{summary['singletons']:,}", ""),
+        ("top-20 sizes", ", ".join(f"{x:,}" for x in summary["top_sizes"]), ""),
+    ]
+
+
+def format_summary(summary: Mapping[str, Any], title: str) -> str:
+    """The study's summary table as plain text under ``title`` (``summary``: ``component_summary``'s)."""
+    *table, (top_label, top_sizes, _) = summary_rows(summary)
+    lines = [title, *(f"  {label:<39}{number:>12}{remark}" for label, number, remark in table)]
+    return "\n".join([*lines, f"  {top_label}: {top_sizes}"])
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 

@@ -20,13 +20,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.capture import TOKEN_COLUMNS, CaptureResult
-from actgeo_assets.lib.corpus import Document
+from actgeo_assets.lib.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.layout import (
     RunLayout,
     atomic_path,
@@ -36,6 +35,10 @@ from actgeo_assets.lib.layout import (
     save_npy,
     sha256_file,
 )
+
+if TYPE_CHECKING:  # storage only: importing capture (and torch) at run time is the capture's business
+    from actgeo_assets.lib.capture import CaptureResult
+    from actgeo_assets.lib.corpus import Document
 
 FORMAT = "actgeo.raw-shard.v1"
 
@@ -195,11 +198,6 @@ def read_raw_shard(
         )
     docs = _read_parquet(layout.docs(shard), shard)
     return RawShard(acts=acts, tokens=tokens, docs=docs, meta=meta)
-
-
-def shard_complete(layout: RunLayout, shard: str) -> bool:
-    """True when the shard's sidecar exists (it is written after every other file of the shard)."""
-    return layout.raw_meta(shard).exists()
 
 
 def write_next_norm(layout: RunLayout, norm: dict[str, Any]) -> Path:

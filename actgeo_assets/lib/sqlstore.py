@@ -16,7 +16,6 @@ No engine is created at import time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,13 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from actgeo_assets.lib.cards import Card
+from actgeo_assets.lib.layout import json_default
+from actgeo_assets.lib.settings import mask_passwords, mask_url, run_id_of
 
 metadata = sa.MetaData()
 
@@ -68,32 +68,13 @@ RUN_JSON = ("run_key", "top_sizes")
 COMPONENT_JSON = ("source_mix", "top_tokens", "contexts", "readout")
 
 
-def run_id_of(run_key: Mapping[str, Any]) -> str:
-    """12 hex chars of sha256 over ``json.dumps(run_key, sort_keys=True)`` (= :meth:`RunSettings.run_id`)."""
-    return hashlib.sha256(json.dumps(dict(run_key), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
-
-
 def _dumps(obj: Any) -> str | None:
-    return None if obj is None else json.dumps(obj, default=_jsonable, ensure_ascii=False)
+    return None if obj is None else json.dumps(obj, default=json_default, ensure_ascii=False)
 
 
 def _safe(url: str | URL) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for messages
-        return "<unparseable URL>"
+    """``url`` for a message: the password shown as ``***``, also when SQLAlchemy cannot parse it."""
+    return mask_url(url)
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -104,8 +85,8 @@ def make_engine(url: str | URL) -> Engine:
     """
     try:
         parsed = sa.make_url(url)
-    except (ArgumentError, ValueError, TypeError) as exc:
-        raise ValueError(f"not a database URL: {url!r} ({exc})") from exc
+    except (ArgumentError, ValueError, TypeError) as exc:  # its text may quote the URL: not chained
+        raise ValueError(f"not a database URL: {_safe(url)!r} ({type(exc).__name__})") from None
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
@@ -113,7 +94,7 @@ def make_engine(url: str | URL) -> Engine:
     try:
         engine = sa.create_engine(parsed)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
-        raise ValueError(f"cannot use database URL {_safe(parsed)!r}: {exc}") from exc
+        raise ValueError(f"cannot use database URL {_safe(parsed)!r}: {mask_passwords(str(exc))}") from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_fk_on)
     return engine
@@ -132,12 +113,6 @@ def _engine(url: str | URL) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def create_tables(url: str | URL) -> None:
-    """Create both tables if absent (also done by :func:`write_results`)."""
-    with _engine(url) as engine, engine.begin() as conn:
-        metadata.create_all(conn, checkfirst=True)
 
 
 def _component_row(run_id: str, card: Card) -> dict[str, Any]:

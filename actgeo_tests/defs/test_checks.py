@@ -13,7 +13,8 @@ import pytest
 from actgeo_assets.definitions import ASSETS
 from actgeo_assets.defs.partitions import SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.capture import TOKEN_COLUMNS, CaptureResult
+from actgeo_assets.lib.capture import CaptureResult
+from actgeo_assets.lib.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.corpus import Document
 from actgeo_assets.lib.shards import write_raw_shard
 

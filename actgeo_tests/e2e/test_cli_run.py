@@ -20,7 +20,8 @@ def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.Capt
     argv = ["run", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", "layer=2",
             "--set", f"corpus={FIXTURE}", "--set", "budget=600", "--set", "n_shards=2",
             "--set", "context_len=48", "--set", "threshold=0.6", "--set", "min_threshold=0.4",
-            "--set", "card_ranks=[2, 4]"]
+            "--set", "card_ranks=[2, 4]", "--database-url", f"sqlite:///{tmp_path}/db-x7q2.sqlite"]
+    monkeypatch.delenv("ACTGEO_DATABASE_URL", raising=False)
     assert main(argv) == 0
     out = capsys.readouterr().out
     for line in ("components", "largest", "non-singleton components besides it", "singletons",
@@ -29,6 +30,8 @@ def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.Capt
     summary = json.loads((tmp_path / "data" / "demo" / "components" / "summary.json").read_text())
     assert f"{summary['summary']['n_components']:,}" in out
     assert (tmp_path / "home").is_dir()  # runs recorded for `make ui`
+    assert (tmp_path / "db-x7q2.sqlite").is_file()  # --database-url was used ...
+    _assert_not_stored(tmp_path / "home", "db-x7q2")  # ... but never entered the runs' stored config
     # second run: everything current, nothing but the cards recomputed
     assert main(argv) == 0
     again = capsys.readouterr().out
@@ -43,3 +46,19 @@ def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.Capt
 def test_actgeo_run_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def _assert_not_stored(home: Path, secret: str) -> None:
+    """``secret`` is in no run's config nor job snapshot (decoded: Dagster stores them compressed)."""
+    import dagster as dg
+    from dagster._serdes import serialize_value
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert runs
+        for run in runs:
+            assert secret not in json.dumps(run.run_config)
+            snapshot = instance.get_job_snapshot(run.job_snapshot_id)
+            text = serialize_value(snapshot)
+            assert "ActgeoResource" in text or "actgeo" in text  # the snapshot really is the job's
+            assert secret not in text

@@ -13,7 +13,7 @@ import pytest
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.settings import PROFILES
 from actgeo_assets.runner import materialize_run
-from actgeo_tests.e2e.test_pipeline import brute_force_labels
+from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"

@@ -13,29 +13,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.runner import format_summary, materialize_run
+from actgeo_assets.lib.report import format_summary
+from actgeo_assets.runner import materialize_run
+from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
-
-
-def brute_force_labels(x: np.ndarray, t: float) -> np.ndarray:
-    """Reference: float64 dense similarity, scipy components, canonical relabelling."""
-    x = x.astype(np.float64)
-    adj = (x @ x.T) >= t
-    np.fill_diagonal(adj, False)
-    _, raw = connected_components(csr_matrix(adj), directed=False)
-    sizes = np.bincount(raw)
-    first = np.full(len(sizes), len(raw))
-    np.minimum.at(first, raw, np.arange(len(raw)))
-    order = sorted(range(len(sizes)), key=lambda c: (-sizes[c], first[c]))
-    remap = np.empty(len(sizes), dtype=np.int64)
-    remap[order] = np.arange(len(sizes))
-    return remap[raw]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +92,16 @@ def test_cards_report_and_sql(run) -> None:
     assert sorted(db["rank"].tolist()) == expected_ranks
     html = (layout.cards_dir / "report.html").read_text()
     assert "<mark" in html and "data:image/png;base64" in html
-    assert "components" in format_summary(record)
+    s = record["summary"]
+    lines = format_summary(s, "run").splitlines()
+    assert lines[1:6] == [
+        f"  activations (N)                        {record['n']:>12,}",
+        f"  components                             {s['n_components']:>12,}",
+        f"  largest                                {s['largest']:>12,}  ({100 * s['largest'] / record['n']:.1f}% of N)",
+        f"  non-singleton components besides it    {s['non_singleton']:>12,}",
+        f"  singletons                             {s['singletons']:>12,}",
+    ]
+    assert lines[6] == "  top-20 sizes: " + ", ".join(f"{v:,}" for v in s["top_sizes"])
     # every declared asset check ran and passed
     from actgeo_assets.definitions import defs
 

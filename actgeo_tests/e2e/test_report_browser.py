@@ -8,8 +8,9 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.cards import build_cards, summarize_components
+from actgeo_assets.lib.cards import build_cards
 from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
+from actgeo_assets.lib.graph import component_summary
 from actgeo_assets.lib.report import write_report
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_tests.lib.test_cards import tiny_run
@@ -29,7 +30,7 @@ def test_report_in_chromium(tmp_path) -> None:
     figures = {"size_spectrum": size_spectrum_png(labels, settings.describe()),
                "percolation": percolation_png(sweep, settings.describe(), settings.threshold)}
     path = write_report(tmp_path / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
-                        summary=summarize_components(labels), sweep=sweep, figures=figures, cards=cards,
+                        summary=component_summary(labels), sweep=sweep, figures=figures, cards=cards,
                         notes=cards.notes, precision="float32 unit rows")
 
     TEST_OUTPUT.mkdir(exist_ok=True)

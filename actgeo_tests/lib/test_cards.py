@@ -12,15 +12,14 @@ import torch
 from actgeo_assets.lib.cards import (
     Card,
     build_cards,
-    canonical_relabel,
     giant_subcards,
     next_token_readout,
     provisional_label,
     quote_token,
     row_getter,
     select_contexts,
-    summarize_components,
 )
+from actgeo_assets.lib.graph import canonical_labels, component_summary
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -239,8 +238,8 @@ def test_giant_subcards() -> None:
 
 
 def test_canonical_relabel_and_summary() -> None:
-    assert canonical_relabel(np.array([5, 2, 2, 9, 5, 5, 7])).tolist() == [0, 1, 1, 2, 0, 0, 3]
-    s = summarize_components(np.array([0, 0, 0, 1, 1, 2, 3]), top=3)
+    assert canonical_labels(np.array([5, 2, 2, 9, 5, 5, 7])).tolist() == [0, 1, 1, 2, 0, 0, 3]
+    s = component_summary(np.array([0, 0, 0, 1, 1, 2, 3]), top=3)
     assert s["n_components"] == 4 and s["largest"] == 3 and s["top_sizes"] == [3, 2, 1]
     assert s["non_singleton"] == 1 and s["singletons"] == 2
     assert s["n_components"] == 1 + s["non_singleton"] + s["singletons"]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgeo_assets.lib.graph import cosine_components
-from actgeo_assets.lib.graph import ComponentIndex
+from actgeo_assets.lib.graph import ComponentIndex, cosine_components
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

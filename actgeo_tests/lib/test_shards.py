@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.capture import TOKEN_COLUMNS, CaptureResult
+from actgeo_assets.lib.capture import CaptureResult
+from actgeo_assets.lib.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.corpus import Document
 from actgeo_assets.lib.layout import RunLayout
 from actgeo_assets.lib.shards import (
     ShardError,
     read_next_norm,
     read_raw_shard,
-    shard_complete,
     write_next_norm,
     write_raw_shard,
 )
@@ -48,7 +48,7 @@ def layout(tmp_path) -> RunLayout:
 def test_round_trip(layout) -> None:
     res, docs = _result()
     side = write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
-    assert shard_complete(layout, "shard-000")
+    assert layout.raw_meta("shard-000").exists()  # the sidecar, written last, marks a complete shard
     assert side["shape"] == [5, 4] and side["dtype"] == "float16" and side["normalization"] == "none"
     assert side["model"] == "tiny" and side["layer"] == 1 and side["revision"] == "r1"
     assert side["sources"] == {"a": 3, "b": 2} and side["n_docs"] == 2

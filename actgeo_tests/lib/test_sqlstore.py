@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from actgeo_assets.lib.cards import Card, Context
-from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.sqlstore import read_components, read_runs, run_id_of, write_results
+from actgeo_assets.lib.settings import RunSettings, run_id_of
+from actgeo_assets.lib.sqlstore import read_components, read_runs, write_results
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 
 RUN_KEY = RunSettings().run_key()

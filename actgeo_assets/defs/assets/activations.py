@@ -6,16 +6,15 @@ from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.partitions import shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib import pipeline
-
-GROUP = "actgeo"
+from actgeo_assets.lib.constants import GPU_POOL, GROUP
+from actgeo_assets.lib.stages.activations import capture_shard, compute_mean, normalize_shard
 
 
 @dg.asset(
     partitions_def=shard_partitions,
     group_name=GROUP,
     kinds={"pytorch", "numpy"},
-    pool="actgeo_gpu",
+    pool=GPU_POOL,
     op_tags=GPU_STEP_TAGS,
     code_version="capture-1",
     description="Residual stream after decoder block `layer` of one dataset shard: float16 .npy, "
@@ -24,19 +23,18 @@ GROUP = "actgeo"
 def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     settings, shard = actgeo.settings(), context.partition_key
     context.log.info(f"capturing {shard}: {settings.describe()}")
-    facts = pipeline.capture_shard(settings, actgeo.layout(), shard)
-    stats = facts["stats"]
-    context.log.info(f"{shard}: {facts['rows']} activations, stats {stats}")
+    captured = capture_shard(settings, actgeo.layout(), shard)
+    context.log.info(f"{shard}: {captured.rows} activations, stats {captured.stats}")
     return dg.MaterializeResult(
         metadata={
-            "rows": facts["rows"],
-            "dim": facts["dim"],
-            "path": dg.MetadataValue.path(facts["path"]),
-            "sha256": facts["sha256"],
-            "sources": dg.MetadataValue.md(table_md(["source", "tokens"], sorted(facts["sources"].items()))),
-            "capture_stats": dg.MetadataValue.json({k: v for k, v in stats.items() if _plain(v)}),
+            "rows": captured.rows,
+            "dim": captured.dim,
+            "path": dg.MetadataValue.path(str(captured.path)),
+            "sha256": captured.sha256,
+            "sources": dg.MetadataValue.md(table_md(["source", "tokens"], sorted(captured.sources.items()))),
+            "capture_stats": dg.MetadataValue.json({k: v for k, v in captured.stats.items() if _plain(v)}),
         },
-        data_version=dg.DataVersion(facts["sha256"] or str(facts["rows"])),
+        data_version=dg.DataVersion(captured.sha256 or str(captured.rows)),
     )
 
 
@@ -48,11 +46,11 @@ def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     description="Mean raw activation over all shards (float64 [d]); `center_l2` subtracts it.",
 )
 def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    facts = pipeline.compute_mean(actgeo.settings(), actgeo.layout())
-    context.log.info(f"mean over all shards: dim {facts['dim']}, |mean| {facts['norm']:.3f}")
-    return dg.MaterializeResult(metadata={"dim": facts["dim"], "mean_norm": facts["norm"],
-                                          "path": dg.MetadataValue.path(facts["path"])},
-                                data_version=dg.DataVersion(facts["sha256"]))
+    mean = compute_mean(actgeo.settings(), actgeo.layout())
+    context.log.info(f"mean over all shards: dim {mean.dim}, |mean| {mean.norm:.3f}")
+    return dg.MaterializeResult(metadata={"dim": mean.dim, "mean_norm": mean.norm,
+                                          "path": dg.MetadataValue.path(str(mean.path))},
+                                data_version=dg.DataVersion(mean.sha256))
 
 
 @dg.asset(
@@ -70,18 +68,18 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
 )
 def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, shard = actgeo.settings(), context.partition_key
-    meta = pipeline.normalize_shard(settings, actgeo.layout(), shard)
-    diag, report = meta["diagnostics"], meta["report"]
-    context.log.info(f"{shard}: {meta['rows']} unit rows ({settings.normalization}); report {report}")
+    unit = normalize_shard(settings, actgeo.layout(), shard)
+    diag = unit.diagnostics
+    context.log.info(f"{shard}: {unit.rows} unit rows ({unit.normalization}); report {unit.report}")
     yield dg.MaterializeResult(metadata={
-        "rows": meta["rows"],
-        "normalization": settings.normalization,
-        "excluded": dg.MetadataValue.json(report),
+        "rows": unit.rows,
+        "normalization": unit.normalization,
+        "excluded": dg.MetadataValue.json(unit.report),
         "diagnostics": dg.MetadataValue.json(diag),
-        "path": dg.MetadataValue.path(str(actgeo.layout().normalized(shard))),
-    }, data_version=dg.DataVersion(meta["sha256"]))
-    yield dg.AssetCheckResult(check_name="unit_norms", passed=meta["max_norm_error"] <= 1e-5,
-                              metadata={"max_norm_error": meta["max_norm_error"], "rows": meta["rows"]})
+        "path": dg.MetadataValue.path(str(unit.path)),
+    }, data_version=dg.DataVersion(unit.sha256))
+    yield dg.AssetCheckResult(check_name="unit_norms", passed=unit.max_norm_error <= 1e-5,
+                              metadata={"max_norm_error": unit.max_norm_error, "rows": unit.rows})
     median = (diag.get("pairwise") or {}).get("median")
     near = bool(diag.get("near_complete", False))
     yield dg.AssetCheckResult(

@@ -4,9 +4,8 @@ import dagster as dg
 
 from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib import pipeline
-
-GROUP = "actgeo"
+from actgeo_assets.lib.constants import GROUP
+from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
 
 
 @dg.asset(
@@ -26,23 +25,22 @@ GROUP = "actgeo"
 )
 def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()
-    facts = pipeline.build_run_cards(settings, layout, actgeo.db_url())
-    cards = facts["cards"]
-    context.log.info(f"{len(cards)} cards, report {facts['report']}, {facts['sql_rows']} SQL rows")
+    result = build_run_cards(settings, layout, actgeo.db_url())
+    cards, report = result.cards, str(result.report)
+    context.log.info(f"{len(cards)} cards, report {report}, {result.sql_rows} SQL rows")
     rows = [(c.rank, c.size, c.n_documents, c.provisional_label,
              ", ".join(f"{t!r}" for t, _ in c.top_tokens[:3])) for c in cards]
     yield dg.MaterializeResult(metadata={
-        "run_id": facts["run_id"],
+        "run_id": result.run_id,
         "n_cards": len(cards),
-        "report": dg.MetadataValue.path(facts["report"]),
-        "report_url": dg.MetadataValue.url("file://" + facts["report"]),
+        "report": dg.MetadataValue.path(report),
+        "report_url": dg.MetadataValue.url("file://" + report),
         "cards": dg.MetadataValue.md(table_md(["rank", "size", "documents", "label", "top tokens"], rows)),
-        "sql_rows": facts["sql_rows"],
+        "sql_rows": result.sql_rows,
         "database": dg.MetadataValue.text(_redact(actgeo.db_url())),
     })
-    audit = pipeline.audit_cards(settings, layout, actgeo.db_url(), cards, facts["summary"])
-    for name, (passed, meta) in audit.items():
-        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata=meta)
+    for check in audit_cards(settings, actgeo.db_url(), result):
+        yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)
 
 
 def _redact(url: str) -> str:

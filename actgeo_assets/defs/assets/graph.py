@@ -1,7 +1,5 @@
 """edge_tiles (per shard pair i <= j) -> components (all tiles merged)."""
 
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 
@@ -9,9 +7,8 @@ from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import png_md, summary_md, table_md
 from actgeo_assets.defs.partitions import pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib import pipeline
-
-GROUP = "actgeo"
+from actgeo_assets.lib.constants import GPU_POOL, GROUP
+from actgeo_assets.lib.stages.graph import compute_tile, load_components, merge_components, spot_check_edges
 
 
 @dg.asset(
@@ -21,7 +18,7 @@ GROUP = "actgeo"
     deps=[dg.AssetDep("normalized", partition_mapping=dg.AllPartitionMapping())],
     group_name=GROUP,
     kinds={"pytorch"},
-    pool="actgeo_gpu",
+    pool=GPU_POOL,
     op_tags=GPU_STEP_TAGS,
     code_version="tile-forest-1",
     description="Maximum spanning forest of the edges with cosine >= min_threshold between two shards "
@@ -29,17 +26,17 @@ GROUP = "actgeo"
 )
 def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     settings = actgeo.settings()
-    facts = pipeline.compute_tile(settings, actgeo.layout(), context.partition_key)
-    rate = facts["pairs_compared"] / max(facts["seconds"], 1e-9)
-    context.log.info(f"{facts['pair']}: {facts['forest_edges']} forest edges from {facts['pairs_compared']:,} "
-                     f"pairs in {facts['seconds']:.2f}s ({rate / 1e6:.1f} Mpairs/s)")
+    tile = compute_tile(settings, actgeo.layout(), context.partition_key)
+    rate = tile.pairs_compared / max(tile.seconds, 1e-9)
+    context.log.info(f"{tile.pair}: {tile.forest_edges} forest edges from {tile.pairs_compared:,} "
+                     f"pairs in {tile.seconds:.2f}s ({rate / 1e6:.1f} Mpairs/s)")
     return dg.MaterializeResult(metadata={
-        "forest_edges": facts["forest_edges"],
-        "pairs_compared": facts["pairs_compared"],
-        "seconds": facts["seconds"],
+        "forest_edges": tile.forest_edges,
+        "pairs_compared": tile.pairs_compared,
+        "seconds": tile.seconds,
         "min_threshold": settings.min_threshold,
-        "path": dg.MetadataValue.path(facts["path"]),
-    }, data_version=dg.DataVersion(facts["sha256"]))
+        "path": dg.MetadataValue.path(str(tile.path)),
+    }, data_version=dg.DataVersion(tile.sha256))
 
 
 @dg.asset(
@@ -58,29 +55,30 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
 )
 def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()
-    facts = pipeline.merge_components(settings, layout)
-    s, sweep = facts["summary"], facts["sweep"]
+    merged = merge_components(settings, layout)
+    record, sweep = merged.record, merged.sweep
+    s = record.summary
     context.log.info(f"{s['n_components']} components, largest {s['largest']}, top sizes {s['top_sizes']}")
-    figs = {k: Path(p).read_bytes() for k, p in facts["figure_paths"].items()}
+    figs = {k: p.read_bytes() for k, p in merged.figures.items()}
     yield dg.MaterializeResult(metadata={
-        "run": facts["description"],
-        "run_id": facts["run_id"],
-        "n": facts["n"],
+        "run": record.description,
+        "run_id": record.run_id,
+        "n": record.n,
         "n_components": s["n_components"],
         "largest": s["largest"],
         "largest_fraction": float(s["largest_fraction"]),
         "non_singleton": s["non_singleton"],
         "singletons": s["singletons"],
-        "summary": dg.MetadataValue.md(summary_md(s, facts["description"])),
+        "summary": dg.MetadataValue.md(summary_md(s, record.description)),
         "sweep": dg.MetadataValue.md(table_md(list(sweep.columns), sweep.itertuples(index=False))),
         "figure_size_spectrum": dg.MetadataValue.md(png_md(figs["size_spectrum"], "component size spectrum")),
         "figure_percolation": dg.MetadataValue.md(png_md(figs["percolation"], "percolation curve")),
         "figures": dg.MetadataValue.path(str(layout.components_dir)),
-    }, data_version=dg.DataVersion(facts["labels_sha256"]))
-    labels = np.load(layout.components_dir / "labels.npy")
-    total = int(np.bincount(labels).sum())
-    yield dg.AssetCheckResult(check_name="sizes_sum_to_n", passed=total == facts["n"],
-                              metadata={"sum_of_sizes": total, "n": facts["n"]})
-    spot = pipeline.spot_check_edges(settings, layout, labels)
-    yield dg.AssetCheckResult(check_name="float64_spot_check", passed=spot["violations"] == 0,
-                              metadata={k: v for k, v in spot.items()})
+    }, data_version=dg.DataVersion(record.labels_sha256))
+    stored = load_components(settings, layout)
+    total = int(np.bincount(stored.labels).sum())
+    yield dg.AssetCheckResult(check_name="sizes_sum_to_n", passed=total == record.n,
+                              metadata={"sum_of_sizes": total, "n": record.n})
+    spot = spot_check_edges(settings, layout, stored)
+    yield dg.AssetCheckResult(check_name="float64_spot_check", passed=spot.violations == 0,
+                              metadata=spot.as_metadata())

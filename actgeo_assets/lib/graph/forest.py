@@ -8,7 +8,6 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,11 +53,6 @@ class ForestEdges:
 
     def __len__(self) -> int:
         return len(self.src)
-
-    @classmethod
-    def empty(cls, **meta: Any) -> ForestEdges:
-        z = np.zeros(0, dtype=np.int64)
-        return cls(z, z.copy(), np.zeros(0), **meta)
 
     def _meta_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -71,10 +71,6 @@ class SingleLinkageForest:
             )
         return int(np.searchsorted(self._neg, -t, side="right"))
 
-    def n_edges_at(self, t: float) -> int:
-        """Number of forest edges with weight ``>= t``."""
-        return self._cut(t)
-
     def labels_at(self, t: float) -> np.ndarray:
         """Canonical labels int64 [n] of the components at threshold ``t``."""
         k = self._cut(t)

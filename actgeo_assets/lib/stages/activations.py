@@ -1,0 +1,161 @@
+"""Stages of the assets in defs/assets/activations.py: capture one shard, the mean over all shards, and
+one shard's unit rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actgeo_assets.lib.corpus import Document, load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.incremental import source_fingerprints
+from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy, sha256_file
+from actgeo_assets.lib.normalize import geometry_diagnostics, normalize_rows, shards_mean
+from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.shards import read_next_norm, write_next_norm, write_raw_shard
+from actgeo_assets.lib.stages.common import load_run_model, read_raw
+
+
+@dataclass(frozen=True)
+class CapturedShard:
+    """One shard captured: ``rows`` activations of width ``dim`` in ``path`` (float16 .npy)."""
+
+    shard: str
+    rows: int
+    dim: int
+    sources: dict[str, int]  # tokens per corpus source
+    stats: dict[str, Any]  # counts and timings of the capture
+    path: Path
+    sha256: str  # of the .npy ("" if the sidecar has none)
+
+
+@dataclass(frozen=True)
+class ActivationMean:
+    """The float64 [dim] mean raw activation over all shards, in ``path``."""
+
+    dim: int
+    norm: float
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NormalizedShard:
+    """One shard's unit rows (float32 [rows, dim] in ``path``) and what its sidecar records."""
+
+    shard: str
+    rows: int
+    dim: int
+    normalization: str
+    report: dict[str, Any]  # normalize_rows' report: counts and reasons of excluded rows
+    diagnostics: dict[str, Any]  # geometry_diagnostics of the unit rows
+    run_key: dict[str, Any]
+    raw_sha256: str
+    mean_sha256: str | None  # center_l2 only
+    sha256: str
+    max_norm_error: float  # max | ||row||_2 - 1 | in float64
+    path: Path
+
+    def sidecar(self) -> dict[str, Any]:
+        """``normalized/{shard}.json``."""
+        meta = dataclasses.asdict(self)
+        del meta["path"]
+        return {**meta, "dtype": "float32"}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_corpus(settings: RunSettings, cache_dir: str, stamp: tuple[int, int] = (0, 0)) -> tuple[Document, ...]:
+    """The corpus' documents, loaded once per process (``stamp``: a local file's mtime and size)."""
+    return tuple(load_corpus(settings, Path(cache_dir)))
+
+
+def shard_plan(settings: RunSettings, layout: RunLayout, shard: str) -> tuple[list[Document], int]:
+    """The documents and the activation budget of one shard (deterministic).
+
+    ``shard_by="split"``: corpus document i goes to shard i % n_shards and the budget is dealt out.
+    ``shard_by="file"``: the shard's own file, ``budget_per_shard`` activations, and doc ids made unique
+    across files (crc32 of the file name in the high bits) so that adding a file renumbers nothing.
+    """
+    keys = settings.shard_keys
+    if shard not in keys:
+        raise ValueError(f"unknown shard {shard!r}: this run has shards {keys}")
+    if settings.shard_by == "file":
+        path = settings.shard_files()[shard]
+        st = path.stat()
+        docs = _cached_corpus(settings.replace(corpus=str(path), shard_by="split", budget_per_shard=None),
+                              str(layout.corpus_cache), (st.st_mtime_ns, st.st_size))
+        high = (zlib.crc32(path.name.encode()) & 0x7FFFFFFF) << 32
+        return [dataclasses.replace(d, doc_id=high | d.doc_id) for d in docs], int(settings.budget_per_shard or 0)
+    docs = list(_cached_corpus(settings, str(layout.corpus_cache)))
+    index = keys.index(shard)
+    return shard_documents(docs, settings.n_shards)[index], shard_budgets(settings.budget, settings.n_shards)[index]
+
+
+def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> CapturedShard:
+    """Capture one shard's residual stream; writes raw/{shard}.* and raw/next_norm.npz."""
+    # torch is imported here, not at module level: see common._cached_model.
+    from actgeo_assets.lib.capture import capture_activations, next_block_norm
+
+    docs, budget = shard_plan(settings, layout, shard)
+    loaded = load_run_model(settings, layout)
+    result = capture_activations(
+        loaded, docs, layer=settings.layer, context_len=settings.context_len, budget=budget,
+        batch_size=settings.batch_size, exclude_bos=settings.exclude_bos,
+    )
+    write_next_norm(layout, next_block_norm(loaded, settings.layer))
+    fingerprint = source_fingerprints(settings)[shard]
+    meta = write_raw_shard(layout, shard, result, docs, {**settings.capture_key(), "source_fingerprint": fingerprint})
+    sources = result.tokens["source"].value_counts().to_dict() if len(result.tokens) else {}
+    return CapturedShard(shard=shard, rows=int(result.acts.shape[0]), dim=int(result.acts.shape[1]),
+                         sources=sources, stats=result.stats, path=layout.raw(shard),
+                         sha256=meta.get("sha256", ""))
+
+
+def compute_mean(settings: RunSettings, layout: RunLayout) -> ActivationMean:
+    """Mean raw activation over all shards (float64 [d]) -> mean.npy and mean.json; used by ``center_l2``."""
+    missing = [s for s in settings.shard_keys if not layout.raw_meta(s).exists()]
+    if missing:
+        raise ValueError(f"raw_activations missing for shards {missing}: materialize them first")
+    shards = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
+    mean = shards_mean(r.acts for r in shards.values())
+    save_npy(layout.mean, mean)
+    sha = sha256_file(layout.mean)
+    save_json(layout.mean_meta, {"sha256": sha, "raw_sha256": {s: r.meta["sha256"] for s, r in shards.items()}})
+    return ActivationMean(dim=int(mean.shape[0]), norm=float(np.linalg.norm(mean)), path=layout.mean, sha256=sha)
+
+
+def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> NormalizedShard:
+    """Unit rows of one shard -> normalized/{shard}.npy (float32), its kept mask and its sidecar."""
+    raw = read_raw(settings, layout, shard, verify=True)
+    centered = settings.normalization == "center_l2"
+    if centered and not (layout.mean.exists() and layout.mean_meta.exists()):
+        raise ValueError(f"center_l2 needs {layout.mean}: materialize activation_mean first")
+    mean = np.load(layout.mean) if centered else None
+    norm = read_next_norm(layout) if settings.normalization == "rmsnorm" else None
+    res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm)
+    diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
+    save_npy(layout.normalized(shard), res.unit)
+    save_npy(layout.kept(shard), res.kept)
+    result = NormalizedShard(
+        shard=shard, rows=int(res.unit.shape[0]), dim=int(res.unit.shape[1]),
+        normalization=settings.normalization, report=res.report, diagnostics=diag, run_key=settings.run_key(),
+        raw_sha256=raw.meta["sha256"], mean_sha256=load_json(layout.mean_meta)["sha256"] if centered else None,
+        sha256=sha256_file(layout.normalized(shard)), max_norm_error=max_norm_error(res.unit),
+        path=layout.normalized(shard),
+    )
+    save_json(layout.normalized_meta(shard), result.sidecar())
+    return result
+
+
+def max_norm_error(unit: np.ndarray, chunk: int = 65_536) -> float:
+    """max_i | ||row_i||_2 - 1 | in float64 over float32 [n, d] rows (0.0 for no rows), chunked."""
+    worst = 0.0
+    for start in range(0, unit.shape[0], chunk):
+        block = np.asarray(unit[start:start + chunk], dtype=np.float64)
+        worst = max(worst, float(np.max(np.abs(np.linalg.norm(block, axis=1) - 1.0), initial=0.0)))
+    return worst

@@ -1,0 +1,231 @@
+"""Stages of the assets in defs/assets/graph.py: one shard pair's forest, the merge of all of them into
+the run's components, and the float64 spot check of the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from actgeo_assets.lib.cards import row_getter
+from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
+from actgeo_assets.lib.graph import (
+    ForestEdges,
+    SingleLinkageForest,
+    component_summary,
+    merge_forests,
+    tile_forest,
+)
+from actgeo_assets.lib.layout import (
+    RunLayout,
+    load_json,
+    save_bytes,
+    save_csv,
+    save_json,
+    save_npy,
+    sha256_file,
+)
+from actgeo_assets.lib.settings import RunSettings, split_pair_key
+from actgeo_assets.lib.stages.common import normalized_rows, run_rows
+
+#: The figures of the components, by name (files ``components/{name}.png``).
+FIGURES = ("size_spectrum", "percolation")
+#: How the run's similarities are computed, as the summary and the report say.
+PRECISION = "float32 unit rows; exact float64 edge rule at threshold"
+
+
+@dataclass(frozen=True)
+class EdgeTile:
+    """The maximum spanning forest of one shard pair (``path``, ``ForestEdges``), and what it cost."""
+
+    pair: str
+    forest_edges: int
+    pairs_compared: int
+    seconds: float
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ComponentsRecord:
+    """``components/summary.json``: which run the components are of, and the study's summary of them."""
+
+    run_key: dict[str, Any]
+    run_id: str
+    description: str
+    n: int
+    summary: dict[str, Any]  # lib.graph.component_summary at the run's threshold
+    precision: str
+    tile_sha256: dict[str, str | None]  # of every tile merged
+    labels_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ComponentsRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class MergedComponents:
+    """What :func:`merge_components` wrote: the record, the threshold sweep and the figures' files."""
+
+    record: ComponentsRecord
+    sweep: pd.DataFrame
+    figures: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class RunComponents:
+    """The stored components of a run, as cards and checks read them."""
+
+    record: ComponentsRecord
+    labels: np.ndarray  # int64 [N], canonical at settings.threshold, global row order
+    offsets: dict[str, int]  # global row offset of each shard
+    sizes: dict[str, int]  # rows of each shard
+
+
+@dataclass(frozen=True)
+class SpotCheck:
+    """Float64 spot check of a partition (see :func:`spot_check_edges`); passed iff ``violations == 0``."""
+
+    pairs_checked: int
+    edges_in_sample: int
+    violations: int
+    forest_edges_checked: int
+    max_forest_weight_error: float
+
+    def as_metadata(self) -> dict[str, int | float]:
+        return dataclasses.asdict(self)
+
+
+def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTile:
+    """Maximum spanning forest (cosine >= min_threshold) of one shard pair -> tiles/{pair}.npz and .json.
+
+    Indices in the saved forest are tile-local: rows of shard a are ``0..n_a-1`` and rows of shard b
+    follow as ``n_a..n_a+n_b-1`` (for a == b there is one block); :func:`merge_components` maps them to
+    global rows once all shard sizes are known.
+    """
+    a, b = split_pair_key(pair)
+    for s in (a, b):
+        if s not in settings.shard_keys:
+            raise ValueError(f"tile {pair!r} names shard {s!r}, not one of {settings.shard_keys}")
+    xa = normalized_rows(settings, layout, a)
+    xb = None if a == b else normalized_rows(settings, layout, b)
+    t0 = time.perf_counter()
+    forest = tile_forest(xa, xb, offset_a=0, offset_b=xa.shape[0], min_threshold=settings.min_threshold,
+                         exact_at=(settings.threshold,), device=settings.device, progress=True)
+    seconds = time.perf_counter() - t0
+    path = layout.tile(pair)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    forest.save(path)
+    shas = [load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)]
+    tile_sha = sha256_file(path)
+    save_json(layout.tile_meta(pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
+                                       "exact_at": [settings.threshold], "sha256": tile_sha})
+    n_a, n_b = xa.shape[0], (xa.shape[0] if xb is None else xb.shape[0])
+    pairs = n_a * (n_a - 1) // 2 if xb is None else n_a * n_b
+    return EdgeTile(pair=pair, forest_edges=int(len(forest.weight)), pairs_compared=int(pairs), seconds=seconds,
+                    path=path, sha256=tile_sha)
+
+
+def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponents:
+    """Merge all tile forests (Kruskal) into the single-linkage hierarchy; labels, summary, sweep, figures."""
+    missing = [s for s in settings.shard_keys if not layout.normalized_meta(s).exists()]
+    if missing:
+        raise ValueError(f"normalized missing for shards {missing}: materialize them first")
+    sizes = {s: int(load_json(layout.normalized_meta(s))["rows"]) for s in settings.shard_keys}
+    offsets = dict(zip(settings.shard_keys, np.cumsum([0] + [sizes[s] for s in settings.shard_keys])[:-1].tolist(), strict=True))
+    n = int(sum(sizes.values()))
+    missing = [p for p in settings.pair_keys if not layout.tile(p).exists()]
+    if missing:
+        raise ValueError(f"edge_tiles missing for {len(missing)} shard pairs, e.g. {missing[:5]}: "
+                         "materialize every edge_tiles partition first")
+    parts = []
+    for pair in settings.pair_keys:
+        a, b = split_pair_key(pair)
+        local = ForestEdges.load(layout.tile(pair))
+        n_a, n_tile = sizes[a], sizes[a] + (sizes[b] if a != b else 0)
+        if len(local.src) and max(local.src.max(), local.dst.max()) >= n_tile:
+            raise ValueError(f"{layout.tile(pair)} indexes rows beyond its shards: it is stale; rematerialize it")
+
+        def to_global(v: np.ndarray, a: str = a, b: str = b, n_a: int = n_a) -> np.ndarray:
+            return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
+
+        parts.append(ForestEdges(to_global(local.src), to_global(local.dst), local.weight))
+    forest = merge_forests(parts, n)
+    labels = forest.labels_at(settings.threshold)
+    summary = component_summary(labels, top=20)
+    sweep = forest.sweep(sorted(set(settings.sweep) | {settings.threshold}))
+    forest.save(layout.forest)
+    save_npy(layout.labels, labels)
+    labels_sha = sha256_file(layout.labels)
+    save_json(layout.offsets, {"offsets": offsets, "sizes": sizes, "n": n})
+    save_csv(layout.sweep, sweep)
+    pngs = {
+        "size_spectrum": size_spectrum_png(labels, title=settings.describe()),
+        "percolation": percolation_png(sweep, title=settings.describe(), threshold=settings.threshold),
+    }
+    for name, png in pngs.items():
+        save_bytes(layout.figure(name), png)
+    tile_sha = {p: load_json(layout.tile_meta(p)).get("sha256") if layout.tile_meta(p).exists() else None
+                for p in settings.pair_keys}
+    record = ComponentsRecord(run_key=settings.run_key(), run_id=settings.run_id(), description=settings.describe(),
+                              n=n, summary=summary, precision=PRECISION, tile_sha256=tile_sha,
+                              labels_sha256=labels_sha)
+    save_json(layout.summary, record.to_json())
+    return MergedComponents(record=record, sweep=sweep, figures={k: layout.figure(k) for k in FIGURES})
+
+
+def load_record(settings: RunSettings, layout: RunLayout) -> ComponentsRecord:
+    """The summary record of the last `components` run; ValueError if missing or of another run."""
+    if not layout.summary.exists():
+        raise ValueError(f"{layout.summary} is missing: materialize `components` first")
+    record = ComponentsRecord.from_json(load_json(layout.summary))
+    if record.run_key != settings.run_key():
+        raise ValueError(f"components in {layout.components_dir} are from another run ({record.run_key}); "
+                         "rematerialize")
+    return record
+
+
+def load_components(settings: RunSettings, layout: RunLayout) -> RunComponents:
+    """The record, labels and shard offsets of the last `components` run; ValueError if stale."""
+    record = load_record(settings, layout)
+    off = load_json(layout.offsets)
+    return RunComponents(record=record, labels=np.load(layout.labels),
+                         offsets={k: int(v) for k, v in off["offsets"].items()},
+                         sizes={k: int(v) for k, v in off["sizes"].items()})
+
+
+def spot_check_edges(settings: RunSettings, layout: RunLayout, components: RunComponents, sample: int = 2000,
+                     seed: int = 0) -> SpotCheck:
+    """Float64 spot check of the partition: for ``sample`` random rows against ``sample`` others, every pair
+    with float64 cosine >= threshold must share a label (a missed edge), and for sampled forest edges the
+    stored weight must equal the float64 cosine within 1e-5."""
+    labels = components.labels
+    rows = row_getter(run_rows(settings, layout, components.offsets))
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    i = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    j = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    sims = rows(i).astype(np.float64) @ rows(j).astype(np.float64).T
+    ii, jj = np.nonzero(sims >= settings.threshold)
+    linked = i[ii] != j[jj]
+    violations = int(np.count_nonzero(labels[i[ii][linked]] != labels[j[jj][linked]]))
+    e = SingleLinkageForest.load(layout.forest).edges
+    pick = rng.choice(len(e.src), size=min(sample, len(e.src)), replace=False) if len(e.src) else np.array([], int)
+    if len(pick):
+        exact = np.einsum("ij,ij->i", rows(e.src[pick]).astype(np.float64), rows(e.dst[pick]).astype(np.float64))
+        weight_err = float(np.max(np.abs(exact - e.weight[pick])))
+    else:
+        weight_err = 0.0
+    weight_bad = int(weight_err > 1e-5)
+    return SpotCheck(pairs_checked=int(sims.size), edges_in_sample=int(np.count_nonzero(linked)),
+                     violations=violations + weight_bad, forest_edges_checked=int(len(pick)),
+                     max_forest_weight_error=weight_err)
