@@ -340,9 +340,14 @@ def test_bad_inputs_raise_with_messages():
     off[5] *= 1.5
     with pytest.raises(ValueError, match=r"not unit L2 norm.*rows 5"):
         cosine_components(off)
-    for bad_t in (-1.0, 1.5, float("nan"), "x"):
+    for bad_t in (-1.0, 1.5, float("nan"), "x", True):
         with pytest.raises(ValueError, match="threshold"):
             cosine_components(good, bad_t)
+    for bad_tile in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="tile_size must be a positive integer"):
+            cosine_components(good, tile_size=bad_tile)
+        with pytest.raises(ValueError, match="tile_size must be a positive integer"):
+            single_linkage_forest(good, 0.5, tile_size=bad_tile)
     assert (cosine_components(good, 1.0) == np.arange(10)).all()
     with pytest.raises(ValueError, match="min_threshold 0.7 is above the exact_at value 0.6"):
         single_linkage_forest(good, 0.7, exact_at=(0.6,))

@@ -79,9 +79,7 @@ def _forest_pass(
     backend, prec = _resolve_device(device, precision)
     dtype = np.result_type(xa.dtype, xb.dtype) if xb is not None else xa.dtype
     eps = matmul_error_bound(xa.shape[1], dtype, prec, max_norm)
-    tile = int(tile_size or (DEFAULT_TILE_CPU if backend.name == "cpu" else DEFAULT_TILE_GPU))
-    if tile < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    tile = _tile_size(tile_size, backend.name)
     n = xa.shape[0] + (0 if xb is None else xb.shape[0])
     acc = _ForestAccumulator(n)
     labels = None
@@ -99,6 +97,15 @@ def _forest_pass(
         "error_bound": eps,
     }
     return src, dst, w, meta
+
+
+def _tile_size(tile_size: int | None, backend_name: str) -> int:
+    """The sub-tile edge: ``tile_size``, or the backend's default when None; ValueError unless >= 1."""
+    if tile_size is None:
+        return DEFAULT_TILE_CPU if backend_name == "cpu" else DEFAULT_TILE_GPU
+    if isinstance(tile_size, bool) or int(tile_size) != tile_size or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+    return int(tile_size)
 
 
 def tile_forest(
@@ -213,9 +220,7 @@ def cosine_components(
     max_norm = validate_rows(x)
     backend, prec = _resolve_device(device, precision)
     eps = matmul_error_bound(x.shape[1], x.dtype, prec, max_norm)
-    tile = int(tile_size or (DEFAULT_TILE_CPU if backend.name == "cpu" else DEFAULT_TILE_GPU))
-    if tile < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    tile = _tile_size(tile_size, backend.name)
     n = x.shape[0]
     if prune is None:
         prune = n > 4 * tile

@@ -79,6 +79,9 @@ def validate_rows(x: np.ndarray, name: str = "x", offset: int = 0) -> float:
 
 
 def check_threshold(t: Any, name: str = "threshold") -> float:
+    """``t`` as a float in (-1, 1]; ValueError naming ``name`` otherwise (a bool is not a threshold)."""
+    if isinstance(t, bool | np.bool_):
+        raise ValueError(f"{name} must be a number in (-1, 1], got {t!r}")
     try:
         value = float(t)
     except (TypeError, ValueError):
