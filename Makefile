@@ -30,7 +30,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/demo_acts.py data/demo data/demo/bench_acts.npy
 	$(BIN)/python benchmarks/bench_graph.py --acts data/demo/bench_acts.npy
 	$(BIN)/python benchmarks/bench_capture.py
-	cat benchmarks/results/capture.md benchmarks/results/graph.md > benchmarks/RESULTS.md
+	cat benchmarks/results/capture.md benchmarks/results/graph.md benchmarks/results/gpu.md > benchmarks/RESULTS.md
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
