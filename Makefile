@@ -6,6 +6,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
+# `make ui` serves the HTML reports and figures here (127.0.0.1 only); the assets link to it.
+REPORT_PORT ?= 3001
+export ACTGEO_REPORT_URL ?= http://127.0.0.1:$(REPORT_PORT)
 
 .PHONY: demo test ui bench lint full sysdeps clean
 
@@ -19,7 +22,11 @@ test: $(VENV)/.installed-dev sysdeps $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
 	$(BIN)/python -m pytest
 
+# The Dagster UI (webserver + daemon: sensors and declarative automation run by default) on
+# http://127.0.0.1:3000, and beside it the report server on $(ACTGEO_REPORT_URL); both stop together.
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m actgeo_assets.report_server --port $(REPORT_PORT) & server=$$!; \
+	trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
 
 # Benchmarks against peers, side by side (writes benchmarks/results/*.md, then benchmarks/RESULTS.md).
@@ -35,20 +42,21 @@ bench: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
 
-# The local Dagster instance (sqlite under .dagster_home): an empty dagster.yaml takes the defaults.
-$(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME) && touch $@
+# The local Dagster instance (sqlite under .dagster_home), sized for this machine: dagster.local.yaml
+# (pools and run queue limits); rewritten when that file changes.
+$(DAGSTER_HOME)/dagster.yaml: dagster.local.yaml
+	mkdir -p $(DAGSTER_HOME) && cp dagster.local.yaml $@
 
 # Python's venv module lives in a separate Debian package on a fresh machine.
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV) || { $(APT) update -qq && $(APT) install -y -qq python3-venv && rm -rf $(VENV) && $(PY) -m venv $(VENV); }
 
 $(VENV)/.installed: pyproject.toml $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[cpu]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
 	touch $@
 
 # Debian's chromium (driven by Playwright, no browser download) and postgresql (integration tests).

@@ -48,6 +48,31 @@ def _unit_rows(x: np.ndarray, mode: str) -> np.ndarray:
     return res.unit
 
 
+def _load_acts(path: Path) -> np.ndarray:
+    """The .npy at ``path``, memory-mapped; ValueError naming the file when it is not a .npy of real numbers
+    (a text file, pickled objects, complex, boolean or string values)."""
+    if not path.is_file():
+        raise ValueError(f"activations file not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":
+        raise ValueError(f"{path} is not a .npy file (it does not start with NumPy's header, but with {head!r}); "
+                         "save the activations with numpy.save")
+    try:
+        raw = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        if "pickled" in str(exc) or "object" in str(exc):
+            raise ValueError(f"{path} holds Python objects (pickled data), which actgeo never loads; save a "
+                             "float16/32/64 array") from None
+        raise ValueError(f"cannot read {path} as .npy: {exc}") from None
+    if raw.dtype.kind not in "fiu":
+        kinds = {"c": "complex", "b": "boolean", "U": "string", "S": "bytes", "V": "structured", "M": "datetime",
+                 "m": "timedelta"}
+        raise ValueError(f"{path} holds {kinds.get(raw.dtype.kind, 'non-numeric')} values ({raw.dtype}); "
+                         "activations must be real numbers (float16, float32 or float64)")
+    return raw
+
+
 def _cmd_components(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.graph import (
         component_summary,
@@ -58,12 +83,7 @@ def _cmd_components(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.report import format_summary
 
     path = Path(args.acts)
-    if not path.is_file():
-        raise ValueError(f"activations file not found: {path}")
-    try:
-        raw = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} as .npy: {exc}") from exc
+    raw = _load_acts(path)
     x = _unit_rows(raw, args.normalize)
     t = args.threshold
     sweep = args.sweep or []
@@ -120,7 +140,8 @@ def add_components_parser(sub: Any) -> None:
 def add_run_arguments(parser: Any) -> None:
     """Arguments of `actgeo run`."""
     parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
-    parser.add_argument("--data-dir", default=None, help="root folder of run files (default: data)")
+    parser.add_argument("--data-dir", default=None,
+                        help="root folder of run files (default: data in the project root)")
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
     parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
     parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
@@ -143,6 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
+    from actgeo_assets.lib.lock import data_dir_lock
     from actgeo_assets.lib.report import format_summary
     from actgeo_assets.lib.settings import mask_url
     from actgeo_assets.runner import materialize_run, open_instance
@@ -151,14 +173,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides = parse_set_overrides(args.set)
         if args.database_url:  # through the environment, so the URL never enters the run's stored config
             os.environ[DATABASE_URL_ENV] = args.database_url
-        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=args.data_dir,
+        data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None  # from here
+        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=data_dir,
                                   **overrides)
         resource.settings()
     except (ValueError, TypeError) as exc:
         print(f"actgeo: {exc}", file=sys.stderr)
         return 2
     instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
-    record = materialize_run(resource, instance, force=args.force)
+    # one writer per data directory: a second `actgeo run` (or a materialization from the UI) exits at once,
+    # naming this one (DataDirBusy, a ValueError: exit 2)
+    with data_dir_lock(resource.layout().lock):
+        record = materialize_run(resource, instance, force=args.force)
     print()
     print(format_summary(record["summary"], f"run: {record['description']}"))
     print()

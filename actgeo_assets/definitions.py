@@ -1,4 +1,4 @@
-"""The one Definitions object of actgeo (``dagster dev -m actgeo_assets.definitions``)."""
+"""The one Definitions object of actgeo (``dagster dev -m actgeo_assets.definitions``), per deployment."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import os
 
 import dagster as dg
 
+from actgeo_assets.defs import cli_hints
 from actgeo_assets.defs.assets.activations import activation_mean, normalized, raw_activations
 from actgeo_assets.defs.assets.cards import component_cards
 from actgeo_assets.defs.assets.graph import components, edge_tiles
-from actgeo_assets.defs.automation import STAGE_JOBS, nightly_merge, shard_sensor
-from actgeo_assets.defs.k8s import CLUSTER_JOBS
+from actgeo_assets.defs.automation import automation_sensor, nightly_merge, shard_sensor
+from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 
 ASSETS = [raw_activations, activation_mean, normalized, edge_tiles, components, component_cards]
@@ -22,13 +23,34 @@ RESOURCES = {
     if os.environ.get(DATABASE_URL_ENV) else ActgeoResource(),
 }
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[*STAGE_JOBS.values(), *CLUSTER_JOBS],
-    sensors=[shard_sensor],
-    schedules=[nightly_merge],
-    resources=RESOURCES,
-    # In-process: a multiprocess executor costs ~30 s of start-up per run on a 2-core machine (measured);
-    # clusters use deploy/'s k8s_job_executor instead.
-    executor=dg.in_process_executor,
-)
+#: Where the Definitions are served: ``local`` (default: `make ui`, `actgeo run`, docker compose) has the
+#: stage jobs only; ``k8s`` (deploy/helm/values.yaml sets it) adds the cluster_* jobs, each running its
+#: steps in their own pods with dagster-k8s' k8s_job_executor (defs/k8s.py).
+DEPLOYMENT_ENV = "ACTGEO_DEPLOYMENT"
+DEPLOYMENTS = ("local", "k8s")
+
+
+def build_defs(deployment: str | None = None) -> dg.Definitions:
+    """The Definitions for ``deployment`` (one of :data:`DEPLOYMENTS`; None or empty: ``local``)."""
+    deployment = deployment or "local"
+    if deployment not in DEPLOYMENTS:
+        raise ValueError(f"${DEPLOYMENT_ENV} is {deployment!r}; expected one of {', '.join(DEPLOYMENTS)}")
+    jobs = list(STAGE_JOBS.values())
+    if deployment == "k8s":
+        from actgeo_assets.defs.k8s import CLUSTER_JOBS
+
+        jobs += CLUSTER_JOBS
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=jobs,
+        sensors=[shard_sensor, automation_sensor],
+        schedules=[nightly_merge],
+        resources=RESOURCES,
+        # In-process: a multiprocess executor costs ~30 s of start-up per run on a 2-core machine (measured);
+        # the cluster jobs bring their own k8s_job_executor.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs(os.environ.get(DEPLOYMENT_ENV))
+cli_hints.install()  # `dagster asset materialize` without --partition: a message, not a traceback

@@ -1,28 +1,135 @@
 """Materialize every asset of a run, in lineage order, on a Dagster instance (what `actgeo run`, and so
 `make demo`, calls; the CLI owns the arguments and the printing).
 
-Each step is a real Dagster run recorded in the instance (``DAGSTER_HOME``), so `make ui` afterwards shows
-the lineage, the materializations and their metadata. Partitions whose outputs are current by content hash
+Each step is a run of a stage job of the Definitions (defs/jobs.py: ``stage_capture``, ``stage_mean``,
+``stage_normalize``, ``stage_tiles``, ``stage_merge``), executed in this process and recorded in the instance
+(``DAGSTER_HOME``) with the code location's origin, the settings as run config, the tag
+``actgeo/invocation=<id>`` shared by all runs of one call, and the captured stdout/stderr; so `make ui`
+shows the lineage, the materializations, the runs grouped by invocation, and re-executes any of them. Partitions whose outputs are current by content hash
 (lib/incremental.py) are skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
+An output file that no longer matches its recorded sha256 is recomputed, with a warning naming it.
+
+Before any compute: the database is connected to once, and a stage that will capture checks that the
+corpus deals a document to every shard. Runs of an earlier `actgeo run` that was killed (still STARTED in
+the instance, their process gone) are marked failed. A failed step or a failed blocking asset check stops
+the run with :class:`RunFailed` naming the asset, the partition and the check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
 
+from actgeo_assets.defs.jobs import INVOCATION_TAG, STAGE_JOBS, execute_stage_job, new_invocation_id
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
-from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 from actgeo_assets.lib.incremental import plan
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+#: Tags naming the process that ran a step, so a later `actgeo run` can tell a run whose process was killed.
+PID_TAG, HOST_TAG = "actgeo/pid", "actgeo/host"
+#: Statuses of a run that has not finished.
+UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+              dg.DagsterRunStatus.CANCELING]
+
+
+class RunFailed(ValueError):
+    """A step of `actgeo run` failed, or one of its blocking asset checks did: the message names the asset
+    (and partition), the check and why; nothing downstream of it ran."""
+
+
+def fail_killed_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] = print) -> list[str]:
+    """Mark failed the unfinished runs that an `actgeo run` on this host started from a process that is
+    gone (killed, e.g. SIGKILL or out of memory); returns their run ids."""
+    from actgeo_assets.lib.lock import process_alive
+
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED,
+                                                       tags={HOST_TAG: socket.gethostname()})):
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid <= 0 or process_alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"the process that ran it (PID {pid}) is gone: it was killed "
+                                                f"mid-run; marked failed by the next `actgeo run`")
+        echo(f"  marked failed: run {run.run_id[:8]} ({run.job_name}), its process {pid} was killed")
+        failed.append(run.run_id)
+    return failed
+
+
+def preflight(resource: ActgeoResource, stale_raw: bool) -> None:
+    """Checks that need more than the settings' values, before any compute: the database accepts a
+    connection, and (when a capture will run) the corpus deals a document to every shard."""
+    from actgeo_assets.lib.sqlstore import check_database
+
+    check_database(resource.db_url())
+    if stale_raw:
+        from actgeo_assets.lib.stages.activations import check_corpus
+
+        check_corpus(resource.settings(), resource.layout())
+
+
+def _failure(instance: dg.DagsterInstance, label: str, exc: Exception) -> RunFailed:
+    """One line for a failed step: the failed blocking checks (with their metadata), else the error."""
+    from dagster._core.errors import DagsterAssetCheckFailedError
+
+    if isinstance(exc, DagsterAssetCheckFailedError):
+        checks = []
+        for line in str(exc).splitlines()[1:]:
+            asset, _, names = line.partition(": ")
+            for name in filter(None, names.split(",")):
+                key = dg.AssetCheckKey(dg.AssetKey.from_user_string(asset.strip()), name.strip())
+                facts = ""
+                try:
+                    record = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+                    meta = record.event.asset_check_evaluation.metadata  # type: ignore[union-attr]
+                    facts = " (" + ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in meta.items()) + ")"
+                except Exception:  # noqa: BLE001 - the facts are an extra
+                    pass
+                checks.append(f"check {name.strip()} of asset {asset.strip()} failed{facts}")
+        return RunFailed(f"{label}: blocking asset {'; '.join(checks) or str(exc)}; nothing downstream of it "
+                         "was materialized")
+    return RunFailed(f"{label} failed: {exc}")
+
+
+def resource_run_config(resource: ActgeoResource) -> dict[str, Any]:
+    """The resource's own values as the ``actgeo`` resource's run config (what the launchpad shows and a
+    re-execution reuses). The database URL is left out: it reaches the run through ``$ACTGEO_DATABASE_URL``
+    (:func:`database_url_env`), never the stored config; so is a field given as a ``dg.EnvVar``."""
+    config: dict[str, Any] = {}
+    for name in type(resource).model_fields:
+        value = getattr(resource, name)
+        if name == "database_url" or value is None or value == "" or hasattr(value, "env_var_name"):
+            continue
+        config[name] = list(value) if isinstance(value, tuple | list) else value
+    return config
+
+
+@contextlib.contextmanager
+def database_url_env(resource: ActgeoResource) -> Iterator[None]:
+    """While materializing: a database URL given to the resource itself, as ``$ACTGEO_DATABASE_URL`` (how
+    the Definitions' resource receives it)."""
+    url = resource.database_url
+    if not url or hasattr(url, "env_var_name"):
+        yield
+        return
+    old = os.environ.get(DATABASE_URL_ENV)
+    os.environ[DATABASE_URL_ENV] = str(url)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(DATABASE_URL_ENV, None)
+        else:
+            os.environ[DATABASE_URL_ENV] = old
 
 
 def register_partitions(instance: dg.DagsterInstance, settings: RunSettings) -> None:
@@ -45,19 +152,47 @@ def materialize_run(
 
     Returns the components summary record plus wall times per step.
     """
-    from actgeo_assets.definitions import ASSETS
+    with database_url_env(resource):
+        return _materialize_run(resource, instance, force=force, echo=echo)
 
+
+def _materialize_run(
+    resource: ActgeoResource,
+    instance: dg.DagsterInstance,
+    *,
+    force: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     settings = resource.settings()
-    resources = {"actgeo": resource}
+    fail_killed_runs(instance, echo)
+    preflight(resource, force or bool(plan(settings, resource.layout()).raw))
     register_partitions(instance, settings)
     times: dict[str, float] = {}
+    warned: set[str] = set()
+    # Each step is a run of the stage's job in the Definitions (defs/jobs.py), its settings in the run config,
+    # all of this invocation's runs under one tag.
+    run_config = {**RUN_CONFIG, "resources": {"actgeo": {"config": resource_run_config(resource)}}}
+    tags = {INVOCATION_TAG: new_invocation_id(), "actgeo/profile": settings.profile, PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname()}
+    merged = False
 
     def run(asset: str, partition: str | None = None) -> None:
+        nonlocal merged
         label = f"{asset}[{partition}]" if partition else asset
+        if asset == "components":
+            label = "components + component_cards"
         t0 = time.perf_counter()
-        result = dg.materialize(ASSETS, selection=[asset], partition_key=partition, instance=instance,
-                                resources=resources, raise_on_error=True, run_config=RUN_CONFIG,
-                                tags={"actgeo/profile": settings.profile})
+        try:
+            # `component_cards` alone: the cards part of stage_merge
+            result = execute_stage_job(
+                STAGE_JOBS["components" if asset == "component_cards" else asset].name, instance,
+                run_config=run_config, tags=tags, partition_key=partition,
+                asset_selection=["component_cards"] if asset == "component_cards" else None,
+            )
+            merged = merged or asset == "components"
+        except (ValueError, OSError, dg.DagsterError) as exc:
+            echo(f"  {label:<44} FAILED")
+            raise _failure(instance, label, exc) from exc
         seconds = time.perf_counter() - t0
         times[label] = seconds
         echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s")
@@ -73,14 +208,19 @@ def materialize_run(
                 run(asset, part)
     # Stage by stage: re-plan after each stage, since its outputs make the next stage stale.
     done: set[str] = set()
-    while (stage := plan(settings, resource.layout()).first_stage()) is not None:
+    while (stage := (todo := plan(settings, resource.layout())).first_stage()) is not None:
+        for problem in todo.problems:
+            if problem not in warned:
+                warned.add(problem)
+                echo(f"  warning: {problem}")
         asset, parts = stage
         if asset in done:
             raise RuntimeError(f"{asset} is still stale after it ran: {parts}")
         for part in parts:
             run(asset, part)
         done.add(asset)
-    run("component_cards")  # cheap, and card settings (ranks, contexts) are not part of the plan
+    if not merged:
+        run("component_cards")  # cheap, and card settings (ranks, contexts) are not part of the plan
     times["total"] = time.perf_counter() - t_all
     record = load_record(settings, resource.layout())
     return {**record.to_json(), "times": times, "report": str(resource.layout().report),

@@ -37,3 +37,17 @@ def test_docs_name_files_that_exist() -> None:
             if not (REPO / ref.rstrip("/")).exists():
                 missing.append(f"{doc.relative_to(REPO)}: {ref}")
     assert not missing, "docs name files that do not exist:\n" + "\n".join(missing)
+
+
+def test_faiss_builds_are_exclusive_extras() -> None:
+    """faiss-cpu and faiss-gpu both install the `faiss` module: never both, the CPU one where make installs."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("faiss")]
+    extras = project["optional-dependencies"]
+    assert extras["cpu"] == ["faiss-cpu==1.15.1"] and extras["gpu"][0].startswith("faiss-gpu-cu12==")
+    assert "'.[cpu]'" in (REPO / "Makefile").read_text() and "'.[cpu,dev]'" in (REPO / "Makefile").read_text()
+    assert "pip install '.[cpu]'" in (REPO / "deploy" / "Dockerfile").read_text()
+    cuda = (REPO / "deploy" / "Dockerfile.cuda").read_text()
+    assert "pip install '.[gpu]'" in cuda and "faiss-cpu" not in cuda.replace("instead of faiss-cpu", "")

@@ -7,13 +7,16 @@ for the merge, and a nightly schedule as the backstop.
   shards, the activation mean when ``center_l2`` needs it, and only the tiles whose shards changed. It
   waits while its previous requests are still running, so each tick sees the last stage's outputs.
 - ``components`` and ``component_cards`` carry ``AutomationCondition.eager()``: once the tiles are in,
-  the daemon re-merges and re-renders the cards.
+  ``default_automation_condition_sensor`` re-merges and re-renders the cards.
+- Both sensors run by default (``make ui`` starts the daemon that ticks them every 15 s), so a file added
+  to a file-sharded corpus folder becomes new shards, tiles, components and cards without a click.
 - ``actgeo_nightly`` re-materializes ``components`` and ``component_cards`` daily, in case an automation
   tick was missed.
 """
 
 import dagster as dg
 
+from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.incremental import plan, source_fingerprints
@@ -23,22 +26,18 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
           dg.DagsterRunStatus.STARTED]
 MERGE_ASSETS = dg.AssetSelection.assets("components", "component_cards")
 
-#: One job per stage the sensor requests (a job holds assets of one partitions definition). They run with
-#: the Definitions' executor; under a K8sRunLauncher each run is its own pod.
-STAGE_JOBS = {
-    "raw_activations": dg.define_asset_job("stage_capture", selection=["raw_activations"],
-                                           partitions_def=shard_partitions),
-    "activation_mean": dg.define_asset_job("stage_mean", selection=["activation_mean"]),
-    "normalized": dg.define_asset_job("stage_normalize", selection=["normalized"], partitions_def=shard_partitions),
-    "edge_tiles": dg.define_asset_job("stage_tiles", selection=["edge_tiles"], partitions_def=pair_partitions),
-}
+#: The stages the sensor requests, each its job (defs/jobs.py; a job holds assets of one partitions
+#: definition). They run with the Definitions' executor; under a K8sRunLauncher each run is its own pod.
+SENSOR_STAGES = ("raw_activations", "activation_mean", "normalized", "edge_tiles")
+#: Seconds between the sensors' evaluations: each stage of new work waits for one tick.
+SENSOR_INTERVAL_S = 15
 
 
 @dg.sensor(
     name="shard_sensor",
-    jobs=list(STAGE_JOBS.values()),
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    jobs=[STAGE_JOBS[a] for a in SENSOR_STAGES],
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
 )
 def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) -> dg.SensorResult:
@@ -67,6 +66,17 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     runs = [dg.RunRequest(job_name=STAGE_JOBS[asset].name, partition_key=p, tags={SENSOR_TAG: context.sensor_name})
             for p in parts]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+#: Declarative automation, on by default: Dagster's own sensor (named as the one it would create, stopped,
+#: if none were given) evaluates the eager conditions of `components` and `component_cards`.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    description="Evaluates the assets' automation conditions: re-merges and re-cards once new tiles are in.",
+)
 
 
 nightly_merge = dg.ScheduleDefinition(

@@ -10,13 +10,12 @@ are checked when a run's resources are set up, before any asset computes.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, create_model
 
-from actgeo_assets.lib.layout import RunLayout
+from actgeo_assets.lib.layout import RunLayout, resolve_data_dir
 from actgeo_assets.lib.settings import (
     CONFIG_KEYS,
     LOCATIONS,
@@ -135,7 +134,7 @@ class ActgeoResource(_SettingFields):
         if from_file:
             return from_file[0]  # validated when the file was read
         data_dir = _pick(self._layers(), "data_dir")
-        path = Path(data_dir[0] if data_dir else "data").expanduser().resolve() / "actgeo.sqlite"
+        path = resolve_data_dir(data_dir[0] if data_dir else "data") / "actgeo.sqlite"
         return f"sqlite:///{path}"
 
 

@@ -21,13 +21,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from actgeo_assets.lib.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.constants import RAW_DTYPE, TOKEN_COLUMNS
 from actgeo_assets.lib.corpus import Document
 from actgeo_assets.lib.model import LoadedModel, base_model, decoder_layers
 
 log = logging.getLogger(__name__)
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Tokenize prefixes of this many characters per token of context first (long documents would otherwise be
 # tokenized in full only to be truncated); fall back to the next step, then the full text, when a prefix is
 # too short. Natural text runs at about 3-6 characters per token.
@@ -40,7 +39,8 @@ _PREFIX_MARGIN = 16
 class CaptureResult:
     """Activations of one capture.
 
-    ``acts``: float16 ``[n, d]`` (unless capture was asked for another ``out_dtype``), row ``i`` is the residual stream at ``tokens.row == i``.
+    ``acts``: ``[n, d]`` in capture's ``out_dtype`` (float32 by default: exactly what a float32, bfloat16
+    or float16 model computed), row ``i`` is the residual stream at ``tokens.row == i``.
     ``tokens``: one row per activation, columns :data:`TOKEN_COLUMNS` (``position`` counts from 0 at
     ``<bos>``; ``char_start:char_end`` is the token's span in its document's text, empty for specials,
     ``-1`` when the tokenizer is a slow one without offsets).
@@ -75,7 +75,7 @@ def capture_activations(
     batch_size: int,
     exclude_bos: bool = True,
     progress: bool = True,
-    out_dtype: Any = np.float16,
+    out_dtype: Any = RAW_DTYPE,
 ) -> CaptureResult:
     """Residual stream after block ``layer`` for the first ``budget`` tokens of ``docs``.
 
@@ -83,15 +83,17 @@ def capture_activations(
     tokens; their tokens are kept in order (``<bos>`` dropped when ``exclude_bos``) until exactly
     ``budget`` activations are kept. The document where the budget ends is only run up to its last kept
     token (causal attention: earlier activations are unchanged). Batches are right-padded; padding is
-    computed but dropped. ``out_dtype`` is float16 for storage (float32 keeps the model's values exactly,
-    e.g. for tests).
+    computed but dropped. ``out_dtype`` (float32 by default) is what the rows are returned in: float32 keeps
+    what a float32, bfloat16 or float16 model computed exactly and has the range of bfloat16; float16
+    (65,504 at most) may overflow and round.
 
     ``stats``: ``n_kept`` (== ``budget`` unless the documents ran out: then ``budget_met`` is False and
     ``short_by`` says by how much, with a logged warning), ``n_available`` (keepable tokens in the
     documents used, before the budget cut), ``n_cut_by_budget``, ``n_docs`` (documents used),
     ``n_docs_given``, ``n_docs_unused``, ``n_docs_empty``, ``n_docs_truncated`` (longer than
-    ``context_len``), ``n_bos_excluded``, ``n_pad``, ``n_forward_tokens``, ``n_fp16_overflow_rows`` (rows
-    with a value beyond float16 range: stored as inf, excluded downstream), ``seconds``,
+    ``context_len``), ``n_bos_excluded``, ``n_pad``, ``n_forward_tokens``, ``n_overflow_rows`` (rows with
+    a value beyond ``out_dtype``'s range, or not finite in the model: stored as inf or nan, excluded
+    downstream), ``max_abs`` (the largest finite absolute value captured), ``out_dtype``, ``seconds``,
     ``tokens_per_s``, and the model/layer/dtype/device.
 
     Raises ``ValueError`` naming the layer and ``n_layers`` when ``layer`` is out of range, and when
@@ -150,8 +152,12 @@ def capture_activations(
         raise _StopForward
 
     n_pad = n_forward = n_overflow = 0
+    max_abs = 0.0
     row = 0
-    to_half = np.dtype(out_dtype) == np.float16
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"out_dtype must be float16, float32 or float64, got {out_dtype}")
+    out_max = float(np.finfo(out_dtype).max)
     handle = blocks[layer].register_forward_hook(hook)
     bar = tqdm(total=n_kept, desc=f"capture layer {layer}", unit="tok", disable=not progress)
     t_fwd = time.perf_counter()
@@ -183,12 +189,17 @@ def capture_activations(
                         f"capture hook on block {layer} fired {len(captured)} times, expected once"
                     )
                 # kept rows only, in (document, position) order, reduced on the device before the copy
-                kept = captured[0][keep.to(captured[0].device)].float()  # [k, d]
-                if to_half:
-                    n_overflow += int((kept.abs() > FLOAT16_MAX).any(dim=1).sum())
-                    kept = kept.to(torch.float16)  # overflow -> inf (counted above)
+                kept = captured[0][keep.to(captured[0].device)]  # [k, d] in the model's dtype
+                wide = kept.double() if out_dtype == np.float64 else kept.float()  # exact from bf16/fp16/fp32
+                absval = wide.abs()
+                finite = torch.isfinite(absval)
+                n_overflow += int((~finite | (absval > out_max)).any(dim=1).sum())
+                if absval.numel():
+                    max_abs = max(max_abs, float(torch.where(finite, absval, 0.0).max()))
                 k = kept.shape[0]
-                acts[row : row + k] = kept.cpu().numpy()
+                # float16 only: values beyond 65,504 become inf (counted above), others are rounded
+                with np.errstate(over="ignore"):
+                    acts[row : row + k] = wide.cpu().numpy().astype(out_dtype, copy=False)
             row += k
             bar.update(k)
     finally:
@@ -224,7 +235,9 @@ def capture_activations(
         "n_bos_excluded": n_bos,
         "n_pad": n_pad,
         "n_forward_tokens": n_forward,
-        "n_fp16_overflow_rows": n_overflow,
+        "n_overflow_rows": n_overflow,
+        "max_abs": max_abs,
+        "out_dtype": out_dtype.name,
         "seconds": round(seconds, 3),
         "tokenize_seconds": round(plan_seconds, 3),
         "forward_seconds": round(fwd_seconds, 3),
@@ -236,7 +249,8 @@ def capture_activations(
             len(docs), n_kept, budget - n_kept, budget,
         )  # fmt: skip
     if n_overflow:
-        log.warning("capture: %d rows exceed the float16 range and are stored as inf", n_overflow)
+        log.warning("capture: %d rows hold values beyond the %s range or not finite: they are stored as "
+                    "inf/nan and excluded by normalization", n_overflow, out_dtype.name)
     return CaptureResult(acts=acts, tokens=tokens, stats=stats)
 
 

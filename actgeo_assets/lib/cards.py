@@ -1,9 +1,12 @@
 """Component cards: what a reader sees of one connected component.
 
 A card holds the evidence about one component of the cosine-threshold graph -- its size, how many
-documents and which sources its tokens come from, its most frequent tokens, a few representative contexts
-with the exact token highlighted, optionally a next-token readout of its mean direction -- and a
-*provisional* label derived from that evidence alone (worded as a guess, never invented semantics).
+documents and which sources its tokens come from, its most frequent tokens and how pure it is in them (the
+token-identity baseline), a few representative contexts with the exact token highlighted, what follows its
+tokens (the next tokens in the corpus, and the model's own next-token predictions at up to
+:data:`READOUT_MEMBERS` member positions), optionally a mid-depth logit lens of its direction relative to
+the corpus mean -- and a *provisional* label derived from that evidence alone (worded as a guess, never
+invented semantics). Special and unused tokens (``<bos>``, ``<unused752>``, ...) are never shown.
 
 Inputs:
 
@@ -13,7 +16,8 @@ Inputs:
   memory-mapped ``.npy`` files) whose concatenation in offset order is the full matrix. Nothing here ever
   concatenates the shards.
 - ``tokens``: one row per activation in global row order, columns :data:`TOKEN_COLUMNS` (``row, doc_id,
-  position, token_id, token, char_start, char_end, source``).
+  position, token_id, token, char_start, char_end, source``), optionally ``next_token`` (the token at
+  ``position + 1`` of the same document, None where the captured context ended: :func:`next_token_column`).
 - ``docs``: ``doc_id, source, text``.
 
 Everything scales to N = 1e6: members of all requested components come from one ``argsort``; means and
@@ -23,8 +27,9 @@ cosines are computed in chunks so even a card of the giant never materializes it
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,8 +45,15 @@ log = logging.getLogger(__name__)
 RowGetter = Callable[[np.ndarray], np.ndarray]
 #: Either a :data:`RowGetter` or shards ``[(offset, array[n_i, d]), ...]``.
 RowsSource = RowGetter | Sequence[tuple[int, np.ndarray]]
-#: ``(final_norm, unembed [V, d], tokenizer)``: the model's readout.
-Readout = tuple[Callable[[Any], Any], Any, Any]
+#: The model's next-token distribution at global rows: ``rows int64 [m] -> [m]`` lists of ``(token id,
+#: probability)``, most probable first, special tokens left out.
+Predictor = Callable[[np.ndarray], Sequence[Sequence[tuple[int, float]]]]
+
+#: Members per card whose next-token predictions the model is asked for: a sample evenly spaced over the
+#: members in row order when a component is larger (the card says how many were read).
+READOUT_MEMBERS = 32
+#: Entries of each next-token list on a card (corpus, model, lens).
+NEXT_TOKENS = 8
 
 #: Characters each side of the highlighted span in a context window.
 CONTEXT_CHARS = 80
@@ -78,11 +90,46 @@ class Context:
     char_end: int
 
 
+@dataclass(frozen=True)
+class Readout:
+    """What the cards' model readouts need; each part is optional.
+
+    - ``predict``: the model's own next-token distribution at given rows (:data:`Predictor`): the card shows
+      its average over up to ``members`` member positions.
+    - ``final_norm`` (a callable on a ``[1, d]`` tensor), ``unembed`` (``[V, d]``) and ``center`` (float
+      ``[d]``, the corpus mean raw activation): the mid-depth logit lens of the component's mean raw
+      activation minus ``center``. Without ``center`` there is no lens: the raw mean is dominated by the
+      corpus mean (cosine ~0.98 on the demo) and reads as noise.
+    - ``tokenizer`` turns ids into text (see :func:`next_token_readout`); ``hidden``: token ids never
+      shown (:func:`hidden_token_ids`).
+    """
+
+    predict: Predictor | None = None
+    final_norm: Callable[[Any], Any] | None = None
+    unembed: Any = None
+    center: np.ndarray | None = None
+    tokenizer: Any = None
+    hidden: frozenset[int] = frozenset()
+    members: int = READOUT_MEMBERS
+    softcap: float | None = None
+
+
 @dataclass
 class Card:
     """Evidence about one component. ``rank`` is 1-based (rank 1 = the giant); ``label_id = rank - 1``
     for components of the whole graph. ``source_mix`` and ``top_tokens`` are ordered by count, descending.
-    ``subcomponent_of`` is set (to the parent's rank) on cards of the giant's sub-components."""
+    ``subcomponent_of`` is set (to the parent's rank) on cards of the giant's sub-components.
+
+    What follows the member tokens: ``next_tokens``, the tokens at ``position + 1`` of the same documents
+    in the corpus with counts (``n_next_unknown`` members had none: their captured context ended there);
+    ``model_next``, the model's own next-token predictions at ``model_next_members`` member positions as
+    ``(token, mean probability, members where it is the top prediction)``, by mean probability
+    (probabilities outside a member's top :data:`TOP_PREDICTIONS` count as 0; tokens under 0.5% that are no
+    member's top prediction are left out); ``readout``, the
+    mid-depth logit lens of the mean raw member activation minus the corpus mean, ``(token, logit)``.
+    Token-identity baseline: ``token_purity`` is the share of members whose token string is the most
+    frequent one, ``n_distinct_tokens`` the number of distinct token strings (``n_documents``: distinct
+    documents)."""
 
     rank: int
     label_id: int
@@ -96,12 +143,21 @@ class Card:
     threshold: float
     subcomponent_of: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    token_purity: float | None = None
+    n_distinct_tokens: int | None = None
+    next_tokens: list[tuple[str, int]] | None = None
+    n_next_unknown: int = 0
+    model_next: list[tuple[str, float, int]] | None = None
+    model_next_members: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable dict (tuples become lists)."""
         d = asdict(self)
         d["top_tokens"] = [[t, int(c)] for t, c in self.top_tokens]
         d["readout"] = None if self.readout is None else [[t, float(v)] for t, v in self.readout]
+        d["next_tokens"] = None if self.next_tokens is None else [[t, int(c)] for t, c in self.next_tokens]
+        d["model_next"] = (None if self.model_next is None
+                           else [[t, float(p), int(n)] for t, p, n in self.model_next])
         return d
 
     @classmethod
@@ -112,6 +168,10 @@ class Card:
         d["top_tokens"] = [(str(t), int(c)) for t, c in d.get("top_tokens", [])]
         ro = d.get("readout")
         d["readout"] = None if ro is None else [(str(t), float(v)) for t, v in ro]
+        nt = d.get("next_tokens")
+        d["next_tokens"] = None if nt is None else [(str(t), int(c)) for t, c in nt]
+        mn = d.get("model_next")
+        d["model_next"] = None if mn is None else [(str(t), float(p), int(n)) for t, p, n in mn]
         d["source_mix"] = {str(k): int(v) for k, v in d.get("source_mix", {}).items()}
         return cls(**d)
 
@@ -343,27 +403,48 @@ def provisional_label(card_evidence: Card | Mapping[str, Any]) -> str:
 # readout
 
 
+#: Entries of each member's next-token distribution a :data:`Predictor` returns (and caches).
+TOP_PREDICTIONS = 10
+
+_SPECIAL_TEXT = re.compile(r"<[^<>\s]+>|\[[^\[\]\s]+\]")
+
+
+def hidden_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Token ids a card never shows: the tokenizer's special tokens and its added control tokens
+    (``<unused752>``, ``<start_of_image>``, ``[multimodal]``, ...); added plain text such as ``"\\n\\n"``
+    stays visible."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        content = str(getattr(tok, "content", tok))
+        if getattr(tok, "special", False) or _SPECIAL_TEXT.fullmatch(content):
+            ids.add(int(i))
+    return frozenset(ids)
+
+
 def next_token_readout(
-    direction_raw: np.ndarray,
+    direction: np.ndarray,
     final_norm: Callable[[Any], Any],
     unembed: Any,
     tokenizer: Any,
-    k: int = 8,
+    k: int = NEXT_TOKENS,
     softcap: float | None = None,
+    hidden: Collection[int] = (),
 ) -> list[tuple[str, float]]:
-    """Top-``k`` next-token logits of a raw residual direction, as the model would read it out.
+    """Top-``k`` logits of a residual-stream direction read through the model's final norm and unembedding:
+    a logit lens. On a card ``direction`` is the component's mean raw activation minus the corpus mean at the
+    captured (mid-depth) layer, so the lens shows what distinguishes the component, not the corpus mean.
 
-    ``direction_raw``: float [d], the raw (un-normalized) mean activation of a component's members.
-    It goes through ``final_norm`` (the model's final RMSNorm, a callable on a ``[1, d]`` tensor) and the
-    unembedding ``unembed`` (torch tensor or array ``[V, d]``); with ``softcap`` (Gemma 2's
-    ``final_logit_softcapping``) logits become ``softcap * tanh(logits / softcap)`` (order unchanged).
-    ``tokenizer`` turns ids into text: an object with ``decode([id])``, a callable ``id -> str``, a
-    sequence indexed by id, or None (``"#id"``). Returns ``[(token, logit), ...]`` by logit, descending.
+    ``final_norm`` is the model's final norm (a callable on a ``[1, d]`` tensor), ``unembed`` the
+    unembedding (torch tensor or array ``[V, d]``); with ``softcap`` (Gemma 2's ``final_logit_softcapping``)
+    logits become ``softcap * tanh(logits / softcap)`` (order unchanged). Token ids in ``hidden`` are
+    never returned. ``tokenizer`` turns ids into text: an object with ``decode([id])``, a callable
+    ``id -> str``, a sequence indexed by id, or None (``"#id"``). Returns ``[(token, logit), ...]`` by
+    logit, descending.
     """
     import torch
 
     w = torch.as_tensor(unembed)
-    x = torch.as_tensor(np.asarray(direction_raw), dtype=w.dtype).reshape(1, -1)
+    x = torch.as_tensor(np.asarray(direction), dtype=w.dtype).reshape(1, -1)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"direction has {x.shape[1]} dims but unembed is {tuple(w.shape)} ([V, d])")
     with torch.no_grad():
@@ -371,8 +452,68 @@ def next_token_readout(
         logits = (h.to(w.dtype) @ w.T).reshape(-1).double()
         if softcap:
             logits = softcap * torch.tanh(logits / softcap)
-        vals, ids = torch.topk(logits, min(k, logits.numel()))
+        if hidden:
+            logits[torch.as_tensor(sorted(hidden), dtype=torch.long)] = -torch.inf
+        vals, ids = torch.topk(logits, min(k, logits.numel() - len(hidden)))
     return [(_decode(tokenizer, int(i)), float(v)) for v, i in zip(vals, ids, strict=True)]
+
+
+def readout_sample(members: np.ndarray, cap: int = READOUT_MEMBERS) -> np.ndarray:
+    """The members whose next-token predictions are read: all of them up to ``cap``, else ``cap`` evenly
+    spaced over the members in row order (deterministic)."""
+    members = np.asarray(members, dtype=np.int64)
+    if members.size <= cap:
+        return members
+    return members[np.unique(np.linspace(0, members.size - 1, cap).round().astype(np.int64))]
+
+
+def readout_rows(labels: np.ndarray, ranks: tuple[int, int], rows: np.ndarray | None = None,
+                 cap: int = READOUT_MEMBERS) -> np.ndarray:
+    """The global rows (sorted) whose next-token predictions the cards of size ranks ``ranks`` read, so a
+    caller can fetch them together with others in one batched pass. ``labels``: canonical labels of
+    ``rows`` (ascending global rows; default ``0..N-1``), e.g. the giant's sub-component labels for
+    :func:`giant_subcards` (canonicalized over its members in row order)."""
+    labels = np.asarray(labels)
+    rows = np.arange(labels.size, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    n_comp = int(labels.max()) + 1 if labels.size else 0
+    wanted = np.arange(int(ranks[0]) - 1, min(int(ranks[1]), n_comp), dtype=np.int64)
+    members = _members_by_label(labels, wanted) if wanted.size else {}
+    picked = [readout_sample(rows[members[int(w)]], cap) for w in wanted]
+    return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *picked]))
+
+
+def summarize_predictions(predictions: Sequence[Sequence[tuple[int, float]]], tokenizer: Any,
+                          k: int = NEXT_TOKENS, min_prob: float = 0.005) -> list[tuple[str, float, int]]:
+    """``[(token, mean probability, members where it is the top prediction), ...]``: the average of the
+    members' next-token distributions (each its top entries; a token outside a member's list counts 0
+    there), the ``k`` most probable, ties by token id; tokens under ``min_prob`` that are no member's top
+    prediction are left out (the most probable always stays)."""
+    m = len(predictions)
+    if m == 0:
+        return []
+    total: dict[int, float] = {}
+    top1: dict[int, int] = {}
+    for dist in predictions:
+        for i, (tid, prob) in enumerate(dist):
+            total[int(tid)] = total.get(int(tid), 0.0) + float(prob)
+            if i == 0:
+                top1[int(tid)] = top1.get(int(tid), 0) + 1
+    best = sorted(total, key=lambda t: (-total[t], t))[:k]
+    best = [t for i, t in enumerate(best) if i == 0 or total[t] / m >= min_prob or top1.get(t, 0)]
+    return [(_decode(tokenizer, t), total[t] / m, top1.get(t, 0)) for t in best]
+
+
+def next_token_column(tokens: pd.DataFrame) -> pd.Series:
+    """The token string at ``position + 1`` of the same document for each row of ``tokens`` (object; None
+    where that token is not in the table: the captured context ended, or the row after it was not
+    captured). Index-aligned with ``tokens``."""
+    key = tokens[["doc_id", "position"]].copy()
+    following = pd.DataFrame({"doc_id": tokens["doc_id"].to_numpy(), "position": tokens["position"].to_numpy() - 1,
+                              "next_token": tokens["token"].to_numpy()}).drop_duplicates(["doc_id", "position"])
+    merged = key.merge(following, on=["doc_id", "position"], how="left")
+    out = np.array(merged["next_token"].to_numpy(dtype=object), dtype=object)  # a writable copy
+    out[pd.isna(out)] = None
+    return pd.Series(out, index=tokens.index, dtype=object, name="next_token")
 
 
 def _decode(tokenizer: Any, i: int) -> str:
@@ -383,6 +524,93 @@ def _decode(tokenizer: Any, i: int) -> str:
     if callable(tokenizer):
         return str(tokenizer(i))
     return str(tokenizer[i])
+
+
+# --------------------------------------------------------------------------------------------------
+# the token-identity baseline
+
+#: A component is "mixed" (spans several distinct tokens) when its most frequent token string is under
+#: this share of its members (the provisional label then says "mixed tokens").
+MIXED_PURITY = 0.5
+#: Largest mixed components listed in the baseline.
+MIXED_LISTED = 10
+#: Adjusted mutual information is skipped above this many (token strings x components) cells (its
+#: expected-value term costs about that much).
+AMI_MAX_CELLS = 50_000_000
+
+
+def component_token_stats(labels: np.ndarray, tokens: pd.DataFrame) -> pd.DataFrame:
+    """One row per component (index: label, ascending): ``size``, ``top_token`` (most frequent token string,
+    ties by string), ``token_purity`` (its share of the members), ``n_distinct_tokens``, ``n_documents``.
+    ``tokens`` is in global row order (``token`` and ``doc_id`` columns), ``labels`` canonical."""
+    labels = np.asarray(labels, dtype=np.int64)
+    df = pd.DataFrame({"label": labels, "token": tokens["token"].astype(str).to_numpy(),
+                       "doc": tokens["doc_id"].to_numpy()})
+    tc = df.groupby(["label", "token"], sort=False).size().rename("count").reset_index()
+    tc = tc.sort_values(["label", "count", "token"], ascending=[True, False, True], kind="stable")
+    first = tc.drop_duplicates("label").set_index("label")
+    out = pd.DataFrame({"size": np.bincount(labels)}) if labels.size else pd.DataFrame({"size": []})
+    out["top_token"] = first["token"].reindex(out.index)
+    out["token_purity"] = first["count"].reindex(out.index) / out["size"]
+    out["n_distinct_tokens"] = tc.groupby("label").size().reindex(out.index).fillna(0).astype(np.int64)
+    out["n_documents"] = df.groupby("label")["doc"].nunique().reindex(out.index).fillna(0).astype(np.int64)
+    return out
+
+
+def token_baseline(labels: np.ndarray, tokens: pd.DataFrame, stats: pd.DataFrame | None = None,
+                   listed: int = MIXED_LISTED) -> dict[str, Any]:
+    """How much of the partition is "same token string": the token-identity baseline of a run (JSON).
+
+    Over the non-singleton components besides the largest (the small components; ``n_small``):
+    ``share_one_token`` (one token string), ``share_majority_token`` (token purity >= 0.5),
+    ``share_one_document``, ``mean_token_purity``. Over their members (``n_members``, ``n_token_strings``):
+    the agreement of the partition with grouping by token string, scikit-learn's ``homogeneity`` (each
+    component holds one token string), ``completeness`` (each token string lies in one component),
+    ``v_measure`` and ``ami`` (adjusted mutual information; None above :data:`AMI_MAX_CELLS`, said in
+    ``notes``). ``mixed``: the largest small components whose top token is under :data:`MIXED_PURITY` of
+    their members (rank, size, purity, distinct tokens, documents, top tokens, sources), ``n_mixed`` all
+    of them."""
+    from sklearn.metrics import adjusted_mutual_info_score, homogeneity_completeness_v_measure
+
+    labels = np.asarray(labels, dtype=np.int64)
+    stats = component_token_stats(labels, tokens) if stats is None else stats
+    small = stats[(stats.index > 0) & (stats["size"] > 1)]
+    out: dict[str, Any] = {"n_components": len(stats), "n_small": len(small), "notes": []}
+    if len(small):
+        out.update(share_one_token=float((small["n_distinct_tokens"] == 1).mean()),
+                   share_majority_token=float((small["token_purity"] >= MIXED_PURITY).mean()),
+                   share_one_document=float((small["n_documents"] == 1).mean()),
+                   mean_token_purity=float(small["token_purity"].mean()))
+    members = np.flatnonzero(np.isin(labels, small.index.to_numpy()))
+    strings = tokens["token"].astype(str).to_numpy()[members]
+    n_strings = len(set(strings.tolist()))
+    out.update(n_members=int(members.size), n_token_strings=n_strings)
+    if members.size:
+        h, c, v = homogeneity_completeness_v_measure(strings, labels[members])
+        out.update(homogeneity=float(h), completeness=float(c), v_measure=float(v))
+        if n_strings * len(small) <= AMI_MAX_CELLS:
+            out["ami"] = float(adjusted_mutual_info_score(strings, labels[members]))
+        else:
+            out["ami"] = None
+            out["notes"].append(f"adjusted mutual information skipped: {n_strings:,} token strings x "
+                                f"{len(small):,} components is above {AMI_MAX_CELLS:,}")
+    mixed = small[small["token_purity"] < MIXED_PURITY]
+    out["n_mixed"] = len(mixed)
+    listed_labels = mixed.index.to_numpy()[:listed]  # canonical labels: larger components first
+    groups = _members_by_label(labels, listed_labels) if len(listed_labels) else {}
+    out["mixed"] = []
+    for lab in listed_labels:
+        tok = tokens.iloc[groups[int(lab)]]
+        vc = tok["token"].astype(str).value_counts(sort=False)
+        top = sorted(((str(t), int(n)) for t, n in vc.items()), key=lambda x: (-x[1], x[0]))[:5]
+        sm = tok["source"].astype(str).value_counts(sort=False)
+        srcs = sorted(((str(t), int(n)) for t, n in sm.items()), key=lambda x: (-x[1], x[0]))[:3]
+        row = stats.loc[lab]
+        out["mixed"].append({"rank": int(lab) + 1, "size": int(row["size"]),
+                             "token_purity": float(row["token_purity"]),
+                             "n_distinct_tokens": int(row["n_distinct_tokens"]),
+                             "n_documents": int(row["n_documents"]), "top_tokens": top, "sources": srcs})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,7 +653,17 @@ def _build_from_groups(
     raw_get = row_getter(raw_rows) if raw_rows is not None else None
     texts = dict(zip(docs["doc_id"].tolist(), docs["text"].tolist(), strict=True))
     cards = CardList(notes=notes)
-    for rank, label_id, members in groups:
+    # the model's next-token predictions at a sample of each group's members: one call for all groups
+    samples: list[np.ndarray] = []
+    predictions: dict[int, Sequence[tuple[int, float]]] = {}
+    if readout is not None and readout.predict is not None:
+        samples = [readout_sample(members, readout.members) for _, _, members in groups]
+        wanted = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *samples]))
+        if wanted.size:
+            predictions = dict(zip(wanted.tolist(), readout.predict(wanted), strict=True))
+    lens = (readout is not None and readout.final_norm is not None and readout.unembed is not None
+            and readout.center is not None and raw_get is not None)
+    for g, (rank, label_id, members) in enumerate(groups):
         tok = tokens.iloc[members]
         mean = _chunked_mean(get, members)
         cos = _cosines(get, members, mean)
@@ -436,13 +674,28 @@ def _build_from_groups(
             for r, c in zip(picked.to_dict("records"), cos[pick], strict=True)
         ]
         vc = tok["token"].value_counts(sort=False)
-        top = sorted(((str(t), int(c)) for t, c in vc.items()), key=lambda x: (-x[1], x[0]))[:TOP_TOKENS]
+        counts = sorted(((str(t), int(c)) for t, c in vc.items()), key=lambda x: (-x[1], x[0]))
+        top = counts[:TOP_TOKENS]
         sm = tok["source"].value_counts(sort=False)
         source_mix = dict(sorted(((str(s), int(c)) for s, c in sm.items()), key=lambda x: (-x[1], x[0])))
+        next_tokens, n_unknown = None, 0
+        if "next_token" in tok.columns:
+            nxt = tok["next_token"]
+            known = nxt[nxt.notna()].astype(str)
+            n_unknown = int(len(nxt) - len(known))
+            nvc = known.value_counts(sort=False)
+            next_tokens = sorted(((str(t), int(c)) for t, c in nvc.items()), key=lambda x: (-x[1], x[0]))[:NEXT_TOKENS]
+        model_next, n_read = None, 0
+        if predictions:
+            assert readout is not None
+            model_next = summarize_predictions([predictions[int(r)] for r in samples[g]], readout.tokenizer)
+            n_read = int(samples[g].size)
         ro = None
-        if readout is not None and raw_get is not None:
-            final_norm, unembed, tokenizer = readout
-            ro = next_token_readout(_chunked_mean(raw_get, members), final_norm, unembed, tokenizer)
+        if lens:
+            assert readout is not None and raw_get is not None and readout.center is not None
+            direction = _chunked_mean(raw_get, members) - np.asarray(readout.center, dtype=np.float64)
+            ro = next_token_readout(direction, readout.final_norm, readout.unembed, readout.tokenizer,  # type: ignore[arg-type]
+                                    softcap=readout.softcap, hidden=readout.hidden)
         card = Card(
             rank=int(rank),
             label_id=int(label_id),
@@ -455,6 +708,12 @@ def _build_from_groups(
             readout=ro,
             threshold=float(threshold),
             subcomponent_of=subcomponent_of,
+            token_purity=round(counts[0][1] / members.size, 6) if counts else None,
+            n_distinct_tokens=len(counts),
+            next_tokens=next_tokens,
+            n_next_unknown=n_unknown,
+            model_next=model_next,
+            model_next_members=n_read,
         )
         card.provisional_label = provisional_label(card)
         cards.append(card)
@@ -486,9 +745,10 @@ def build_cards(
     """Cards for component ranks ``ranks[0]..ranks[1]`` (inclusive, 1-based; rank r has label r - 1).
 
     ``labels``: canonical int64 [N]. ``rows``: unit rows (see :func:`row_getter`); ``raw_rows``: the raw
-    activations, needed for the ``readout`` (the raw mean of the members goes through the model's final
-    norm and unembedding). Ranks beyond the number of components are skipped and named in
-    ``result.notes`` (also logged); so is a readout that cannot be computed for want of ``raw_rows``.
+    activations, needed for the logit lens of :class:`Readout` (the members' raw mean minus the corpus
+    mean goes through the model's final norm and unembedding); the model's next-token predictions need
+    only ``readout.predict``. Ranks beyond the number of components are skipped and named in
+    ``result.notes`` (also logged); so is a lens that cannot be computed for want of ``raw_rows``.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -503,8 +763,10 @@ def build_cards(
     if hi > n_comp:
         skipped = f"{max(lo, n_comp + 1)}..{hi}" if max(lo, n_comp + 1) < hi else str(hi)
         notes.append(f"ranks {skipped} requested but there are only {n_comp} components; skipped")
-    if readout is not None and raw_rows is None:
-        notes.append("readout skipped: raw (un-normalized) rows were not given")
+    if readout is not None and readout.final_norm is not None and raw_rows is None:
+        notes.append("logit lens skipped: raw (un-normalized) rows were not given")
+    if readout is not None and readout.final_norm is not None and readout.center is None:
+        notes.append("logit lens skipped: no corpus mean to read the components' directions against")
     wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
     members = _members_by_label(labels, wanted)
     groups = [(int(w) + 1, int(w), members[int(w)]) for w in wanted]

@@ -26,6 +26,10 @@ DEMO_CORPUS = "builtin:pile-like"
 #: Files a local corpus (file or folder) may be made of; with ``shard_by="file"`` one shard per file.
 CORPUS_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
 
+#: dtype of stored raw activations: float32 holds what the model computed exactly when it runs in float32,
+#: bfloat16 or float16 (widening is exact), and never overflows where float16 would (above 65,504).
+RAW_DTYPE = "float32"
+
 #: Columns of a token table: one row per captured activation (lib/capture.py writes it, lib/shards.py
 #: stores it, lib/cards.py reads it).
 TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")

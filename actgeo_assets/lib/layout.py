@@ -3,7 +3,7 @@
 One run directory per :meth:`RunSettings.run_id`-independent profile name keeps paths readable::
 
     {data_dir}/{profile}/
-      raw/{shard}.npy            float16 [n, d] residual-stream rows (memory-mappable)
+      raw/{shard}.npy            float32 [n, d] residual-stream rows (memory-mappable)
       raw/{shard}.json           sidecar: model, layer, dtype, shape, sha256, capture settings
       raw/{shard}.tokens.parquet token table: row, doc_id, position, token_id, token, char_start, char_end, source
       raw/{shard}.docs.parquet   the shard's documents: doc_id, source, text (for card contexts)
@@ -14,12 +14,19 @@ One run directory per :meth:`RunSettings.run_id`-independent profile name keeps 
       normalized/{shard}.kept.npy  bool [n_raw]: which raw rows were kept (the others are not finite or zero)
       tiles/{a}__{b}.npz         maximum spanning forest of one shard-pair tile
       tiles/{a}__{b}.json        the normalized sha256 it joined, its thresholds and its own sha256
-      components/                forest.npz, labels.npy, offsets.json, summary.json, sweep.csv,
-                                 size_spectrum.png, percolation.png
+      components/                forest.npz, labels.npy, offsets.json, summary.json, sweep.csv (every 0.01),
+                                 scaling.csv, size_spectrum.png, percolation.png, n_scaling.png
       cards/                     cards.json, report.html
 
 Every file is written to a temporary name in the same folder and renamed into place, so a crash never
-leaves a half-written file under the final name.
+leaves a half-written file under the final name; its mode follows the process' umask (``0o666 & ~umask``),
+like any file the process creates.
+
+Integrity: each file a stage reads has its sha256 recorded by the stage that wrote it (in the sidecars
+above). :func:`verify_file` checks a file against that record before it is read; it hashes a file once per
+version (device, inode, size, modification and change times), so the planner and the stages that read
+the same unchanged file do not hash it twice in one process. A mismatch raises :class:`IntegrityError`
+naming the file; the planner (``lib/incremental.py``) treats it as stale so a plain rerun recomputes it.
 """
 
 from __future__ import annotations
@@ -36,11 +43,28 @@ from typing import Any
 import numpy as np
 
 
+def project_root() -> Path | None:
+    """The source checkout this package runs from (the folder with ``pyproject.toml`` above the package, as
+    `make` and ``pip install -e .`` use it), or None for an installed package (e.g. the Docker image)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "actgeo_assets").is_dir() else None
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """``data_dir`` as an absolute path: a relative one is taken from the project's root (so `actgeo run`,
+    `make ui` and ``dagster asset materialize`` find the same files from any working directory), or, for an
+    installed package, from the working directory (the Docker image's WORKDIR)."""
+    path = Path(data_dir).expanduser()
+    if not path.is_absolute():
+        path = (project_root() or Path.cwd()) / path
+    return path.resolve()
+
+
 class RunLayout:
     """Paths of one run under ``data_dir``. Creates folders lazily on write."""
 
     def __init__(self, data_dir: str | os.PathLike[str], profile: str) -> None:
-        self.root = Path(data_dir).expanduser().resolve() / profile
+        self.root = resolve_data_dir(data_dir) / profile
 
     def raw(self, shard: str) -> Path:
         return self.root / "raw" / f"{shard}.npy"
@@ -109,6 +133,11 @@ class RunLayout:
     def sweep(self) -> Path:
         return self.components_dir / "sweep.csv"
 
+    @property
+    def scaling(self) -> Path:
+        """Components over the first k shards (the N-scaling curve's table)."""
+        return self.components_dir / "scaling.csv"
+
     def figure(self, name: str) -> Path:
         """A figure of the components, e.g. ``size_spectrum`` or ``percolation``."""
         return self.components_dir / f"{name}.png"
@@ -135,6 +164,11 @@ class RunLayout:
         """Shared across profiles: downloaded archives and built corpora."""
         return self.root.parent / "_corpus"
 
+    @property
+    def lock(self) -> Path:
+        """The data directory's writer lock (``lib/lock.py``): one per ``data_dir``, for every profile."""
+        return self.root.parent / ".actgeo.lock"
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
@@ -142,7 +176,10 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent)
-    os.close(fd)
+    try:  # mkstemp makes the file 0600; give it the mode any other new file of this process gets
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -180,13 +217,79 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def current_umask() -> int:
+    """The process' umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class IntegrityError(ValueError):
+    """A file a stage reads is missing, unreadable, or differs from the sha256 recorded when it was written.
+    The message names the file; ``path`` is it."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path} {problem}; rerun `actgeo run` to recompute it from its inputs")
+
+
+#: sha256 of files already hashed in this process, by file version (see :func:`_version`).
+_HASHES: dict[tuple[int, ...], str] = {}
+_HASHES_MAX = 4096
+
+
+def _version(st: os.stat_result) -> tuple[int, ...]:
+    """What identifies one version of a file: any write changes its size or its change time (ctime, which
+    no user call can set back), and a file renamed into place is a new inode."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
+    """Hex sha256 of a file, streamed (always read; the result is remembered for :func:`verify_file`)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        before = os.fstat(fh.fileno())
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+        after = os.fstat(fh.fileno())
+    digest = h.hexdigest()
+    if _version(before) == _version(after):  # not written to while it was read
+        if len(_HASHES) >= _HASHES_MAX:
+            _HASHES.clear()
+        _HASHES[_version(after)] = digest
+    return digest
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of ``path``, hashed at most once per version of the file in this process."""
+    known = _HASHES.get(_version(os.stat(path)))
+    return known if known is not None else sha256_file(path)
+
+
+def verify_file(path: str | os.PathLike[str], expected: str | None) -> Path:
+    """``path`` when its sha256 equals ``expected`` (recorded when it was written); else
+    :class:`IntegrityError` naming the file: missing, unreadable, no hash recorded, or changed (truncated,
+    overwritten, flipped bytes). Hashes each version of a file once per process (:func:`file_sha256`)."""
+    path = Path(path)
+    if not expected:
+        raise IntegrityError(path, "has no recorded sha256 (written by an older actgeo or its sidecar is damaged)")
+    try:
+        got = file_sha256(path)
+    except FileNotFoundError:
+        raise IntegrityError(path, "is missing") from None
+    except OSError as exc:
+        raise IntegrityError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if got != expected:
+        raise IntegrityError(path, f"is corrupted or was changed after it was written: sha256 {got[:12]}... "
+                                   f"differs from the recorded {str(expected)[:12]}...")
+    return path
 
 
 def jsonable(obj: Any) -> Any:

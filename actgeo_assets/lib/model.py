@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,76 @@ def final_norm_and_unembed(loaded: LoadedModel) -> tuple[torch.nn.Module, torch.
     if head is None:
         raise ValueError(f"{type(loaded.model).__name__} has no output embeddings")
     return norm, head.weight
+
+
+def final_logit_softcap(loaded: LoadedModel) -> float | None:
+    """The model's ``final_logit_softcapping`` (Gemma 2), or None."""
+    config = loaded.model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def next_token_predictions(
+    loaded: LoadedModel,
+    sequences: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[int]],
+    *,
+    k: int = 10,
+    hidden: Collection[int] = (),
+    batch_size: int = 8,
+) -> list[list[list[tuple[int, float]]]]:
+    """The model's own next-token distribution after ``sequences[i][: p + 1]`` for each ``p`` in
+    ``positions[i]``: a full forward pass (every block, the final norm, the LM head and Gemma 2's logit
+    soft-capping, as ``model(...).logits``) over each sequence up to its last wanted position, right-padded
+    in batches of ``batch_size`` (causal attention: padding changes nothing before it), the head applied
+    only at the wanted positions. Returns, per sequence and wanted position, the ``k`` most probable
+    ``(token id, probability)`` (softmax over the whole vocabulary in float32) whose id is not in
+    ``hidden``, most probable first."""
+    if len(sequences) != len(positions):
+        raise ValueError(f"{len(sequences)} sequences but {len(positions)} position lists")
+    out: list[list[list[tuple[int, float]]]] = [[] for _ in sequences]
+    base = base_model(loaded.model)
+    head = loaded.model.get_output_embeddings()
+    softcap = final_logit_softcap(loaded)
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    hide = torch.as_tensor(sorted({int(h) for h in hidden}), dtype=torch.long, device=loaded.device)
+    todo = [i for i in range(len(sequences)) if len(positions[i])]
+    for i in todo:
+        bad = [p for p in positions[i] if not 0 <= int(p) < len(sequences[i])]
+        if bad:
+            raise ValueError(f"sequence {i} has {len(sequences[i])} tokens; positions {bad[:5]} are outside it")
+    todo.sort(key=lambda i: max(positions[i]))  # similar lengths batch together: less padding
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        width = max(int(max(positions[i])) + 1 for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        rows, cols = [], []
+        for r, i in enumerate(batch):
+            n = int(max(positions[i])) + 1
+            ids[r, :n] = torch.as_tensor(list(sequences[i][:n]), dtype=torch.long)
+            mask[r, :n] = 1
+            rows += [r] * len(positions[i])
+            cols += [int(p) for p in positions[i]]
+        with torch.inference_mode():
+            hs = base(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
+                      use_cache=False).last_hidden_state  # final norm applied
+            at = (torch.as_tensor(rows, device=hs.device), torch.as_tensor(cols, device=hs.device))
+            logits = head(hs[at]).float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            probs = torch.softmax(logits, dim=-1)
+            if hide.numel():
+                probs[:, hide] = -1.0
+            vals, top = torch.topk(probs, min(k, probs.shape[-1] - hide.numel()), dim=-1)
+        vals, top = vals.cpu().numpy(), top.cpu().numpy()
+        j = 0
+        for i in batch:
+            for _ in positions[i]:
+                out[i].append([(int(t), float(v)) for t, v in zip(top[j], vals[j], strict=True)])
+                j += 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

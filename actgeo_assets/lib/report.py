@@ -2,12 +2,15 @@
 network: it opens offline from a file).
 
 Order, as in the study: title and which run; summary table; top-20 sizes; Figure 1 (size spectrum);
-percolation curve and the sweep table; cards for ranks 2..20; notes.
+percolation curve and the sweep table; the token-identity baseline, the components that span several
+distinct tokens and the corpus' duplicate documents; cards for ranks 2..20; notes.
 
 Stable hooks for tests and readers: ``<section id="run">``, ``<table id="summary">``, ``<ol id="top-sizes">``,
 ``<img id="fig-size-spectrum">``, ``<img id="fig-percolation">`` (other figures ``fig-{key}``),
-``<table id="sweep">``, ``<section class="card" data-rank="2">``, ``<mark class="hl">``,
-``<ul id="notes">``. Every piece of text from data is HTML-escaped.
+``<table id="sweep">``, ``<table id="baseline">``, ``<table id="mixed-components">``, ``<p id="duplicates">``,
+``<section class="card" data-rank="2">``, ``<mark class="hl">``, a card's ``ul.next-corpus``,
+``ul.next-model`` and ``ul.readout`` (the logit lens), ``<ul id="notes">``. Every piece of text from data is
+HTML-escaped.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from actgeo_assets.lib.cards import Card, quote_token
 from actgeo_assets.lib.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
-FIGURE_IDS = {"size_spectrum": "fig-size-spectrum", "percolation": "fig-percolation"}
+FIGURE_IDS = {"size_spectrum": "fig-size-spectrum", "percolation": "fig-percolation", "n_scaling": "fig-n-scaling",
+              "cosine_histogram": "fig-cosine-histogram"}
 
 #: Run-key fields shown first, in this order (the rest follow alphabetically).
 RUN_FIELDS = ("model", "layer", "corpus", "corpus_split", "budget", "normalization", "threshold",
@@ -68,6 +72,10 @@ section.card{border:1px solid #d5dce4;border-radius:8px;padding:.8rem 1rem;margi
 .ctx .src{display:block;font-family:system-ui,sans-serif;font-size:.75rem;color:#6b7784}
 mark.hl{background:#ffd54a;color:#000;padding:0 1px;border-radius:2px;outline:1px solid #e0a800}
 .notes li{font-size:.9rem}
+p.warn{background:#fff3e0;border-left:4px solid #e67e22;padding:.4rem .7rem}
+p.ok{background:#eaf7ee;border-left:4px solid #27ae60;padding:.4rem .7rem}
+#transition{background:#f4effa;border-left:4px solid #7d3c98;padding:.4rem .7rem}
+details summary{cursor:pointer;color:#1f5f99;font-size:.9rem}
 """
 
 
@@ -136,7 +144,47 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     return f'<table id="summary">{rows}</table>'
 
 
-def _sweep_table(sweep: pd.DataFrame, threshold: float | None) -> str:
+def _sweep_section(sweep: pd.DataFrame, threshold: float | None) -> str:
+    """The listed (exact) thresholds as a table, every row of a fine sweep behind a disclosure."""
+    if "exact" not in sweep.columns or sweep["exact"].all():
+        return _sweep_table(sweep, threshold)
+    listed = sweep[sweep["exact"].astype(bool)]
+    return (_sweep_table(listed, threshold)
+            + f'<details id="fine-sweep"><summary>Every threshold of the fine sweep ({len(sweep)} rows; '
+            "cuts between the listed thresholds are exact up to the forest's error bound)</summary>"
+            + _sweep_table(sweep, threshold, table_id="sweep-fine") + "</details>")
+
+
+def _scaling_section(scaling: pd.DataFrame | None, figures: Mapping[str, bytes]) -> list[str]:
+    if scaling is None or scaling.empty:
+        return []
+    out = ['<h2 id="n-scaling-h">How the components change with N</h2>',
+           '<p class="meta">Components at the run\'s threshold over the first k shards (exact: the tile forests '
+           "of the first k shards merged). The summary depends strongly on N: compare runs only at equal N.</p>"]
+    if "n_scaling" in figures:
+        out.append(_figure("n_scaling", figures["n_scaling"],
+                           "Largest-component fraction and number of components vs N; dashed: the study's N."))
+    cols = list(scaling.columns)
+    head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
+    body = "".join("<tr>" + "".join(f'<td class="num">{_e(_fmt(_py(r[c])))}</td>' for c in cols) + "</tr>"
+                   for r in scaling.to_dict("records"))
+    out.append(f'<table id="n-scaling"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return out
+
+
+def _study_section(study: Mapping[str, Any] | None) -> list[str]:
+    if not study:
+        return []
+    rows = "".join(f"<tr><th>{_e(q)}</th><td>{_e(a)}</td><td>{_e(b)}</td></tr>" for q, a, b in study["rows"])
+    cls = "ok" if study.get("comparable") else "warn"
+    return ['<h2 id="study-h">The study side by side</h2>',
+            f'<p id="study-verdict" class="{cls}">{_e(study["verdict"])}</p>',
+            f'<table id="study"><thead><tr><th></th><th>the study</th><th>this run</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>",
+            f'<p class="meta">Layer convention: {_e(study.get("layer_convention", ""))}.</p>']
+
+
+def _sweep_table(sweep: pd.DataFrame, threshold: float | None, table_id: str = "sweep") -> str:
     cols = list(sweep.columns)
     head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
     body = []
@@ -144,7 +192,7 @@ def _sweep_table(sweep: pd.DataFrame, threshold: float | None) -> str:
         chosen = threshold is not None and abs(float(rec["threshold"]) - float(threshold)) < 1e-9
         cells = "".join(f'<td class="num">{_e(_fmt(_py(rec[c])))}</td>' for c in cols)
         body.append(f'<tr{" class=chosen" if chosen else ""}>{cells}</tr>')
-    return f'<table id="sweep"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _py(v: Any) -> Any:
@@ -166,14 +214,16 @@ def _card(card: Card) -> str:
         f"<header><h3>Rank {card.rank}{_e(sub)}</h3>"
         f'<span class="meta size">size {card.size:,}</span>'
         f'<span class="meta ndocs">{docs}</span>'
-        f'<span class="meta mix">sources: {mix}</span></header>',
+        f'<span class="meta mix">sources: {mix}</span>'
+        + (f'<span class="meta purity">token purity {100 * card.token_purity:.0f}% \u00b7 '
+           f'{card.n_distinct_tokens:,} distinct token{"s" if card.n_distinct_tokens != 1 else ""}</span>'
+           if card.token_purity is not None and card.n_distinct_tokens is not None else "")
+        + "</header>",
         f'<p class="plabel"><b>Provisional label:</b> {_e(card.provisional_label)}</p>',
         '<div class="meta">Top tokens</div>',
         _chips(((quote_token(t), f"\u00d7{c:,}") for t, c in card.top_tokens), "top-tokens"),
     ]
-    if card.readout:
-        parts.append('<div class="meta">Next-token readout of the mean direction (final norm + unembedding)</div>')
-        parts.append(_chips(((quote_token(t), f"{v:.2f}") for t, v in card.readout), "readout"))
+    parts += _next_token_parts(card)
     parts.append('<ul class="ctxs">')
     for c in card.contexts:
         parts.append(
@@ -183,6 +233,96 @@ def _card(card: Card) -> str:
         )
     parts.append("</ul></section>")
     return "".join(parts)
+
+
+def _next_token_parts(card: Card) -> list[str]:
+    """What follows the card's tokens: in the corpus, in the model's own predictions, in the logit lens."""
+    parts = []
+    if card.next_tokens is not None:
+        ended = (f"; {card.n_next_unknown:,} member{'s' if card.n_next_unknown != 1 else ''} end "
+                 "the captured context" if card.n_next_unknown else "")
+        parts += [f'<div class="meta">Next token in the corpus (the token after each member, same document'
+                  f"{_e(ended)})</div>",
+                  _chips(((quote_token(t), f"\u00d7{c:,}") for t, c in card.next_tokens), "next-corpus")]
+    if card.model_next is not None:
+        n = card.model_next_members
+        of = f"all {n:,} members" if n == card.size else f"{n:,} of {card.size:,} members (a sample, evenly spaced)"
+        parts += [f'<div class="meta">The model\'s own next-token prediction at {_e(of)}: a full forward pass '
+                  "over each member's document up to it; mean probability, and how often it is the top "
+                  "prediction</div>",
+                  _chips(((quote_token(t), f"p {p:.2f} \u00b7 top {k:,}/{n:,}") for t, p, k in card.model_next),
+                         "next-model")]
+    if card.readout:
+        parts += ['<div class="meta">Mid-depth logit lens: the component\'s mean activation minus the corpus '
+                  "mean, through the final norm and unembedding (logits; an indirect reading, unlike the two "
+                  "above)</div>",
+                  _chips(((quote_token(t), f"{v:.2f}") for t, v in card.readout), "readout")]
+    return parts
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.1f}%"
+
+
+def _baseline_section(baseline: Mapping[str, Any] | None, duplicates: Mapping[str, Any] | None,
+                      carded: set[int]) -> list[str]:
+    """The token-identity baseline, the largest components that span several distinct tokens, and the
+    duplicate documents of the corpus."""
+    out: list[str] = []
+    if baseline:
+        b = baseline
+        rows = [
+            ("non-singleton components besides the largest", f"{b.get('n_small', 0):,}"),
+            ("... of one token string", _pct(b.get("share_one_token"))),
+            ("... whose most frequent token string is at least half of the members", _pct(b.get("share_majority_token"))),
+            ("... from one document", _pct(b.get("share_one_document"))),
+            ("mean token purity (share of the most frequent token string)", _pct(b.get("mean_token_purity"))),
+            ("their members / distinct token strings", f"{b.get('n_members', 0):,} / {b.get('n_token_strings', 0):,}"),
+            ("homogeneity (each component is one token string)", _fmt(b.get("homogeneity"))),
+            ("completeness (each token string is one component)", _fmt(b.get("completeness"))),
+            ("V-measure", _fmt(b.get("v_measure"))),
+            ("adjusted mutual information", _fmt(b.get("ami"))),
+        ]
+        out += ['<h2 id="baseline-h">Token-identity baseline</h2>',
+                '<p class="meta">How much of the partition is "the same token string": the agreement of the '
+                "components with grouping the same activations by their token string (scikit-learn; 1 = "
+                "identical groupings). Computed over the members of the non-singleton components besides the "
+                "largest.</p>",
+                '<table id="baseline">' + "".join(f'<tr><th>{_e(k)}</th><td class="num">{_e(v)}</td></tr>'
+                                                  for k, v in rows) + "</table>"]
+        out += [f'<p class="meta">{_e(n)}</p>' for n in b.get("notes", [])]
+        mixed = b.get("mixed") or []
+        out.append('<h2 id="mixed-h">Components that span several distinct tokens</h2>')
+        if mixed:
+            out.append(f'<p class="meta">The largest of the {b.get("n_mixed", len(mixed)):,} components whose most '
+                       "frequent token string is under half of their members (rank: size rank at the run's "
+                       "threshold; a card below when carded).</p>")
+            head = ("<tr><th>rank</th><th>size</th><th>token purity</th><th>distinct tokens</th>"
+                    "<th>documents</th><th>top tokens</th><th>sources</th></tr>")
+            body = "".join(
+                f'<tr data-rank="{m["rank"]}"><td class="num">'
+                + (f'<a href="#card-{m["rank"]}">{m["rank"]}</a>' if m["rank"] in carded else f"{m['rank']}")
+                + f'</td><td class="num">{m["size"]:,}</td><td class="num">{_pct(m["token_purity"])}</td>'
+                f'<td class="num">{m["n_distinct_tokens"]:,}</td><td class="num">{m["n_documents"]:,}</td>'
+                f'<td class="tok">{_e(", ".join(f"{quote_token(t)} {c}" for t, c in m["top_tokens"]))}</td>'
+                f'<td>{_e(", ".join(f"{s} {c}" for s, c in m["sources"]))}</td></tr>'
+                for m in mixed)
+            out.append(f'<table id="mixed-components"><thead>{head}</thead><tbody>{body}</tbody></table>')
+        else:
+            out.append('<p id="mixed-components" class="meta">None: every non-singleton component besides the '
+                       "largest has a token string that is at least half of its members.</p>")
+    if duplicates:
+        d = duplicates
+        what = "dropped before capture" if d.get("dropped") else "kept (dedup is off)"
+        by = "; ".join(f"{s}: {c.get('exact', 0)} exact, {c.get('near', 0)} near"
+                       for s, c in (d.get("by_source") or {}).items())
+        out += ['<h2 id="duplicates-h">Duplicate documents</h2>',
+                f'<p id="duplicates">The corpus held {d.get("n_documents", 0):,} documents: '
+                f'{d.get("n_exact_duplicates", 0):,} exact duplicates (same text up to case and whitespace) and '
+                f'{d.get("n_near_duplicates", 0):,} near duplicates (word 5-gram Jaccard \u2265 '
+                f'{d.get("near_threshold", 0.9)}) of earlier documents, {_e(what)}'
+                + (f" ({_e(by)})" if by else "") + ".</p>"]
+    return out
 
 
 def render_report(
@@ -195,9 +335,15 @@ def render_report(
     cards: Sequence[Card],
     notes: Iterable[str] = (),
     precision: str | None = None,
+    transition: Mapping[str, Any] | None = None,
+    scaling: pd.DataFrame | None = None,
+    study: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
+    duplicates: Mapping[str, Any] | None = None,
     title: str = "actgeo: components of the residual stream",
 ) -> str:
-    """The report as an HTML string (see :func:`write_report`)."""
+    """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
+    (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts)."""
     threshold = run_key.get("threshold")
     top = summary.get("top_sizes", [])
     out = [
@@ -212,6 +358,7 @@ def render_report(
         "cards below all come from this one run.</p></section>",
         '<h2 id="summary-h">Summary</h2>',
         _summary_table(summary),
+        *_study_section(study),
         '<h2 id="top-sizes-h">Top-20 component sizes</h2>',
         '<ol id="top-sizes">' + "".join(f"<li>{int(s):,}</li>" for s in top[:20]) + "</ol>",
     ]
@@ -219,17 +366,26 @@ def render_report(
         out += ['<h2 id="fig1-h">Figure 1: component sizes</h2>',
                 _figure("size_spectrum", figures["size_spectrum"],
                         "Component size vs rank (log-log) and number of components per size.")]
+    if "cosine_histogram" in figures:
+        out += ['<h2 id="cosines-h">Pairwise cosines</h2>',
+                _figure("cosine_histogram", figures["cosine_histogram"],
+                        "Histogram of the cosines of uniformly sampled pairs (log scale); dashed: the threshold. "
+                        "The sweep's graph_edges column counts every pair exactly in the tile pass.")]
     out.append('<h2 id="percolation-h">Percolation curve and threshold sweep</h2>')
     if "percolation" in figures:
         out.append(_figure("percolation", figures["percolation"],
                            "Largest-component fraction and number of components vs threshold; "
-                           "dashed line: the chosen threshold."))
-    out.append(_sweep_table(sweep, threshold))
+                           "dashed line: the chosen threshold; shaded: the transition."))
+    if transition:
+        out.append(f'<p id="transition">{_e(transition["words"])}</p>')
+    out.append(_sweep_section(sweep, threshold))
+    out += _scaling_section(scaling, figures)
     for key, png in figures.items():
         if key not in FIGURE_IDS:
             out.append(_figure(key, png, key.replace("_", " ")))
     main = [c for c in cards if not c.subcomponent_of]
     subs = [c for c in cards if c.subcomponent_of]
+    out += _baseline_section(baseline, duplicates, {c.rank for c in main})
     if main:
         lo, hi = min(c.rank for c in main), max(c.rank for c in main)
         out.append(f'<h2 id="cards-h">Component cards, ranks {lo}\u2013{hi}</h2>')
@@ -247,28 +403,17 @@ def render_report(
     return "\n".join(out)
 
 
-def write_report(
-    path: str | os.PathLike[str],
-    *,
-    run_key: Mapping[str, Any],
-    run_description: str,
-    summary: Mapping[str, Any],
-    sweep: pd.DataFrame,
-    figures: Mapping[str, bytes],
-    cards: Sequence[Card],
-    notes: Iterable[str] = (),
-    precision: str | None = None,
-) -> Path:
-    """Write the self-contained HTML report atomically to ``path`` and return the path.
+def write_report(path: str | os.PathLike[str], **fields: Any) -> Path:
+    """Write the self-contained HTML report of :func:`render_report` (``fields`` are its keyword
+    arguments) atomically to ``path`` and return the path.
 
-    ``figures``: PNG bytes by key; ``size_spectrum`` and ``percolation`` have fixed places (ids
-    ``fig-size-spectrum``, ``fig-percolation``), others follow the sweep table. ``cards`` with
-    ``subcomponent_of`` set go in a separate section after the main cards. ``precision`` (e.g.
-    ``"float32 unit rows, float64 edge rule"``) is shown with the run key (kept out of ``run_key`` so
-    that the run id stays :meth:`RunSettings.run_id`).
+    ``figures``: PNG bytes by key; ``size_spectrum``, ``percolation`` and ``n_scaling`` have fixed places
+    (ids ``fig-size-spectrum``, ``fig-percolation``, ``fig-n-scaling``), others follow the sweep table.
+    ``cards`` with ``subcomponent_of`` set go in a separate section after the main cards. ``precision``
+    (e.g. ``"float32 unit rows, float64 edge rule"``) is shown with the run key (kept out of ``run_key``
+    so that the run id stays :meth:`RunSettings.run_id`).
     """
-    text = render_report(run_key=run_key, run_description=run_description, summary=summary, sweep=sweep,
-                         figures=figures, cards=cards, notes=notes, precision=precision)
+    text = render_report(**fields)
     path = Path(path)
     with atomic_path(path, ".html") as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -41,6 +41,7 @@ from actgeo_assets.lib.constants import (
     DEMO_PROFILE,
     FULL_PROFILE,
     PROFILE_NAMES,
+    RAW_DTYPE,
 )
 
 NORMALIZATIONS = ("l2", "center_l2", "rmsnorm")
@@ -138,6 +139,8 @@ class RunSettings:
                            ".txt) or builtin:pile-like", check=_corpus_problem)
     corpus_split: str = _setting("train", "split of a hub dataset")
     text_field: str = _setting("text", "column holding the text in a table corpus")
+    dedup: bool = _setting(True, "drop exact and near-duplicate documents (word 5-gram Jaccard >= 0.9) when "
+                           "the corpus is loaded; they are counted either way")
     n_shards: int = _setting(4, "shard_by=split: number of shards the corpus is dealt into", min=1)
     budget: int = _setting(30_000, "shard_by=split: activations over all shards (at least n_shards)", min=1)
     shard_by: str = _setting("split", "split (n_shards shards) | file (one shard per corpus file)",
@@ -154,7 +157,8 @@ class RunSettings:
     batch_size: int = _setting(8, "contexts per forward pass", min=1)
     device: str = _setting("auto", "auto (cuda when present) | cpu | cuda | cuda:N | mps",
                            check=_device_problem)
-    torch_threads: int = _setting(1, "CPU threads for torch (0: torch's default)", min=0)
+    torch_threads: int = _setting(0, "CPU threads for torch (0: the cores a capture step gets: the process' "
+                                     "cores divided by the actgeo_gpu pool's limit)", min=0)
     card_ranks: tuple[int, int] = _setting((2, 20), "[first, last] size ranks of the components to card",
                                            ranks=True)
     contexts_per_card: int = _setting(6, "token contexts shown per card", min=1)
@@ -214,6 +218,8 @@ class RunSettings:
             "budget_per_shard": self.budget_per_shard if self.shard_by == "file" else None,
             "context_len": self.context_len,
             "exclude_bos": self.exclude_bos,
+            "dedup": self.dedup,
+            "raw_dtype": RAW_DTYPE,  # not a setting: how raw rows are stored (float16 shards are stale)
         }
 
     def run_key(self) -> dict[str, Any]:
@@ -316,8 +322,8 @@ SETTING_NAMES: tuple[str, ...] = tuple(SETTINGS)
 #: Where a run's files and rows go: not part of the results, so not in RunSettings, but set in the same
 #: places (a settings file, ``--set``, the resource) and validated the same way.
 LOCATIONS: dict[str, SettingSpec] = {
-    "data_dir": SettingSpec("data_dir", str, True, False, None, "root folder of all run files (default: data)",
-                            {}),
+    "data_dir": SettingSpec("data_dir", str, True, False, None, "root folder of all run files (default: data; "
+                            "a relative path is taken from the project root, where pyproject.toml is)", {}),
     "database_url": SettingSpec(
         "database_url", str, True, False, None,
         "SQLAlchemy URL of the component table (default: sqlite file in data_dir); give a password through "

@@ -2,15 +2,21 @@
 
 Files of shard ``s`` (all under ``{run}/raw/``, each written atomically):
 
-- ``s.npy``: float16 ``[n, d]`` activations (memory-mappable),
+- ``s.npy``: float32 ``[n, d]`` activations (memory-mappable): exactly what the model computed when it
+  runs in float32, bfloat16 or float16, and no overflow where float16 storage would (above 65,504),
 - ``s.tokens.parquet``: the token table (row, doc_id, position, token_id, token, char_start, char_end,
   source), ``n`` rows, ``row == 0..n-1``,
-- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, text),
+- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, pile_analogue, text),
 - ``s.json``: the sidecar, written LAST: a shard is complete only when its sidecar exists (a rewrite
   removes the old sidecar first). Keys: ``format``, ``shard``, ``model``, ``revision``, ``layer``,
   ``dtype``, ``shape``, ``normalization`` (``"none"``), ``capture`` (the capture settings the caller
   passed, e.g. ``RunSettings.capture_key()`` plus the shard's budget), ``stats`` (from capture),
-  ``sha256`` (of the .npy), ``files``, ``n_docs``, ``sources`` (tokens per source), ``created_at``.
+  ``sha256`` (of the .npy), ``files``, ``files_sha256`` (sha256 of each of the three files, by the keys
+  of ``files``), ``n_docs``, ``sources`` (tokens per source), ``created_at``.
+
+``raw/next_norm.npz`` (the next block's input norm, for ``rmsnorm``) has its sha256 in ``next_norm.json``.
+Every read verifies the files against the recorded sha256 (``layout.verify_file``: hashed once per file
+version per process) and raises :class:`ShardError` naming the file that differs.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.constants import RAW_DTYPE, TOKEN_COLUMNS
 from actgeo_assets.lib.layout import (
+    IntegrityError,
     RunLayout,
     atomic_path,
     jsonable,
@@ -34,6 +41,7 @@ from actgeo_assets.lib.layout import (
     save_json,
     save_npy,
     sha256_file,
+    verify_file,
 )
 
 if TYPE_CHECKING:  # storage only: importing capture (and torch) at run time is the capture's business
@@ -50,8 +58,9 @@ class ShardError(ValueError):
 
 @dataclass
 class RawShard:
-    """One shard read back: ``acts`` float16 ``[n, d]`` (a read-only memory map by default), ``tokens``
-    (``n`` rows), ``docs`` (doc_id, source, text) and ``meta`` (the sidecar)."""
+    """One shard read back: ``acts`` ``[n, d]`` in the sidecar's dtype (float32; float16 in shards written
+    before it was the default), a read-only memory map by default; ``tokens`` (``n`` rows), ``docs``
+    (doc_id, source, pile_analogue, text) and ``meta`` (the sidecar)."""
 
     acts: np.ndarray
     tokens: pd.DataFrame
@@ -79,9 +88,9 @@ def write_raw_shard(
         )
     sidecar_path = layout.raw_meta(shard)
     sidecar_path.unlink(missing_ok=True)  # the shard is incomplete from here until the new sidecar lands
-    acts16 = acts if acts.dtype == np.float16 else acts.astype(np.float16)
+    stored = acts if acts.dtype == RAW_DTYPE else acts.astype(RAW_DTYPE)  # float16 -> float32 is exact
     npy = layout.raw(shard)
-    save_npy(npy, acts16)
+    save_npy(npy, stored)
     digest = sha256_file(npy)
 
     tokens = result.tokens.reset_index(drop=True)
@@ -99,10 +108,12 @@ def write_raw_shard(
         {
             "doc_id": np.asarray([d.doc_id for d in kept_docs], dtype=np.int64),
             "source": pd.Series([d.source for d in kept_docs], dtype=object),
+            "pile_analogue": pd.Series([d.pile_analogue for d in kept_docs], dtype=object),
             "text": pd.Series([d.text for d in kept_docs], dtype=object),
         }
     )
     _write_parquet(layout.docs(shard), doc_table)
+    files_sha256 = {"acts": digest, "tokens": sha256_file(layout.tokens(shard)), "docs": sha256_file(layout.docs(shard))}
 
     stats = dict(result.stats)
     sidecar = {
@@ -111,8 +122,8 @@ def write_raw_shard(
         "model": meta.get("model", stats.get("model")),
         "revision": stats.get("revision"),
         "layer": meta.get("layer", stats.get("layer")),
-        "dtype": "float16",
-        "shape": [int(acts16.shape[0]), int(acts16.shape[1])],
+        "dtype": str(stored.dtype),
+        "shape": [int(stored.shape[0]), int(stored.shape[1])],
         "normalization": "none",
         "capture": jsonable(meta),
         "stats": jsonable(stats),
@@ -122,6 +133,7 @@ def write_raw_shard(
             "tokens": layout.tokens(shard).name,
             "docs": layout.docs(shard).name,
         },
+        "files_sha256": files_sha256,
         "n_docs": len(kept_docs),
         "sources": {str(k): int(v) for k, v in tokens["source"].value_counts().sort_index().items()},
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -135,14 +147,15 @@ def read_raw_shard(
     shard: str,
     expect: dict[str, Any] | None = None,
     mmap: bool = True,
-    verify: bool = False,
+    verify: bool = True,
 ) -> RawShard:
     """Read shard ``shard`` back, checking it against its sidecar and ``expect``.
 
     Always checked: the sidecar exists and parses, the .npy loads with the sidecar's dtype and shape,
-    the token table has ``shape[0]`` rows, the docs table exists. ``verify=True`` also re-hashes the .npy
-    against the sidecar's sha256 (reads the whole file). ``expect``: capture settings that must equal the
-    sidecar's ``capture`` entries (and ``model``/``layer``), e.g. ``settings.capture_key()``.
+    the token table has ``shape[0]`` rows, the docs table exists. ``verify=True`` (the default) also checks
+    the .npy and both tables against the sha256 the sidecar recorded (each file version is hashed once per
+    process). ``expect``: capture settings that must equal the sidecar's ``capture`` entries (and
+    ``model``/``layer``), e.g. ``settings.capture_key()``.
 
     Raises :class:`ShardError` naming the file and what differs.
     """
@@ -173,6 +186,14 @@ def read_raw_shard(
     npy = layout.raw(shard)
     if not npy.exists():
         raise ShardError(f"shard {shard}: activation file {npy} is missing")
+    if verify:
+        recorded = meta.get("files_sha256") or {}
+        try:
+            verify_file(npy, meta.get("sha256"))
+            verify_file(layout.tokens(shard), recorded.get("tokens"))
+            verify_file(layout.docs(shard), recorded.get("docs"))
+        except IntegrityError as exc:
+            raise ShardError(f"shard {shard}: {exc}") from None
     try:
         acts = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any failure to parse the file is corruption
@@ -183,13 +204,6 @@ def read_raw_shard(
             f"shard {shard}: activation file {npy} holds {acts.dtype} {acts.shape}, "
             f"sidecar says {meta.get('dtype')} {shape}"
         )
-    if verify:
-        digest = sha256_file(npy)
-        if digest != meta.get("sha256"):
-            raise ShardError(
-                f"shard {shard}: activation file {npy} is corrupted: sha256 {digest[:16]}... differs from "
-                f"the sidecar's {str(meta.get('sha256'))[:16]}..."
-            )
 
     tokens = _read_parquet(layout.tokens(shard), shard)
     if len(tokens) != shape[0]:
@@ -213,12 +227,32 @@ def write_next_norm(layout: RunLayout, norm: dict[str, Any]) -> Path:
         arrays["bias"] = np.asarray(norm["bias"], dtype=np.float32)
     with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
+    save_json(next_norm_meta(layout), {"sha256": sha256_file(path)})
     return path
 
 
+def next_norm_meta(layout: RunLayout) -> Path:
+    """``raw/next_norm.json``: the sha256 of ``raw/next_norm.npz``."""
+    return layout.next_norm.with_suffix(".json")
+
+
+def verify_next_norm(layout: RunLayout) -> Path:
+    """``raw/next_norm.npz`` checked against its recorded sha256 (``IntegrityError`` naming it)."""
+    try:
+        recorded = load_json(next_norm_meta(layout)).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return verify_file(layout.next_norm, recorded)
+
+
 def read_next_norm(layout: RunLayout) -> dict[str, Any]:
-    """Inverse of :func:`write_next_norm`; ``ShardError`` when absent or unreadable."""
+    """Inverse of :func:`write_next_norm`, verified against its sha256; ``ShardError`` when absent,
+    changed or unreadable."""
     path = layout.next_norm
+    try:
+        verify_next_norm(layout)
+    except IntegrityError as exc:
+        raise ShardError(f"next-block norm: {exc}") from None
     try:
         with np.load(path, allow_pickle=False) as z:
             return {

@@ -4,13 +4,19 @@ Two tables:
 
 - ``actgeo_runs``: one row per run: ``run_id`` (primary key, 12 hex chars = :meth:`RunSettings.run_id`),
   ``run_key`` (JSON text), ``description``, ``n_components``, ``largest``, ``non_singleton``, ``singletons``,
-  ``top_sizes`` (JSON), ``created_at`` (UTC).
+  ``top_sizes`` (JSON), ``created_at`` (UTC); nullable: the token-identity baseline ``token_baseline``
+  (JSON, ``lib.cards.token_baseline``) with its headline figures ``share_one_token``, ``token_ami``,
+  ``token_v_measure``, and ``corpus_duplicates`` (JSON counts of exact and near-duplicate documents).
 - ``actgeo_components``: one row per card: primary key ``(run_id, rank)``; ``label_id``, ``size``,
   ``provisional_label``, ``n_documents`` and JSON text columns ``source_mix``, ``top_tokens``, ``contexts``,
-  ``readout``.
+  ``readout`` (the mid-depth logit lens against the corpus mean); nullable: ``token_purity``,
+  ``n_distinct_tokens``, ``next_tokens`` (JSON: the next tokens in the corpus with counts),
+  ``n_next_unknown``, ``model_next`` (JSON: the model's predictions, ``[token, mean probability, top-1
+  count]``), ``model_next_members``.
 
 JSON is stored as text so the schema is the same on every backend. :func:`write_results` is idempotent:
-it replaces a run's rows in one transaction (delete, then insert), so rerunning never duplicates.
+it replaces a run's rows in one transaction (delete, then insert), so rerunning never duplicates; a table
+created by an earlier version gains the nullable columns it lacks (``ALTER TABLE ... ADD COLUMN``) first.
 No engine is created at import time.
 """
 
@@ -46,6 +52,11 @@ runs_table = sa.Table(
     sa.Column("singletons", sa.BigInteger),
     sa.Column("top_sizes", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("token_baseline", sa.Text),
+    sa.Column("share_one_token", sa.Float),
+    sa.Column("token_ami", sa.Float),
+    sa.Column("token_v_measure", sa.Float),
+    sa.Column("corpus_duplicates", sa.Text),
 )
 
 components_table = sa.Table(
@@ -62,10 +73,16 @@ components_table = sa.Table(
     sa.Column("top_tokens", sa.Text, nullable=False),
     sa.Column("contexts", sa.Text, nullable=False),
     sa.Column("readout", sa.Text),
+    sa.Column("token_purity", sa.Float),
+    sa.Column("n_distinct_tokens", sa.BigInteger),
+    sa.Column("next_tokens", sa.Text),
+    sa.Column("n_next_unknown", sa.BigInteger),
+    sa.Column("model_next", sa.Text),
+    sa.Column("model_next_members", sa.BigInteger),
 )
 
-RUN_JSON = ("run_key", "top_sizes")
-COMPONENT_JSON = ("source_mix", "top_tokens", "contexts", "readout")
+RUN_JSON = ("run_key", "top_sizes", "token_baseline", "corpus_duplicates")
+COMPONENT_JSON = ("source_mix", "top_tokens", "contexts", "readout", "next_tokens", "model_next")
 
 
 def _dumps(obj: Any) -> str | None:
@@ -77,8 +94,9 @@ def _safe(url: str | URL) -> str:
     return mask_url(url)
 
 
-def make_engine(url: str | URL) -> Engine:
+def make_engine(url: str | URL, connect_timeout: int | None = None) -> Engine:
     """A SQLAlchemy engine for ``url``; for a SQLite file, its parent folder is created.
+    ``connect_timeout`` (seconds) bounds a PostgreSQL connection attempt.
 
     Raises ValueError naming the URL (password hidden) when it cannot be parsed or names an unknown or
     uninstalled dialect/driver.
@@ -91,13 +109,29 @@ def make_engine(url: str | URL) -> Engine:
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if connect_timeout is not None and parsed.get_backend_name() == "postgresql":
+        extra["connect_args"] = {"connect_timeout": int(connect_timeout)}
     try:
-        engine = sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, **extra)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
         raise ValueError(f"cannot use database URL {_safe(parsed)!r}: {mask_passwords(str(exc))}") from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_fk_on)
     return engine
+
+
+def check_database(url: str | URL, connect_timeout: int = 15) -> None:
+    """Connect to the database once and disconnect, before a run computes anything. ValueError naming the
+    URL (password hidden) and why it failed (unreachable, refused, bad credentials, no such database)."""
+    try:
+        with _engine(url, connect_timeout) as engine, engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ValueError(
+            f"cannot connect to the database {_safe(url)!r}: {mask_passwords(reason[0] if reason else type(exc).__name__)} "
+            "(set database_url, --database-url or $ACTGEO_DATABASE_URL to a reachable database)") from None
 
 
 def _sqlite_fk_on(dbapi_conn: Any, _record: Any) -> None:
@@ -107,8 +141,8 @@ def _sqlite_fk_on(dbapi_conn: Any, _record: Any) -> None:
 
 
 @contextmanager
-def _engine(url: str | URL) -> Iterator[Engine]:
-    engine = make_engine(url)
+def _engine(url: str | URL, connect_timeout: int | None = None) -> Iterator[Engine]:
+    engine = make_engine(url, connect_timeout)
     try:
         yield engine
     finally:
@@ -128,7 +162,30 @@ def _component_row(run_id: str, card: Card) -> dict[str, Any]:
         "top_tokens": _dumps(d["top_tokens"]),
         "contexts": _dumps(d["contexts"]),
         "readout": _dumps(d["readout"]),
+        "token_purity": d.get("token_purity"),
+        "n_distinct_tokens": d.get("n_distinct_tokens"),
+        "next_tokens": _dumps(d.get("next_tokens")),
+        "n_next_unknown": d.get("n_next_unknown"),
+        "model_next": _dumps(d.get("model_next")),
+        "model_next_members": d.get("model_next_members"),
     }
+
+
+def _add_missing_columns(conn: sa.Connection) -> list[str]:
+    """Add the nullable columns a table created by an earlier version lacks; returns ``table.column`` of each
+    added (idempotent: nothing the second time)."""
+    insp = sa.inspect(conn)
+    added = []
+    for table in (runs_table, components_table):
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have or not col.nullable:
+                continue
+            q = conn.dialect.identifier_preparer
+            conn.execute(sa.text(f"ALTER TABLE {q.quote(table.name)} ADD COLUMN {q.quote(col.name)} "
+                                 f"{col.type.compile(dialect=conn.dialect)}"))
+            added.append(f"{table.name}.{col.name}")
+    return added
 
 
 def write_results(
@@ -137,8 +194,12 @@ def write_results(
     summary: Mapping[str, Any],
     cards: Sequence[Card],
     description: str = "",
+    baseline: Mapping[str, Any] | None = None,
+    duplicates: Mapping[str, Any] | None = None,
 ) -> int:
     """Store one run's summary and cards; return the number of component rows written (= ``len(cards)``).
+    ``baseline``: the run's token-identity baseline (``lib.cards.token_baseline``); ``duplicates``: the
+    duplicate documents found in its corpus (counts).
 
     Idempotent: in one transaction the run's existing rows are deleted and the new ones inserted, so a
     rerun replaces values and never duplicates. Cards must have distinct ranks (ValueError otherwise);
@@ -159,10 +220,16 @@ def write_results(
         "singletons": _int_or_none(summary.get("singletons")),
         "top_sizes": _dumps([int(s) for s in summary.get("top_sizes", [])]),
         "created_at": datetime.now(UTC),
+        "token_baseline": _dumps(None if baseline is None else dict(baseline)),
+        "share_one_token": _float_or_none((baseline or {}).get("share_one_token")),
+        "token_ami": _float_or_none((baseline or {}).get("ami")),
+        "token_v_measure": _float_or_none((baseline or {}).get("v_measure")),
+        "corpus_duplicates": _dumps(None if duplicates is None else dict(duplicates)),
     }
     rows = [_component_row(rid, c) for c in main]
     with _engine(url) as engine, engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
+        _add_missing_columns(conn)
         conn.execute(sa.delete(components_table).where(components_table.c.run_id == rid))
         conn.execute(sa.delete(runs_table).where(runs_table.c.run_id == rid))
         conn.execute(sa.insert(runs_table), [run_row])
@@ -175,12 +242,21 @@ def _int_or_none(v: Any) -> int | None:
     return None if v is None else int(v)
 
 
+def _float_or_none(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 def _read(url: str | URL, stmt: sa.Select[Any], json_cols: Sequence[str]) -> pd.DataFrame:
     with _engine(url) as engine, engine.connect() as conn:
         insp = sa.inspect(conn)
-        if not insp.has_table(stmt.get_final_froms()[0].name):  # type: ignore[attr-defined]
+        table = stmt.get_final_froms()[0].name  # type: ignore[attr-defined]
+        if not insp.has_table(table):
             cols = [c.name for c in stmt.selected_columns]
             return pd.DataFrame(columns=cols)
+        existing = {c["name"] for c in insp.get_columns(table)}
+        if any(c.name not in existing for c in stmt.selected_columns):  # a table of an earlier version
+            stmt = stmt.with_only_columns(*[c for c in stmt.selected_columns if c.name in existing])
+            json_cols = [c for c in json_cols if c in existing]
         result = conn.execute(stmt)
         cols = list(result.keys())
         records = [dict(r) for r in result.mappings()]

@@ -102,9 +102,44 @@ def test_deploy_instance_stores_runs_and_events_in_postgres(tmp_path, monkeypatc
 
 @pytest.fixture(scope="module")
 def defs():
-    from actgeo_assets.definitions import defs as definitions
+    """The Definitions as the Kubernetes deployment loads them (ACTGEO_DEPLOYMENT=k8s, helm/values.yaml)."""
+    from actgeo_assets.definitions import build_defs
 
-    return definitions
+    return build_defs("k8s")
+
+
+def test_local_definitions_hold_no_cluster_job():
+    from actgeo_assets.definitions import build_defs, defs
+
+    for local in (defs, build_defs(None), build_defs("local")):
+        jobs = {j.name: j for j in local.get_repository_def().get_all_jobs()}
+        assert not [n for n in jobs if n.startswith("cluster_")]
+        assert {j.executor_def.name for j in jobs.values()} == {"in_process"}
+    with pytest.raises(ValueError, match=r"ACTGEO_DEPLOYMENT is 'kube'; expected one of local, k8s"):
+        build_defs("kube")
+
+
+def test_k8s_deployment_loads_the_cluster_jobs_from_its_environment(tmp_path):
+    """What the code server and the run pods of the Helm chart load: the variable set in helm/values.yaml."""
+    import os
+    import subprocess
+    import sys
+
+    values = _yaml("helm/values.yaml")
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert {"name": "ACTGEO_DEPLOYMENT", "value": "k8s"} in deployment["env"]
+    assert "ACTGEO_DEPLOYMENT=k8s" in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"]
+    code = ("from actgeo_assets.definitions import defs\n"
+            "print(sorted(j.name + ':' + j.executor_def.name for j in defs.get_repository_def().get_all_jobs()\n"
+            "             if j.name.startswith('cluster_')))")
+    env = {**os.environ, "ACTGEO_DEPLOYMENT": "k8s", "DAGSTER_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=DEPLOY.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(sorted(f"{n}:k8s" for n in CLUSTER_JOB_NAMES))
+    # compose runs everything in its code server (DefaultRunLauncher): no cluster jobs there
+    compose = _yaml("docker-compose.yaml")
+    assert "ACTGEO_DEPLOYMENT" not in compose["services"]["actgeo-code"].get("environment", {})
 
 
 def test_cluster_jobs_use_the_k8s_executor(defs):
@@ -253,14 +288,14 @@ def test_dockerfiles_pin_torch_and_start_the_code_server():
     cpu = (DEPLOY / "Dockerfile").read_text()
     assert cpu.startswith("#") and re.search(r"^FROM python:3\.11-slim$", cpu, re.M)
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu
-    assert re.search(r"pip install \.", cpu)
+    assert "pip install '.[cpu]'" in cpu
     assert f"CMD {cmd}" in cpu
 
     cuda = (DEPLOY / "Dockerfile.cuda").read_text()
     assert re.search(r"nvidia/cuda:12\.\d+(\.\d+)?-runtime", cuda)
     assert re.search(r"ARG TORCH_CUDA=cu12\d", cuda)
     assert 'pip install torch==2.13.0 --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"' in cuda
-    assert "faiss-gpu-cu12==" in cuda and "faiss-cpu" in cuda  # faiss-cpu is filtered out, gpu put in
+    assert "pip install '.[gpu]'" in cuda  # the gpu extra: faiss-gpu-cu12 instead of faiss-cpu
     assert f"CMD {cmd}" in cuda
 
     # The pins agree with pyproject.toml.
@@ -285,3 +320,53 @@ def test_deploy_dagster_yaml_is_valid_instance_config():
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert "config" not in config["run_coordinator"] or not config["run_coordinator"]["config"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. No default password, no root, runs killed mid-way are failed by the daemon
+# --------------------------------------------------------------------------------------------------
+
+
+def test_no_default_password_anywhere():
+    """Compose refuses to start without ACTGEO_PG_PASSWORD (``${VAR:?message}``: an error, not a fallback);
+    the Helm values read an existing Secret and carry no password."""
+    text = (DEPLOY / "docker-compose.yaml").read_text()
+    compose = _yaml("docker-compose.yaml")
+    passwords = [compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]]
+    passwords += [compose["services"][name]["environment"]["DAGSTER_PG_PASSWORD"]
+                  for name in ("actgeo-code", "webserver", "daemon")]
+    for value in passwords:
+        assert re.fullmatch(r"\$\{ACTGEO_PG_PASSWORD:\?[^}]+\}", value), value
+    assert not re.search(r"\$\{[A-Z_]*PASSWORD[A-Z_]*:?-", text)  # no ${...:-default} for a password
+
+    values = _yaml("helm/values.yaml")
+    assert values["generatePostgresqlPasswordSecret"] is False  # the chart reads, never generates, a Secret
+    secret = values["global"]["postgresqlSecretName"]
+    assert secret and values["postgresql"]["existingSecret"] == secret  # the bundled server reads it too
+    assert values["postgresql"]["postgresqlPassword"] == ""  # the chart's default password is not used
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            body = path.read_text().lower()
+            for weak in ("change-me", "changeme", ":-actgeo}", "password: actgeo", "postgresqlpassword: test"):
+                assert weak not in body, (path, weak)
+
+
+def test_images_run_as_a_non_root_user():
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        text = (DEPLOY / name).read_text()
+        users = re.findall(r"^USER\s+(\S+)", text, re.M)
+        assert users, name
+        uid = users[-1].split(":")[0]
+        assert uid not in ("root", "0"), name
+        # the last USER comes after every RUN (nothing installs as that user) and before the CMD
+        last_user = text.rindex("\nUSER ")
+        assert text.rindex("\nRUN ") < last_user < text.rindex("\nCMD "), name
+        assert re.search(r"useradd .*--uid 10001", text) and "chown -R actgeo:actgeo /opt/dagster/app/data" in text
+    (deployment,) = _yaml("helm/values.yaml")["dagster-user-deployments"]["deployments"]
+    pod = deployment["podSecurityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001 and pod["fsGroup"] == 10001
+
+
+def test_instance_monitors_runs():
+    assert _yaml("dagster.yaml")["run_monitoring"]["enabled"] is True
+    assert _yaml("helm/values.yaml")["dagsterDaemon"]["runMonitoring"]["enabled"] is True

@@ -48,8 +48,8 @@ def test_pipeline_on_postgres_instance_and_table(tmp_path: Path, monkeypatch: py
                                      {"r": run_id}).all()
                 run_row = conn.execute(sa.text("SELECT n_components, largest FROM actgeo_runs WHERE run_id = :r"),
                                        {"r": run_id}).one()
-            # 2 raw + mean + 2 normalized + 3 tiles + components + cards, all stored in Postgres
-            assert len(statuses) == 10 and set(statuses) == {"SUCCESS"}
+            # 2 raw + mean + 2 normalized + 3 tiles + one merge (components + cards), all stored in Postgres
+            assert len(statuses) == 9 and set(statuses) == {"SUCCESS"}
             sizes = record["summary"]["top_sizes"]
             assert [tuple(r) for r in comps] == [(k, sizes[k - 1]) for k in range(2, min(5, len(sizes)) + 1)]
             assert tuple(run_row) == (record["summary"]["n_components"], record["summary"]["largest"])

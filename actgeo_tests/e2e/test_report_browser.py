@@ -1,4 +1,5 @@
-"""Open a report built by the real card pipeline in headless chromium: figures load, tokens highlighted."""
+"""Open a report built by the real card pipeline in headless chromium: figures load, tokens highlighted, each
+card shows what follows its tokens (corpus and model), and the token-identity baseline is there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.cards import build_cards
+from actgeo_assets.lib.cards import Readout, build_cards, next_token_column, token_baseline
 from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
 from actgeo_assets.lib.graph import component_summary
 from actgeo_assets.lib.report import write_report
@@ -22,7 +23,18 @@ def test_report_in_chromium(tmp_path) -> None:
     require_chromium()
     settings = RunSettings()
     labels, unit, tokens, docs = tiny_run()
-    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 20), threshold=settings.threshold)
+    tokens = tokens.copy()
+    tokens["next_token"] = next_token_column(tokens)
+    vocab = [".", " House", "<unused1>", "\n"]
+
+    def predict(rows):  # a stand-in model: ' House' after every member, '.' second
+        return [[(1, 0.8), (0, 0.15)] for _ in rows]
+
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 20), threshold=settings.threshold,
+                        readout=Readout(predict=predict, tokenizer=vocab, hidden=frozenset({2})))
+    baseline = token_baseline(labels, tokens)
+    duplicates = {"n_documents": 7, "n_exact_duplicates": 2, "n_near_duplicates": 1, "near_threshold": 0.9,
+                  "dropped": True, "n_kept": 4, "by_source": {"Github": {"exact": 2, "near": 1}}}
     sweep = pd.DataFrame({"threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "n_components": [1, 2, 4, 9, 17],
                           "largest": [20, 16, 10, 6, 2], "largest_fraction": [1.0, 0.8, 0.5, 0.3, 0.1],
                           "singletons": [0, 0, 1, 4, 14], "non_singleton": [0, 1, 2, 4, 2],
@@ -31,7 +43,7 @@ def test_report_in_chromium(tmp_path) -> None:
                "percolation": percolation_png(sweep, settings.describe(), settings.threshold)}
     path = write_report(tmp_path / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
                         summary=component_summary(labels), sweep=sweep, figures=figures, cards=cards,
-                        notes=cards.notes, precision="float32 unit rows")
+                        notes=cards.notes, precision="float32 unit rows", baseline=baseline, duplicates=duplicates)
 
     TEST_OUTPUT.mkdir(exist_ok=True)
     shot = TEST_OUTPUT / "report.png"
@@ -51,6 +63,22 @@ def test_report_in_chromium(tmp_path) -> None:
         label = page.locator('section.card[data-rank="3"] .plabel').inner_text()
         assert "from one document (Github) (guess)" in label
         assert page.locator("#notes li").first.inner_text().startswith("ranks 5..20")
+        # what follows the tokens: the corpus' next tokens with counts, the model's predictions
+        card2 = page.locator('section.card[data-rank="2"]')
+        corpus = card2.locator("ul.next-corpus li")
+        assert corpus.count() == len(cards[0].next_tokens) >= 1 and corpus.first.is_visible()
+        first, count = cards[0].next_tokens[0]
+        assert corpus.first.inner_text() == f"'{first.replace(chr(10), chr(92) + 'n')}' \u00d7{count}"
+        model = card2.locator("ul.next-model li")
+        assert model.first.is_visible() and model.first.inner_text().startswith("' House' p 0.80")
+        assert f"top {cards[0].model_next_members}/{cards[0].model_next_members}" in model.first.inner_text()
+        assert "unused" not in card2.inner_text() and "token purity" in card2.locator("header").inner_text()
+        # the token-identity baseline and the duplicates
+        assert page.locator("#baseline-h").is_visible() and page.locator("table#baseline").is_visible()
+        vm = page.locator("table#baseline tr", has_text="V-measure").locator("td").inner_text()
+        assert vm == f"{baseline['v_measure']:.4g}"
+        assert page.locator("#mixed-h").is_visible()
+        assert "2 exact duplicates" in page.locator("#duplicates").inner_text()
         page.screenshot(path=str(shot), full_page=True)
         page.locator('section.card[data-rank="2"]').screenshot(path=str(TEST_OUTPUT / "report-card-2.png"))
     assert all(u.startswith(("file:", "data:")) for u in requests), requests

@@ -1,17 +1,13 @@
-"""The Dagster UI as a person uses it: `dagster dev` (webserver + daemon) on 127.0.0.1, headless chromium
-materializes `components` from its asset page, the run succeeds (GraphQL), and the asset page shows the
-summary table and the figure. Screenshots land in test-output/."""
+"""The Dagster UI as a person uses it after `make demo` and `make ui`: `dagster dev` (webserver + daemon) and
+the report server on 127.0.0.1, driven by headless chromium. The runs of one `actgeo run` are stage jobs of
+the Definitions grouped under one tag, with their compute logs, and re-execute; `components` materializes
+from its asset page, which shows its figures inline; the cards' contexts are readable on the
+`component_cards` page and the HTML report is one click away. Screenshots land in test-output/."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +17,8 @@ import yaml
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
+from actgeo_tests.support.dagster_ui import dagster_ui as start_ui
+from actgeo_tests.support.dagster_ui import environ, free_port, instance_home, skip_community_dialog
 from actgeo_tests.support.tiny_model import tiny_gemma2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,166 +26,185 @@ FIXTURE = REPO / "actgeo_tests" / "fixtures" / "mini_corpus.jsonl"
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"dagster dev exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} not ready in {seconds}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory):
+    """`make ui` on a tiny run: the runs of one `actgeo run` (the runner, in this process) recorded in a fresh
+    instance configured like the Makefile's, then `dagster dev` and the report server on free ports."""
     require_chromium()
     tmp = tmp_path_factory.mktemp("ui")
-    home = tmp / "dagster_home"
-    home.mkdir()
+    home = instance_home(tmp / "dagster_home")
+    data = tmp / "data"
     config = {
-        "profile": "demo", "data_dir": str(tmp / "data"), "model": tiny_gemma2(tmp / "model"), "layer": 2,
+        "profile": "demo", "data_dir": str(data), "model": tiny_gemma2(tmp / "model"), "layer": 2,
         "corpus": str(FIXTURE), "n_shards": 2, "budget": 400, "context_len": 32, "batch_size": 4,
         "threshold": 0.6, "min_threshold": 0.4, "card_ranks": [2, 4], "contexts_per_card": 2,
     }
     cfg = tmp / "actgeo.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ACTGEO_CONFIG": str(cfg), "PYTHONUNBUFFERED": "1"}
+    env = {"DAGSTER_HOME": str(home), "ACTGEO_CONFIG": str(cfg), "ACTGEO_REPORT_URL": f"http://127.0.0.1:{free_port()}"}
     # Upstream partitions first (as `make demo` would), recorded in the same instance the UI reads.
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ACTGEO_CONFIG")}
-    os.environ.update({"DAGSTER_HOME": str(home), "ACTGEO_CONFIG": str(cfg)})
-    try:
-        with dg.DagsterInstance.get() as instance:
-            materialize_run(ActgeoResource(), instance, echo=lambda s: None)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    port = _free_port()
-    log = tmp / "dagster-dev.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", "actgeo_assets.definitions", "-h", "127.0.0.1",
-             "-p", str(port)], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/server_info", proc, log)
-        yield port, home
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with environ(**env), dg.DagsterInstance.get() as instance:
+        record = materialize_run(ActgeoResource(), instance, echo=lambda s: None)
+    with start_ui(tmp, {**os.environ, **env, "PYTHONUNBUFFERED": "1"}, data) as ui:
+        yield ui, record
 
 
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = json.loads(r.read())
-    assert "errors" not in body, body
-    return body["data"]
+INVOCATION_RUNS = """query($tag: String!) { runsOrError(filter: {tags: [{key: "actgeo/invocation", value: $tag}]}) {
+    ... on Runs { results { runId jobName status tags { key value } } } } }"""
 
 
-def _components_runs(port: int) -> list[dict]:
-    data = _graphql(port, """query { assetOrError(assetKey: {path: ["components"]}) {
-        ... on Asset { assetMaterializations(limit: 5) { runId timestamp } } } }""")
-    return data["assetOrError"]["assetMaterializations"]
+def _shot(page, name: str, height: int | None = None) -> Path:
+    """A screenshot; ``height``: first make the viewport that tall, so that a page whose panel scrolls
+    (the asset pages) shows all of its metadata."""
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    if height:
+        page.set_viewport_size({"width": page.viewport_size["width"], "height": height})
+    page.wait_for_timeout(1000)  # let dialogs and images finish fading in
+    path = TEST_OUTPUT / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, path
+    return path
 
 
-def _run_status(port: int, run_id: str) -> str:
-    from dagster_graphql import DagsterGraphQLClient
+def _invocation(ui) -> str:
+    """The invocation tag of the fixture's `actgeo run`."""
+    data = ui.graphql("""query { runsOrError(limit: 1) { ... on Runs { results { tags { key value } } } } }""")
+    tags = {t["key"]: t["value"] for t in data["runsOrError"]["results"][0]["tags"]}
+    return tags["actgeo/invocation"]
 
-    return DagsterGraphQLClient("127.0.0.1", port_number=port).get_run_status(run_id).value
+
+def test_runner_runs_are_stage_jobs_grouped_and_reexecutable(dagster_ui) -> None:
+    ui, _ = dagster_ui
+    tag = _invocation(ui)
+    runs = ui.graphql(INVOCATION_RUNS, {"tag": tag})["runsOrError"]["results"]
+    jobs = sorted(r["jobName"] for r in runs)
+    # 2 shards: 2 captures, the mean, 2 normalizations, 3 tiles, one merge (components + cards)
+    assert jobs == ["stage_capture"] * 2 + ["stage_mean", "stage_merge"] + ["stage_normalize"] * 2 + ["stage_tiles"] * 3
+    assert {r["status"] for r in runs} == {"SUCCESS"}
+    capture = next(r for r in runs if r["jobName"] == "stage_capture")
+    # the run's job is the Definitions' own: the UI can re-execute it (the same settings, from the run config)
+    launched = ui.graphql("""mutation($id: String!) { launchPipelineReexecution(
+        reexecutionParams: {parentRunId: $id, strategy: ALL_STEPS}) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+                          {"id": capture["runId"]})["launchPipelineReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert ui.wait_run(launched["run"]["runId"]) == "SUCCESS"
+
+    with chromium_context(viewport=(1500, 1000), timeout_ms=60_000) as ctx:
+        page = ctx.new_page()
+        page.goto(ui.url(f"/runs?q%5B0%5D=tag%3Aactgeo%2Finvocation%3D{tag}"))
+        skip_community_dialog(page)
+        page.get_by_text("stage_merge").first.wait_for()
+        assert page.get_by_text("stage_capture").count() >= 1
+        _shot(page, "ui-runs-of-one-invocation.png")
+        # a capture run: "Re-execute" is offered, and its stderr holds the asset's log lines
+        page.goto(ui.url(f"/runs/{capture['runId']}"))
+        button = page.get_by_role("button", name="Re-execute all").first
+        button.wait_for()
+        assert button.is_enabled()
+        page.get_by_text("View stdout / stderr").first.click()
+        page.get_by_text("capturing shard-", exact=False).first.wait_for()
+        _shot(page, "ui-capture-run-stderr.png")
 
 
 def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
-    port, _ = dagster_ui
-    TEST_OUTPUT.mkdir(exist_ok=True)
-    before = {m["runId"] for m in _components_runs(port)}
-    base = f"http://127.0.0.1:{port}"
+    ui, _ = dagster_ui
+    before = {m["runId"] for m in ui.materializations("components")}
     with chromium_context(viewport=(1400, 1000), timeout_ms=60_000) as ctx:
         page = ctx.new_page()
-        page.goto(f"{base}/assets/components")
-        skip = page.get_by_role("button", name="Skip")
-        try:
-            skip.click(timeout=15_000)
-        except Exception:  # the community dialog does not show in every build
-            pass
+        page.goto(ui.url("/assets/components"))
+        skip_community_dialog(page)
         try:
             page.locator("button", has_text="Materialize").first.click()
         except Exception:
-            page.screenshot(path=str(TEST_OUTPUT / "ui-no-materialize-button.png"), full_page=True)
+            _shot(page, "ui-no-materialize-button.png")
             raise
         # Wait for a new materialization of `components` to land, launched from the page.
         deadline, new = time.time() + 300, []
         while time.time() < deadline:
-            new = [m for m in _components_runs(port) if m["runId"] not in before]
+            new = [m for m in ui.materializations("components") if m["runId"] not in before]
             if new:
                 break
             time.sleep(2)
         assert new, "no run materialized `components` after clicking Materialize"
-        assert _run_status(port, new[0]["runId"]) == "SUCCESS"
-        page.screenshot(path=str(TEST_OUTPUT / "ui-after-materialize.png"), full_page=True)
-        # The asset page shows the run's metadata: the summary table and Figure 1 (markdown values open
-        # in a dialog from the metadata table).
-        page.goto(f"{base}/assets/components")
-        row = page.locator("tr", has_text="figure_size_spectrum").first
-        row.wait_for(timeout=60_000)
-        row.scroll_into_view_if_needed()
+        assert ui.wait_run(new[0]["runId"]) == "SUCCESS"
+        _shot(page, "ui-after-materialize.png")
+        # The asset page shows the figures inline (served by the report server), no click needed.
+        page.goto(ui.url("/assets/components"))
+        img = page.locator(f"img[src^='{ui.report_url}/']").first
         try:
-            row.locator("button, a", has_text="Markdown").first.click()
-            img = page.locator("img[src^='data:image/png']").first
             img.wait_for(timeout=60_000)
+            page.wait_for_function("(u) => Array.from(document.images).filter(i => i.src.startsWith(u) "
+                                   "&& i.complete && i.naturalWidth > 100).length >= 2", arg=ui.report_url)
         except Exception:
-            page.screenshot(path=str(TEST_OUTPUT / "ui-no-figure.png"), full_page=True)
-            (TEST_OUTPUT / "ui-no-figure.html").write_text(row.inner_html())
+            _shot(page, "ui-no-figure.png")
             raise
-        assert page.evaluate("Array.from(document.images).some(i => i.src.startsWith('data:image/png') "
-                             "&& i.naturalWidth > 100)")
-        page.wait_for_timeout(1500)  # let the dialog finish fading in before the screenshot
-        shot = TEST_OUTPUT / "ui-components-metadata.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 10_000
+        assert img.is_visible()
+        _shot(page, "ui-components-metadata.png", height=4200)
+
+
+def test_cards_readable_on_the_asset_page_and_report_one_click_away(dagster_ui) -> None:
+    ui, record = dagster_ui
+    with chromium_context(viewport=(1400, 1000), timeout_ms=60_000) as ctx:
+        page = ctx.new_page()
+        page.goto(ui.url("/assets/component_cards"))
+        skip_community_dialog(page)
+        try:
+            row = page.locator("tr", has_text="card_02").first
+            row.wait_for()
+            # the card's contexts, inline (no "[Show Markdown]"), the member token in bold
+            assert row.locator("li").count() >= 1
+            bold = row.locator("li strong").first
+            assert bold.is_visible() and bold.inner_text().strip()
+            assert page.locator("tr", has_text="card_02").locator("text=[Show Markdown]").count() == 0
+            link = page.locator(f"a[href^='{ui.report_url}/']").first
+            assert link.is_visible()
+        except Exception:
+            _shot(page, "ui-cards-failed.png")
+            raise
+        _shot(page, "ui-component-cards.png", height=2600)
+        with ctx.expect_page() as opened:
+            link.click()
+        report = opened.value
+        report.wait_for_load_state("load")
+        assert report.url.startswith(ui.report_url) and report.url.endswith("/cards/report.html")
+        report.locator("section.card").first.wait_for()
+        assert report.locator("section.card mark").count() >= 1
+        assert report.evaluate("Array.from(document.images).some(i => i.naturalWidth > 100)")
+        _shot(report, "ui-report-from-asset-page.png")
 
 
 def test_lineage_shows_the_assets_in_order(dagster_ui) -> None:
-    port, _ = dagster_ui
-    TEST_OUTPUT.mkdir(exist_ok=True)
+    ui, _ = dagster_ui
     with chromium_context(viewport=(1600, 1000), timeout_ms=60_000) as ctx:
         page = ctx.new_page()
-        page.goto(f"http://127.0.0.1:{port}/asset-groups")
-        try:
-            page.get_by_role("button", name="Skip").click(timeout=10_000)
-        except Exception:  # the community dialog does not show in every build
-            pass
+        page.goto(ui.url("/asset-groups"))
+        skip_community_dialog(page)
         try:
             for name in ("raw_activations", "activation_mean", "normalized", "edge_tiles", "components",
                          "component_cards"):
                 page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
         except Exception:
-            page.screenshot(path=str(TEST_OUTPUT / "ui-lineage-failed.png"), full_page=True)
+            _shot(page, "ui-lineage-failed.png")
             raise
-        page.wait_for_timeout(1500)
-        shot = TEST_OUTPUT / "ui-lineage.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 10_000
+        _shot(page, "ui-lineage.png")
     # lineage as the UI's GraphQL API reports it: each asset's upstream
-    data = _graphql(port, """query { assetNodes { assetKey { path } dependencyKeys { path } } }""")
+    data = ui.graphql("""query { assetNodes { assetKey { path } dependencyKeys { path } } }""")
     deps = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in data["assetNodes"]}
     assert deps["component_cards"] == {"components"}
     assert deps["components"] == {"edge_tiles"}
     assert deps["edge_tiles"] == {"normalized"}
     assert deps["normalized"] == {"raw_activations", "activation_mean"}
+
+
+def test_only_local_jobs_and_automation_on(dagster_ui) -> None:
+    ui, _ = dagster_ui
+    data = ui.graphql("""query { repositoriesOrError { ... on RepositoryConnection { nodes {
+        name location { name } jobs { name } sensors { name sensorState { status } } } } } }""")
+    (repo,) = data["repositoriesOrError"]["nodes"]
+    assert repo["location"]["name"] == "actgeo_assets.definitions"  # the origin the runner's runs carry
+    jobs = {j["name"] for j in repo["jobs"]}
+    assert {"stage_capture", "stage_mean", "stage_normalize", "stage_tiles", "stage_merge"} <= jobs
+    assert not [j for j in jobs if j.startswith("cluster_")]
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
+    assert sensors == {"shard_sensor": "RUNNING", "default_automation_condition_sensor": "RUNNING"}

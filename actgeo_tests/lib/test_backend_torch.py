@@ -331,9 +331,9 @@ def test_tile_reduce_equals_numpy_dense(dense_cpu, diag, known):
     tb = _TorchBackend("cpu", "fp32")
     nbk = GN._NumpyBackend()
     ta, tb_ = tb.block(a, slice(None)), tb.block(b, slice(None))
-    ut, vt, wt = tb.tile_reduce(ta, ta if diag else tb_, diag, la, lb, spec)
+    ut, vt, wt, _ = tb.tile_reduce(ta, ta if diag else tb_, diag, la, lb, spec)
     na_, nb_ = nbk.block(a, slice(None)), nbk.block(b, slice(None))
-    un, vn, wn = nbk.tile_reduce(na_, na_ if diag else nb_, diag, la, lb, spec)
+    un, vn, wn, _ = nbk.tile_reduce(na_, na_ if diag else nb_, diag, la, lb, spec)
     ot, on = np.lexsort((vt, ut)), np.lexsort((vn, un))
     assert len(ut) > 10
     assert np.array_equal(ut[ot], un[on]) and np.array_equal(vt[ot], vn[on])

@@ -64,7 +64,7 @@ def test_token_table(tiny_loaded, docs) -> None:
     )
     t = res.tokens
     assert tuple(t.columns) == TOKEN_COLUMNS
-    assert res.acts.dtype == np.float16 and res.acts.shape == (len(t), 64)
+    assert res.acts.dtype == np.float32 and res.acts.shape == (len(t), 64)  # the default: what the model computed
     assert t["row"].tolist() == list(range(len(t)))
     assert (t["position"] >= 1).all()
     tok = tiny_loaded.tokenizer
@@ -178,3 +178,46 @@ def test_prefix_tokenization_equals_full(tiny_loaded, monkeypatch, steps) -> Non
             assert ids == list(full["input_ids"][:context_len])
             assert offsets == [tuple(o) for o in full["offset_mapping"][:context_len]]
             assert truncated == (len(full["input_ids"]) > context_len)
+
+
+def test_values_beyond_float16_survive_capture_and_normalization(tiny_model_path, tmp_path) -> None:
+    """A model whose residual stream exceeds float16's 65,504: stored in float32 (the default), every row
+    is kept, equals the model's own hidden states and normalizes to the float64 unit rows; float16 storage
+    (the old default) would have turned those rows into inf and dropped them."""
+    from actgeo_assets.lib.layout import RunLayout
+    from actgeo_assets.lib.model import load_model
+    from actgeo_assets.lib.normalize import normalize_rows
+    from actgeo_assets.lib.shards import read_raw_shard, write_raw_shard
+
+    loaded = load_model(tiny_model_path, tmp_path / "cache", device="cpu", threads=1)  # its own copy
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.mul_(1e6)
+    docs = [Document(i, t, "s") for i, t in enumerate(TEXTS)]
+    res = capture_activations(loaded, docs, layer=1, context_len=24, budget=10_000, batch_size=2,
+                              progress=False)
+    assert res.acts.dtype == np.float32 and res.stats["out_dtype"] == "float32"
+    big = np.abs(res.acts).max(axis=1) > 65_504
+    assert big.sum() >= len(res.acts) // 2 and res.stats["max_abs"] > 65_504
+    assert np.isfinite(res.acts).all() and res.stats["n_overflow_rows"] == 0
+    for doc in docs:  # exactly the model's float32 hidden states
+        ref = _reference(loaded, doc.text, 1, 24)[1:]
+        got = res.acts[res.tokens["doc_id"].to_numpy() == doc.doc_id]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=0)
+
+    layout = RunLayout(tmp_path, "demo")
+    write_raw_shard(layout, "shard-000", res, docs, {"model": "tiny", "layer": 1})
+    back = read_raw_shard(layout, "shard-000")
+    assert back.acts.dtype == np.float32 and back.meta["dtype"] == "float32"
+    np.testing.assert_array_equal(np.asarray(back.acts), res.acts)
+    for method in ("l2", "center_l2"):
+        out = normalize_rows(back.acts, method, mean=np.asarray(back.acts, np.float64).mean(axis=0))
+        assert out.kept.all() and out.unit.shape == res.acts.shape
+        x = np.asarray(res.acts, dtype=np.float64)
+        if method == "center_l2":
+            x = x - x.mean(axis=0)
+        np.testing.assert_allclose(out.unit, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
+
+    half = capture_activations(loaded, docs, layer=1, context_len=24, budget=10_000, batch_size=2,
+                               progress=False, out_dtype=np.float16)
+    assert half.stats["n_overflow_rows"] == int(big.sum()) and np.isinf(half.acts).any(axis=1).sum() == big.sum()
+    assert normalize_rows(half.acts, "l2").kept.sum() == len(res.acts) - big.sum()  # what float16 lost

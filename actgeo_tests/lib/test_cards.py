@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,13 +12,21 @@ import torch
 
 from actgeo_assets.lib.cards import (
     Card,
+    Readout,
     build_cards,
+    component_token_stats,
     giant_subcards,
+    hidden_token_ids,
+    next_token_column,
     next_token_readout,
     provisional_label,
     quote_token,
+    readout_rows,
+    readout_sample,
     row_getter,
     select_contexts,
+    summarize_predictions,
+    token_baseline,
 )
 from actgeo_assets.lib.graph import canonical_labels, component_summary
 
@@ -210,20 +219,168 @@ def test_next_token_readout_tiny_model() -> None:
         next_token_readout(np.ones(2), final_norm, unembed, vocab)
 
 
-def test_build_cards_readout_uses_raw_rows() -> None:
+def test_build_cards_lens_reads_the_mean_minus_the_corpus_mean() -> None:
     labels, unit, tokens, docs = tiny_run()
-    raw = unit * 7.0
+    raw = unit * 7.0 + np.array([0.0, 0.0, 30.0])  # a big shared offset: the raw mean reads 't2' everywhere
     unembed = torch.eye(3)
 
     def final_norm(x: torch.Tensor) -> torch.Tensor:
         return x / x.norm(dim=-1, keepdim=True)
 
-    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7,
-                        readout=(final_norm, unembed, ["t0", "t1", "t2"]), raw_rows=raw.__getitem__)
-    assert cards[0].readout is not None and cards[0].readout[0][0] == "t1"
-    no_raw = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7,
-                         readout=(final_norm, unembed, None))
-    assert no_raw[0].readout is None and "readout skipped" in no_raw.notes[0]
+    center = raw.mean(axis=0)
+    lens = Readout(final_norm=final_norm, unembed=unembed, center=center, tokenizer=["t0", "t1", "t2"])
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 3), threshold=0.7, readout=lens,
+                        raw_rows=raw.__getitem__)
+    for card in cards:  # independent: (mean of the members' raw rows - corpus mean), unit, dotted with e_i
+        d = raw[labels == card.label_id].mean(axis=0) - center
+        want = sorted(((f"t{i}", d[i] / np.linalg.norm(d)) for i in range(3)), key=lambda x: -x[1])
+        assert [t for t, _ in card.readout] == [t for t, _ in want]
+        np.testing.assert_allclose([v for _, v in card.readout], [v for _, v in want], rtol=1e-5)
+    assert cards[0].readout[0][0] == "t1" and cards[1].readout[0][0] == "t2"
+    raw_mean = raw[labels == 1].mean(axis=0)
+    assert int(np.argmax(raw_mean)) == 2  # what the old lens of the raw mean showed for rank 2
+    no_raw = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7, readout=lens)
+    assert no_raw[0].readout is None and "logit lens skipped" in no_raw.notes[0]
+    no_center = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 2), threshold=0.7,
+                            readout=Readout(final_norm=final_norm, unembed=unembed), raw_rows=raw.__getitem__)
+    assert no_center[0].readout is None and "no corpus mean" in no_center.notes[0]
+
+
+def test_next_token_readout_never_shows_hidden_tokens() -> None:
+    unembed = torch.eye(4)
+    out = next_token_readout(np.array([1.0, 4.0, 3.0, 2.0]), lambda x: x, unembed, ["a", "<unused9>", "c", "d"],
+                             k=4, hidden={1})
+    assert [t for t, _ in out] == ["c", "d", "a"]
+
+
+def test_hidden_token_ids_tiny_tokenizer() -> None:
+    from actgeo_tests.support.tiny_model import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_tokens(["<unused0>", "[multimodal]", "\n\n\n"])
+    hidden = hidden_token_ids(tok)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<pad>", "<eos>", "<bos>", "<unk>", "<unused0>", "[multimodal]")}
+    assert set(ids.values()) <= hidden
+    assert tok.convert_tokens_to_ids("\n\n\n") not in hidden  # added plain text stays visible
+    assert not [i for i in range(len(tok)) if i not in hidden and re.fullmatch(r"<\w+>", tok.decode([i]))]
+
+
+def test_next_token_column_against_a_lookup() -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for doc in (5, 9, 2):
+        n = int(rng.integers(1, 7))
+        rows += [(doc, p, f"d{doc}p{p}") for p in range(1, n + 1)]
+    tokens = pd.DataFrame(rows, columns=["doc_id", "position", "token"]).sample(frac=1, random_state=1)
+    tokens = tokens.drop(tokens.index[2])  # a hole: the row before it has no next token in the table
+    got = next_token_column(tokens)
+    have = {(d, p): t for d, p, t in zip(tokens.doc_id, tokens.position, tokens.token, strict=True)}
+    want = [have.get((d, p + 1)) for d, p in zip(tokens.doc_id, tokens.position, strict=True)]
+    assert got.tolist() == want and got.index.equals(tokens.index)
+    assert any(w is None for w in want) and any(w is not None for w in want)
+
+
+def test_cards_show_next_tokens_model_predictions_and_purity() -> None:
+    labels, unit, tokens, docs = tiny_run()
+    tokens = tokens.copy()
+    tokens["next_token"] = [f"n{r % 3}" if r % 4 else None for r in range(len(tokens))]
+    calls: list[np.ndarray] = []
+
+    def predict(rows: np.ndarray) -> list[list[tuple[int, float]]]:
+        calls.append(np.asarray(rows))
+        return [[(int(r) % 2, 0.6), (2, 0.3)] for r in rows]
+
+    readout = Readout(predict=predict, tokenizer=["x", "y", "z"], members=4)
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 3), threshold=0.7, readout=readout)
+    assert len(calls) == 1  # one batched call for all cards
+    for card in cards:
+        members = np.flatnonzero(labels == card.label_id)
+        sample = readout_sample(members, 4)
+        assert card.model_next_members == min(4, members.size) == sample.size
+        assert set(sample.tolist()) <= set(calls[0].tolist())
+        # independent: average of the members' distributions, top-1 counts
+        mean: dict[str, float] = {}
+        top1: dict[str, int] = {}
+        for r in sample:
+            for i, (tid, p) in enumerate([(int(r) % 2, 0.6), (2, 0.3)]):
+                mean["xyz"[tid]] = mean.get("xyz"[tid], 0.0) + p / sample.size
+                if i == 0:
+                    top1["xyz"[tid]] = top1.get("xyz"[tid], 0) + 1
+        want = sorted(mean.items(), key=lambda kv: (-kv[1], "xyz".index(kv[0])))
+        assert [(t, round(p, 9), n) for t, p, n in card.model_next] == [(t, round(p, 9), top1.get(t, 0))
+                                                                         for t, p in want]
+        nxt = [tokens.loc[r, "next_token"] for r in members]
+        known = [t for t in nxt if not pd.isna(t)]
+        assert card.n_next_unknown == len(nxt) - len(known)
+        assert dict(card.next_tokens) == {t: known.count(t) for t in set(known)}
+        strings = tokens.loc[members, "token"].tolist()
+        assert card.n_distinct_tokens == len(set(strings))
+        assert card.token_purity == pytest.approx(max(strings.count(t) for t in strings) / len(strings))
+    again = Card.from_dict(json.loads(json.dumps(cards[0].to_dict())))
+    assert again == cards[0]
+
+
+def test_readout_sample_and_rows() -> None:
+    members = np.arange(100, 200, dtype=np.int64)
+    s = readout_sample(members, 32)
+    assert s.size == 32 and s[0] == 100 and s[-1] == 199 and np.all(np.diff(s) > 0)
+    assert np.array_equal(readout_sample(members[:5], 32), members[:5])
+    labels = np.array([0] * 50 + [1] * 40 + [2] * 3 + [3])
+    rows = readout_rows(labels, (2, 3), cap=8)
+    want = np.union1d(readout_sample(np.arange(50, 90), 8), np.arange(90, 93))
+    assert np.array_equal(rows, want)
+    shifted = readout_rows(labels, (2, 3), rows=np.arange(94) * 10 + 7, cap=8)
+    assert np.array_equal(shifted, want * 10 + 7)
+
+
+def test_summarize_predictions_means_top1_and_cutoff() -> None:
+    dists = [[(5, 0.9), (6, 0.004), (7, 0.003)], [(6, 0.5), (5, 0.4)], [(5, 0.7), (8, 0.2)]]
+    out = summarize_predictions(dists, lambda i: f"t{i}")
+    assert [(t, round(p, 6), n) for t, p, n in out] == [("t5", round(2.0 / 3, 6), 2), ("t6", round(0.504 / 3, 6), 1),
+                                                        ("t8", round(0.2 / 3, 6), 0)]  # t7 (0.1%) left out
+    assert summarize_predictions([], None) == []
+
+
+def test_token_baseline_against_plain_counting() -> None:
+    from sklearn.metrics import adjusted_mutual_info_score, homogeneity_completeness_v_measure
+
+    rng = np.random.default_rng(0)
+    n = 400
+    sizes = [150, 40, 30, 30, 20, 12, 9, 7, 5, 4, 3, 2, 2, 2] + [1] * (n - 316)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    vocab = np.array(["a", "b", "c", "d", "e", " the", "\n"])
+    token_of_label = rng.integers(0, len(vocab), size=len(sizes))
+    strings = vocab[token_of_label[labels]].astype(object)
+    flip = rng.random(n) < 0.3  # some members carry another string
+    strings[flip] = vocab[rng.integers(0, len(vocab), size=int(flip.sum()))]
+    tokens = pd.DataFrame({"token": strings, "doc_id": rng.integers(0, 6, size=n),
+                           "source": np.where(labels % 2 == 0, "news", "code")})
+    base = token_baseline(labels, tokens)
+    small = [c for c in range(len(sizes)) if c > 0 and sizes[c] > 1]
+    purity, distinct, ndocs = {}, {}, {}
+    for c in small:
+        s = list(strings[labels == c])
+        purity[c] = max(s.count(t) for t in s) / len(s)
+        distinct[c] = len(set(s))
+        ndocs[c] = len(set(tokens.doc_id[labels == c]))
+    assert base["n_small"] == len(small)
+    assert base["share_one_token"] == pytest.approx(np.mean([distinct[c] == 1 for c in small]))
+    assert base["share_majority_token"] == pytest.approx(np.mean([purity[c] >= 0.5 for c in small]))
+    assert base["share_one_document"] == pytest.approx(np.mean([ndocs[c] == 1 for c in small]))
+    assert base["mean_token_purity"] == pytest.approx(np.mean(list(purity.values())))
+    member = np.isin(labels, small)
+    assert base["n_members"] == int(member.sum())
+    h, c, v = homogeneity_completeness_v_measure(list(strings[member]), labels[member])
+    assert (base["homogeneity"], base["completeness"], base["v_measure"]) == pytest.approx((h, c, v))
+    assert base["ami"] == pytest.approx(adjusted_mutual_info_score(list(strings[member]), labels[member]))
+    mixed = [c for c in small if purity[c] < 0.5]
+    assert base["n_mixed"] == len(mixed)
+    assert [m["rank"] for m in base["mixed"]] == [c + 1 for c in mixed[:10]]
+    for m in base["mixed"]:
+        assert m["token_purity"] == pytest.approx(purity[m["rank"] - 1])
+        assert m["n_distinct_tokens"] == distinct[m["rank"] - 1] and m["size"] == sizes[m["rank"] - 1]
+    stats = component_token_stats(labels, tokens)
+    assert stats.loc[0, "size"] == 150 and list(stats.index) == list(range(len(sizes)))
 
 
 def test_giant_subcards() -> None:

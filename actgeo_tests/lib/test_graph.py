@@ -223,25 +223,18 @@ def test_summary_and_sweep():
     }
     x = clustered(400, 16, seed=9)
     f = single_linkage_forest(x, 0.5, exact_at=(0.6, 0.7, 0.8))
-    table = f.sweep([0.5, 0.6, 0.7, 0.8])
-    assert list(table.columns) == [
-        "threshold",
-        "n_components",
-        "largest",
-        "largest_fraction",
-        "singletons",
-        "non_singleton",
-        "n_edges",
-    ]
+    table = f.sweep([0.5, 0.6, 0.65, 0.7, 0.8])
+    assert list(table.columns) == ["threshold", "n_components", "largest", "largest_fraction", "second_largest",
+                                   "singletons", "non_singleton", "forest_edges", "exact"]
+    assert table["exact"].tolist() == [True, True, False, True, True]  # 0.65 is not in exact_at
     for row in table.itertuples():
-        s = component_summary(f.labels_at(row.threshold))
+        ref = brute_force_labels(x, row.threshold)
+        sizes = np.sort(np.bincount(ref))[::-1]
+        s = component_summary(ref)
         assert (row.n_components, row.largest, row.singletons, row.non_singleton) == (
-            s["n_components"],
-            s["largest"],
-            s["singletons"],
-            s["non_singleton"],
-        )
-        assert row.n_edges == 400 - row.n_components
+            s["n_components"], s["largest"], s["singletons"], s["non_singleton"])
+        assert row.second_largest == (sizes[1] if len(sizes) > 1 else 0)
+        assert row.forest_edges == 400 - row.n_components
         assert (f.component_sizes_at(row.threshold) == np.bincount(f.labels_at(row.threshold))).all()
     assert (np.diff(table["n_components"]) >= 0).all()
 
@@ -383,3 +376,45 @@ def test_memory_stays_far_below_n_squared():
         tracemalloc.stop()
     assert peak < limit, f"peak {peak / 1e6:.0f} MB"
     assert lab.shape == (n,) and lab.max() + 1 < n
+
+
+# ---------------------------------------------------------------- exact edge counts
+
+
+def _brute_edge_count(xa: np.ndarray, xb: np.ndarray | None, t: float) -> int:
+    a = xa.astype(np.float64)
+    if xb is None:
+        s = a @ a.T
+        return int(np.count_nonzero(np.triu(s >= t, 1)))
+    return int(np.count_nonzero(a @ xb.astype(np.float64).T >= t))
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+@pytest.mark.parametrize("dense_fraction", [0.0, 1.01])  # every sub-tile dense / every sub-tile sparse
+def test_edge_counts_are_exact(monkeypatch, device: str, dense_fraction: float) -> None:
+    monkeypatch.setattr(GN, "DENSE_FRACTION", dense_fraction)
+    monkeypatch.setattr(GN, "DENSE_MIN_NODES", 0)
+    x = clustered(700, 24, seed=12)
+    # planted pairs within 1e-7 of 0.7 on both sides: fp32 alone would misplace some of them
+    rng = np.random.default_rng(1)
+    base = unit(rng.standard_normal((60, 24)))
+    planted = []
+    for i, row in enumerate(base):
+        o = rng.standard_normal(24)
+        o -= o @ row * row
+        o /= np.linalg.norm(o)
+        c = 0.7 + (1e-7 if i % 2 else -1e-7)
+        planted.append(c * row + np.sqrt(1 - c * c) * o)
+    x = np.vstack([x, base, np.asarray(planted)]).astype(np.float32)
+    ts = (0.5, 0.6, 0.7, 0.8)
+    xa, xb = x[:500], x[500:]
+    for a, b in ((x, None), (xa, xb)):
+        stats: dict = {}
+        tile_forest(a, b, offset_b=0 if b is None else len(a), min_threshold=0.5, exact_at=ts, device=device,
+                    tile_size=128, count_edges=True, stats=stats)
+        assert stats["edge_counts"] == {t: _brute_edge_count(a, b, t) for t in ts}
+
+
+def test_edge_counts_refuse_pruning() -> None:
+    with pytest.raises(ValueError, match="count_edges needs every pair"):
+        tile_forest(clustered(50, 8), min_threshold=0.5, prune_at=0.7, count_edges=True)

@@ -75,3 +75,35 @@ def test_hub_failure_explains_token_and_licence(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
     with pytest.raises(OSError, match=r"google/gemma-2-2b.*HF token.*licence"):
         load_model("google/gemma-2-2b", tmp_path)
+
+
+def test_next_token_predictions_equal_the_full_models_logits(tiny_loaded) -> None:
+    """Batched, right-padded, head at the wanted positions only: the same distribution as an unpadded
+    ``model(ids).logits`` of each prefix (Gemma 2's final logit soft-capping included)."""
+    import numpy as np
+
+    from actgeo_assets.lib.model import final_logit_softcap, next_token_predictions
+
+    assert final_logit_softcap(tiny_loaded) == 30.0  # the tiny Gemma 2 soft-caps: that path is tested
+    tok = tiny_loaded.tokenizer
+    texts = ["The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    return a + b\n",
+             "To be, or not to be, that is the question.", "Question: what is the answer?"]
+    seqs = [tok(t)["input_ids"] for t in texts]
+    positions = [[1, 4, len(seqs[0]) - 1], [len(seqs[1]) - 1], [], [0, 2, 3]]
+    got = next_token_predictions(tiny_loaded, seqs, positions, k=5, batch_size=2)
+    assert [len(g) for g in got] == [3, 1, 0, 3]
+    for seq, ps, dists in zip(seqs, positions, got, strict=True):
+        for p, dist in zip(ps, dists, strict=True):
+            with torch.no_grad():
+                logits = tiny_loaded.model(torch.tensor([seq[: p + 1]])).logits[0, -1].double()
+            probs = torch.softmax(logits, -1).numpy()
+            want = np.argsort(-probs, kind="stable")[:5]
+            assert [i for i, _ in dist] == want.tolist()
+            np.testing.assert_allclose([q for _, q in dist], probs[want], rtol=1e-4, atol=1e-6)
+    top = got[0][0][0][0]
+    hidden = next_token_predictions(tiny_loaded, seqs[:1], [[1]], k=3, hidden={top, 0, 1, 2})
+    ids = [i for i, _ in hidden[0][0]]
+    assert top not in ids and not {0, 1, 2} & set(ids)
+    assert [q for _, q in hidden[0][0]] == pytest.approx([q for i, q in got[0][0] if i not in {top, 0, 1, 2}][:3])
+    with pytest.raises(ValueError, match="outside"):
+        next_token_predictions(tiny_loaded, seqs[:1], [[len(seqs[0])]])

@@ -91,3 +91,42 @@ def test_report_content_and_order(tmp_path) -> None:
     assert "readout" in html and "12.50" in html
     top = re.search(r'<ol id="top-sizes">(.*?)</ol>', html)
     assert top and re.findall(r"<li>([\d,]+)</li>", top.group(1)) == ["90", "5", "3", "1", "1"]
+
+
+def test_report_next_tokens_baseline_and_duplicates(tmp_path) -> None:
+    settings = RunSettings()
+    card = _card(2, " hon", "' hon' in UK House of Commons speeches (guess)")
+    card.next_tokens, card.n_next_unknown = [(".", 31), (",", 1)], 1
+    card.model_next, card.model_next_members = [(".", 0.93, 31), (EVIL, 0.01, 0)], 32
+    card.token_purity, card.n_distinct_tokens = 1.0, 1
+    baseline = {"n_small": 779, "share_one_token": 0.711, "share_majority_token": 0.979, "share_one_document": 0.31,
+                "mean_token_purity": 0.87, "n_members": 2310, "n_token_strings": 790, "homogeneity": 0.957,
+                "completeness": 0.927, "v_measure": 0.942, "ami": 0.726, "notes": [], "n_mixed": 2,
+                "mixed": [{"rank": 2, "size": 21, "token_purity": 0.33, "n_distinct_tokens": 9, "n_documents": 6,
+                           "top_tokens": [["DON", 7], ["ABB", 2]], "sources": [["Shakespeare's plays", 21]]},
+                          {"rank": 40, "size": 5, "token_purity": 0.4, "n_distinct_tokens": 3, "n_documents": 2,
+                           "top_tokens": [[EVIL, 2]], "sources": [["x", 5]]}]}
+    duplicates = {"n_documents": 6047, "n_exact_duplicates": 50, "n_near_duplicates": 26, "near_threshold": 0.9,
+                  "dropped": True, "n_kept": 5971, "by_source": {"CPython standard library code": {"exact": 26, "near": 24}}}
+    html = write_report(tmp_path / "r.html", run_key=settings.run_key(), run_description=settings.describe(),
+                        summary={"n_components": 5, "largest": 90, "largest_fraction": 0.9, "non_singleton": 2,
+                                 "singletons": 2, "top_sizes": [90, 5]},
+                        sweep=pd.DataFrame({"threshold": [0.7], "n_components": [5]}), figures={}, cards=[card],
+                        baseline=baseline, duplicates=duplicates).read_text(encoding="utf-8")
+    section = html[html.index('id="card-2"'):]
+    corpus = re.search(r'<ul class="chips next-corpus">(.*?)</ul>', section).group(1)
+    assert re.findall(r'<span class="tok">([^<]*)</span> \u00d7(\d+)', corpus) == [("&#x27;.&#x27;", "31"),
+                                                                                 ("&#x27;,&#x27;", "1")]
+    model = re.search(r'<ul class="chips next-model">(.*?)</ul>', section).group(1)
+    assert "p 0.93 \u00b7 top 31/32" in model and EVIL not in html
+    assert "32 of " in section and "1 member end" in section and "token purity 100%" in section
+    assert re.search(r"Mid-depth logit lens", section) and 'class="chips readout"' in section
+    table = re.search(r'<table id="baseline">(.*?)</table>', html).group(1)
+    assert "71.1%" in table and "0.726" in table and "0.942" in table and "2,310 / 790" in table
+    mixed = re.search(r'<table id="mixed-components">(.*?)</table>', html).group(1)
+    assert re.findall(r'<tr data-rank="(\d+)">', mixed) == ["2", "40"] and 'href="#card-2"' in mixed
+    assert 'href="#card-40"' not in mixed  # not carded: no link
+    dup = re.search(r'<p id="duplicates">(.*?)</p>', html).group(1)
+    assert "6,047 documents" in dup and "50 exact" in dup and "26 near" in dup and "dropped" in dup
+    order = [html.index(s) for s in ('id="baseline"', 'id="mixed-components"', 'id="duplicates"', 'id="card-2"')]
+    assert order == sorted(order)

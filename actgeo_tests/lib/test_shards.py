@@ -49,12 +49,14 @@ def test_round_trip(layout) -> None:
     res, docs = _result()
     side = write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
     assert layout.raw_meta("shard-000").exists()  # the sidecar, written last, marks a complete shard
-    assert side["shape"] == [5, 4] and side["dtype"] == "float16" and side["normalization"] == "none"
+    assert side["shape"] == [5, 4] and side["dtype"] == "float32" and side["normalization"] == "none"
     assert side["model"] == "tiny" and side["layer"] == 1 and side["revision"] == "r1"
     assert side["sources"] == {"a": 3, "b": 2} and side["n_docs"] == 2
     shard = read_raw_shard(layout, "shard-000", expect=CAPTURE, verify=True)
     assert isinstance(shard.acts, np.memmap)
-    np.testing.assert_array_equal(shard.acts, res.acts)
+    np.testing.assert_array_equal(shard.acts, res.acts)  # float16 in, float32 stored: exact
+    assert shard.acts.dtype == np.float32
+    assert list(shard.docs.columns) == ["doc_id", "source", "pile_analogue", "text"]
     assert tuple(shard.tokens.columns) == TOKEN_COLUMNS
     pd.testing.assert_frame_equal(shard.tokens, res.tokens, check_dtype=False)
     assert shard.docs["doc_id"].tolist() == [0, 1] and shard.docs["text"].tolist() == [
@@ -79,9 +81,9 @@ def test_flipped_bytes_are_caught(layout) -> None:
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # in the array body: only the sha256 can tell
     path.write_bytes(bytes(data))
-    read_raw_shard(layout, "shard-001")  # cheap checks pass
+    read_raw_shard(layout, "shard-001", verify=False)  # the cheap checks pass
     with pytest.raises(ShardError, match=r"shard-001\.npy.*sha256"):
-        read_raw_shard(layout, "shard-001", verify=True)
+        read_raw_shard(layout, "shard-001")  # the sha256 does not
     data[8:12] = b"\x00\xff\x00\xff"  # in the header
     path.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"shard-001\.npy"):
@@ -97,8 +99,10 @@ def test_truncated_file_and_token_mismatch(layout) -> None:
         read_raw_shard(layout, "shard-000", mmap=False)
     write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
     res.tokens.iloc[:3].to_parquet(layout.tokens("shard-000"))
-    with pytest.raises(ShardError, match=r"tokens\.parquet has 3 rows, expected 5"):
+    with pytest.raises(ShardError, match=r"shard-000\.tokens\.parquet is corrupted or was changed"):
         read_raw_shard(layout, "shard-000")
+    with pytest.raises(ShardError, match=r"tokens\.parquet has 3 rows, expected 5"):
+        read_raw_shard(layout, "shard-000", verify=False)
 
 
 def test_mismatched_expect_names_what_differs(layout) -> None:

@@ -59,6 +59,42 @@ def test_sqlite_idempotent(tmp_path) -> None:
     _roundtrip(url)
 
 
+def test_new_columns_and_an_older_table_gains_them(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)  # the tables as an earlier version created them
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE actgeo_runs (run_id VARCHAR(32) PRIMARY KEY, run_key TEXT NOT NULL, "
+                             "description TEXT NOT NULL, n_components BIGINT, largest BIGINT, non_singleton BIGINT, "
+                             "singletons BIGINT, top_sizes TEXT, created_at DATETIME NOT NULL)"))
+        conn.execute(sa.text("CREATE TABLE actgeo_components (run_id VARCHAR(32) NOT NULL REFERENCES actgeo_runs "
+                             "(run_id) ON DELETE CASCADE, rank INTEGER NOT NULL, label_id BIGINT NOT NULL, size "
+                             "BIGINT NOT NULL, provisional_label TEXT NOT NULL, n_documents BIGINT NOT NULL, "
+                             "source_mix TEXT NOT NULL, top_tokens TEXT NOT NULL, contexts TEXT NOT NULL, readout "
+                             "TEXT, PRIMARY KEY (run_id, rank))"))
+    assert read_components(url, "nope").empty  # reading an older table works
+    card = make_card(2, 5)
+    card.token_purity, card.n_distinct_tokens = 0.8, 2
+    card.next_tokens, card.n_next_unknown = [(".", 4)], 1
+    card.model_next, card.model_next_members = [(".", 0.9, 5)], 5
+    baseline = {"share_one_token": 0.7, "ami": 0.72, "v_measure": 0.94, "mixed": []}
+    duplicates = {"n_documents": 10, "n_exact_duplicates": 1}
+    for _ in range(2):  # idempotent: the columns are added once
+        write_results(url, RUN_KEY, SUMMARY, [card, make_card(3, 3)], baseline=baseline, duplicates=duplicates)
+    with engine.connect() as conn:
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("actgeo_components")}
+    engine.dispose()
+    assert {"token_purity", "n_distinct_tokens", "next_tokens", "n_next_unknown", "model_next",
+            "model_next_members"} <= cols
+    df = read_components(url, run_id_of(RUN_KEY))
+    assert df.loc[0, "token_purity"] == 0.8 and df.loc[0, "n_distinct_tokens"] == 2
+    assert df.loc[0, "next_tokens"] == [[".", 4]] and df.loc[0, "model_next"] == [[".", 0.9, 5]]
+    assert df.loc[0, "n_next_unknown"] == 1 and df.loc[0, "model_next_members"] == 5
+    assert df.loc[1, "next_tokens"] is None and df.loc[1, "model_next"] is None
+    runs = read_runs(url)
+    assert runs.loc[0, "token_baseline"] == baseline and runs.loc[0, "corpus_duplicates"] == duplicates
+    assert (runs.loc[0, "share_one_token"], runs.loc[0, "token_ami"], runs.loc[0, "token_v_measure"]) == (0.7, 0.72, 0.94)
+
+
 def test_duplicate_ranks_rejected(tmp_path) -> None:
     with pytest.raises(ValueError, match="duplicate ranks"):
         write_results(f"sqlite:///{tmp_path / 'a.db'}", RUN_KEY, SUMMARY, [make_card(2, 5), make_card(2, 4)])

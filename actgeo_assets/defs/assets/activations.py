@@ -2,12 +2,18 @@
 
 import dagster as dg
 
+from actgeo_assets.defs.cores import step_settings
 from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.partitions import shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GPU_POOL, GROUP
-from actgeo_assets.lib.stages.activations import capture_shard, compute_mean, normalize_shard
+from actgeo_assets.lib.stages.activations import (
+    capture_shard,
+    compute_mean,
+    invalidate_normalized,
+    normalize_shard,
+)
 
 
 @dg.asset(
@@ -17,12 +23,12 @@ from actgeo_assets.lib.stages.activations import capture_shard, compute_mean, no
     pool=GPU_POOL,
     op_tags=GPU_STEP_TAGS,
     code_version="capture-1",
-    description="Residual stream after decoder block `layer` of one dataset shard: float16 .npy, "
+    description="Residual stream after decoder block `layer` of one dataset shard: float32 .npy, "
     "token table (parquet) and JSON sidecar with sha256. The forward pass stops at the captured layer.",
 )
 def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    settings, shard = actgeo.settings(), context.partition_key
-    context.log.info(f"capturing {shard}: {settings.describe()}")
+    settings, shard = step_settings(context, actgeo.settings()), context.partition_key
+    context.log.info(f"capturing {shard}: {settings.describe()} ({settings.torch_threads} torch threads)")
     captured = capture_shard(settings, actgeo.layout(), shard)
     context.log.info(f"{shard}: {captured.rows} activations, stats {captured.stats}")
     return dg.MaterializeResult(
@@ -61,7 +67,7 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     code_version="normalize-1",
     check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset="normalized",
                                    description="sampled median pairwise cosine stays below the threshold"),
-                 dg.AssetCheckSpec("unit_norms", asset="normalized",
+                 dg.AssetCheckSpec("unit_norms", asset="normalized", blocking=True,
                                    description="every stored row has L2 norm 1 within 1e-5 (float64)")],
     description="Unit rows (float32) of one shard after `l2`, `center_l2` or `rmsnorm`, with geometry "
     "diagnostics; zero-norm or non-finite rows are excluded and counted.",
@@ -70,15 +76,20 @@ def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, shard = actgeo.settings(), context.partition_key
     unit = normalize_shard(settings, actgeo.layout(), shard)
     diag = unit.diagnostics
+    norms_ok = unit.max_norm_error <= 1e-5
+    if not norms_ok:  # blocking: the shard stays stale, so no tile joins it and a rerun recomputes it
+        invalidate_normalized(actgeo.layout(), shard)
     context.log.info(f"{shard}: {unit.rows} unit rows ({unit.normalization}); report {unit.report}")
     yield dg.MaterializeResult(metadata={
         "rows": unit.rows,
         "normalization": unit.normalization,
-        "excluded": dg.MetadataValue.json(unit.report),
+        "excluded": int(unit.report.get("n_excluded", 0)),  # rows dropped: not finite or zero norm
+        "excluded_by_reason": dg.MetadataValue.json(unit.report.get("excluded", {})),
+        "normalize_report": dg.MetadataValue.json(unit.report),
         "diagnostics": dg.MetadataValue.json(diag),
         "path": dg.MetadataValue.path(str(unit.path)),
     }, data_version=dg.DataVersion(unit.sha256))
-    yield dg.AssetCheckResult(check_name="unit_norms", passed=unit.max_norm_error <= 1e-5,
+    yield dg.AssetCheckResult(check_name="unit_norms", passed=norms_ok,
                               metadata={"max_norm_error": unit.max_norm_error, "rows": unit.rows})
     median = (diag.get("pairwise") or {}).get("median")
     near = bool(diag.get("near_complete", False))

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from actgeo_assets.defs.metadata import table_md
+from actgeo_assets.defs.metadata import card_md, served_url, table_value
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GROUP
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
@@ -13,12 +13,15 @@ from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
     group_name=GROUP,
     kinds={"html", "sql"},
     code_version="cards-1",
-    automation_condition=dg.AutomationCondition.eager(),
+    # not after a failed blocking check of `components`
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     check_specs=[
-        dg.AssetCheckSpec("cards_cover_ranks", asset="component_cards"),
-        dg.AssetCheckSpec("consistent_with_components", asset="component_cards",
+        dg.AssetCheckSpec("cards_cover_ranks", asset="component_cards", blocking=True,
+                          description="one card for every configured rank (card_ranks) that the run has, in order"),
+        dg.AssetCheckSpec("consistent_with_components", asset="component_cards", blocking=True,
                           description="card sizes equal the summary's top sizes of the same run"),
-        dg.AssetCheckSpec("sql_rows_match_cards", asset="component_cards"),
+        dg.AssetCheckSpec("sql_rows_match_cards", asset="component_cards", blocking=True,
+                          description="the SQL table's rows of this run are the cards' (rank, size) pairs"),
     ],
     description="Cards of representative token contexts (exact token highlighted) for components of the "
     "configured ranks, an offline HTML report, and rows in the SQL table `actgeo_components`.",
@@ -31,13 +34,19 @@ def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     rows = [(c.rank, c.size, c.n_documents, c.provisional_label,
              ", ".join(f"{t!r}" for t, _ in c.top_tokens[:3])) for c in cards]
     yield dg.MaterializeResult(metadata={
+        # one click from the asset page: the report over http from `make ui`'s report server
+        "report_url": dg.MetadataValue.url(served_url(result.report, layout.root.parent)),
+        "report": dg.MetadataValue.path(report),
         "run_id": result.run_id,
         "n_cards": len(cards),
-        "report": dg.MetadataValue.path(report),
-        "report_url": dg.MetadataValue.url("file://" + report),
-        "cards": dg.MetadataValue.md(table_md(["rank", "size", "documents", "label", "top tokens"], rows)),
+        "cards": table_value(["rank", "size", "documents", "label", "top tokens"], rows),
+        # each card's contexts, the member token in bold (short enough for the page to show them inline)
+        **{f"card_{c.rank:02d}": dg.MetadataValue.md(card_md(c)) for c in cards},
         "sql_rows": result.sql_rows,
         "database": dg.MetadataValue.text(_redact(actgeo.db_url())),
+        # how much of the partition is "same token string", and the duplicate documents dropped
+        "token_baseline": dg.MetadataValue.json({k: v for k, v in (result.baseline or {}).items() if k != "mixed"}),
+        "corpus_duplicates": dg.MetadataValue.json(result.duplicates or {}),
     })
     for check in audit_cards(settings, actgeo.db_url(), result):
         yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)

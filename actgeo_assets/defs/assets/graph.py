@@ -4,11 +4,27 @@ import dagster as dg
 import numpy as np
 
 from actgeo_assets.defs.k8s import GPU_STEP_TAGS
-from actgeo_assets.defs.metadata import png_md, summary_md, table_md
+from actgeo_assets.defs.metadata import (
+    INLINE_FIGURE_PX,
+    fmt,
+    image_md,
+    png_md,
+    run_md,
+    served_url,
+    summary_md,
+    sweep_table,
+    table_md,
+)
 from actgeo_assets.defs.partitions import pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GPU_POOL, GROUP
-from actgeo_assets.lib.stages.graph import compute_tile, load_components, merge_components, spot_check_edges
+from actgeo_assets.lib.stages.graph import (
+    compute_tile,
+    invalidate_components,
+    load_components,
+    merge_components,
+    spot_check_edges,
+)
 
 
 @dg.asset(
@@ -46,12 +62,14 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
     code_version="kruskal-1",
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
-        dg.AssetCheckSpec("sizes_sum_to_n", asset="components"),
-        dg.AssetCheckSpec("float64_spot_check", asset="components",
+        dg.AssetCheckSpec("sizes_sum_to_n", asset="components", blocking=True,
+                          description="the component sizes add up to the number of activations N"),
+        dg.AssetCheckSpec("float64_spot_check", asset="components", blocking=True,
                           description="sampled pairs: float64 cosine >= t implies same component"),
     ],
     description="Kruskal merge of all tile forests = the exact single-linkage hierarchy; canonical labels "
-    "at the threshold, the study's summary, a threshold sweep and Figure 1.",
+    "at the threshold, the study's summary, a fine threshold sweep with the percolation transition, the "
+    "N-scaling curve from the tile forests, the study side by side, and Figure 1.",
 )
 def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()
@@ -61,24 +79,34 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     context.log.info(f"{s['n_components']} components, largest {s['largest']}, top sizes {s['top_sizes']}")
     figs = {k: p.read_bytes() for k, p in merged.figures.items()}
     yield dg.MaterializeResult(metadata={
-        "run": record.description,
+        "run": dg.MetadataValue.md(run_md(record.description)),
         "run_id": record.run_id,
         "n": record.n,
         "n_components": s["n_components"],
         "largest": s["largest"],
-        "largest_fraction": float(s["largest_fraction"]),
+        "largest_fraction": fmt(float(s["largest_fraction"])),
         "non_singleton": s["non_singleton"],
         "singletons": s["singletons"],
         "summary": dg.MetadataValue.md(summary_md(s, record.description)),
-        "sweep": dg.MetadataValue.md(table_md(list(sweep.columns), sweep.itertuples(index=False))),
-        "figure_size_spectrum": dg.MetadataValue.md(png_md(figs["size_spectrum"], "component size spectrum")),
-        "figure_percolation": dg.MetadataValue.md(png_md(figs["percolation"], "percolation curve")),
+        "sweep": sweep_table(sweep),
+        "percolation_transition": dg.MetadataValue.md(record.transition["words"]),
+        "study_side_by_side": dg.MetadataValue.md(
+            f"{record.study['verdict']}\n\n" + table_md(["", "the study", "this run"], record.study["rows"])),
+        "n_scaling": dg.MetadataValue.md(table_md(list(merged.scaling.columns),
+                                                  merged.scaling.itertuples(index=False))),
+        # inline on the asset page (served by `make ui`'s report server), then embedded (behind "Show Markdown")
+        **{f"figure_{k}": dg.MetadataValue.md(image_md(
+            served_url(p, layout.root.parent, record.labels_sha256, width=INLINE_FIGURE_PX), k))
+           for k, p in merged.figures.items()},
+        "figures_png": dg.MetadataValue.md("\n\n".join(png_md(png, k) for k, png in figs.items())),
         "figures": dg.MetadataValue.path(str(layout.components_dir)),
     }, data_version=dg.DataVersion(record.labels_sha256))
     stored = load_components(settings, layout)
     total = int(np.bincount(stored.labels).sum())
+    spot = spot_check_edges(settings, layout, stored)
+    if total != record.n or spot.violations:  # blocking: never served; a rerun merges again
+        invalidate_components(layout)
     yield dg.AssetCheckResult(check_name="sizes_sum_to_n", passed=total == record.n,
                               metadata={"sum_of_sizes": total, "n": record.n})
-    spot = spot_check_edges(settings, layout, stored)
     yield dg.AssetCheckResult(check_name="float64_spot_check", passed=spot.violations == 0,
                               metadata=spot.as_metadata())

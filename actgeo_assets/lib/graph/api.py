@@ -61,6 +61,7 @@ def _forest_pass(
     n_landmarks: int,
     progress: bool,
     stats: dict[str, Any] | None,
+    count_edges: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Validated inputs -> forest over the pass node space (A rows, then B rows)."""
     min_threshold = check_threshold(min_threshold, "min_threshold")
@@ -87,7 +88,10 @@ def _forest_pass(
         labels = _Labels(n)
         lspec = _TileSpec(_lo32(prune_at - eps), prune_at, eps, exact_ts, True)
         _landmark_pass(backend, xa, xb, lspec, tile, _n_landmarks(n, n_landmarks), acc, labels, stats=stats)
-    spec = _TileSpec(_lo32(min_threshold - eps), min_threshold, eps, exact_ts, True)
+    if count_edges and prune_at is not None:
+        raise ValueError("count_edges needs every pair: it cannot be combined with prune_at")
+    spec = _TileSpec(_lo32(min_threshold - eps), min_threshold, eps, exact_ts, True,
+                     count_ts=exact_ts if count_edges else ())
     _run_pass(backend, xa, xb, spec, tile, acc, labels, prune_at, progress=progress, stats=stats)
     src, dst, w = acc.compact()
     meta = {
@@ -123,6 +127,7 @@ def tile_forest(
     n_landmarks: int = DEFAULT_LANDMARKS,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
+    count_edges: bool = False,
 ) -> ForestEdges:
     """Maximum spanning forest of all edges with weight ``>= min_threshold`` between rows of block A
     (global ids ``offset_a + i``) and block B (``offset_b + j``); with ``xb=None`` the pairs ``i < j``
@@ -131,7 +136,10 @@ def tile_forest(
     ``exact_at``: thresholds at which the forest's cut must be float64-exact (``min_threshold`` always
     is). ``prune_at``: prune with landmarks at this level (the forest is then exact only for cuts
     ``<= prune_at``, it also contains landmark edges within A and within B, which are true edges).
-    ``stats``: optional dict filled with tile counts. Returns at most ``na + nb - 1`` edges, ``src < dst``.
+    ``stats``: optional dict filled with tile counts. ``count_edges``: also count, exactly, the graph's
+    edges (pairs with float64 cosine ``>= t``) at every exact threshold, into ``stats["edge_counts"]``
+    (``{t: count}``; needs every pair, so not with ``prune_at``). Returns at most ``na + nb - 1`` edges,
+    ``src < dst``.
     """
     xa = as_matrix(xa, "xa")
     xb = None if xb is None else as_matrix(xb, "xb")
@@ -155,6 +163,7 @@ def tile_forest(
         n_landmarks=n_landmarks,
         progress=progress,
         stats=stats,
+        count_edges=count_edges,
     )
     gmap = np.arange(na, dtype=np.int64) + offset_a
     if xb is not None:

@@ -66,18 +66,19 @@ class _NumpyBackend:
         bi = np.flatnonzero(band)
         if len(bi):
             w[bi] = _exact_dots_np(ae, be, r[bi], c[bi])
+        counts = np.array([np.count_nonzero(w >= ct) for ct in spec.count_ts], dtype=np.int64)
         keep = w >= spec.keep_min
         r, c, w = r[keep], c[keep], w[keep]
         if not len(r):
-            return r, c, (w if spec.weighted else None)
+            return r, c, (w if spec.weighted else None), counts
         off = 0 if diag else na
         n_loc = na if diag else na + nb
         cc = c + off
         if spec.weighted:
             sel = _msf_fast(r, cc, w, n_loc)
-            return r[sel], cc[sel], w[sel]
+            return r[sel], cc[sel], w[sel], counts
         u, v = _star_edges(_cc_labels(n_loc, r, cc))
-        return u, v, None
+        return u, v, None, counts
 
     def _dense(self, s: np.ndarray, ae, be, diag: bool, la, lb, spec: _TileSpec):
         na, nb = s.shape
@@ -95,6 +96,7 @@ class _NumpyBackend:
         del band
         br, bc = np.divmod(bidx, nb)
         bw = _exact_dots_np(ae, be, br, bc)
+        counts = _dense_counts(s, bidx, bw, diag, spec)
         # 2. keys: s, -inf below the candidate level or inside a known component, band keys on the
         #    exact side of every exact threshold
         np.copyto(s, np.float32(-np.inf), where=s < np.float32(spec.lo32))
@@ -117,13 +119,41 @@ class _NumpyBackend:
             lin = u * nb + v
             v = v + na
         if not spec.weighted:
-            return u, v, None
+            return u, v, None, counts
         w = s.reshape(-1)[lin].astype(np.float64)
         pos = np.searchsorted(bidx, lin)
         pos_c = np.minimum(pos, max(len(bidx) - 1, 0))
         hit = (pos < len(bidx)) & (bidx[pos_c] == lin) if len(bidx) else np.zeros(len(lin), dtype=bool)
         w[hit] = bw[pos_c[hit]]
-        return u, v, w
+        return u, v, w, counts
+
+
+def _dense_counts(s: np.ndarray, bidx: np.ndarray, bw: np.ndarray, diag: bool, spec: _TileSpec) -> np.ndarray:
+    """Pairs with float64 weight >= t for each ``spec.count_ts`` on a dense sub-tile (upper triangle when
+    ``diag``): those above ``t``'s recheck band by their fp32 value, those inside it by their float64 one
+    (``bidx``/``bw``: the band's flat indices and exact weights, taken before ``s`` is modified)."""
+    if not spec.count_ts:
+        return np.zeros(0, dtype=np.int64)
+    sb = s.reshape(-1)[bidx]
+    out = np.empty(len(spec.count_ts), dtype=np.int64)
+    for k, t in enumerate(spec.count_ts):
+        hi, lo = np.float32(_hi32(t + spec.eps)), np.float32(_lo32(t - spec.eps))
+        above = _count_upper(s, hi) if diag else int(np.count_nonzero(s > hi))
+        in_band = (sb >= lo) & (sb <= hi)
+        out[k] = above + int(np.count_nonzero(bw[in_band] >= t))
+    return out
+
+
+def _count_upper(s: np.ndarray, x: np.float32, block: int = 256) -> int:
+    """Entries ``s[i, j] > x`` with ``i < j`` of a square matrix, by row blocks (no triangle mask of s)."""
+    n = s.shape[0]
+    total = 0
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        m = s[r0:r1, r0:] > x
+        m[:, : r1 - r0] &= np.triu(np.ones((r1 - r0, r1 - r0), dtype=bool), 1)
+        total += int(np.count_nonzero(m))
+    return total
 
 
 DENSE_FRACTION = 0.05

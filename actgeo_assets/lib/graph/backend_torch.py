@@ -140,6 +140,7 @@ class _TorchBackend:
         for k in range(0, bidx.shape[0], step):
             sl = slice(k, k + step)
             bw[sl] = (ae[br[sl]].double() * be[bc[sl]].double()).sum(1)
+        counts = self._counts(s, bidx, bw, spec)
         # 3. band keys on the exact side of every exact threshold; -inf below keep_min
         keys = _side_keys_torch(torch, bw, spec.exact_ts)
         keys.masked_fill_(bw < spec.keep_min, ninf)
@@ -157,7 +158,21 @@ class _TorchBackend:
                 hit = bidx[pos] == lin
                 w[hit] = bw[pos[hit]]
             w = w.cpu().numpy()
-        return u.cpu().numpy(), v.cpu().numpy(), w
+        return u.cpu().numpy(), v.cpu().numpy(), w, counts
+
+    def _counts(self, s, bidx, bw, spec: _TileSpec) -> np.ndarray:
+        """Pairs with float64 weight >= t for each ``spec.count_ts`` (the masks of step 1 already keep
+        a diagonal tile's lower triangle below every band): above the band by the fp32 value, inside it
+        by the float64 one. Runs before the band keys overwrite ``s``."""
+        if not spec.count_ts:
+            return np.zeros(0, dtype=np.int64)
+        sb = s.view(-1)[bidx]
+        out = []
+        for t in spec.count_ts:
+            hi, lo = _hi32(t + spec.eps), _lo32(t - spec.eps)
+            in_band = (sb >= lo) & (sb <= hi)
+            out.append(int((s > hi).sum()) + int((bw[in_band] >= t).sum()))
+        return np.asarray(out, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ class _TileSpec:
     eps: float
     exact_ts: tuple[float, ...]
     weighted: bool  # True: sub-tile MSF; False: connectivity only (star pseudo-edges)
+    count_ts: tuple[float, ...] = ()  # count pairs with float64 weight >= each (a subset of exact_ts)
 
 
 class TileBackend(Protocol):
@@ -27,7 +28,9 @@ class TileBackend(Protocol):
     sub-tile ``a @ b.T``, rechecks the band around ``spec.exact_ts`` in float64, masks pairs inside one
     known component (``la``/``lb``: int64 known labels or None) and returns host arrays ``(u, v, w)``:
     int64 local row / column indices (``u < v`` when ``diag``) of the sub-tile's maximum spanning forest
-    (``spec.weighted``) or of star edges spanning its components, and float64 weights (or None).
+    (``spec.weighted``) or of star edges spanning its components, float64 weights (or None), and int64
+    ``counts`` [len(spec.count_ts)]: the sub-tile's pairs whose float64 weight is ``>= t`` for each
+    ``t`` of ``spec.count_ts`` (exact: each is an exact threshold; only without known labels).
     """
 
     name: str
@@ -39,7 +42,7 @@ class TileBackend(Protocol):
     def tile_reduce(
         self, a: tuple[Any, Any], b: tuple[Any, Any], diag: bool, la: np.ndarray | None,
         lb: np.ndarray | None, spec: _TileSpec,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]: ...  # fmt: skip
 
 
 def _resolve_device(device: str, precision: str) -> tuple[TileBackend, str]:

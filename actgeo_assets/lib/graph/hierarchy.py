@@ -14,6 +14,10 @@ from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _loa
 from actgeo_assets.lib.graph.labels import _cc_labels, _summary_from_sizes, canonical_labels
 from actgeo_assets.lib.layout import atomic_path
 
+#: Columns of :meth:`SingleLinkageForest.sweep`.
+SWEEP_COLUMNS = ("threshold", "n_components", "largest", "largest_fraction", "second_largest", "singletons",
+                 "non_singleton", "forest_edges", "exact")
+
 
 class SingleLinkageForest:
     """The exact single-linkage hierarchy of ``n`` rows as a maximum spanning forest.
@@ -83,8 +87,12 @@ class SingleLinkageForest:
         return np.sort(np.bincount(lab).astype(np.int64))[::-1].copy()
 
     def sweep(self, thresholds: Iterable[float]) -> pd.DataFrame:
-        """One row per threshold: threshold, n_components, largest, largest_fraction, singletons,
-        non_singleton (components of size >= 2 other than the largest), n_edges (forest edges >= t)."""
+        """One row per threshold: threshold, n_components, largest, largest_fraction, second_largest,
+        singletons, non_singleton (components of size >= 2 other than the largest), forest_edges (edges
+        of the spanning forest with weight >= t: N - n_components, not the graph's edge count), and exact
+        (True where ``t`` is one of the forest's exact thresholds, else the cut is within
+        ``error_bound`` of the float64 one)."""
+        exact = {float(v) for v in (self.edges.exact_at or ())}
         rows = []
         for t in thresholds:
             sizes = self.component_sizes_at(t)
@@ -95,21 +103,14 @@ class SingleLinkageForest:
                     "n_components": s["n_components"],
                     "largest": s["largest"],
                     "largest_fraction": s["largest_fraction"],
+                    "second_largest": int(sizes[1]) if len(sizes) > 1 else 0,
                     "singletons": s["singletons"],
                     "non_singleton": s["non_singleton"],
-                    "n_edges": self._cut(t),
+                    "forest_edges": self._cut(t),
+                    "exact": float(t) in exact,
                 }
             )
-        cols = [
-            "threshold",
-            "n_components",
-            "largest",
-            "largest_fraction",
-            "singletons",
-            "non_singleton",
-            "n_edges",
-        ]
-        return pd.DataFrame(rows, columns=cols)
+        return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Atomically write as .npz (the edges, their metadata and ``n``)."""

@@ -35,8 +35,7 @@ class ComponentIndex:
     """Exact threshold lookup of new rows against a run's rows and canonical labels."""
 
     def __init__(self, rows: np.ndarray, labels: np.ndarray, threshold: float) -> None:
-        import faiss
-
+        faiss = _faiss()
         rows = as_matrix(rows, "rows")
         max_norm = validate_rows(rows, "rows")
         labels = np.asarray(labels, dtype=np.int64)
@@ -49,6 +48,7 @@ class ComponentIndex:
         # faiss computes a float32 dot: proposals down to the engine's bound below the threshold
         # (queries are unit within the same tolerance, hence the max_norm margin).
         self.slack = matmul_error_bound(d, np.float64, "fp32", max_norm=max(max_norm, 1.0) * 1.02)
+        # A CPU flat index in both builds: faiss' GPU indexes have no range_search.
         self.index = faiss.IndexFlatIP(d)
         self.index.add(np.ascontiguousarray(rows, dtype=np.float32))
 
@@ -79,3 +79,13 @@ class ComponentIndex:
             best[i] = float(exact.max())
             merges[i] = len(comps) > 1
         return Assignment(label=label, n_neighbours=count, best_cosine=best, merges=merges)
+
+
+def _faiss():  # -> the faiss module
+    """faiss from either extra (``actgeo[cpu]``: faiss-cpu, ``actgeo[gpu]``: faiss-gpu-cu12)."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError("the component lookup needs faiss: pip install 'actgeo[cpu]' (faiss-cpu) or "
+                          "'actgeo[gpu]' (faiss-gpu-cu12 on a CUDA machine)") from exc
+    return faiss

@@ -67,6 +67,9 @@ def _run_pass(
         assert labels is not None
     bar = _progress(0, progress, "graph tiles")
     counts = {"tiles": 0, "pairs": 0}
+    edge_counts = np.zeros(len(spec.count_ts), dtype=np.int64)
+    if spec.count_ts and pruning:
+        raise ValueError("edge counts need every pair: they cannot be combined with pruning")
 
     def rows(ids: np.ndarray):
         if within or ids[0] < na:
@@ -145,7 +148,8 @@ def _run_pass(
                     b = backend.take(b, pos_j)
             counts["tiles"] += 1
             counts["pairs"] += len(gi) * (len(gi) - 1) // 2 if diag else len(gi) * len(gj)
-            u, v, ww = backend.tile_reduce(a, b, diag, li, lj, spec)
+            u, v, ww, cnt = backend.tile_reduce(a, b, diag, li, lj, spec)
+            np.add(edge_counts, cnt, out=edge_counts)
             if not len(u):
                 continue
             both = gi if diag else np.concatenate([gi, gj])
@@ -166,6 +170,8 @@ def _run_pass(
         stats["pairs_computed"] = stats.get("pairs_computed", 0) + counts["pairs"]
         n_all = na * (na - 1) // 2 if within else na * nb
         stats["pairs_total"] = stats.get("pairs_total", 0) + n_all
+        if spec.count_ts:
+            stats["edge_counts"] = {float(ct): int(c) for ct, c in zip(spec.count_ts, edge_counts, strict=True)}
 
 
 def _landmark_pass(
@@ -201,7 +207,7 @@ def _landmark_pass(
     for i0 in range(0, n, tile):
         ids = np.arange(i0, min(i0 + tile, n), dtype=np.int64)
         a = backend.block(rows(ids), slice(0, len(ids)))
-        u, v, w = backend.tile_reduce(a, lmb, False, None, None, spec)
+        u, v, w, _ = backend.tile_reduce(a, lmb, False, None, None, spec)
         both = np.concatenate([ids, lm])
         src, dst = both[u], both[v]
         keep = src != dst

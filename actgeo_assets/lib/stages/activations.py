@@ -12,18 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from actgeo_assets.lib.constants import RAW_DTYPE
 from actgeo_assets.lib.corpus import Document, load_corpus, shard_budgets, shard_documents
 from actgeo_assets.lib.incremental import source_fingerprints
-from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy, sha256_file
+from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy, sha256_file, verify_file
+from actgeo_assets.lib.lock import holds_writer_lock
 from actgeo_assets.lib.normalize import geometry_diagnostics, normalize_rows, shards_mean
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.shards import read_next_norm, write_next_norm, write_raw_shard
-from actgeo_assets.lib.stages.common import load_run_model, read_raw
+from actgeo_assets.lib.stages.common import load_run_model, read_raw, show_progress
 
 
 @dataclass(frozen=True)
 class CapturedShard:
-    """One shard captured: ``rows`` activations of width ``dim`` in ``path`` (float16 .npy)."""
+    """One shard captured: ``rows`` activations of width ``dim`` in ``path`` (float32 .npy)."""
 
     shard: str
     rows: int
@@ -58,6 +60,7 @@ class NormalizedShard:
     raw_sha256: str
     mean_sha256: str | None  # center_l2 only
     sha256: str
+    kept_sha256: str  # of normalized/{shard}.kept.npy
     max_norm_error: float  # max | ||row||_2 - 1 | in float64
     path: Path
 
@@ -69,9 +72,27 @@ class NormalizedShard:
 
 
 @functools.lru_cache(maxsize=8)
+def _cached_corpus_and_duplicates(settings: RunSettings, cache_dir: str,
+                                  stamp: tuple[int, int]) -> tuple[tuple[Document, ...], dict[str, Any]]:
+    corpus = load_corpus(settings, Path(cache_dir))
+    return tuple(corpus), corpus.duplicates.to_dict() if corpus.duplicates is not None else {}
+
+
 def _cached_corpus(settings: RunSettings, cache_dir: str, stamp: tuple[int, int] = (0, 0)) -> tuple[Document, ...]:
     """The corpus' documents, loaded once per process (``stamp``: a local file's mtime and size)."""
-    return tuple(load_corpus(settings, Path(cache_dir)))
+    return _cached_corpus_and_duplicates(settings, cache_dir, stamp)[0]
+
+
+def corpus_duplicates(settings: RunSettings, layout: RunLayout, shard: str) -> dict[str, Any]:
+    """What :func:`actgeo_assets.lib.corpus.find_duplicates` found in the corpus a shard's documents come
+    from (the whole corpus, or with ``shard_by="file"`` the shard's file): counts, JSON."""
+    if settings.shard_by == "file":
+        path = settings.shard_files()[shard]
+        st = path.stat()
+        return _cached_corpus_and_duplicates(
+            settings.replace(corpus=str(path), shard_by="split", budget_per_shard=None),
+            str(layout.corpus_cache), (st.st_mtime_ns, st.st_size))[1]
+    return _cached_corpus_and_duplicates(settings, str(layout.corpus_cache), (0, 0))[1]
 
 
 def shard_plan(settings: RunSettings, layout: RunLayout, shard: str) -> tuple[list[Document], int]:
@@ -92,10 +113,38 @@ def shard_plan(settings: RunSettings, layout: RunLayout, shard: str) -> tuple[li
         high = (zlib.crc32(path.name.encode()) & 0x7FFFFFFF) << 32
         return [dataclasses.replace(d, doc_id=high | d.doc_id) for d in docs], int(settings.budget_per_shard or 0)
     docs = list(_cached_corpus(settings, str(layout.corpus_cache)))
+    _check_enough_documents(settings, len(docs))
     index = keys.index(shard)
     return shard_documents(docs, settings.n_shards)[index], shard_budgets(settings.budget, settings.n_shards)[index]
 
 
+def _check_enough_documents(settings: RunSettings, n_docs: int) -> None:
+    if settings.shard_by == "split" and n_docs < settings.n_shards:
+        from actgeo_assets.lib.settings import SettingsError
+
+        raise SettingsError(f"corpus {settings.corpus!r} has {n_docs} document{'s' if n_docs != 1 else ''}, fewer "
+                            f"than n_shards {settings.n_shards}: every shard needs a document; lower n_shards "
+                            f"to at most {n_docs} or use a larger corpus", names=("n_shards", "corpus"))
+
+
+def check_corpus(settings: RunSettings, layout: RunLayout) -> int:
+    """Before any compute: the corpus loads (cached for the capture) and deals a document to every shard
+    (``shard_by="split"``), and every shard file holds one (``shard_by="file"``). Returns the number of
+    documents; ``ValueError`` naming the corpus (or the file) and the fix."""
+    if settings.shard_by == "file":
+        total = 0
+        for shard in settings.shard_keys:
+            docs, _ = shard_plan(settings, layout, shard)
+            if not docs:
+                raise ValueError(f"corpus file {settings.shard_files()[shard]} holds no document with text")
+            total += len(docs)
+        return total
+    n_docs = len(_cached_corpus(settings, str(layout.corpus_cache)))
+    _check_enough_documents(settings, n_docs)
+    return n_docs
+
+
+@holds_writer_lock
 def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> CapturedShard:
     """Capture one shard's residual stream; writes raw/{shard}.* and raw/next_norm.npz."""
     # torch is imported here, not at module level: see common._cached_model.
@@ -105,8 +154,10 @@ def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Captu
     loaded = load_run_model(settings, layout)
     result = capture_activations(
         loaded, docs, layer=settings.layer, context_len=settings.context_len, budget=budget,
-        batch_size=settings.batch_size, exclude_bos=settings.exclude_bos,
+        batch_size=settings.batch_size, exclude_bos=settings.exclude_bos, out_dtype=RAW_DTYPE,
+        progress=show_progress(),
     )
+    result.stats["corpus_duplicates"] = corpus_duplicates(settings, layout, shard)
     write_next_norm(layout, next_block_norm(loaded, settings.layer))
     fingerprint = source_fingerprints(settings)[shard]
     meta = write_raw_shard(layout, shard, result, docs, {**settings.capture_key(), "source_fingerprint": fingerprint})
@@ -116,11 +167,13 @@ def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Captu
                          sha256=meta.get("sha256", ""))
 
 
+@holds_writer_lock
 def compute_mean(settings: RunSettings, layout: RunLayout) -> ActivationMean:
     """Mean raw activation over all shards (float64 [d]) -> mean.npy and mean.json; used by ``center_l2``."""
     missing = [s for s in settings.shard_keys if not layout.raw_meta(s).exists()]
     if missing:
-        raise ValueError(f"raw_activations missing for shards {missing}: materialize them first")
+        raise ValueError(f"raw_activations missing for shards {missing}: no {layout.raw_meta(missing[0])}"
+                         f"{' (and the others beside it)' if len(missing) > 1 else ''}; materialize them first")
     shards = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
     mean = shards_mean(r.acts for r in shards.values())
     save_npy(layout.mean, mean)
@@ -129,13 +182,14 @@ def compute_mean(settings: RunSettings, layout: RunLayout) -> ActivationMean:
     return ActivationMean(dim=int(mean.shape[0]), norm=float(np.linalg.norm(mean)), path=layout.mean, sha256=sha)
 
 
+@holds_writer_lock
 def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> NormalizedShard:
     """Unit rows of one shard -> normalized/{shard}.npy (float32), its kept mask and its sidecar."""
     raw = read_raw(settings, layout, shard, verify=True)
     centered = settings.normalization == "center_l2"
     if centered and not (layout.mean.exists() and layout.mean_meta.exists()):
         raise ValueError(f"center_l2 needs {layout.mean}: materialize activation_mean first")
-    mean = np.load(layout.mean) if centered else None
+    mean = np.load(verify_file(layout.mean, load_json(layout.mean_meta).get("sha256"))) if centered else None
     norm = read_next_norm(layout) if settings.normalization == "rmsnorm" else None
     res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm)
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
@@ -145,11 +199,18 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Nor
         shard=shard, rows=int(res.unit.shape[0]), dim=int(res.unit.shape[1]),
         normalization=settings.normalization, report=res.report, diagnostics=diag, run_key=settings.run_key(),
         raw_sha256=raw.meta["sha256"], mean_sha256=load_json(layout.mean_meta)["sha256"] if centered else None,
-        sha256=sha256_file(layout.normalized(shard)), max_norm_error=max_norm_error(res.unit),
+        sha256=sha256_file(layout.normalized(shard)), kept_sha256=sha256_file(layout.kept(shard)),
+        max_norm_error=max_norm_error(res.unit),
         path=layout.normalized(shard),
     )
     save_json(layout.normalized_meta(shard), result.sidecar())
     return result
+
+
+def invalidate_normalized(layout: RunLayout, shard: str) -> None:
+    """Remove ``normalized/{shard}.json`` (after a failed blocking check): the shard is then stale, no tile
+    joins it, and the next run normalizes it again."""
+    layout.normalized_meta(shard).unlink(missing_ok=True)
 
 
 def max_norm_error(unit: np.ndarray, chunk: int = 65_536) -> float:

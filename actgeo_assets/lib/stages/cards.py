@@ -11,14 +11,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import Card, CardList, Readout, build_cards, giant_subcards
-from actgeo_assets.lib.graph import SingleLinkageForest
+from actgeo_assets.lib.cards import (
+    READOUT_MEMBERS,
+    TOP_PREDICTIONS,
+    Card,
+    CardList,
+    Predictor,
+    Readout,
+    build_cards,
+    giant_subcards,
+    hidden_token_ids,
+    next_token_column,
+    readout_rows,
+    token_baseline,
+)
+from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
 from actgeo_assets.lib.layout import RunLayout, save_json
+from actgeo_assets.lib.lock import holds_writer_lock
 from actgeo_assets.lib.report import write_report
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.sqlstore import read_components, write_results
-from actgeo_assets.lib.stages.common import load_run_model, read_raw, run_rows
-from actgeo_assets.lib.stages.graph import FIGURES, load_components
+from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
+from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
 
 log = logging.getLogger("actgeo")
 
@@ -34,6 +48,8 @@ class RunCards:
     report: Path
     sql_rows: int
     summary: dict[str, Any]  # the components' summary the cards were built from
+    baseline: dict[str, Any] | None = None  # lib.cards.token_baseline of the run
+    duplicates: dict[str, Any] | None = None  # duplicate documents found in the corpus (counts)
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,16 @@ class CheckOutcome:
 
 
 def run_tokens(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Token table (global row order, only rows kept by normalization) and the documents of all shards."""
+    """Token table (global row order, only rows kept by normalization) and the documents of all shards.
+    ``next_token``: the token at ``position + 1`` of the same document among all captured rows (a document
+    lies in one shard), None where the captured context ended."""
     tables, docs = [], []
     for shard in settings.shard_keys:
         raw = read_raw(settings, layout, shard)
-        kept = np.load(layout.kept(shard))
-        tok = raw.tokens.loc[kept].reset_index(drop=True)
+        kept = load_kept(layout, shard)
+        every = raw.tokens.copy()
+        every["next_token"] = next_token_column(every)
+        tok = every.loc[kept].reset_index(drop=True)
         tok["row"] = np.arange(len(tok), dtype=np.int64) + offsets[shard]
         tok["shard"] = shard
         tables.append(tok)
@@ -59,6 +79,7 @@ def run_tokens(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]
     return pd.concat(tables, ignore_index=True), pd.concat(docs, ignore_index=True).drop_duplicates("doc_id")
 
 
+@holds_writer_lock
 def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str, readout: bool = True) -> RunCards:
     """Cards for the configured ranks, the HTML report, and the SQL rows of this run."""
     comps = load_components(settings, layout)
@@ -66,44 +87,64 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     tokens, docs = run_tokens(settings, layout, comps.offsets)
     if len(tokens) != len(labels):
         raise ValueError(f"token table has {len(tokens)} rows but labels have {len(labels)}: rerun upstream")
-    readout_fns = _readout(settings, layout) if readout else None
+    readout_fns = _readout(settings, layout, tokens, comps.offsets) if readout else None
     rows = run_rows(settings, layout, comps.offsets)
     raw_rows = run_rows(settings, layout, comps.offsets, raw=True) if readout_fns else None
+    t_sub = settings.subcard_threshold
+    sub_labels = giant = None
+    if t_sub is not None and t_sub > settings.threshold and len(labels):
+        forest = SingleLinkageForest.load(verified_component_file(layout, comps.record, "forest"))
+        giant = np.flatnonzero(labels == 0)
+        sub_labels = forest.labels_at(t_sub)[giant]
+    if readout_fns is not None and readout_fns.predict is not None:  # every card's predictions in one pass
+        wanted = [readout_rows(labels, settings.card_ranks, cap=readout_fns.members)]
+        if sub_labels is not None:
+            wanted.append(readout_rows(canonical_labels(sub_labels), settings.subcard_ranks, rows=giant,
+                                       cap=readout_fns.members))
+        readout_fns.predict(np.unique(np.concatenate(wanted)))
     cards = build_cards(
         labels, rows, tokens, docs, ranks=settings.card_ranks, contexts_per_card=settings.contexts_per_card,
         threshold=settings.threshold, readout=readout_fns, raw_rows=raw_rows,
     )
     subcards = CardList()
-    t_sub = settings.subcard_threshold
     if t_sub is not None and t_sub <= settings.threshold:
         cards.notes.append(f"no sub-component cards: subcard_threshold {t_sub} is not above the threshold "
                            f"{settings.threshold} (single linkage only splits the giant at higher thresholds)")
-    elif t_sub is not None and len(labels):
-        forest = SingleLinkageForest.load(layout.forest)
-        giant = np.flatnonzero(labels == 0)
+    elif sub_labels is not None and giant is not None:
         subcards = giant_subcards(
-            forest.labels_at(t_sub)[giant], giant, rows, tokens, docs,
+            sub_labels, giant, rows, tokens, docs,
             higher_threshold=t_sub, ranks=settings.subcard_ranks,
             contexts_per_card=settings.contexts_per_card, readout=readout_fns, raw_rows=raw_rows,
         )
+    baseline = token_baseline(labels, tokens)
+    duplicates = corpus_duplicates(settings, layout)
     save_json(layout.cards, {"run_id": settings.run_id(), "run_key": settings.run_key(),
                              "cards": [c.to_dict() for c in cards],
                              "subcard_threshold": settings.subcard_threshold,
-                             "subcards": [c.to_dict() for c in subcards]})
+                             "subcards": [c.to_dict() for c in subcards],
+                             "token_baseline": baseline, "corpus_duplicates": duplicates,
+                             "readout": {"model_next_members_cap": READOUT_MEMBERS,
+                                         "model_next_top_per_member": TOP_PREDICTIONS,
+                                         "logit_lens": "mean raw member activation minus the corpus mean, "
+                                                       "through the final norm and unembedding"}})
     report = write_report(layout.report, run_key=settings.run_key(), run_description=settings.describe(),
-                          summary=summary, sweep=pd.read_csv(layout.sweep),
-                          figures={k: layout.figure(k).read_bytes() for k in FIGURES},
+                          summary=summary, sweep=pd.read_csv(verified_component_file(layout, comps.record, "sweep")),
+                          figures={k: verified_component_file(layout, comps.record, k).read_bytes() for k in FIGURES},
                           cards=[*cards, *subcards], notes=[*cards.notes, *subcards.notes],
-                          precision=comps.record.precision)
-    n_rows = write_results(database_url, settings.run_key(), summary, cards, description=settings.describe())
+                          precision=comps.record.precision, transition=comps.record.transition,
+                          scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
+                          study=comps.record.study, baseline=baseline, duplicates=duplicates)
+    n_rows = write_results(database_url, settings.run_key(), summary, cards, description=settings.describe(),
+                           baseline=baseline, duplicates=duplicates)
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
-                    summary=summary)
+                    summary=summary, baseline=baseline, duplicates=duplicates)
 
 
-def _readout(settings: RunSettings, layout: RunLayout) -> Readout | None:
-    """(final_norm, unembed, tokenizer) of the run's model, or None when it cannot be loaded."""
+def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, offsets: dict[str, int]) -> Readout | None:
+    """The cards' model readouts (:class:`Readout`): the model's next-token predictions at member positions
+    and the mid-depth logit lens against the corpus mean; None when the model cannot be loaded."""
     # torch is imported here, not at module level: see common._cached_model.
-    from actgeo_assets.lib.model import final_norm_and_unembed
+    from actgeo_assets.lib.model import final_logit_softcap, final_norm_and_unembed
 
     try:
         loaded = load_run_model(settings, layout)
@@ -111,7 +152,137 @@ def _readout(settings: RunSettings, layout: RunLayout) -> Readout | None:
         log.warning("next-token readout skipped: model %s not loadable (%s)", settings.model, exc)
         return None
     norm, unembed = final_norm_and_unembed(loaded)
-    return norm, unembed, loaded.tokenizer
+    hidden = hidden_token_ids(loaded.tokenizer)
+    return Readout(predict=_predictor(settings, layout, loaded, tokens, hidden), final_norm=norm, unembed=unembed,
+                   center=_corpus_mean(settings, layout, offsets), tokenizer=loaded.tokenizer, hidden=hidden,
+                   members=READOUT_MEMBERS, softcap=final_logit_softcap(loaded))
+
+
+def _corpus_mean(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]) -> np.ndarray:
+    """float64 [d] mean raw activation of the run: ``mean.npy`` when it was written (verified), else the
+    mean of the kept raw rows (one chunked pass)."""
+    from actgeo_assets.lib.layout import load_json, verify_file
+
+    if layout.mean.exists() and layout.mean_meta.exists():
+        try:
+            return np.load(verify_file(layout.mean, load_json(layout.mean_meta).get("sha256")))
+        except (OSError, ValueError) as exc:
+            log.warning("corpus mean %s unusable (%s): recomputing it for the logit lens", layout.mean, exc)
+    total, n = None, 0
+    for _, arr in run_rows(settings, layout, offsets, raw=True):
+        for lo in range(0, len(arr), 65_536):
+            block = np.asarray(arr[np.arange(lo, min(lo + 65_536, len(arr)))], dtype=np.float64)
+            total = block.sum(axis=0) if total is None else total + block.sum(axis=0)
+            n += block.shape[0]
+    return total / max(n, 1) if total is not None else np.zeros(0)
+
+
+def _predictor(settings: RunSettings, layout: RunLayout, loaded: Any, tokens: pd.DataFrame,
+               hidden: frozenset[int]) -> Predictor:
+    """The model's next-token distribution at global rows of ``tokens``: a full forward pass over each
+    needed document up to its last needed position (token ids from the raw token tables, so exactly what
+    was captured), batched by document. Results are kept in ``cards/next_token_predictions.npz`` with the
+    raw shards' sha256, so a rerun over the same shards computes only positions it has not seen."""
+    import hashlib
+    import json
+
+    from actgeo_assets.lib.model import next_token_predictions
+
+    doc_of, pos_of = tokens["doc_id"].to_numpy(), tokens["position"].to_numpy()
+    raws = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
+    key = hashlib.sha256(json.dumps({"model": settings.model, "revision": loaded.revision, "k": TOP_PREDICTIONS,
+                                     "raw": [raws[s].meta.get("sha256") for s in settings.shard_keys],
+                                     "hidden": sorted(hidden)}).encode()).hexdigest()
+    path = layout.cards_dir / "next_token_predictions.npz"
+    cache = _load_predictions(path, key)
+    sequences: dict[int, list[int]] = {}
+
+    def sequence(doc: int) -> list[int]:
+        if doc not in sequences:
+            for raw in raws.values():
+                t = raw.tokens[raw.tokens["doc_id"].to_numpy() == doc]
+                if len(t):
+                    t = t.sort_values("position")
+                    first = int(t["position"].iloc[0])
+                    bos = loaded.tokenizer.bos_token_id
+                    if first not in (0, 1) or (first == 1 and bos is None):
+                        raise ValueError(f"document {doc}: captured tokens start at position {first}")
+                    sequences[doc] = [bos] * first + t["token_id"].astype(int).tolist()
+                    break
+        return sequences[doc]
+
+    def predict(rows: np.ndarray) -> list[list[tuple[int, float]]]:
+        wanted = list(zip(doc_of[rows].tolist(), pos_of[rows].tolist(), strict=True))
+        need: dict[int, set[int]] = {}
+        for d, p in wanted:
+            if (d, p) not in cache:
+                need.setdefault(d, set()).add(p)
+        if need:
+            import time
+
+            t0 = time.perf_counter()
+            docs = sorted(need)
+            positions = [sorted(need[d]) for d in docs]
+            found = next_token_predictions(loaded, [sequence(d) for d in docs], positions, k=TOP_PREDICTIONS,
+                                           hidden=hidden, batch_size=settings.batch_size)
+            for d, ps, dists in zip(docs, positions, found, strict=True):
+                cache.update({(d, p): dist for p, dist in zip(ps, dists, strict=True)})
+            log.info("next-token predictions at %d positions of %d documents in %.1fs",
+                     sum(map(len, positions)), len(docs), time.perf_counter() - t0)
+            _save_predictions(path, key, cache)
+        return [cache[w] for w in wanted]
+
+    return predict
+
+
+def _load_predictions(path: Path, key: str) -> dict[tuple[int, int], list[tuple[int, float]]]:
+    """The cached predictions of :func:`_predictor` when they were made for ``key``, else none."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return {}
+            doc, pos, ids, probs = z["doc"], z["pos"], z["ids"], z["probs"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    return {(int(d), int(p)): [(int(i), float(q)) for i, q in zip(ii, qq, strict=True) if i >= 0]
+            for d, p, ii, qq in zip(doc, pos, ids, probs, strict=True)}
+
+
+def _save_predictions(path: Path, key: str, cache: dict[tuple[int, int], list[tuple[int, float]]]) -> None:
+    from actgeo_assets.lib.layout import atomic_path
+
+    items = sorted(cache.items())
+    ids = np.full((len(items), TOP_PREDICTIONS), -1, dtype=np.int64)
+    probs = np.zeros((len(items), TOP_PREDICTIONS), dtype=np.float64)
+    for r, (_, dist) in enumerate(items):
+        ids[r, : len(dist)] = [i for i, _ in dist]
+        probs[r, : len(dist)] = [q for _, q in dist]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, key=np.str_(key), doc=np.array([k[0] for k, _ in items], dtype=np.int64),
+                 pos=np.array([k[1] for k, _ in items], dtype=np.int64), ids=ids, probs=probs)
+
+
+def corpus_duplicates(settings: RunSettings, layout: RunLayout) -> dict[str, Any] | None:
+    """Duplicate documents found in the run's corpus, from the raw shards' sidecars: one corpus in split
+    mode; with ``shard_by="file"`` the files' counts added up. None for shards captured before they were
+    recorded."""
+    found = [read_raw(settings, layout, s).meta.get("stats", {}).get("corpus_duplicates")
+             for s in settings.shard_keys]
+    if not found or any(not f for f in found):
+        return None
+    if settings.shard_by == "split":
+        return found[0]
+    total: dict[str, Any] = {"files": len(found), "near_threshold": found[0].get("near_threshold"),
+                             "dropped": found[0].get("dropped"), "by_source": {}}
+    for f in found:
+        for k in ("n_documents", "n_exact_duplicates", "n_near_duplicates", "n_kept"):
+            total[k] = total.get(k, 0) + int(f.get(k, 0))
+        for src, counts in f.get("by_source", {}).items():
+            mine = total["by_source"].setdefault(src, {"exact": 0, "near": 0})
+            for kind in ("exact", "near"):
+                mine[kind] += int(counts.get(kind, 0))
+    return total
 
 
 def audit_cards(settings: RunSettings, database_url: str, result: RunCards) -> list[CheckOutcome]:

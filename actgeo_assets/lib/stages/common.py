@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actgeo_assets.lib.cards import RowsSource
-from actgeo_assets.lib.layout import RunLayout, load_json
+from actgeo_assets.lib.layout import RunLayout, load_json, verify_file
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.shards import RawShard, read_raw_shard
 
@@ -32,8 +32,9 @@ def load_run_model(settings: RunSettings, layout: RunLayout) -> LoadedModel:
     return _cached_model(settings.model, str(layout.model_cache), settings.device, settings.torch_threads)
 
 
-def read_raw(settings: RunSettings, layout: RunLayout, shard: str, verify: bool = False) -> RawShard:
-    """One raw shard, memory-mapped, checked against the run's capture settings."""
+def read_raw(settings: RunSettings, layout: RunLayout, shard: str, verify: bool = True) -> RawShard:
+    """One raw shard, memory-mapped, checked against the run's capture settings and (``verify``) the sha256
+    of its files (hashed once per file version per process)."""
     return read_raw_shard(layout, shard, expect=settings.capture_key(), mmap=True, verify=verify)
 
 
@@ -46,10 +47,17 @@ def normalized_rows(settings: RunSettings, layout: RunLayout, shard: str) -> np.
     if meta.get("normalization") != settings.normalization:
         raise ValueError(f"{meta_path} was normalized with {meta.get('normalization')!r}, "
                          f"this run asks for {settings.normalization!r}: rematerialize `normalized`")
+    verify_file(path, meta.get("sha256"))  # IntegrityError naming the file
     x = np.load(path, mmap_mode="r")
     if x.shape[0] != meta["rows"]:
         raise ValueError(f"{path} has {x.shape[0]} rows, its sidecar says {meta['rows']}")
     return x
+
+
+def load_kept(layout: RunLayout, shard: str) -> np.ndarray:
+    """bool [n_raw]: the raw rows of ``shard`` that normalization kept, verified against its sidecar."""
+    meta = load_json(layout.normalized_meta(shard))
+    return np.load(verify_file(layout.kept(shard), meta.get("kept_sha256")), allow_pickle=False)
 
 
 class _KeptRawRows:
@@ -73,6 +81,15 @@ def run_rows(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], 
     """Every shard's rows as ``[(global offset, rows), ...]`` (see :func:`actgeo_assets.lib.cards.row_getter`):
     the normalized unit rows, or with ``raw=True`` the raw activations of the same (kept) rows."""
     if raw:
-        return [(offsets[s], _KeptRawRows(read_raw(settings, layout, s).acts, np.load(layout.kept(s))))
+        return [(offsets[s], _KeptRawRows(read_raw(settings, layout, s).acts, load_kept(layout, s)))
                 for s in settings.shard_keys]
     return [(offsets[s], normalized_rows(settings, layout, s)) for s in settings.shard_keys]
+
+
+def show_progress() -> bool:
+    """Whether a stage draws tqdm bars: only onto a terminal (a step's stderr is its captured compute log, a
+    file) and never under ``dagster dev``, whose processes share one console (bars would interleave)."""
+    import os
+    import sys
+
+    return sys.stderr.isatty() and not os.environ.get("DAGSTER_IS_DEV_CLI")

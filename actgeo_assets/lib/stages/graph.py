@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from actgeo_assets.lib.cards import row_getter
-from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
+from actgeo_assets.lib.figures import cosine_histogram_png, n_scaling_png, percolation_png, size_spectrum_png
 from actgeo_assets.lib.graph import (
     ForestEdges,
     SingleLinkageForest,
@@ -29,12 +29,16 @@ from actgeo_assets.lib.layout import (
     save_json,
     save_npy,
     sha256_file,
+    verify_file,
 )
-from actgeo_assets.lib.settings import RunSettings, split_pair_key
-from actgeo_assets.lib.stages.common import normalized_rows, run_rows
+from actgeo_assets.lib.lock import holds_writer_lock
+from actgeo_assets.lib.percolation import fine_thresholds, locate_transition, n_scaling
+from actgeo_assets.lib.settings import RunSettings, pair_key, split_pair_key
+from actgeo_assets.lib.stages.common import normalized_rows, run_rows, show_progress
+from actgeo_assets.lib.study import STUDY_SETUP, compare_with_study
 
 #: The figures of the components, by name (files ``components/{name}.png``).
-FIGURES = ("size_spectrum", "percolation")
+FIGURES = ("size_spectrum", "percolation", "n_scaling", "cosine_histogram")
 #: How the run's similarities are computed, as the summary and the report say.
 PRECISION = "float32 unit rows; exact float64 edge rule at threshold"
 
@@ -49,6 +53,7 @@ class EdgeTile:
     seconds: float
     path: Path
     sha256: str
+    edge_counts: dict[str, int]  # graph edges (pairs with float64 cosine >= t) by exact threshold "t"
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,29 @@ class ComponentsRecord:
     precision: str
     tile_sha256: dict[str, str | None]  # of every tile merged
     labels_sha256: str
+    transition: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.percolation.Transition
+    study: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.study.compare_with_study
+    files_sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # forest, offsets, sweep, figures
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ComponentsRecord:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def component_files(layout: RunLayout) -> dict[str, Path]:
+    """The files of `components` that later stages read, by the key of ``ComponentsRecord.files_sha256``
+    (the labels have their own ``labels_sha256``)."""
+    return {"forest": layout.forest, "offsets": layout.offsets, "sweep": layout.sweep, "scaling": layout.scaling,
+            **{name: layout.figure(name) for name in FIGURES}}
+
+
+def verified_component_file(layout: RunLayout, record: ComponentsRecord, name: str) -> Path:
+    """The path of one of :func:`component_files`, checked against the sha256 recorded by the merge
+    (``IntegrityError`` naming the file)."""
+    return verify_file(component_files(layout)[name], record.files_sha256.get(name))
 
 
 @dataclass(frozen=True)
@@ -77,7 +98,8 @@ class MergedComponents:
     """What :func:`merge_components` wrote: the record, the threshold sweep and the figures' files."""
 
     record: ComponentsRecord
-    sweep: pd.DataFrame
+    sweep: pd.DataFrame  # the fine sweep (every 0.01, plus the listed thresholds)
+    scaling: pd.DataFrame  # components over the first k shards (lib.percolation.SCALING_COLUMNS)
     figures: dict[str, Path]
 
 
@@ -105,6 +127,12 @@ class SpotCheck:
         return dataclasses.asdict(self)
 
 
+def exact_thresholds(settings: RunSettings) -> tuple[float, ...]:
+    """The thresholds whose cuts are float64-exact: the run's and every listed sweep value."""
+    return tuple(sorted({settings.threshold, *settings.sweep}))
+
+
+@holds_writer_lock
 def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTile:
     """Maximum spanning forest (cosine >= min_threshold) of one shard pair -> tiles/{pair}.npz and .json.
 
@@ -119,8 +147,11 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     xa = normalized_rows(settings, layout, a)
     xb = None if a == b else normalized_rows(settings, layout, b)
     t0 = time.perf_counter()
+    stats: dict[str, Any] = {}
     forest = tile_forest(xa, xb, offset_a=0, offset_b=xa.shape[0], min_threshold=settings.min_threshold,
-                         exact_at=(settings.threshold,), device=settings.device, progress=True)
+                         exact_at=exact_thresholds(settings), device=settings.device, progress=show_progress(),
+                         count_edges=True, stats=stats)
+    edge_counts = {f"{t:g}": int(c) for t, c in stats["edge_counts"].items()}
     seconds = time.perf_counter() - t0
     path = layout.tile(pair)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,29 +159,33 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     shas = [load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)]
     tile_sha = sha256_file(path)
     save_json(layout.tile_meta(pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
-                                       "exact_at": [settings.threshold], "sha256": tile_sha})
+                                       "exact_at": list(exact_thresholds(settings)), "edge_counts": edge_counts,
+                                       "sha256": tile_sha})
     n_a, n_b = xa.shape[0], (xa.shape[0] if xb is None else xb.shape[0])
     pairs = n_a * (n_a - 1) // 2 if xb is None else n_a * n_b
     return EdgeTile(pair=pair, forest_edges=int(len(forest.weight)), pairs_compared=int(pairs), seconds=seconds,
-                    path=path, sha256=tile_sha)
+                    path=path, sha256=tile_sha, edge_counts=edge_counts)
 
 
+@holds_writer_lock
 def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponents:
     """Merge all tile forests (Kruskal) into the single-linkage hierarchy; labels, summary, sweep, figures."""
     missing = [s for s in settings.shard_keys if not layout.normalized_meta(s).exists()]
     if missing:
-        raise ValueError(f"normalized missing for shards {missing}: materialize them first")
+        raise ValueError(f"normalized missing for shards {missing}: no {layout.normalized_meta(missing[0])}"
+                         f"{' (and the others beside it)' if len(missing) > 1 else ''}; materialize them first")
     sizes = {s: int(load_json(layout.normalized_meta(s))["rows"]) for s in settings.shard_keys}
     offsets = dict(zip(settings.shard_keys, np.cumsum([0] + [sizes[s] for s in settings.shard_keys])[:-1].tolist(), strict=True))
     n = int(sum(sizes.values()))
     missing = [p for p in settings.pair_keys if not layout.tile(p).exists()]
     if missing:
-        raise ValueError(f"edge_tiles missing for {len(missing)} shard pairs, e.g. {missing[:5]}: "
-                         "materialize every edge_tiles partition first")
+        raise ValueError(f"edge_tiles missing for {len(missing)} shard pairs, e.g. {missing[:5]}: no "
+                         f"{layout.tile(missing[0])}; materialize every edge_tiles partition first")
     parts = []
     for pair in settings.pair_keys:
         a, b = split_pair_key(pair)
-        local = ForestEdges.load(layout.tile(pair))
+        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
+        local = ForestEdges.load(verify_file(layout.tile(pair), meta.get("sha256")))
         n_a, n_tile = sizes[a], sizes[a] + (sizes[b] if a != b else 0)
         if len(local.src) and max(local.src.max(), local.dst.max()) >= n_tile:
             raise ValueError(f"{layout.tile(pair)} indexes rows beyond its shards: it is stale; rematerialize it")
@@ -158,19 +193,31 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
         def to_global(v: np.ndarray, a: str = a, b: str = b, n_a: int = n_a) -> np.ndarray:
             return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
 
-        parts.append(ForestEdges(to_global(local.src), to_global(local.dst), local.weight))
+        parts.append(dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst)))
     forest = merge_forests(parts, n)
+    del parts
     labels = forest.labels_at(settings.threshold)
     summary = component_summary(labels, top=20)
-    sweep = forest.sweep(sorted(set(settings.sweep) | {settings.threshold}))
+    sweep = forest.sweep(fine_thresholds(settings.min_threshold, exact_thresholds(settings)))
+    sweep["graph_edges"] = graph_edge_counts(settings, layout, sweep["threshold"])
+    transition = locate_transition(sweep, settings.threshold)
+    cosines = pair_cosine_sample(settings, layout, offsets, n)
+    scaling = shard_scaling(settings, layout, sizes, offsets)
+    study = compare_with_study(settings.run_key(), summary)
     forest.save(layout.forest)
     save_npy(layout.labels, labels)
     labels_sha = sha256_file(layout.labels)
     save_json(layout.offsets, {"offsets": offsets, "sizes": sizes, "n": n})
     save_csv(layout.sweep, sweep)
+    save_csv(layout.scaling, scaling)
     pngs = {
         "size_spectrum": size_spectrum_png(labels, title=settings.describe()),
-        "percolation": percolation_png(sweep, title=settings.describe(), threshold=settings.threshold),
+        "percolation": percolation_png(sweep, title=settings.describe(), threshold=settings.threshold,
+                                       t_c=transition.t_c),
+        "n_scaling": n_scaling_png(scaling, title=settings.describe(), study_n=STUDY_SETUP["n"]),
+        "cosine_histogram": cosine_histogram_png(
+            cosines, threshold=settings.threshold, n=n, title=settings.describe(),
+            edges_at_threshold=_edges_at(sweep, settings.threshold)),
     }
     for name, png in pngs.items():
         save_bytes(layout.figure(name), png)
@@ -178,9 +225,80 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
                 for p in settings.pair_keys}
     record = ComponentsRecord(run_key=settings.run_key(), run_id=settings.run_id(), description=settings.describe(),
                               n=n, summary=summary, precision=PRECISION, tile_sha256=tile_sha,
-                              labels_sha256=labels_sha)
+                              labels_sha256=labels_sha, transition=transition.as_dict(), study=study,
+                              files_sha256={k: sha256_file(f) for k, f in component_files(layout).items()})
     save_json(layout.summary, record.to_json())
-    return MergedComponents(record=record, sweep=sweep, figures={k: layout.figure(k) for k in FIGURES})
+    return MergedComponents(record=record, sweep=sweep, scaling=scaling,
+                            figures={k: layout.figure(k) for k in FIGURES})
+
+
+def graph_edge_counts(settings: RunSettings, layout: RunLayout, thresholds: pd.Series) -> pd.Series:
+    """The graph's exact edge count at each threshold that every tile counted (summed over the tiles'
+    sidecars); <NA> at the others (the fine sweep's in-between thresholds) or when a tile has no count."""
+    totals: dict[str, int] | None = None
+    for pair in settings.pair_keys:
+        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
+        counts = meta.get("edge_counts")
+        if not counts:
+            return pd.Series(pd.NA, index=thresholds.index, dtype="Int64")
+        totals = dict(counts) if totals is None else {k: totals[k] + counts[k] for k in totals if k in counts}
+    totals = totals or {}
+    return pd.Series([totals.get(f"{t:g}", pd.NA) for t in thresholds], index=thresholds.index, dtype="Int64")
+
+
+def _edges_at(sweep: pd.DataFrame, t: float) -> int | None:
+    row = sweep[np.isclose(sweep["threshold"], t)]
+    v = row["graph_edges"].iloc[0] if len(row) else pd.NA
+    return None if pd.isna(v) else int(v)
+
+
+#: Pairs sampled for the histogram of pairwise cosines.
+HISTOGRAM_PAIRS = 200_000
+
+
+def pair_cosine_sample(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], n: int,
+                       n_pairs: int = HISTOGRAM_PAIRS, seed: int = 0) -> np.ndarray:
+    """float64 cosines of ``n_pairs`` uniformly random pairs ``i != j`` of the run's unit rows (for the
+    histogram of all pairwise cosines; the exact counts at the thresholds come from the tiles)."""
+    if n < 2:
+        return np.zeros(0)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, n_pairs)
+    j = (i + rng.integers(1, n, n_pairs)) % n
+    get = row_getter(run_rows(settings, layout, offsets))
+    out = np.empty(n_pairs)
+    for k in range(0, n_pairs, 16_384):
+        a = np.asarray(get(i[k : k + 16_384]), dtype=np.float64)
+        b = np.asarray(get(j[k : k + 16_384]), dtype=np.float64)
+        out[k : k + 16_384] = np.einsum("ij,ij->i", a, b)
+    return out
+
+
+def shard_scaling(settings: RunSettings, layout: RunLayout, sizes: dict[str, int],
+                  offsets: dict[str, int]) -> pd.DataFrame:
+    """Components at the run's threshold over the first k shards, k = 1..n_shards, from the tile
+    forests on disk (:func:`actgeo_assets.lib.percolation.n_scaling`)."""
+    keys = list(settings.shard_keys)
+
+    def tile_of(i: int, j: int) -> ForestEdges:
+        a, b = keys[i], keys[j]
+        pair = pair_key(a, b)
+        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
+        local = ForestEdges.load(verify_file(layout.tile(pair), meta.get("sha256")))
+        n_a = sizes[a]
+
+        def to_global(v: np.ndarray) -> np.ndarray:
+            return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
+
+        return dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst))
+
+    return n_scaling([sizes[k] for k in keys], tile_of, settings.threshold)
+
+
+def invalidate_components(layout: RunLayout) -> None:
+    """Remove ``components/summary.json`` (after a failed blocking check): the components are then stale,
+    nothing reads them, and the next run merges again."""
+    layout.summary.unlink(missing_ok=True)
 
 
 def load_record(settings: RunSettings, layout: RunLayout) -> ComponentsRecord:
@@ -197,8 +315,8 @@ def load_record(settings: RunSettings, layout: RunLayout) -> ComponentsRecord:
 def load_components(settings: RunSettings, layout: RunLayout) -> RunComponents:
     """The record, labels and shard offsets of the last `components` run; ValueError if stale."""
     record = load_record(settings, layout)
-    off = load_json(layout.offsets)
-    return RunComponents(record=record, labels=np.load(layout.labels),
+    off = load_json(verified_component_file(layout, record, "offsets"))
+    return RunComponents(record=record, labels=np.load(verify_file(layout.labels, record.labels_sha256)),
                          offsets={k: int(v) for k, v in off["offsets"].items()},
                          sizes={k: int(v) for k, v in off["sizes"].items()})
 
@@ -218,7 +336,7 @@ def spot_check_edges(settings: RunSettings, layout: RunLayout, components: RunCo
     ii, jj = np.nonzero(sims >= settings.threshold)
     linked = i[ii] != j[jj]
     violations = int(np.count_nonzero(labels[i[ii][linked]] != labels[j[jj][linked]]))
-    e = SingleLinkageForest.load(layout.forest).edges
+    e = SingleLinkageForest.load(verified_component_file(layout, components.record, "forest")).edges
     pick = rng.choice(len(e.src), size=min(sample, len(e.src)), replace=False) if len(e.src) else np.array([], int)
     if len(pick):
         exact = np.einsum("ij,ij->i", rows(e.src[pick]).astype(np.float64), rows(e.dst[pick]).astype(np.float64))

@@ -1,0 +1,113 @@
+"""The local jobs: one per pipeline stage, and how `actgeo run` launches them.
+
+Each stage is a job of the Definitions (so the UI lists it, shows its runs under its name and re-executes
+them): ``stage_capture`` and ``stage_normalize`` per shard, ``stage_mean``, ``stage_tiles`` per shard pair,
+and ``stage_merge`` (``components`` then ``component_cards``). The shard sensor (automation.py) requests
+the first four; `actgeo run` (runner.py) runs the stale partitions of each, in lineage order.
+
+:func:`execute_stage_job` is what a Dagster run worker does for a launched run, in the calling process:
+the run is created in the instance with the job's origin in the code location that `make ui` serves
+(``dagster dev -m actgeo_assets.definitions``), its settings in the run config (so "Re-execute" in the UI
+runs the same settings), and executed with compute-log capture (the run page's stdout/stderr). No process
+is started per run: a cold run worker costs 7-10 s on a 2-core machine, and the model stays loaded across
+the capture runs of one invocation.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
+
+#: Groups the runs of one `actgeo run` (filter the UI's run list by it).
+INVOCATION_TAG = "actgeo/invocation"
+#: The module of the Definitions, and the name `dagster dev -m` gives its code location.
+DEFINITIONS_MODULE = "actgeo_assets.definitions"
+#: Override when the UI loads the code location under another name (a workspace.yaml's location_name).
+LOCATION_ENV = "ACTGEO_CODE_LOCATION"
+
+STAGE_JOBS: dict[str, Any] = {
+    "raw_activations": dg.define_asset_job(
+        "stage_capture", selection=["raw_activations"], partitions_def=shard_partitions,
+        description="Capture the residual stream of one shard (one partition per run).",
+    ),
+    "activation_mean": dg.define_asset_job(
+        "stage_mean", selection=["activation_mean"],
+        description="Mean raw activation over all shards (needed by center_l2).",
+    ),
+    "normalized": dg.define_asset_job(
+        "stage_normalize", selection=["normalized"], partitions_def=shard_partitions,
+        description="Normalize one shard (one partition per run).",
+    ),
+    "edge_tiles": dg.define_asset_job(
+        "stage_tiles", selection=["edge_tiles"], partitions_def=pair_partitions,
+        description="Maximum spanning forest of one shard pair's tile (one partition per run).",
+    ),
+    "components": dg.define_asset_job(
+        "stage_merge", selection=["components", "component_cards"],
+        description="Merge all tiles into the components, then the cards, the HTML report and the SQL rows.",
+    ),
+}
+"""Asset that a stage starts with -> its job."""
+
+
+def new_invocation_id() -> str:
+    """A readable, unique id for one `actgeo run`: local time and 6 random hex digits."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@functools.lru_cache(maxsize=1)
+def _recon_repository() -> Any:
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    return ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs")
+
+
+def job_origin(job_name: str) -> Any:
+    """The job's origin in the code location `make ui` loads: the UI matches a run to its job by it."""
+    from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE),
+        location_name=os.environ.get(LOCATION_ENV) or DEFINITIONS_MODULE,
+    )
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
+
+
+def execute_stage_job(
+    job_name: str,
+    instance: dg.DagsterInstance,
+    *,
+    run_config: Mapping[str, Any],
+    tags: Mapping[str, str],
+    partition_key: str | None = None,
+    asset_selection: list[str] | None = None,
+) -> Any:
+    """Create a run of the Definitions' job ``job_name`` (a subset of it with ``asset_selection``) and
+    execute it in this process, like a run worker; raises on a failed step or blocking check."""
+    from dagster._core.execution.api import create_execution_plan, execute_run
+
+    recon_job = _recon_repository().get_reconstructable_job(job_name)
+    keys = frozenset(dg.AssetKey(a) for a in asset_selection) if asset_selection else None
+    target = recon_job.get_subset(asset_selection=keys) if keys else recon_job
+    job_def = target.get_definition()
+    all_tags = dict(tags)
+    if partition_key is not None:
+        all_tags.update(job_def.get_tags_for_partition_key(partition_key, selected_asset_keys=None))
+    plan = create_execution_plan(target, run_config=run_config, tags=all_tags,
+                                 instance_ref=instance.get_ref() if instance.is_persistent else None)
+    run = instance.create_run_for_job(
+        job_def=job_def, execution_plan=plan, run_config=run_config, tags=all_tags, asset_selection=keys,
+        remote_job_origin=job_origin(job_name), job_code_origin=recon_job.get_python_origin(),
+    )
+    return execute_run(recon_job, run, instance, raise_on_error=True)

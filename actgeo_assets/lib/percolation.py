@@ -1,0 +1,106 @@
+"""Where the run's threshold sits on the percolation curve, and how the components grow with N.
+
+The single-linkage forest gives the components at every threshold for the price of a cut, so the sweep is
+fine (every 0.01) and the transition is located on it: as the threshold rises the giant component breaks
+up, and the *second*-largest component peaks where it does (the usual finite-size marker of percolation).
+The N-scaling curve merges the tile forests of the first k shards (their union is a spanning forest of
+the graph induced on those rows, by the cycle property), for k = 1..n_shards: exact, with no new pair work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from actgeo_assets.lib.graph import ForestEdges, component_summary, merge_forests
+
+#: Step of the fine sweep.
+FINE_STEP = 0.01
+#: Highest threshold of the fine sweep (above it nearly every row is a singleton).
+FINE_MAX = 0.95
+
+
+def fine_thresholds(min_threshold: float, listed: Iterable[float] = (), step: float = FINE_STEP,
+                    top: float = FINE_MAX) -> list[float]:
+    """Every ``step`` from ``min_threshold`` (rounded up to the grid) to ``top``, plus the ``listed``
+    thresholds; sorted, rounded to 1e-9 so 0.7 is 0.7."""
+    lo = np.ceil(round(min_threshold / step, 9)) * step
+    grid = np.round(np.arange(lo, top + step / 2, step), 9)
+    return sorted({float(t) for t in grid if t >= min_threshold} | {float(t) for t in listed})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The percolation transition read off a fine sweep.
+
+    ``t_c``: the threshold where the second-largest component is largest (the first such, scanning up);
+    ``second_largest``: its size there; ``giant_fraction_at_t_c``; ``threshold``: the run's threshold;
+    ``neighbours``: components at the sweep thresholds next to the run's (``{t: n_components}``);
+    ``words``: one sentence saying where the threshold sits."""
+
+    t_c: float
+    second_largest: int
+    giant_fraction_at_t_c: float
+    threshold: float
+    neighbours: dict[str, int]
+    words: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def locate_transition(sweep: pd.DataFrame, threshold: float) -> Transition:
+    """The transition on a sweep table (columns threshold, n_components, largest_fraction,
+    second_largest), and the run's ``threshold`` relative to it in words."""
+    s = sweep.sort_values("threshold").reset_index(drop=True)
+    if s.empty:
+        raise ValueError("locate_transition: the sweep is empty")
+    i = int(np.argmax(s["second_largest"].to_numpy()))
+    t_c = float(s.loc[i, "threshold"])
+    ts = s["threshold"].to_numpy()
+    j = int(np.argmin(np.abs(ts - threshold)))
+    near = s.iloc[max(0, j - 1) : j + 2]
+    neighbours = {f"{t:.2f}": int(c) for t, c in zip(near["threshold"], near["n_components"], strict=True)}
+    gap = threshold - t_c
+    if abs(gap) < FINE_STEP / 2:
+        where = "on the percolation transition"
+    elif abs(gap) <= 0.03:
+        where = f"{abs(gap):.2f} {'above' if gap > 0 else 'below'} the percolation transition, inside it"
+    else:
+        side = "above it (the giant has broken up)" if gap > 0 else "below it (one giant dominates)"
+        where = f"{abs(gap):.2f} {side}"
+    counts = ", ".join(f"{c:,} at {t}" for t, c in neighbours.items())
+    words = (f"The second-largest component peaks at t = {t_c:.2f} ({int(s.loc[i, 'second_largest']):,} rows; "
+             f"the giant holds {float(s.loc[i, 'largest_fraction']):.1%} there): the run's threshold "
+             f"{threshold:g} sits {where}. Components: {counts}"
+             + (" - a small change of threshold moves the summary a lot." if abs(gap) <= 0.03 else "."))
+    return Transition(t_c=t_c, second_largest=int(s.loc[i, "second_largest"]),
+                      giant_fraction_at_t_c=float(s.loc[i, "largest_fraction"]), threshold=float(threshold),
+                      neighbours=neighbours, words=words)
+
+
+#: Columns of :func:`n_scaling`.
+SCALING_COLUMNS = ("shards", "n", "n_components", "largest", "largest_fraction", "non_singleton", "singletons")
+
+
+def n_scaling(shard_sizes: list[int], tile_of: Callable[[int, int], ForestEdges], threshold: float) -> pd.DataFrame:
+    """Components at ``threshold`` over the first k shards, k = 1..len(shard_sizes), exactly.
+
+    ``shard_sizes``: rows per shard, in order (shard i holds global rows ``offset_i ..``);
+    ``tile_of(i, j)`` (``i <= j``): the forest of shard pair (i, j) in *global* row ids. The forest of
+    the first k shards is merged once and carried to k + 1 with only the new pairs (i, k)."""
+    rows = []
+    carried: ForestEdges | None = None
+    n = 0
+    for k, size in enumerate(shard_sizes):
+        n += int(size)
+        parts = ([carried] if carried is not None else []) + [tile_of(i, k) for i in range(k + 1)]
+        forest = merge_forests(parts, n)
+        carried = forest.edges
+        s = component_summary(forest.labels_at(threshold), top=1)
+        rows.append({"shards": k + 1, "n": n, **{c: s[c] for c in SCALING_COLUMNS[2:]}})
+    return pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
