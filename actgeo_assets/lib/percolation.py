@@ -22,6 +22,8 @@ from actgeo_assets.lib.graph import ForestEdges, component_summary, merge_forest
 FINE_STEP = 0.01
 #: Highest threshold of the fine sweep (above it nearly every row is a singleton).
 FINE_MAX = 0.95
+#: A component count that moves by this fraction per 0.01 of threshold is called sensitive.
+SENSITIVE_SWING = 0.05
 
 
 def fine_thresholds(min_threshold: float, listed: Iterable[float] = (), step: float = FINE_STEP,
@@ -74,10 +76,15 @@ def locate_transition(sweep: pd.DataFrame, threshold: float) -> Transition:
         side = "above it (the giant has broken up)" if gap > 0 else "below it (one giant dominates)"
         where = f"{abs(gap):.2f} {side}"
     counts = ", ".join(f"{c:,} at {t}" for t, c in neighbours.items())
+    vals = list(neighbours.values())
+    swing = (max(vals) - min(vals)) / 2 / max(int(s.loc[j, "n_components"]), 1) if len(vals) > 1 else 0.0
+    step = (float(near["threshold"].max()) - float(near["threshold"].min())) / 2 if len(vals) > 1 else FINE_STEP
+    sensitive = abs(gap) <= 0.03 or swing >= SENSITIVE_SWING * step / FINE_STEP
     words = (f"The second-largest component peaks at t = {t_c:.2f} ({int(s.loc[i, 'second_largest']):,} rows; "
              f"the giant holds {float(s.loc[i, 'largest_fraction']):.1%} there): the run's threshold "
              f"{threshold:g} sits {where}. Components: {counts}"
-             + (" - a small change of threshold moves the summary a lot." if abs(gap) <= 0.03 else "."))
+             + (f": +-{step:.2f} of threshold moves the count by about {swing:.0%}, so the summary is sensitive "
+                "to the exact threshold." if sensitive else "."))
     return Transition(t_c=t_c, second_largest=int(s.loc[i, "second_largest"]),
                       giant_fraction_at_t_c=float(s.loc[i, "largest_fraction"]), threshold=float(threshold),
                       neighbours=neighbours, words=words)

@@ -81,6 +81,19 @@ components_table = sa.Table(
     sa.Column("model_next_members", sa.BigInteger),
 )
 
+#: Cards of the giant's sub-components at a higher threshold: the component columns, keyed also by that
+#: threshold, with the parent's rank.
+subcomponents_table = sa.Table(
+    "actgeo_subcomponents",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("actgeo_runs.run_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("threshold", sa.Float, primary_key=True),
+    sa.Column("rank", sa.Integer, primary_key=True),
+    sa.Column("parent_rank", sa.Integer, nullable=False),
+    *[c.copy() for c in components_table.columns if c.name not in ("run_id", "rank")],
+)
+
 RUN_JSON = ("run_key", "top_sizes", "token_baseline", "corpus_duplicates")
 COMPONENT_JSON = ("source_mix", "top_tokens", "contexts", "readout", "next_tokens", "model_next")
 
@@ -176,7 +189,7 @@ def _add_missing_columns(conn: sa.Connection) -> list[str]:
     added (idempotent: nothing the second time)."""
     insp = sa.inspect(conn)
     added = []
-    for table in (runs_table, components_table):
+    for table in (runs_table, components_table, subcomponents_table):
         have = {c["name"] for c in insp.get_columns(table.name)}
         for col in table.columns:
             if col.name in have or not col.nullable:
@@ -197,13 +210,14 @@ def write_results(
     baseline: Mapping[str, Any] | None = None,
     duplicates: Mapping[str, Any] | None = None,
 ) -> int:
-    """Store one run's summary and cards; return the number of component rows written (= ``len(cards)``).
+    """Store one run's summary and cards.
     ``baseline``: the run's token-identity baseline (``lib.cards.token_baseline``); ``duplicates``: the
     duplicate documents found in its corpus (counts).
 
     Idempotent: in one transaction the run's existing rows are deleted and the new ones inserted, so a
     rerun replaces values and never duplicates. Cards must have distinct ranks (ValueError otherwise);
-    cards of sub-components (``subcomponent_of`` set) are not stored here.
+    cards of sub-components (``subcomponent_of`` set) go to ``actgeo_subcomponents``, keyed by
+    (threshold, rank). Returns the number of rows written to both.
     """
     main = [c for c in cards if not c.subcomponent_of]
     ranks = [c.rank for c in main]
@@ -227,15 +241,23 @@ def write_results(
         "corpus_duplicates": _dumps(None if duplicates is None else dict(duplicates)),
     }
     rows = [_component_row(rid, c) for c in main]
+    subs = [{**_component_row(rid, c), "threshold": float(c.threshold), "parent_rank": int(c.subcomponent_of)}
+            for c in cards if c.subcomponent_of]
+    keys = [(r["threshold"], r["rank"]) for r in subs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"sub-component cards have duplicate (threshold, rank): {sorted(keys)}")
     with _engine(url) as engine, engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
         _add_missing_columns(conn)
+        conn.execute(sa.delete(subcomponents_table).where(subcomponents_table.c.run_id == rid))
         conn.execute(sa.delete(components_table).where(components_table.c.run_id == rid))
         conn.execute(sa.delete(runs_table).where(runs_table.c.run_id == rid))
         conn.execute(sa.insert(runs_table), [run_row])
         if rows:
             conn.execute(sa.insert(components_table), rows)
-    return len(rows)
+        if subs:
+            conn.execute(sa.insert(subcomponents_table), subs)
+    return len(rows) + len(subs)
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -275,6 +297,13 @@ def read_components(url: str | URL, run_id: str) -> pd.DataFrame:
     """The run's component rows, ordered by rank; JSON columns decoded (dicts/lists). Empty if none."""
     stmt = (sa.select(components_table).where(components_table.c.run_id == run_id)
             .order_by(components_table.c.rank))
+    return _read(url, stmt, COMPONENT_JSON)
+
+
+def read_subcomponents(url: str | URL, run_id: str) -> pd.DataFrame:
+    """The run's sub-component cards, ordered by threshold and rank; JSON columns decoded. Empty if none."""
+    t = subcomponents_table
+    stmt = sa.select(t).where(t.c.run_id == run_id).order_by(t.c.threshold, t.c.rank)
     return _read(url, stmt, COMPONENT_JSON)
 
 

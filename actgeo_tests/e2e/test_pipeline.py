@@ -160,6 +160,10 @@ def test_giant_subcards_match_brute_force(run) -> None:
     assert [c["size"] for c in subs] == ref_sizes[: len(subs)]
     assert all(c["subcomponent_of"] == 1 for c in subs)
     assert 'data-rank' in (layout.cards_dir / "report.html").read_text()
+    from actgeo_assets.lib.sqlstore import read_subcomponents
+
+    db = read_subcomponents(resource.db_url(), settings.run_id())
+    assert db["size"].tolist() == [c["size"] for c in subs] and set(db["threshold"]) == {0.8}
 
 
 def test_cards_read_what_follows_and_the_token_baseline(run) -> None:

@@ -32,10 +32,14 @@ def test_transition_is_where_the_second_largest_peaks() -> None:
                           "second_largest": [3, 20, 80, 30, 10]})
     tr = locate_transition(sweep, 0.7)
     assert tr.t_c == 0.7 and tr.second_largest == 80 and tr.giant_fraction_at_t_c == 0.6
-    assert "on the percolation transition" in tr.words and "a small change of threshold" in tr.words
+    assert "on the percolation transition" in tr.words and "sensitive to the exact threshold" in tr.words
     assert tr.neighbours == {"0.65": 40, "0.70": 90, "0.75": 300}
     far = locate_transition(sweep.assign(second_largest=[90, 20, 10, 5, 1]), 0.7)
     assert far.t_c == 0.6 and "0.10 above it (the giant has broken up)" in far.words
+    assert "+-0.05 of threshold moves the count by about 144%" in far.words  # (300 - 40) / 2 / 90
+    flat = locate_transition(sweep.assign(second_largest=[90, 20, 10, 5, 1], n_components=[10, 89, 90, 91, 95]),
+                             0.7)
+    assert "sensitive" not in flat.words and flat.words.endswith(".")
 
 
 @pytest.mark.parametrize("t", [0.55, 0.7])

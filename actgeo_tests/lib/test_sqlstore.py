@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from actgeo_assets.lib.cards import Card, Context
 from actgeo_assets.lib.settings import RunSettings, run_id_of
-from actgeo_assets.lib.sqlstore import read_components, read_runs, write_results
+from actgeo_assets.lib.sqlstore import read_components, read_runs, read_subcomponents, write_results
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 
 RUN_KEY = RunSettings().run_key()
@@ -51,6 +51,22 @@ def _roundtrip(url: str) -> None:
         n = conn.execute(sa.text("SELECT count(*) FROM actgeo_components")).scalar_one()
     engine.dispose()
     assert n == 3
+
+    # sub-component cards go to their own table, keyed by (threshold, rank), replaced on rerun
+    import dataclasses
+
+    def sub(rank: int, size: int) -> Card:
+        return dataclasses.replace(make_card(rank, size), threshold=0.8, subcomponent_of=1, label_id=rank - 1)
+
+    assert write_results(url, RUN_KEY, SUMMARY, [make_card(2, 6), sub(1, 40), sub(2, 9)]) == 3
+    subs = read_subcomponents(url, rid)
+    assert subs["rank"].tolist() == [1, 2] and subs["size"].tolist() == [40, 9]
+    assert subs["threshold"].tolist() == [0.8, 0.8] and subs["parent_rank"].tolist() == [1, 1]
+    assert read_components(url, rid)["rank"].tolist() == [2]  # not mixed into the main cards
+    assert write_results(url, RUN_KEY, SUMMARY, [make_card(2, 6), sub(1, 41)]) == 2
+    assert read_subcomponents(url, rid)["size"].tolist() == [41]
+    with pytest.raises(ValueError, match="duplicate"):
+        write_results(url, RUN_KEY, SUMMARY, [sub(1, 3), sub(1, 4)])
 
 
 def test_sqlite_idempotent(tmp_path) -> None:

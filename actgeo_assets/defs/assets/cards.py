@@ -21,7 +21,7 @@ from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
         dg.AssetCheckSpec("consistent_with_components", asset="component_cards", blocking=True,
                           description="card sizes equal the summary's top sizes of the same run"),
         dg.AssetCheckSpec("sql_rows_match_cards", asset="component_cards", blocking=True,
-                          description="the SQL table's rows of this run are the cards' (rank, size) pairs"),
+                          description="the SQL tables' rows of this run are the cards' and sub-component cards' (rank, size) pairs"),
     ],
     description="Cards of representative token contexts (exact token highlighted) for components of the "
     "configured ranks, an offline HTML report, and rows in the SQL table `actgeo_components`.",

@@ -30,7 +30,7 @@ from actgeo_assets.lib.layout import RunLayout, save_json
 from actgeo_assets.lib.lock import holds_writer_lock
 from actgeo_assets.lib.report import write_report
 from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.sqlstore import read_components, write_results
+from actgeo_assets.lib.sqlstore import read_components, read_subcomponents, write_results
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
 
@@ -134,8 +134,8 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           precision=comps.record.precision, transition=comps.record.transition,
                           scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
                           study=comps.record.study, baseline=baseline, duplicates=duplicates)
-    n_rows = write_results(database_url, settings.run_key(), summary, cards, description=settings.describe(),
-                           baseline=baseline, duplicates=duplicates)
+    n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
+                           description=settings.describe(), baseline=baseline, duplicates=duplicates)
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
                     summary=summary, baseline=baseline, duplicates=duplicates)
 
@@ -296,8 +296,14 @@ def audit_cards(settings: RunSettings, database_url: str, result: RunCards) -> l
     db = read_components(database_url, settings.run_id())
     db_pairs = sorted(zip(db["rank"].astype(int), db["size"].astype(int), strict=True)) if len(db) else []
     card_pairs = sorted((c.rank, c.size) for c in cards)
+    sub_db = read_subcomponents(database_url, settings.run_id())
+    sub_db_pairs = (sorted(zip(sub_db["rank"].astype(int), sub_db["size"].astype(int), strict=True))
+                    if len(sub_db) else [])
+    sub_pairs = sorted((c.rank, c.size) for c in result.subcards)
     return [
         CheckOutcome("cards_cover_ranks", got == expected, {"expected": str(expected), "got": str(got)}),
         CheckOutcome("consistent_with_components", not mismatched, {"mismatched_ranks": str(mismatched)}),
-        CheckOutcome("sql_rows_match_cards", db_pairs == card_pairs, {"sql_rows": len(db), "cards": len(cards)}),
+        CheckOutcome("sql_rows_match_cards", db_pairs == card_pairs and sub_db_pairs == sub_pairs,
+                     {"sql_rows": len(db), "cards": len(cards), "sql_subcomponent_rows": len(sub_db),
+                      "subcards": len(sub_pairs)}),
     ]
