@@ -6,14 +6,17 @@ from __future__ import annotations
 import io
 
 import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
 import pytest
 
 from actgeo_assets.lib.cards import Readout, build_cards, next_token_column, token_baseline
-from actgeo_assets.lib.figures import percolation_png, size_spectrum_png
+from actgeo_assets.lib.figures import cosine_histogram_png, n_scaling_png, percolation_png, size_spectrum_png
 from actgeo_assets.lib.graph import component_summary
+from actgeo_assets.lib.percolation import locate_transition
 from actgeo_assets.lib.report import write_report
 from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.study import compare_with_study
 from actgeo_tests.lib.test_cards import tiny_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
 
@@ -35,15 +38,26 @@ def test_report_in_chromium(tmp_path) -> None:
     baseline = token_baseline(labels, tokens)
     duplicates = {"n_documents": 7, "n_exact_duplicates": 2, "n_near_duplicates": 1, "near_threshold": 0.9,
                   "dropped": True, "n_kept": 4, "by_source": {"Github": {"exact": 2, "near": 1}}}
-    sweep = pd.DataFrame({"threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "n_components": [1, 2, 4, 9, 17],
-                          "largest": [20, 16, 10, 6, 2], "largest_fraction": [1.0, 0.8, 0.5, 0.3, 0.1],
-                          "singletons": [0, 0, 1, 4, 14], "non_singleton": [0, 1, 2, 4, 2],
-                          "n_edges": [190, 120, 60, 20, 3]})
+    sweep = pd.DataFrame({"threshold": [0.5, 0.6, 0.65, 0.7, 0.8, 0.9], "n_components": [1, 2, 3, 4, 9, 17],
+                          "largest": [20, 16, 12, 10, 6, 2], "largest_fraction": [1.0, 0.8, 0.6, 0.5, 0.3, 0.1],
+                          "second_largest": [0, 4, 6, 5, 3, 1], "singletons": [0, 0, 1, 1, 4, 14],
+                          "non_singleton": [0, 1, 1, 2, 4, 2], "forest_edges": [19, 18, 17, 16, 11, 3],
+                          "exact": [True, True, False, True, True, True],
+                          "graph_edges": pd.array([190, 120, None, 60, 20, 3], dtype="Int64")})
+    summary = component_summary(labels)
+    transition = locate_transition(sweep, settings.threshold)
+    scaling = pd.DataFrame({"shards": [1, 2], "n": [10, 20], "n_components": [3, 4], "largest": [6, 10],
+                            "largest_fraction": [0.6, 0.5], "non_singleton": [1, 2], "singletons": [1, 1]})
+    study = compare_with_study(settings.run_key(), summary)
     figures = {"size_spectrum": size_spectrum_png(labels, settings.describe()),
-               "percolation": percolation_png(sweep, settings.describe(), settings.threshold)}
+               "percolation": percolation_png(sweep, settings.describe(), settings.threshold, t_c=transition.t_c),
+               "n_scaling": n_scaling_png(scaling, settings.describe(), study_n=1_000_000),
+               "cosine_histogram": cosine_histogram_png(np.linspace(-0.2, 0.95, 500), settings.threshold, 20,
+                                                        settings.describe(), edges_at_threshold=60)}
     path = write_report(tmp_path / "report.html", run_key=settings.run_key(), run_description=settings.describe(),
-                        summary=component_summary(labels), sweep=sweep, figures=figures, cards=cards,
-                        notes=cards.notes, precision="float32 unit rows", baseline=baseline, duplicates=duplicates)
+                        summary=summary, sweep=sweep, figures=figures, cards=cards,
+                        notes=cards.notes, precision="float32 unit rows", baseline=baseline, duplicates=duplicates,
+                        transition=transition.as_dict(), scaling=scaling, study=study)
 
     TEST_OUTPUT.mkdir(exist_ok=True)
     shot = TEST_OUTPUT / "report.png"
@@ -52,7 +66,7 @@ def test_report_in_chromium(tmp_path) -> None:
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(path.as_uri(), wait_until="load")
-        for fid in ("fig-size-spectrum", "fig-percolation"):
+        for fid in ("fig-size-spectrum", "fig-percolation", "fig-n-scaling", "fig-cosine-histogram"):
             width = page.eval_on_selector(f"#{fid}", "img => img.complete ? img.naturalWidth : 0")
             assert width > 0, f"figure {fid} did not load"
         assert page.locator("section.card").count() == len(cards) == 3
@@ -79,6 +93,16 @@ def test_report_in_chromium(tmp_path) -> None:
         assert vm == f"{baseline['v_measure']:.4g}"
         assert page.locator("#mixed-h").is_visible()
         assert "2 exact duplicates" in page.locator("#duplicates").inner_text()
+        # the study side by side, the transition in words, the listed sweep rows with exact edge counts, N
+        assert page.locator("#study-verdict").is_visible()
+        assert page.locator("#study-verdict").inner_text().startswith("Not comparable with the study")
+        assert page.locator("table#study tr", has_text="components").first.inner_text().split("\t")[1] == "136,410"
+        assert "the run's threshold 0.7" in page.locator("#transition").inner_text()
+        assert page.locator("table#sweep tbody tr").count() == 5  # the listed (exact) thresholds
+        assert not page.locator("table#sweep-fine").is_visible()  # the fine sweep behind a disclosure
+        page.locator("#fine-sweep summary").click()
+        assert page.locator("table#sweep-fine tbody tr").count() == 6
+        assert page.locator("table#n-scaling tbody tr").count() == 2
         page.screenshot(path=str(shot), full_page=True)
         page.locator('section.card[data-rank="2"]').screenshot(path=str(TEST_OUTPUT / "report-card-2.png"))
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
