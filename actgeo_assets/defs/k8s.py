@@ -54,6 +54,19 @@ GPU_STEP_TAGS: dict[str, Any] = {"dagster-k8s/config": GPU_STEP_K8S_CONFIG}
 # The assets whose steps need a GPU (and run in the GPU_POOL pool).
 GPU_ASSETS = ("raw_activations", "edge_tiles")
 
+# The merge steps (CPU nodes): `components` holds O(N) labels plus every tile forest at once, and
+# `component_cards` runs the model's own next-token predictions on the CPU (the full profile's Gemma 2 2B
+# in float32 is about 10 GB). Every other step pod gets the run launcher's size (deploy/helm/values.yaml).
+MERGE_STEP_K8S_CONFIG: dict[str, Any] = {
+    "container_config": {
+        "resources": {
+            "requests": {"cpu": "2", "memory": "16Gi"},
+            "limits": {"memory": "32Gi"},
+        },
+    },
+}
+MERGE_ASSETS = ("components", "component_cards")
+
 
 def gpu_step_config(*op_names: str) -> dict[str, Any]:
     """Executor run config that pins the given steps to GPU pods (`per_step_k8s_config`).
@@ -64,17 +77,26 @@ def gpu_step_config(*op_names: str) -> dict[str, Any]:
     return {"per_step_k8s_config": {name: copy.deepcopy(GPU_STEP_K8S_CONFIG) for name in op_names}}
 
 
+def step_k8s_config(*op_names: str) -> dict[str, Any]:
+    """`per_step_k8s_config` of a cluster job: GPU pods for GPU_ASSETS, larger CPU pods for MERGE_ASSETS;
+    other steps are absent (they get the run launcher's resources)."""
+    config = gpu_step_config(*[n for n in op_names if n in GPU_ASSETS])["per_step_k8s_config"]
+    config.update({n: copy.deepcopy(MERGE_STEP_K8S_CONFIG) for n in op_names if n in MERGE_ASSETS})
+    return {"per_step_k8s_config": config}
+
+
 def _job(name: str, selection: list[str], description: str, partitions: Any = None) -> Any:
     gpu_ops = [a for a in selection if a in GPU_ASSETS]
+    sized_ops = [a for a in selection if a in GPU_ASSETS or a in MERGE_ASSETS]
     return dg.define_asset_job(
         name=name,
         selection=dg.AssetSelection.assets(*selection),
         partitions_def=partitions,
         executor_def=k8s_job_executor,
-        # Default run config (editable in the launchpad): GPU pods for the GPU-bound steps. Namespace,
-        # secrets and the shared data volume come from deploy/helm/values.yaml (actgeo.clusterRunConfig
-        # shows a complete run config).
-        config={"execution": {"config": gpu_step_config(*gpu_ops)}} if gpu_ops else None,
+        # Default run config (editable in the launchpad): GPU pods for the GPU-bound steps, larger CPU pods
+        # for the merge. Namespace, secrets and the shared data volume come from deploy/helm/values.yaml
+        # (actgeo.clusterRunConfig shows a complete run config).
+        config={"execution": {"config": step_k8s_config(*sized_ops)}} if sized_ops else None,
         tags={"actgeo/gpu": "true"} if gpu_ops else None,
         description=description,
     )

@@ -230,6 +230,318 @@ def test_gpu_step_tags_build_a_gpu_pod():
 
 
 # --------------------------------------------------------------------------------------------------
+# 2b. What each pod gets: helm/values.yaml as the chart renders it, resolved by dagster-k8s itself
+# --------------------------------------------------------------------------------------------------
+
+RELEASE, NAMESPACE = "actgeo", "actgeo"  # `helm upgrade --install actgeo dagster/dagster -n actgeo`
+IMAGE = "registry.example.com/actgeo:0.1.0-cu128"
+# A kubeconfig that is never contacted: K8sRunLauncher and the step handler load one when they are built.
+_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: none, user: {token: unused}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
+def _names(refs) -> list[str]:
+    return [r["name"] for r in refs or [] if "name" in r]
+
+
+def _chart_run_launcher(values: dict, kubeconfig: Path) -> dict:
+    """The instance's `run_launcher` as the chart renders it (dagster chart 1.13,
+    templates/helpers/instance/_run-launcher.tpl, `dagsterYaml.runLauncher.k8s`), with a kubeconfig in
+    place of the in-cluster config."""
+    v = values["runLauncher"]["config"]["k8sRunLauncher"]
+    config: dict = {
+        "load_incluster_config": False,
+        "kubeconfig_file": str(kubeconfig),
+        "job_namespace": v.get("jobNamespace") or NAMESPACE,
+        "image_pull_policy": v["imagePullPolicy"],
+        "service_account_name": f"{RELEASE}-dagster",
+        "dagster_home": "/opt/dagster/dagster_home",
+        "instance_config_map": f"{RELEASE}-dagster-instance",
+        "postgres_password_secret": values["global"]["postgresqlSecretName"],
+    }
+    if v.get("envConfigMaps"):
+        config["env_config_maps"] = _names(v["envConfigMaps"])
+    if v.get("envSecrets"):
+        config["env_secrets"] = _names(v["envSecrets"])
+    for key, out in [("envVars", "env_vars"), ("volumeMounts", "volume_mounts"), ("volumes", "volumes"),
+                     ("labels", "labels"), ("resources", "resources"), ("schedulerName", "scheduler_name"),
+                     ("securityContext", "security_context")]:
+        if v.get(key):
+            config[out] = v[key]
+    if v.get("runK8sConfig"):
+        run_k8s = v["runK8sConfig"]
+        config["run_k8s_config"] = {
+            out: run_k8s[key] for key, out in [
+                ("containerConfig", "container_config"), ("podSpecConfig", "pod_spec_config"),
+                ("podTemplateSpecMetadata", "pod_template_spec_metadata"),
+                ("jobSpecConfig", "job_spec_config"), ("jobMetadata", "job_metadata"),
+            ] if run_k8s.get(key)
+        }
+    return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
+
+
+def _chart_container_context(values: dict) -> dict | None:
+    """The container context the code server reports with every run: what the user-deployments chart
+    passes in DAGSTER_CONTAINER_CONTEXT (`dagsterUserDeployments.k8sContainerContext`) when
+    includeConfigInLaunchedRuns is on (the chart's default when the key is absent), else none."""
+    (d,) = values["dagster-user-deployments"]["deployments"]
+    if not (d.get("includeConfigInLaunchedRuns") or {"enabled": True})["enabled"]:
+        return None
+    k8s: dict = {
+        "image_pull_policy": d["image"]["pullPolicy"],
+        "env_config_maps": [f"{RELEASE}-dagster-user-deployments-{d['name']}-user-env",
+                            *_names(d.get("envConfigMaps"))],
+        "namespace": NAMESPACE,
+        "service_account_name": f"{RELEASE}-dagster-user-deployments-user-deployments",
+    }
+    if d.get("envSecrets"):
+        k8s["env_secrets"] = _names(d["envSecrets"])
+    for key, out in [("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("labels", "labels"),
+                     ("resources", "resources"), ("schedulerName", "scheduler_name")]:
+        if d.get(key):
+            k8s[out] = d[key]
+    if isinstance(d.get("env"), list):
+        k8s["env"] = d["env"]
+    return {"k8s": k8s}
+
+
+def _readme_pod_sizes() -> dict[str, tuple[dict, dict]]:
+    """deploy/README.md's table "What each pod gets": pod kind -> (requests, limits)."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("### What each pod gets", 1)[1].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ") and not line.startswith("| pod ")]
+
+    def quantities(cell: str) -> dict:
+        return dict(item.split(": ") for item in cell.split(", "))
+
+    return {row[0]: (quantities(row[2]), quantities(row[3])) for row in rows}
+
+
+def _resources(job) -> tuple[dict, dict]:
+    (container,) = job.spec.template.spec.containers
+    return dict(container.resources.requests or {}), dict(container.resources.limits or {})
+
+
+@pytest.fixture(scope="module")
+def chart_pods(defs, tmp_path_factory):
+    """Every kind of pod of a cluster run, built by dagster-k8s from the values as the chart renders them:
+    the run pod by K8sRunLauncher.launch_run (the Job it would create), each step pod by the k8s_job_executor's
+    step handler (launcher settings, then executor config, then the step's `dagster-k8s/config` op tag, then
+    `per_step_k8s_config`) and construct_dagster_k8s_job, as K8sStepHandler.launch_step does."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.executor.init import InitExecutorContext
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._grpc.types import ExecuteStepArgs
+    from dagster_k8s import k8s_job_executor
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    values = _yaml("helm/values.yaml")
+    tmp = tmp_path_factory.mktemp("chart")
+    (tmp / "kubeconfig").write_text(_KUBECONFIG)
+    run_config = values["actgeo"]["clusterRunConfig"]
+    container_context = _chart_container_context(values)
+    pods: dict = {}
+    with dg.instance_for_test(overrides={"run_launcher": _chart_run_launcher(values, tmp / "kubeconfig")},
+                              temp_dir=str(tmp)) as instance:
+        launcher = instance.run_launcher
+        for job_name in CLUSTER_JOB_NAMES:
+            job = defs.resolve_job_def(job_name)
+            origin = JobPythonOrigin(job_name, RepositoryPythonOrigin(
+                executable_path="/usr/local/bin/python",
+                code_pointer=ModuleCodePointer("actgeo_assets.definitions", "defs", working_directory=None),
+                container_image=IMAGE, container_context=container_context,
+            ))
+            run = instance.add_run(dg.DagsterRun(job_name=job_name, run_id=f"run-{job_name.replace('_', '-')}",
+                                                 run_config=run_config, tags=dict(job.tags),
+                                                 job_code_origin=origin))
+            with mock.patch.object(launcher._api_client, "create_namespaced_job_with_retries") as create:
+                launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+            pods[("run", job_name)] = (create.call_args.kwargs["body"], create.call_args.kwargs["namespace"])
+
+            executor_config = dg.validate_run_config(job, run_config)["execution"]["k8s"]
+            executor = k8s_job_executor.executor_creation_fn(
+                InitExecutorContext(job=InMemoryJob(job), executor_def=k8s_job_executor, executor_config=executor_config,
+                                    instance=instance))
+            handler = executor._step_handler
+            plan = create_execution_plan(job, run_config=run_config)
+            for step in plan.steps:
+                step_args = ExecuteStepArgs(job_origin=origin, run_id=run.run_id,
+                                            step_keys_to_execute=[step.key], instance_ref=None)
+                context = SimpleNamespace(
+                    execute_step_args=step_args, dagster_run=run, instance=instance,
+                    step_tags={step.key: {k: v if isinstance(v, str) else json.dumps(v)
+                                          for k, v in step.tags.items()}},
+                    get_step_context=lambda _key, op=step.node_handle.name: SimpleNamespace(
+                        step=SimpleNamespace(op_name=op)),
+                )
+                resolved = handler._get_container_context(context)
+                job_config = resolved.get_k8s_job_config(None, launcher).with_image(IMAGE)
+                pods[("step", step.key)] = (construct_dagster_k8s_job(
+                    job_config=job_config, args=step_args.get_command_args(skip_serialized_namedtuple=True),
+                    job_name=f"dagster-step-{step.key}", component="step_worker",
+                    user_defined_k8s_config=resolved.run_k8s_config,
+                ), resolved.namespace)
+    return values, pods
+
+
+def test_every_pod_gets_the_size_deploy_readme_states(chart_pods):
+    values, pods = chart_pods
+    stated = _readme_pod_sizes()
+    assert set(stated) == {"run pod", "CPU step pod", "GPU step pod", "merge step pod", "code server"}
+    kinds = {"raw_activations": "GPU step pod", "edge_tiles": "GPU step pod",
+             "components": "merge step pod", "component_cards": "merge step pod",
+             "activation_mean": "CPU step pod", "normalized": "CPU step pod"}
+    seen = set()
+    for (what, name), (job, _) in pods.items():
+        if what == "run":
+            kind = "run pod"
+        else:
+            op = name.split(".")[0]
+            kind = kinds.get(op, "CPU step pod")  # asset checks run in a step of their own too
+            seen.add(op)
+        assert _resources(job) == stated[kind], (what, name)
+    assert set(kinds) <= seen
+    # the numbers themselves, so that a change of the README alone cannot pass
+    assert stated["run pod"] == ({"cpu": "500m", "memory": "2Gi"}, {"memory": "8Gi"})
+    assert stated["CPU step pod"] == stated["run pod"]
+    assert stated["GPU step pod"] == ({"nvidia.com/gpu": "1", "cpu": "4", "memory": "16Gi"},
+                                      {"nvidia.com/gpu": "1", "memory": "32Gi"})
+    assert stated["merge step pod"] == ({"cpu": "2", "memory": "16Gi"}, {"memory": "32Gi"})
+    # the code server's own size (chart: the container's `resources`), and only its own
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    code = deployment["resources"]
+    assert ({k: str(v) for k, v in code["requests"].items()}, {k: str(v) for k, v in code["limits"].items()}) \
+        == stated["code server"]
+    assert _chart_container_context(values) is None, "includeConfigInLaunchedRuns hands the code server's size"
+
+
+def test_jobs_default_step_sizes_match_the_deploy_run_config(defs):
+    """Backfills and the sensor launch with the jobs' default run config, not actgeo.clusterRunConfig: both
+    size the same steps the same way."""
+    stated = _yaml("helm/values.yaml")["actgeo"]["clusterRunConfig"]["execution"]["config"]["per_step_k8s_config"]
+    for name in CLUSTER_JOB_NAMES:
+        job = defs.resolve_job_def(name)
+        default = (job.partitioned_config.get_run_config_for_partition_key("shard-000")
+                   if job.partitioned_config else job.run_config) or {}
+        per_step = default.get("execution", {}).get("config", {}).get("per_step_k8s_config", {})
+        ops = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+        assert per_step == {op: config for op, config in stated.items() if op in ops}, name
+
+
+def test_run_and_step_pods_get_env_secrets_volume_and_user(chart_pods):
+    values, pods = chart_pods
+    for (what, name), (job, namespace) in pods.items():
+        assert namespace == NAMESPACE, name
+        pod = job.spec.template.spec
+        # the chart's own service account, allowed to create the step Jobs
+        assert pod.service_account_name == f"{RELEASE}-dagster", name
+        (container,) = pod.containers
+        env = {e.name: e.value for e in container.env}
+        assert env["ACTGEO_DEPLOYMENT"] == "k8s" and env["HF_HOME"] == "/opt/dagster/app/data/hf-cache", name
+        assert [s.secret_ref.name for s in container.env_from if s.secret_ref] == ["actgeo-secrets"], name
+        assert env.get("DAGSTER_PG_PASSWORD") is None  # from the Secret, never a value
+        pg = next(e for e in container.env if e.name == "DAGSTER_PG_PASSWORD")
+        assert pg.value_from.secret_key_ref.name == values["global"]["postgresqlSecretName"], name
+        assert [(m.name, m.mount_path) for m in container.volume_mounts
+                if m.name == "actgeo-data"] == [("actgeo-data", "/opt/dagster/app/data")], name
+        assert [v.persistent_volume_claim.claim_name for v in pod.volumes
+                if v.name == "actgeo-data"] == ["actgeo-data"], name
+        security = pod.security_context
+        assert (security.run_as_non_root, security.run_as_user, security.fs_group) == (True, 10001, 10001), name
+        assert job.spec.ttl_seconds_after_finished == 86400, name
+        gpu = what == "step" and name.split(".")[0] in ("raw_activations", "edge_tiles")
+        assert (pod.node_selector == {"nvidia.com/gpu.present": "true"}) is gpu, name
+        assert bool(pod.tolerations) is gpu, name
+
+
+def test_install_steps_create_every_secret_the_values_name():
+    """deploy/README.md's install block creates, before `helm upgrade`, each Secret the values reference,
+    with no password written in it (random or taken from a required variable)."""
+    values = _yaml("helm/values.yaml")
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    referenced = {values["global"]["postgresqlSecretName"], values["postgresql"]["existingSecret"],
+                  *_names(deployment.get("envSecrets")), *_names(launcher.get("envSecrets"))}
+    assert referenced == {"actgeo-postgresql", "actgeo-secrets"}
+
+    text = (DEPLOY / "README.md").read_text()
+    block = text.split("## 3. Kubernetes", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    install = block.index("helm upgrade --install")
+    commands = block[:install].replace("\\\n", " ")
+    created = re.findall(r"kubectl -n actgeo create secret generic (\S+)", commands)
+    assert set(created) == referenced and len(created) == len(referenced)
+    for literal in re.findall(r"--from-literal=(\S+?)=(\"[^\"]*\"|\S+)", commands):
+        assert re.fullmatch(r'"\$\((openssl rand -hex \d+)\)"|"\$\{[A-Z_]+:\?[^}]+\}"', literal[1]), literal
+    # the values' own header gives the same steps
+    header = (DEPLOY / "helm/values.yaml").read_text().split("\nglobal:", 1)[0]
+    for name in referenced:
+        assert f"create secret generic {name}" in header, name
+
+
+def test_daemon_command_names_the_charts_deployment_and_namespace():
+    text = (DEPLOY / "README.md").read_text()
+    execs = re.findall(r"kubectl (.*?)exec (deploy/\S+)", text)
+    assert execs == [("-n actgeo ", f"deploy/{RELEASE}-dagster-daemon")]
+
+
+def test_queue_keeps_threaded_dequeue_and_the_rendered_instance_is_valid(tmp_path):
+    """The chart's dagster.yaml run_coordinator and concurrency sections (templates/helpers/instance/
+    _run-coordinator.tpl and _concurrency.tpl) from the values: Dagster accepts them together, and the
+    daemon dequeues with threads."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    values = _yaml("helm/values.yaml")
+    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    concurrency = values["concurrency"]
+    # what _run-coordinator.tpl renders with `concurrency.enabled` (falsy values are left out)
+    config: dict = {}
+    if queued.get("maxConcurrentRuns") is not None:
+        config["max_concurrent_runs"] = queued["maxConcurrentRuns"]
+    for key, out in [("tagConcurrencyLimits", "tag_concurrency_limits"),
+                     ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
+                     ("dequeueUseThreads", "dequeue_use_threads"), ("dequeueNumWorkers", "dequeue_num_workers")]:
+        if queued.get(key):
+            config[out] = queued[key]
+    if queued.get("blockOpConcurrencyLimitedRuns"):
+        block = queued["blockOpConcurrencyLimitedRuns"]
+        config["block_op_concurrency_limited_runs"] = {
+            "enabled": block["enabled"], "op_concurrency_slot_buffer": block["opConcurrencySlotBuffer"]}
+    assert config == {"dequeue_use_threads": True, "dequeue_num_workers": 4}
+    instance_yaml = {
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
+                            "config": config},
+        "concurrency": {
+            "pools": {"default_limit": concurrency["pools"]["defaultLimit"],
+                      "granularity": concurrency["pools"]["granularity"]},
+            "runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"],
+                     "tag_concurrency_limits": concurrency["runs"]["tagConcurrencyLimits"]},
+        },
+    }
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
+    checked, _ = dagster_instance_config(str(tmp_path), "dagster.yaml")
+    assert checked["run_coordinator"]["config"]["dequeue_use_threads"] is True
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=instance_yaml, temp_dir=str(tmp_path / "home")) as instance:
+        coordinator = instance.run_coordinator
+        assert coordinator.dequeue_use_threads is True and coordinator.dequeue_num_workers == 4
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 16
+        assert {"key": "actgeo/gpu", "value": "true", "limit": 8} in queue.tag_concurrency_limits
+
+
+# --------------------------------------------------------------------------------------------------
 # 3. Helm values, compose, Dockerfiles, workspace
 # --------------------------------------------------------------------------------------------------
 
