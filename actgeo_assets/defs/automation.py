@@ -57,6 +57,9 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     if running:
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
+    if writer := _writer(layout.lock):  # `make demo` while `make ui` runs: its runs would only fail
+        return dg.SensorResult(dynamic_partitions_requests=requests,
+                               skip_reason=dg.SkipReason(f"waiting: {writer} is writing {layout.root.parent}"))
     stage = plan(settings, layout, fingerprints).first_stage()
     if stage is None or stage[0] == "components":  # the merge is left to declarative automation
         return dg.SensorResult(dynamic_partitions_requests=requests,
@@ -66,6 +69,19 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     runs = [dg.RunRequest(job_name=STAGE_JOBS[asset].name, partition_key=p, tags={SENSOR_TAG: context.sensor_name})
             for p in parts]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+def _writer(lock: object) -> str | None:
+    """The live `actgeo run` (on this host) that holds the data directory's writer lock, or None."""
+    import socket
+
+    from actgeo_assets.lib.lock import current_holder, process_alive
+
+    info = current_holder(lock)  # type: ignore[arg-type]
+    if not info or info.get("host", socket.gethostname()) != socket.gethostname():
+        return None
+    pid = info.get("pid")
+    return f"PID {pid} ({info.get('command', 'actgeo run')})" if isinstance(pid, int) and process_alive(pid) else None
 
 
 #: Declarative automation, on by default: Dagster's own sensor (named as the one it would create, stopped,

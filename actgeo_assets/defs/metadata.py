@@ -25,11 +25,27 @@ def fmt(v: Any) -> Any:
     return int(v) if float(v).is_integer() and abs(v) < 1e15 else float(f"{v:.4g}")
 
 
-def table_md(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A markdown table; numbers formatted (:func:`fmt`), cells str()-ed and pipes escaped."""
-    def cell(v: Any) -> str:
-        return str(fmt(v)).replace("|", "\\|").replace("\n", "\\n")
+#: Short column headers for the asset pages' tables (the metadata panel is about 400 px wide).
+SHORT_HEADERS = {"n_components": "comps", "largest_fraction": "giant share", "second_largest": "2nd",
+                 "singletons": "single", "non_singleton": "non-single", "forest_edges": "forest edges",
+                 "graph_edges": "edges"}
+#: A word (no spaces: a path) longer than this shows only its end in a table cell.
+CELL_WORD_CHARS = 24
 
+
+def short_word(word: str, limit: int = CELL_WORD_CHARS) -> str:
+    """``word`` if it fits, else ``…`` and its last characters (a path's file name survives)."""
+    return word if len(word) <= limit else "\u2026" + word[-(limit - 1):]
+
+
+def table_md(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table that fits the asset page's panel: numbers formatted (:func:`fmt`), known long headers
+    shortened (:data:`SHORT_HEADERS`), long words (paths) cut to their end, pipes escaped."""
+    def cell(v: Any) -> str:
+        text = " ".join(short_word(w) for w in str(fmt(v)).split(" "))
+        return text.replace("|", "\\|").replace("\n", "\\n")
+
+    header = [SHORT_HEADERS.get(h, h) for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -162,18 +178,33 @@ SWEEP_SHOWN = {
 }
 
 
-def sweep_table(sweep: Any) -> dg.TableMetadataValue:
-    """The threshold sweep's exact rows (all rows when it has no ``exact`` column) as an inline table of
-    the :data:`SWEEP_SHOWN` columns, the largest component's share in percent."""
-    rows = sweep[sweep["exact"].astype(bool)] if "exact" in sweep.columns else sweep
-    cols = [c for c in SWEEP_SHOWN if c in rows.columns]
+#: The N-scaling table's columns on the asset page (as :data:`SWEEP_SHOWN`).
+SCALING_SHOWN = {
+    "shards": ("shards", "the first k shards"),
+    "n": ("N", "activations in them"),
+    "n_components": ("comps", "number of components"),
+    "largest_fraction": ("giant %", "the largest component's share of the N activations"),
+    "singletons": ("single", "components of one activation"),
+}
+
+
+def compact_table(frame: Any, shown: dict[str, tuple[str, str]]) -> dg.TableMetadataValue:
+    """The ``shown`` columns of ``frame`` (those it has) as an inline table with short headers and column
+    descriptions, ``largest_fraction`` in percent."""
+    cols = [c for c in shown if c in frame.columns]
 
     def value(col: str, v: Any) -> Any:
         return f"{100 * float(v):.1f}%" if col == "largest_fraction" else v
 
-    return table_value([SWEEP_SHOWN[c][0] for c in cols],
-                       ([value(c, getattr(r, c)) for c in cols] for r in rows.itertuples(index=False)),
-                       descriptions=[SWEEP_SHOWN[c][1] for c in cols])
+    return table_value([shown[c][0] for c in cols],
+                       ([value(c, getattr(r, c)) for c in cols] for r in frame.itertuples(index=False)),
+                       descriptions=[shown[c][1] for c in cols])
+
+
+def sweep_table(sweep: Any) -> dg.TableMetadataValue:
+    """The threshold sweep's exact rows (all rows when it has no ``exact`` column) as an inline table of
+    the :data:`SWEEP_SHOWN` columns, the largest component's share in percent."""
+    return compact_table(sweep[sweep["exact"].astype(bool)] if "exact" in sweep.columns else sweep, SWEEP_SHOWN)
 
 
 def image_md(url: str, alt: str) -> str:

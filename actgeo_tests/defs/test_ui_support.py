@@ -48,6 +48,9 @@ def test_numbers_are_formatted() -> None:
     assert fmt(np.float32(0.123456)) == 0.1235
     assert fmt(True) is True and fmt("x") == "x" and fmt(float("nan")) == "nan"
     assert "0.9161333" not in table_md(["a"], [(0.9161333333333334,)])
+    md = table_md(["n_components", "model"], [(5, "/tmp/pytest-of-root/pytest-107/model/tiny-gemma2 (local)")])
+    assert md.splitlines()[0] == "| comps | model |"  # a known long header, shortened
+    assert "| 5 | \u2026t-107/model/tiny-gemma2 (local) |" in md  # a path keeps its end, words their text
 
 
 def test_sweep_table_is_narrow_and_formatted() -> None:
@@ -233,3 +236,22 @@ def test_missing_inputs_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as exc:
         merge_components(settings, layout)
     assert str(tmp_path) in str(exc.value)
+
+
+def test_shard_sensor_waits_while_actgeo_run_writes(tmp_path: Path) -> None:
+    """`make demo` while `make ui` runs: the sensor (running by default) waits instead of launching runs
+    that the data directory's lock would fail."""
+    from actgeo_assets.definitions import defs
+    from actgeo_assets.defs.automation import shard_sensor
+    from actgeo_assets.lib.lock import data_dir_lock
+
+    resource = ActgeoResource(data_dir=str(tmp_path))
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"actgeo": resource},
+                                      sensor_name="shard_sensor", definitions=defs)
+    with data_dir_lock(resource.layout().lock, command="actgeo run --profile demo"):
+        result = shard_sensor(context)
+    assert not result.run_requests
+    assert "waiting: PID" in result.skip_reason.skip_message and "actgeo run --profile demo" in (
+        result.skip_reason.skip_message)
+    result = shard_sensor(context)  # released: the (empty) data directory is stale, captures are requested
+    assert [r.job_name for r in result.run_requests] == ["stage_capture"] * 4

@@ -53,6 +53,13 @@ INVOCATION_RUNS = """query($tag: String!) { runsOrError(filter: {tags: [{key: "a
     ... on Runs { results { runId jobName status tags { key value } } } } }"""
 
 
+#: How far (px) the metadata table holding a row ``key`` sticks out of the element that holds it.
+FITS_JS = """(key) => {
+    const table = [...document.querySelectorAll('table')].filter(t => t.innerText.includes(key)).pop();
+    return table.getBoundingClientRect().width - table.parentElement.clientWidth;
+}"""
+
+
 def _shot(page, name: str, height: int | None = None) -> Path:
     """A screenshot; ``height``: first make the viewport that tall, so that a page whose panel scrolls
     (the asset pages) shows all of its metadata."""
@@ -110,7 +117,7 @@ def test_runner_runs_are_stage_jobs_grouped_and_reexecutable(dagster_ui) -> None
 def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
     ui, _ = dagster_ui
     before = {m["runId"] for m in ui.materializations("components")}
-    with chromium_context(viewport=(1400, 1000), timeout_ms=60_000) as ctx:
+    with chromium_context(viewport=(1920, 1080), timeout_ms=60_000) as ctx:  # a full-HD desktop
         page = ctx.new_page()
         page.goto(ui.url("/assets/components"))
         skip_community_dialog(page)
@@ -141,6 +148,9 @@ def test_materialize_components_from_the_asset_page(dagster_ui) -> None:
             raise
         assert img.is_visible()
         _shot(page, "ui-components-metadata.png", height=4200)
+        # every value fits the metadata table's panel: nothing cut off on the right
+        overflow = page.evaluate(FITS_JS, "figure_size_spectrum")
+        assert overflow <= 2, f"the metadata table is {overflow} px wider than its panel"
 
 
 def test_cards_readable_on_the_asset_page_and_report_one_click_away(dagster_ui) -> None:

@@ -6,6 +6,8 @@ import numpy as np
 from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import (
     INLINE_FIGURE_PX,
+    SCALING_SHOWN,
+    compact_table,
     fmt,
     image_md,
     png_md,
@@ -92,8 +94,7 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         "percolation_transition": dg.MetadataValue.md(record.transition["words"]),
         "study_side_by_side": dg.MetadataValue.md(
             f"{record.study['verdict']}\n\n" + table_md(["", "the study", "this run"], record.study["rows"])),
-        "n_scaling": dg.MetadataValue.md(table_md(list(merged.scaling.columns),
-                                                  merged.scaling.itertuples(index=False))),
+        "n_scaling": compact_table(merged.scaling, SCALING_SHOWN),
         # inline on the asset page (served by `make ui`'s report server), then embedded (behind "Show Markdown")
         **{f"figure_{k}": dg.MetadataValue.md(image_md(
             served_url(p, layout.root.parent, record.labels_sha256, width=INLINE_FIGURE_PX), k))
