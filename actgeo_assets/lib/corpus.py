@@ -461,7 +461,7 @@ def _builtin(cache_dir: Path) -> list[Document]:
     if cached.exists():
         table = pd.read_parquet(cached)
         return [
-            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if a is None else str(a))
+            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if pd.isna(a) else str(a))
             for i, t, s, a in zip(table["doc_id"], table["text"], table["source"], table["pile_analogue"],
                                   strict=True)
         ]
