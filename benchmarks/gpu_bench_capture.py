@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actgeo_assets.lib.capture import capture_activations
     from actgeo_assets.lib.corpus import Document
+    from actgeo_assets.lib.layout import atomic_path
     from actgeo_assets.lib.model import LoadedModel
     from actgeo_tests.support.tiny_model import build_tokenizer
 
@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    with atomic_path(out, ".md") as tmp:
+        tmp.write_text("\n".join(lines))
     print(f"wrote {out}")
     return 0
 

@@ -13,7 +13,6 @@ runs ``cosine_components(x, 0.7, device="cuda")`` with stats, checks the partiti
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from actgeo_assets.lib.graph import component_summary, cosine_components
+    from actgeo_assets.lib.layout import atomic_path
 
     name = torch.cuda.get_device_name()
     peak = gemm_peak(torch, args.precision)
@@ -148,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    with atomic_path(out, ".md") as tmp:
+        tmp.write_text("\n".join(lines))
     print(f"wrote {out}")
     return 0
 

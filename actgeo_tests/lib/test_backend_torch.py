@@ -13,15 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import connected_components
 
 from actgeo_assets.lib.graph import backend_numpy as GN
 from actgeo_assets.lib.graph import backend_torch as BT
-from actgeo_assets.lib.graph import canonical_labels, cosine_components, single_linkage_forest
+from actgeo_assets.lib.graph import cosine_components, single_linkage_forest
 from actgeo_assets.lib.graph.backend_torch import _dense_boruvka_torch, _flat_nonzero, _ord32, _TorchBackend
 from actgeo_assets.lib.graph.backends import _TileSpec
+from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
 
 # ---------------------------------------------------------------- references
 
@@ -223,24 +222,10 @@ def test_ord32_orders_like_float_and_merges_signed_zero():
 # ---------------------------------------------------------------- end to end
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def clustered(n: int, d: int, seed: int = 0, k: int = 6) -> np.ndarray:
-    """Unit vectors around k random centres with varying spread: one or two big components, a tail."""
-    rng = np.random.default_rng(seed)
-    c = unit(rng.standard_normal((k, d)))
-    a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
-    spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
-    return unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
 
 
-def brute(x, t: float) -> np.ndarray:
-    x64 = np.asarray(x, dtype=np.float64)
-    s = x64 @ x64.T
-    np.fill_diagonal(s, -np.inf)
-    return canonical_labels(connected_components(sp.csr_matrix(s >= t), directed=False)[1])
 
 
 @pytest.fixture
@@ -274,7 +259,7 @@ def test_forest_equals_brute_force_cpu_and_old_boruvka(monkeypatch, kw, chunk):
     ft = single_linkage_forest(x, 0.4, device="torch-cpu", **kw)
     fc = single_linkage_forest(x, 0.4, device="cpu", **kw)
     for t in ft.exact_at:
-        assert (ft.labels_at(t) == brute(x, t)).all(), t
+        assert (ft.labels_at(t) == brute_force_labels(x, t)).all(), t
         assert (ft.labels_at(t) == fc.labels_at(t)).all(), t
     assert len(ft.edges) == len(fc.edges)
     np.testing.assert_allclose(ft.edges.weight, fc.edges.weight, rtol=0, atol=2 * ft.error_bound)
@@ -288,7 +273,7 @@ def test_forest_equals_brute_force_cpu_and_old_boruvka(monkeypatch, kw, chunk):
 def test_components_equal_brute_force_and_cpu(prune):
     x = clustered(900, 32, seed=7, k=4)
     for t in (0.5, 0.6, 0.7, 0.8):
-        ref = brute(x, t)
+        ref = brute_force_labels(x, t)
         kw = {"tile_size": 128, "prune": prune, "n_landmarks": 60}
         got = cosine_components(x, t, device="torch-cpu", **kw)
         assert (got == ref).all(), t
@@ -300,7 +285,7 @@ def test_negative_and_zero_thresholds(monkeypatch):
     pairs at -inf (not 0.0). The forest spans weights from -0.5 to 1 and must be the old Boruvka's."""
     x = unit(np.random.default_rng(11).standard_normal((260, 5))).astype(np.float32)
     for t in (-0.3, 0.0, 0.05):
-        ref = brute(x, t)
+        ref = brute_force_labels(x, t)
         for prune in (False, True):
             got = cosine_components(x, t, device="torch-cpu", tile_size=64, prune=prune, n_landmarks=20)
             assert (got == ref).all(), (t, prune)
@@ -308,7 +293,7 @@ def test_negative_and_zero_thresholds(monkeypatch):
     f = single_linkage_forest(x, -0.5, **kw)
     assert f.labels_at(0.9).max() > 10  # a non-trivial partition at the top
     for t in f.exact_at:
-        assert (f.labels_at(t) == brute(x, t)).all(), t
+        assert (f.labels_at(t) == brute_force_labels(x, t)).all(), t
     monkeypatch.setattr(BT, "_dense_boruvka_torch", old_boruvka_adapter)
     fo = single_linkage_forest(x, -0.5, **kw)
     for name in ("src", "dst", "weight"):

@@ -17,29 +17,21 @@ import pytest
 import torch
 
 from actgeo_assets.lib.graph import cosine_components, single_linkage_forest
-from actgeo_tests.support.oracle import brute_force_labels
+from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
-def _clustered(n: int, d: int, seed: int, k: int = 8) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = _unit(rng.standard_normal((k, d)))
-    a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
-    spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
-    return _unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
 
 
 @pytest.mark.parametrize("precision", ["tf32", "fp32"])
 @pytest.mark.parametrize("prune", [True, False])
 def test_cuda_components_equal_brute_force(precision: str, prune: bool) -> None:
-    x = _clustered(3000, 64, seed=6)
+    x = clustered(3000, 64, seed=6, k=8)
     for t in (0.6, 0.7, 0.8):
         got = cosine_components(x, t, device="cuda", precision=precision, prune=prune)
         assert (got == brute_force_labels(x, t)).all(), (precision, prune, t)
@@ -48,7 +40,7 @@ def test_cuda_components_equal_brute_force(precision: str, prune: bool) -> None:
 @pytest.mark.parametrize("precision", ["tf32", "fp32"])
 def test_cuda_forest_equals_brute_force_at_exact_thresholds(precision: str) -> None:
     """Cuts at ``exact_at`` thresholds are exact; others only within ``error_bound`` (4e-3 under tf32)."""
-    x = _clustered(2500, 48, seed=3)
+    x = clustered(2500, 48, seed=3, k=8)
     f = single_linkage_forest(x, 0.5, exact_at=(0.6, 0.7, 0.8, 0.9), device="cuda", precision=precision)
     for t in (0.5, 0.6, 0.7, 0.8, 0.9):
         assert (f.labels_at(t) == brute_force_labels(x, t)).all(), t
@@ -56,7 +48,7 @@ def test_cuda_forest_equals_brute_force_at_exact_thresholds(precision: str) -> N
 
 def test_cuda_large_tiles_match_cpu() -> None:
     """Big enough for several device tiles and the resident upload; the CPU engine is the reference."""
-    x = _clustered(40_000, 128, seed=11, k=40)
+    x = clustered(40_000, 128, seed=11, k=40)
     for t in (0.7, 0.8):
         gpu = cosine_components(x, t, device="cuda", precision="tf32")
         cpu = cosine_components(x, t, device="cpu")
@@ -68,7 +60,7 @@ def test_cuda_threshold_edge_pairs_stay_exact() -> None:
     """Pairs planted at cosine 0.7 +- 1e-7 must land on the float64 side of the threshold under tf32."""
     rng = np.random.default_rng(0)
     d = 256
-    base = _unit(rng.standard_normal((400, d)))
+    base = unit(rng.standard_normal((400, d)))
     partners = []
     for i, row in enumerate(base):
         ortho = rng.standard_normal(d)
@@ -97,7 +89,7 @@ def test_cuda_bf16_capture_matches_cpu_float32(tmp_path) -> None:
     cpu = capture_activations(load_model(path, tmp_path / "cache", device="cpu"), docs, **kw)
     assert gpu.acts.shape == cpu.acts.shape == (1_500, 128)
     assert gpu.tokens.equals(cpu.tokens)
-    cos = np.sum(_unit(gpu.acts.astype(np.float64)) * _unit(cpu.acts.astype(np.float64)), axis=1)
+    cos = np.sum(unit(gpu.acts.astype(np.float64)) * unit(cpu.acts.astype(np.float64)), axis=1)
     assert cos.min() > 0.99, cos.min()  # bf16 through 13 blocks: direction kept
 
 
@@ -113,7 +105,7 @@ def test_cuda_full_profile_shape_end_to_end(tmp_path) -> None:
     docs = [Document(i, t, "fixture") for i, t in enumerate(texts)]
     res = capture_activations(load_model(path, tmp_path / "cache", device="cuda"), docs, layer=12,
                               context_len=256, budget=3_000, batch_size=8, progress=False)
-    x = _unit(res.acts.astype(np.float32)).astype(np.float32)
+    x = unit(res.acts.astype(np.float32)).astype(np.float32)
     for t in (0.5, 0.7):
         got = cosine_components(x, t, device="cuda")
         assert (got == brute_force_labels(x, t)).all(), t

@@ -20,20 +20,7 @@ from actgeo_assets.lib.graph import (
     tile_forest,
 )
 from actgeo_assets.lib.graph import backend_numpy as GN
-from actgeo_tests.support.oracle import brute_force_labels
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def clustered(n: int, d: int, seed: int = 0, k: int = 6) -> np.ndarray:
-    """Unit vectors around k random centres with varying spread: one or two big components, a tail."""
-    rng = np.random.default_rng(seed)
-    c = unit(rng.standard_normal((k, d)))
-    a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
-    spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
-    return unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
+from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
 
 
 def dbscan(x, t: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The tests' independent reference: float64 dense brute force, shared by every test that checks a partition.
+"""The tests' independent reference (float64 dense brute force, shared by every test that checks a partition)
+and the clustered test data the engine tests share.
 
 Nothing here uses the engine (`actgeo_assets.lib.graph`): the similarity matrix is formed in float64, the
 components come from scipy, and the canonical order (largest first, ties by smallest member) is
@@ -33,3 +34,18 @@ def brute_force_labels(x: np.ndarray, t: float) -> np.ndarray:
     adj = (x64 @ x64.T) >= t
     np.fill_diagonal(adj, False)
     return canonical_order(connected_components(csr_matrix(adj), directed=False)[1])
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (same dtype)."""
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(n: int, d: int, seed: int = 0, k: int = 6) -> np.ndarray:
+    """float32 [n, d] unit vectors around k random centres with varying spread: one or two big components
+    and a tail, like activations at a cosine threshold of 0.6-0.8."""
+    rng = np.random.default_rng(seed)
+    c = unit(rng.standard_normal((k, d)))
+    a = rng.choice(k, n, p=np.linspace(3, 1, k) / np.linspace(3, 1, k).sum())
+    spread = rng.uniform(0.3, 1.3, k)[a] * rng.lognormal(0, 0.3, n)
+    return unit(c[a] + spread[:, None] * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)

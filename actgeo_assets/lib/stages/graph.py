@@ -181,28 +181,19 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
     if missing:
         raise ValueError(f"edge_tiles missing for {len(missing)} shard pairs, e.g. {missing[:5]}: no "
                          f"{layout.tile(missing[0])}; materialize every edge_tiles partition first")
-    parts = []
-    for pair in settings.pair_keys:
-        a, b = split_pair_key(pair)
-        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
-        local = ForestEdges.load(verify_file(layout.tile(pair), meta.get("sha256")))
-        n_a, n_tile = sizes[a], sizes[a] + (sizes[b] if a != b else 0)
-        if len(local.src) and max(local.src.max(), local.dst.max()) >= n_tile:
-            raise ValueError(f"{layout.tile(pair)} indexes rows beyond its shards: it is stale; rematerialize it")
-
-        def to_global(v: np.ndarray, a: str = a, b: str = b, n_a: int = n_a) -> np.ndarray:
-            return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
-
-        parts.append(dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst)))
-    forest = merge_forests(parts, n)
-    del parts
+    # each tile read (and hash-checked) once: the merge, the edge counts and the N-scaling all use it
+    tiles = {pair: _global_tile(layout, pair, sizes, offsets) for pair in settings.pair_keys}
+    forest = merge_forests([edges for edges, _ in tiles.values()], n)
     labels = forest.labels_at(settings.threshold)
     summary = component_summary(labels, top=20)
     sweep = forest.sweep(fine_thresholds(settings.min_threshold, exact_thresholds(settings)))
-    sweep["graph_edges"] = graph_edge_counts(settings, layout, sweep["threshold"])
+    sweep["graph_edges"] = graph_edge_counts([meta for _, meta in tiles.values()], sweep["threshold"])
     transition = locate_transition(sweep, settings.threshold)
     cosines = pair_cosine_sample(settings, layout, offsets, n)
-    scaling = shard_scaling(settings, layout, sizes, offsets)
+    keys = list(settings.shard_keys)
+    scaling = n_scaling([sizes[k] for k in keys], lambda i, j: tiles[pair_key(keys[i], keys[j])][0],
+                        settings.threshold)
+    tiles.clear()  # the forests are merged and scaled: free them before the figures
     study = compare_with_study(settings.run_key(), summary)
     forest.save(layout.forest)
     save_npy(layout.labels, labels)
@@ -232,12 +223,27 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
                             figures={k: layout.figure(k) for k in FIGURES})
 
 
-def graph_edge_counts(settings: RunSettings, layout: RunLayout, thresholds: pd.Series) -> pd.Series:
+def _global_tile(layout: RunLayout, pair: str, sizes: dict[str, int],
+                 offsets: dict[str, int]) -> tuple[ForestEdges, dict[str, Any]]:
+    """One tile's forest (checked against its recorded sha256) in global row ids, and its sidecar."""
+    a, b = split_pair_key(pair)
+    meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
+    local = ForestEdges.load(verify_file(layout.tile(pair), meta.get("sha256")))
+    n_a, n_tile = sizes[a], sizes[a] + (sizes[b] if a != b else 0)
+    if len(local.src) and max(local.src.max(), local.dst.max()) >= n_tile:
+        raise ValueError(f"{layout.tile(pair)} indexes rows beyond its shards: it is stale; rematerialize it")
+
+    def to_global(v: np.ndarray) -> np.ndarray:
+        return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
+
+    return dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst)), meta
+
+
+def graph_edge_counts(tile_metas: list[dict[str, Any]], thresholds: pd.Series) -> pd.Series:
     """The graph's exact edge count at each threshold that every tile counted (summed over the tiles'
     sidecars); <NA> at the others (the fine sweep's in-between thresholds) or when a tile has no count."""
     totals: dict[str, int] | None = None
-    for pair in settings.pair_keys:
-        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
+    for meta in tile_metas:
         counts = meta.get("edge_counts")
         if not counts:
             return pd.Series(pd.NA, index=thresholds.index, dtype="Int64")
@@ -272,27 +278,6 @@ def pair_cosine_sample(settings: RunSettings, layout: RunLayout, offsets: dict[s
         b = np.asarray(get(j[k : k + 16_384]), dtype=np.float64)
         out[k : k + 16_384] = np.einsum("ij,ij->i", a, b)
     return out
-
-
-def shard_scaling(settings: RunSettings, layout: RunLayout, sizes: dict[str, int],
-                  offsets: dict[str, int]) -> pd.DataFrame:
-    """Components at the run's threshold over the first k shards, k = 1..n_shards, from the tile
-    forests on disk (:func:`actgeo_assets.lib.percolation.n_scaling`)."""
-    keys = list(settings.shard_keys)
-
-    def tile_of(i: int, j: int) -> ForestEdges:
-        a, b = keys[i], keys[j]
-        pair = pair_key(a, b)
-        meta = load_json(layout.tile_meta(pair)) if layout.tile_meta(pair).exists() else {}
-        local = ForestEdges.load(verify_file(layout.tile(pair), meta.get("sha256")))
-        n_a = sizes[a]
-
-        def to_global(v: np.ndarray) -> np.ndarray:
-            return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
-
-        return dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst))
-
-    return n_scaling([sizes[k] for k in keys], tile_of, settings.threshold)
 
 
 def invalidate_components(layout: RunLayout) -> None:
