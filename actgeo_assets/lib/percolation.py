@@ -67,7 +67,7 @@ def locate_transition(sweep: pd.DataFrame, threshold: float) -> Transition:
     j = int(np.argmin(np.abs(ts - threshold)))
     near = s.iloc[max(0, j - 1) : j + 2]
     neighbours = {f"{t:.2f}": int(c) for t, c in zip(near["threshold"], near["n_components"], strict=True)}
-    gap = threshold - t_c
+    gap = round(threshold - t_c, 9)  # grid thresholds differ by float error (0.6 - 0.57 > 0.03)
     if abs(gap) < FINE_STEP / 2:
         where = "on the percolation transition"
     elif abs(gap) <= 0.03:

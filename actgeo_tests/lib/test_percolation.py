@@ -78,3 +78,9 @@ def test_study_comparison_names_every_difference() -> None:
     same = compare_with_study({**STUDY_SETUP, "context_len": 1024},
                               {"n": STUDY_SETUP["n"], "n_components": 1, "largest": 1, "largest_fraction": 1.0})
     assert same["comparable"] and same["differences"] == [] and "directly comparable" in same["verdict"]
+
+
+def test_transition_gap_on_the_grid_is_not_pushed_over_by_float_error() -> None:
+    sweep = pd.DataFrame({"threshold": [0.56, 0.57, 0.58, 0.6], "n_components": [3, 4, 5, 6],
+                          "largest_fraction": [0.9, 0.6, 0.55, 0.53], "second_largest": [1, 155, 20, 10]})
+    assert "sits 0.03 above the percolation transition, inside it" in locate_transition(sweep, 0.6).words
