@@ -1,4 +1,6 @@
-"""The ``actgeo`` command: the graph engine on your own .npy files.
+"""The ``actgeo`` command: ``run`` (materialize a run), ``components`` (the graph engine on your own .npy),
+``which`` (the component a text's tokens join), ``export`` (a run as Parquet for ``datasets``), ``layers``
+(geometry across layers and normalizations).
 
     actgeo components ACTS.npy --threshold 0.7 [--normalize none|l2|center_l2]
                       [--sweep 0.5,0.6,0.7,0.8,0.9] [--min-threshold 0.5] --out labels.npy
@@ -137,16 +139,37 @@ def add_components_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_components)
 
 
-def add_run_arguments(parser: Any) -> None:
-    """Arguments of `actgeo run`."""
-    parser.add_argument("--profile", default=None, help="demo (default, offline CPU) or full (the study)")
+def add_settings_arguments(parser: Any,
+                           set_help: str = "override a setting, e.g. --set budget=100000 --set normalization=l2",
+                           ) -> None:
+    """The arguments that name a run's settings and files, shared by every subcommand that works on a run:
+    ``--profile``, ``--data-dir``, ``--config``, ``--set`` (see :func:`resource_from_args`)."""
+    parser.add_argument("--profile", default=None,
+                        help="demo (default, offline CPU), full (the study) or scale (1,000,000 activations on a CPU)")
     parser.add_argument("--data-dir", default=None,
                         help="root folder of run files (default: data in the project root)")
-    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
     parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
-    parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set budget=100000 --set normalization=l2")
+                        help=set_help)
+
+
+def resource_from_args(args: argparse.Namespace) -> Any:
+    """The ``ActgeoResource`` of :func:`add_settings_arguments`' values (validated; ``SettingsError`` names the
+    bad value and where it came from). A relative ``--data-dir`` is taken from the working directory."""
+    from actgeo_assets.defs.resources import ActgeoResource
+
+    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
+    resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=data_dir,
+                              **parse_set_overrides(args.set))
+    resource.settings()
+    return resource
+
+
+def add_run_arguments(parser: Any) -> None:
+    """Arguments of `actgeo run`."""
+    add_settings_arguments(parser)
+    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite in data dir)")
+    parser.add_argument("--force", action="store_true", help="recompute partitions that are current")
 
 
 def parse_set_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -163,20 +186,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # dagster is imported only for this subcommand
     import os
 
-    from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
+    from actgeo_assets.defs.resources import DATABASE_URL_ENV
     from actgeo_assets.lib.lock import data_dir_lock
     from actgeo_assets.lib.report import format_summary
     from actgeo_assets.lib.settings import mask_url
     from actgeo_assets.runner import materialize_run, open_instance
 
     try:
-        overrides = parse_set_overrides(args.set)
+        parse_set_overrides(args.set)  # a bad --set is reported before the database URL is touched
         if args.database_url:  # through the environment, so the URL never enters the run's stored config
             os.environ[DATABASE_URL_ENV] = args.database_url
-        data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None  # from here
-        resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=data_dir,
-                                  **overrides)
-        resource.settings()
+        resource = resource_from_args(args)
     except (ValueError, TypeError) as exc:
         print(f"actgeo: {exc}", file=sys.stderr)
         return 2
@@ -205,7 +225,136 @@ def add_run_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_run)
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser]
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export the run of the current settings (as `actgeo run` resolves them) with ``lib.export``."""
+    from actgeo_assets.lib.export import ACTIVATION_COLUMNS, export_dataset
+    from actgeo_assets.lib.results import open_run
+
+    resource = resource_from_args(args)
+    settings, layout = resource.settings(), resource.layout()
+    run = open_run(layout.root)
+    if run.run_id != settings.run_id():
+        raise ValueError(f"{layout.root} holds run {run.run_id} ({run.description}), not the run of the current "
+                         f"settings ({settings.run_id()}: {settings.describe()}); run `actgeo run` with them first")
+    kinds = [k.strip() for k in args.activations.split(",") if k.strip()]
+    out = Path(args.out).expanduser() if args.out else layout.root / "dataset"
+    files = export_dataset(run, out, activations=kinds)
+    print(f"exported run {run.run_id} ({run.description})")
+    print(f"  {run.n:,} rows in {len(files)} files under {out}: {', '.join(ACTIVATION_COLUMNS[k] for k in kinds)}, "
+          "token, token_id, position, doc_id, source, pile_analogue, ...")
+    print(f'  load: datasets.load_dataset("parquet", data_files="{out}/*.parquet", split="train")')
+    return 0
+
+
+def add_export_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the finished run's activations, tokens and provenance as Parquet for the datasets library",
+        description="One Parquet file per shard (activation columns as fixed-size float32 lists) that "
+                    "datasets.load_dataset('parquet', ...) loads; the run is the one of the current settings.",
+    )
+    add_settings_arguments(p, "a setting the run was made with, as given to `actgeo run`")
+    p.add_argument("--out", default=None, help="folder of the Parquet files (default: {data_dir}/{profile}/dataset)")
+    p.add_argument("--activations", default="normalized,raw",
+                   help="normalized, raw or both, comma-separated (default: normalized,raw)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_which(args: argparse.Namespace) -> int:
+    """Which component each token of a text joins, in the finished run of the current settings."""
+    import json
+
+    from actgeo_assets.lib.stages.which import (
+        BUILD_HINT,
+        answer_json,
+        format_which,
+        index_problem,
+        which_text,
+    )
+
+    resource = resource_from_args(args)
+    settings, layout = resource.settings(), resource.layout()
+    if args.k < 0:
+        raise ValueError(f"--k must be >= 0, got {args.k}")
+    if not args.text.strip():
+        raise ValueError("the text is empty: give some text to place, e.g. actgeo which \"my hon. Friend\"")
+    problem = index_problem(settings, layout)  # also: ValueError when the run has no finished components
+    if problem and not args.build_index:
+        raise ValueError(f"no current neighbour index: {problem}; build it with {BUILD_HINT}")
+    if problem:
+        print(f"actgeo which: building the neighbour index ({problem})", file=sys.stderr)
+    result = which_text(settings, layout, args.text, k=args.k, build=args.build_index)
+    if args.json:
+        for answer in result.tokens:
+            print(json.dumps(answer_json(result, answer), ensure_ascii=False))
+    else:
+        print(format_which(result))
+    return 0
+
+
+def add_which_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "which",
+        help="which component of the finished run each token of a text joins (exact, float64)",
+        description="Capture TEXT with the run's model, layer and normalization; per token, the component it "
+                    "joins at the run's threshold, 'a new singleton', or the components it bridges, with its "
+                    "nearest members' contexts. The run is the one of the current settings (as `actgeo run`).",
+    )
+    p.add_argument("text", help="the text to place, e.g. \"my hon. Friend\"")
+    p.add_argument("--json", action="store_true", help="one JSON object per token, one per line")
+    p.add_argument("--k", type=int, default=3, help="nearest members shown per token (default 3)")
+    p.add_argument("--no-build-index", dest="build_index", action="store_false",
+                   help="fail instead of building the neighbour index when it is missing or stale")
+    p.add_argument("--build-index", dest="build_index", action="store_true",
+                   help="build the neighbour index when it is missing or stale (the default)")
+    add_settings_arguments(p, "a setting the run was made with, as given to `actgeo run`")
+    p.set_defaults(func=_cmd_which, build_index=True)
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    """Run the layer sweep (job ``layer_sweep``) for the current settings and print its table."""
+    import pandas as pd
+
+    from actgeo_assets.lib.lock import data_dir_lock
+    from actgeo_assets.runner import materialize_layer_sweep, open_instance
+
+    resource = resource_from_args(args)
+    settings, layout = resource.settings(), resource.layout()
+    instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
+    with data_dir_lock(layout.lock):
+        out = materialize_layer_sweep(resource, instance)
+    table = pd.read_csv(out["files"]["geometry.csv"])
+    at = table[(table["threshold"] - settings.threshold).abs() < 1e-9]
+    norms = list(dict.fromkeys(at["normalization"]))
+    by = at.set_index(["layer", "normalization"])
+    print(f"\nlayers x normalizations at cosine {settings.threshold:g} ({int(at['n'].iloc[0]):,} tokens): mean "
+          "pairwise cosine / giant fraction / components")
+    print(f"{'layer':>5}" + "".join(f"  {m:>24}" for m in norms))
+    for layer in sorted(at["layer"].unique()):
+        cells = [by.loc[(layer, m)] for m in norms]
+        print(f"{int(layer):>5}" + "".join(f"  {c['mean_cosine']:>8.3f} {c['giant_fraction']:>6.3f} "
+                                          f"{int(c['n_components']):>8,}" for c in cells))
+    print(f"\ntable:  {out['files']['geometry.csv']}")
+    print(f"figure: {out['files']['giant_fraction.png']}")
+    print(f"report: {layout.report if out['cards'] else 'the next `actgeo run` adds the section to ' + str(layout.report)}")
+    return 0
+
+
+def add_layers_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "layers",
+        help="compare the geometry of several layers (compare_layers) and normalizations on one capture",
+        description="Capture compare_layers over the corpus' first compare_budget tokens in one forward pass; "
+                    "per layer, normalization (l2, center_l2, rmsnorm) and threshold: mean pairwise cosine, "
+                    "giant fraction, exact component counts; where the reference layer's top components land. "
+                    "Runs the Dagster job layer_sweep; the report gains a section.",
+    )
+    add_settings_arguments(p, "a setting, e.g. --set compare_layers=3,6,9 --set compare_budget=2000")
+    p.set_defaults(func=_cmd_layers)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser, add_export_parser, add_which_parser,
+                                                add_layers_parser]
 """Each adds one subparser (``sub.add_parser(...)``) and sets ``func(args) -> int``."""
 
 

@@ -9,12 +9,15 @@ import dagster as dg
 from actgeo_assets.defs import cli_hints
 from actgeo_assets.defs.assets.activations import activation_mean, normalized, raw_activations
 from actgeo_assets.defs.assets.cards import component_cards
+from actgeo_assets.defs.assets.depth import layer_geometry
 from actgeo_assets.defs.assets.graph import components, edge_tiles
+from actgeo_assets.defs.assets.which import neighbour_index
 from actgeo_assets.defs.automation import automation_sensor, nightly_merge, shard_sensor
-from actgeo_assets.defs.jobs import STAGE_JOBS
+from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB, STAGE_JOBS
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 
-ASSETS = [raw_activations, activation_mean, normalized, edge_tiles, components, component_cards]
+ASSETS = [raw_activations, activation_mean, normalized, edge_tiles, components, component_cards, neighbour_index,
+          layer_geometry]
 
 # The database URL (it may hold a password) comes through dg.EnvVar: the UI shows the variable's name, never
 # its value. Unset, the resource falls back to its config file or a SQLite file in data_dir.
@@ -35,7 +38,7 @@ def build_defs(deployment: str | None = None) -> dg.Definitions:
     deployment = deployment or "local"
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"${DEPLOYMENT_ENV} is {deployment!r}; expected one of {', '.join(DEPLOYMENTS)}")
-    jobs = list(STAGE_JOBS.values())
+    jobs = [*STAGE_JOBS.values(), LAYER_SWEEP_JOB]
     if deployment == "k8s":
         from actgeo_assets.defs.k8s import CLUSTER_JOBS
 

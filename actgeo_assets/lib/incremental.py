@@ -152,9 +152,12 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
         meta = _json(layout.normalized_meta(s))
         ok = (meta is not None and layout.normalized(s).exists() and raw_sha[s] is not None
               and meta.get("raw_sha256") == raw_sha[s] and meta.get("normalization") == settings.normalization
-              and (not uses_mean or (meta.get("mean_sha256") == mean_sha and not out.mean)))
+              and (not uses_mean or (meta.get("mean_sha256") == mean_sha and not out.mean))
+              and meta.get("prune_at") == settings.prune_at)
+        pruned = ([(layout.shard_forest(s), meta.get("shard_forest_sha256"))]
+                  if settings.prune_at is not None and meta is not None else [])
         ok = ok and meta is not None and out.intact(
-            [(layout.normalized(s), meta.get("sha256")), (layout.kept(s), meta.get("kept_sha256"))],
+            [(layout.normalized(s), meta.get("sha256")), (layout.kept(s), meta.get("kept_sha256")), *pruned],
             f"normalized[{s}]")
         norm_sha[s] = meta.get("sha256") if ok and meta else None
         if not ok:
@@ -166,7 +169,8 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
         ok = (meta is not None and layout.tile(p).exists() and norm_sha[a] is not None and norm_sha[b] is not None
               and meta.get("normalized_sha256") == [norm_sha[a], norm_sha[b]]
               and meta.get("min_threshold") == settings.min_threshold
-              and settings.threshold in meta.get("exact_at", []))
+              and settings.threshold in meta.get("exact_at", [])
+              and meta.get("prune_at") == settings.prune_at)
         ok = ok and meta is not None and out.intact([(layout.tile(p), meta.get("sha256"))], f"edge_tiles[{p}]")
         tile_sha[p] = meta.get("sha256") if ok and meta else None
         if not ok:

@@ -16,7 +16,8 @@ One run directory per :meth:`RunSettings.run_id`-independent profile name keeps 
       tiles/{a}__{b}.json        the normalized sha256 it joined, its thresholds and its own sha256
       components/                forest.npz, labels.npy, offsets.json, summary.json, sweep.csv (every 0.01),
                                  scaling.csv, size_spectrum.png, percolation.png, n_scaling.png
-      cards/                     cards.json, report.html
+      cards/                     cards.json, report.html, explorer.html
+      index/                     neighbours.faiss (faiss IndexFlatIP of the unit rows), neighbours.json
 
 Every file is written to a temporary name in the same folder and renamed into place, so a crash never
 leaves a half-written file under the final name; its mode follows the process' umask (``0o666 & ~umask``),
@@ -100,6 +101,11 @@ class RunLayout:
         """bool [n_raw] mask of the raw rows that ``normalized/{shard}.npy`` holds, in order."""
         return self.root / "normalized" / f"{shard}.kept.npy"
 
+    def shard_forest(self, shard: str) -> Path:
+        """With ``prune_at``: a spanning forest of the shard's graph at ``>= prune_at`` (global row ids are
+        added by the merge; stored shard-local), the known components its tiles start from."""
+        return self.root / "normalized" / f"{shard}.forest.npz"
+
     def tile(self, pair: str) -> Path:
         return self.root / "tiles" / f"{pair}.npz"
 
@@ -153,6 +159,32 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.cards_dir / "report.html"
+
+    @property
+    def explorer(self) -> Path:
+        """The interactive page of the run (``lib/explorer.py``), next to the report."""
+        return self.cards_dir / "explorer.html"
+
+    @property
+    def layers_dir(self) -> Path:
+        """The layer_sweep job's files (asset ``layer_geometry``, ``lib/stages/depth.py``)."""
+        return self.root / "layers"
+
+    def layers_file(self, name: str) -> Path:
+        """One file of :attr:`layers_dir`: ``geometry.csv``/``geometry.parquet`` (layer x normalization x
+        threshold), ``landing.csv``, ``giant_fraction.png``, ``section.html`` (the report's section) and
+        ``layers.json`` (what was compared, and every file's sha256)."""
+        return self.layers_dir / name
+
+    @property
+    def neighbour_index(self) -> Path:
+        """faiss IndexFlatIP of the N normalized rows in global row order (``neighbour_index``, `actgeo which`)."""
+        return self.root / "index" / "neighbours.faiss"
+
+    @property
+    def neighbour_index_meta(self) -> Path:
+        """The index's sidecar: run, labels and normalized shards it was built from (sha256), rows, dim."""
+        return self.root / "index" / "neighbours.json"
 
     @property
     def model_cache(self) -> Path:

@@ -55,14 +55,29 @@ class Transition:
         return asdict(self)
 
 
-def locate_transition(sweep: pd.DataFrame, threshold: float) -> Transition:
+def locate_transition(sweep: pd.DataFrame, threshold: float, cut_off_at: float | None = None) -> Transition:
     """The transition on a sweep table (columns threshold, n_components, largest_fraction,
-    second_largest), and the run's ``threshold`` relative to it in words."""
+    second_largest), and the run's ``threshold`` relative to it in words. ``cut_off_at``: the sweep stops
+    there because the forest is exact only up to it (``prune_at``); a peak at that edge is then reported as a
+    lower bound ("at or above"), not as the transition."""
     s = sweep.sort_values("threshold").reset_index(drop=True)
     if s.empty:
         raise ValueError("locate_transition: the sweep is empty")
     i = int(np.argmax(s["second_largest"].to_numpy()))
     t_c = float(s.loc[i, "threshold"])
+    if cut_off_at is not None and i == len(s) - 1 and abs(t_c - cut_off_at) < FINE_STEP / 2:
+        counts = ", ".join(f"{int(c):,} at {t:.2f}" for t, c in zip(s["threshold"].iloc[-3:],
+                                                                   s["n_components"].iloc[-3:], strict=True))
+        words = (f"The second-largest component still grows at t = {t_c:.2f} ({int(s.loc[i, 'second_largest']):,} "
+                 f"rows; the giant holds {float(s.loc[i, 'largest_fraction']):.1%} there), the top of the range "
+                 f"this pruned forest is exact for (prune_at = {cut_off_at:g}): the percolation transition lies at "
+                 f"or above it, so the run's threshold {threshold:g} sits at or below the transition (one giant "
+                 f"dominates). Components: {counts}.")
+        return Transition(t_c=t_c, second_largest=int(s.loc[i, "second_largest"]),
+                          giant_fraction_at_t_c=float(s.loc[i, "largest_fraction"]), threshold=float(threshold),
+                          neighbours={f"{t:.2f}": int(c) for t, c in zip(s["threshold"].iloc[-3:],
+                                                                          s["n_components"].iloc[-3:], strict=True)},
+                          words=words)
     ts = s["threshold"].to_numpy()
     j = int(np.argmin(np.abs(ts - threshold)))
     near = s.iloc[max(0, j - 1) : j + 2]

@@ -9,7 +9,8 @@ Stable hooks for tests and readers: ``<section id="run">``, ``<table id="summary
 ``<img id="fig-size-spectrum">``, ``<img id="fig-percolation">`` (other figures ``fig-{key}``),
 ``<table id="sweep">``, ``<table id="baseline">``, ``<table id="mixed-components">``, ``<p id="duplicates">``,
 ``<section class="card" data-rank="2">``, ``<mark class="hl">``, a card's ``ul.next-corpus``,
-``ul.next-model`` and ``ul.readout`` (the logit lens), ``<ul id="notes">``. Every piece of text from data is
+``ul.next-model`` and ``ul.readout`` (the logit lens), ``<ul id="notes">``, ``<p id="explorer-link">``
+(the link to the run's explorer, when given). Every piece of text from data is
 HTML-escaped.
 """
 
@@ -227,7 +228,7 @@ def _card(card: Card) -> str:
     parts.append('<ul class="ctxs">')
     for c in card.contexts:
         parts.append(
-            f'<li class="ctx" data-doc="{_e(c.doc_id)}"><span class="src">{_e(c.source)} \u00b7 doc {_e(c.doc_id)}'
+            f'<li class="ctx" data-doc="{_e(c.doc_id)}" data-row="{int(c.row)}"><span class="src">{_e(c.source)} \u00b7 doc {_e(c.doc_id)}'
             f" \u00b7 position {c.position} \u00b7 cos to mean {c.cosine_to_mean:.3f}</span>"
             f'{_e(c.left)}<mark class="hl">{_e(c.token)}</mark>{_e(c.right)}</li>'
         )
@@ -341,9 +342,14 @@ def render_report(
     baseline: Mapping[str, Any] | None = None,
     duplicates: Mapping[str, Any] | None = None,
     title: str = "actgeo: components of the residual stream",
+    explorer_href: str | None = None,
+    layers_section: str | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
-    (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts)."""
+    (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts);
+    ``explorer_href``: a link to the run's interactive explorer (``lib/explorer.py``), shown under the title;
+    ``layers_section``: the layer comparison's HTML fragment (``lib/depth.section_html``, data already escaped),
+    placed after the cards (``<h2 id="layers-h">``, ``<table id="layer-geometry">``, ``<table id="layer-landing">``)."""
     threshold = run_key.get("threshold")
     top = summary.get("top_sizes", [])
     out = [
@@ -355,7 +361,11 @@ def render_report(
         '<section id="run"><p class="runline">' + _e(run_description) + "</p>",
         _run_table(run_key, precision),
         f'<p class="meta">Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Summary, figures and '
-        "cards below all come from this one run.</p></section>",
+        "cards below all come from this one run.</p>"
+        + (f'<p id="explorer-link"><a href="{_e(explorer_href)}">Open the explorer</a>: the size spectrum, the '
+           "percolation curve, a threshold slider and the largest component's hierarchy, each clickable to a "
+           "card.</p>" if explorer_href else "")
+        + "</section>",
         '<h2 id="summary-h">Summary</h2>',
         _summary_table(summary),
         *_study_section(study),
@@ -395,6 +405,8 @@ def render_report(
     if subs:
         out.append('<h2 id="subcards-h">Sub-components of the largest component at a higher threshold</h2>')
         out += [_card(c) for c in subs]
+    if layers_section:
+        out.append(layers_section)
     notes = list(notes)
     if notes:
         out.append('<h2 id="notes-h">Notes</h2><ul id="notes" class="notes">'

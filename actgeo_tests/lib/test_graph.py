@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -267,6 +268,49 @@ def test_tile_forest_pruned_blocks():
     assert merged.exact_up_to == 0.7
     for t in (0.5, 0.6, 0.7):
         assert (merged.labels_at(t) == brute_force_labels(x, t)).all()
+
+
+def _sharded_pruned_parts(shards: list[np.ndarray], p: float, stats: dict | None = None):
+    """The pipeline's pruned recipe: each shard's own pruned forest (its diagonal), the other tiles started from
+    the two shards' components at p."""
+    offs = np.cumsum([0] + [len(s) for s in shards])
+    kw = dict(device="cpu", tile_size=100, prune_at=p)
+    own_local = [single_linkage_forest(s, 0.5, (0.6,), n_landmarks=40, **kw) for s in shards]
+    own = [dataclasses.replace(f.edges, src=f.edges.src + o, dst=f.edges.dst + o)
+           for f, o in zip(own_local, offs, strict=False)]
+    local = [f.labels_at(p) for f in own_local]
+    tiles = {}
+    for i, a in enumerate(shards):
+        for j in range(i + 1, len(shards)):
+            known = np.concatenate([local[i], local[j] + len(a)])
+            tiles[i, j] = tile_forest(a, shards[j], offset_a=int(offs[i]), offset_b=int(offs[j]), min_threshold=0.5,
+                                      exact_at=(0.6,), known_labels=known, stats=stats, **kw)
+    return own, tiles
+
+
+def test_sharded_pruning_from_shard_components_is_exact_for_the_whole_and_every_prefix():
+    x = clustered(1200, 24, seed=21, k=4)
+    shards = [x[:300], x[300:700], x[700:1000], x[1000:]]
+    st: dict = {}
+    own, tiles = _sharded_pruned_parts(shards, 0.7, st)
+    assert st["pairs_computed"] < 0.8 * st["pairs_total"]  # it prunes
+    for k in range(1, 5):
+        n = sum(len(s) for s in shards[:k])
+        parts = own[:k] + [tiles[i, j] for i in range(k) for j in range(i + 1, k)]
+        merged = merge_forests(parts, n)
+        assert merged.exact_up_to == 0.7 and merged.min_threshold == 0.5
+        for t in (0.5, 0.6, 0.7):
+            assert (merged.labels_at(t) == brute_force_labels(x[:n], t)).all(), (k, t)
+    with pytest.raises(ValueError, match="above prune_at"):
+        merged.labels_at(0.8)
+
+
+def test_known_labels_validate():
+    x = clustered(300, 16, seed=22)
+    with pytest.raises(ValueError, match="needs prune_at"):
+        tile_forest(x, min_threshold=0.5, known_labels=np.zeros(300, int))
+    with pytest.raises(ValueError, match="shape"):
+        tile_forest(x, min_threshold=0.5, prune_at=0.7, known_labels=np.zeros(299, int))
 
 
 def test_corrupt_forest_files_name_the_file(tmp_path):

@@ -57,7 +57,7 @@ BAD_VALUES = [
     ("normalization", "zscore", "normalization must be one of ('l2', 'center_l2', 'rmsnorm'), got 'zscore'"),
     ("shard_by", "rows", "shard_by must be one of ('split', 'file'), got 'rows'"),
     ("device", "gpu", "device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
-    ("profile", "nope", "unknown profile 'nope'; known profiles: ['demo', 'full']"),
+    ("profile", "nope", "unknown profile 'nope'; known profiles: ['demo', 'full', 'scale']"),
     ("corpus", "/no/such/corpus.jsonl", "corpus '/no/such/corpus.jsonl': no such file or folder"),
     ("corpus", "./missing-folder", "corpus './missing-folder': no such file or folder"),
     ("corpus", "builtin:nope", "not a builtin corpus; the builtin corpus is 'builtin:pile-like'"),

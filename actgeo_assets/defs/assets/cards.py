@@ -37,6 +37,8 @@ def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         # one click from the asset page: the report over http from `make ui`'s report server
         "report_url": dg.MetadataValue.url(served_url(result.report, layout.root.parent)),
         "report": dg.MetadataValue.path(report),
+        **({"explorer_url": dg.MetadataValue.url(served_url(result.explorer, layout.root.parent))}
+           if result.explorer else {}),
         "run_id": result.run_id,
         "n_cards": len(cards),
         "cards": table_value(["rank", "size", "documents", "label", "top tokens"], rows),

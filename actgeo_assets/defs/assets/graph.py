@@ -46,11 +46,15 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
     settings = actgeo.settings()
     tile = compute_tile(settings, actgeo.layout(), context.partition_key)
     rate = tile.pairs_compared / max(tile.seconds, 1e-9)
+    pruned = (f", {1 - tile.pairs_compared / max(tile.pairs_total, 1):.0%} of {tile.pairs_total:,} skipped inside "
+              f"components known at {settings.prune_at}" if settings.prune_at is not None else "")
     context.log.info(f"{tile.pair}: {tile.forest_edges} forest edges from {tile.pairs_compared:,} "
-                     f"pairs in {tile.seconds:.2f}s ({rate / 1e6:.1f} Mpairs/s)")
+                     f"pairs in {tile.seconds:.2f}s ({rate / 1e6:.1f} Mpairs/s){pruned}")
     return dg.MaterializeResult(metadata={
         "forest_edges": tile.forest_edges,
         "pairs_compared": tile.pairs_compared,
+        "pairs_total": tile.pairs_total,
+        **({"prune_at": settings.prune_at} if settings.prune_at is not None else {}),
         "seconds": tile.seconds,
         "min_threshold": settings.min_threshold,
         "path": dg.MetadataValue.path(str(tile.path)),

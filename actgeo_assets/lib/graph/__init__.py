@@ -52,6 +52,14 @@ inside a known component, connected by kept edges of weight ``>= p >= t``); the 
 :func:`cosine_components` prunes at its own threshold, so its result is identical to no pruning.
 On activation-like data (75% giant at 0.7) it computes ~45-60% of the pairs, landmark pass included.
 
+Sharded runs prune from each shard's own forest: ``single_linkage_forest(shard, min_threshold, prune_at=p)``
+is the shard's diagonal tile and gives its components at ``p``, and ``tile_forest(a, b, prune_at=p,
+known_labels=...)`` starts every other tile from its two shards' components, so it computes only pairs
+between different known components and, once it has linked the two shards' giants, skips every pair between
+them. Merging the tiles with the shard forests is exact for every cut ``<= p``; merging those of the first k
+shards only is exact for those rows (what the N-scaling curve needs), since every skipped pair is joined by
+edges among the tile's own two shards.
+
 Devices
 -------
 ``device="auto"`` runs on CUDA when torch sees one (all sub-tiles on the GPU, tf32 GEMM with the float64
@@ -61,7 +69,11 @@ CPU (numpy/OpenBLAS fp32 GEMM, which measured as fast as torch here, and scipy's
 same on every device.
 """
 
-from actgeo_assets.lib.graph.api import cosine_components, single_linkage_forest, tile_forest
+from actgeo_assets.lib.graph.api import (
+    cosine_components,
+    single_linkage_forest,
+    tile_forest,
+)
 from actgeo_assets.lib.graph.exactness import NORM_TOLERANCE, matmul_error_bound
 from actgeo_assets.lib.graph.forest import ForestEdges
 from actgeo_assets.lib.graph.hierarchy import SingleLinkageForest, merge_forests

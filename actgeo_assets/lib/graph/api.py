@@ -62,6 +62,7 @@ def _forest_pass(
     progress: bool,
     stats: dict[str, Any] | None,
     count_edges: bool = False,
+    known_labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Validated inputs -> forest over the pass node space (A rows, then B rows)."""
     min_threshold = check_threshold(min_threshold, "min_threshold")
@@ -84,7 +85,14 @@ def _forest_pass(
     n = xa.shape[0] + (0 if xb is None else xb.shape[0])
     acc = _ForestAccumulator(n)
     labels = None
-    if prune_at is not None:
+    if known_labels is not None:
+        if prune_at is None:
+            raise ValueError("known_labels needs prune_at: they are components known at >= prune_at")
+        known_labels = np.asarray(known_labels)
+        if known_labels.shape != (n,):
+            raise ValueError(f"known_labels must have shape ({n},) (A rows, then B rows), got {known_labels.shape}")
+        labels = _Labels.from_labels(known_labels)
+    elif prune_at is not None:
         labels = _Labels(n)
         lspec = _TileSpec(_lo32(prune_at - eps), prune_at, eps, exact_ts, True)
         _landmark_pass(backend, xa, xb, lspec, tile, _n_landmarks(n, n_landmarks), acc, labels, stats=stats)
@@ -128,6 +136,7 @@ def tile_forest(
     progress: bool = False,
     stats: dict[str, Any] | None = None,
     count_edges: bool = False,
+    known_labels: Any = None,
 ) -> ForestEdges:
     """Maximum spanning forest of all edges with weight ``>= min_threshold`` between rows of block A
     (global ids ``offset_a + i``) and block B (``offset_b + j``); with ``xb=None`` the pairs ``i < j``
@@ -138,8 +147,12 @@ def tile_forest(
     ``<= prune_at``, it also contains landmark edges within A and within B, which are true edges).
     ``stats``: optional dict filled with tile counts. ``count_edges``: also count, exactly, the graph's
     edges (pairs with float64 cosine ``>= t``) at every exact threshold, into ``stats["edge_counts"]``
-    (``{t: count}``; needs every pair, so not with ``prune_at``). Returns at most ``na + nb - 1`` edges,
-    ``src < dst``.
+    (``{t: count}``; needs every pair, so not with ``prune_at``). ``known_labels`` (with ``prune_at``;
+    int [na + nb], A rows then B rows): components already joined at ``>= prune_at`` by edges the caller
+    merges with this forest (e.g. each block's own pruned :func:`single_linkage_forest`); pairs inside them are
+    skipped and no
+    landmark pass is run, so the result is exact for cuts ``<= prune_at`` only together with those edges.
+    Returns at most ``na + nb - 1`` edges, ``src < dst``.
     """
     xa = as_matrix(xa, "xa")
     xb = None if xb is None else as_matrix(xb, "xb")
@@ -164,6 +177,7 @@ def tile_forest(
         progress=progress,
         stats=stats,
         count_edges=count_edges,
+        known_labels=known_labels,
     )
     gmap = np.arange(na, dtype=np.int64) + offset_a
     if xb is not None:

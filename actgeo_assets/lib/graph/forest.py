@@ -190,6 +190,18 @@ class _Labels:
         self.lab = np.arange(n, dtype=np.int64)
         self._map = np.arange(n, dtype=np.int64)
 
+    @classmethod
+    def from_labels(cls, labels: np.ndarray) -> _Labels:
+        """Start from known components: ``labels`` int [n], equal values = one component (any ids)."""
+        lab = np.asarray(labels, dtype=np.int64)
+        out = cls(len(lab))
+        if len(lab):
+            _, inv = np.unique(lab, return_inverse=True)
+            root = np.full(int(inv.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(root, inv, np.arange(len(lab), dtype=np.int64))
+            out.lab = root[inv]
+        return out
+
     def merge(self, u: np.ndarray, v: np.ndarray) -> None:
         cu, cv = self.lab[u], self.lab[v]
         k = cu != cv

@@ -63,6 +63,9 @@ class NormalizedShard:
     kept_sha256: str  # of normalized/{shard}.kept.npy
     max_norm_error: float  # max | ||row||_2 - 1 | in float64
     path: Path
+    prune_at: float | None = None  # settings.prune_at when the shard forest was written
+    shard_forest_sha256: str | None = None  # of normalized/{shard}.forest.npz (prune_at only)
+    shard_components: int | None = None  # components of the shard at prune_at (prune_at only)
 
     def sidecar(self) -> dict[str, Any]:
         """``normalized/{shard}.json``."""
@@ -195,6 +198,11 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Nor
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)
     save_npy(layout.kept(shard), res.kept)
+    pruned: dict[str, Any] = {}
+    if settings.prune_at is not None:
+        from actgeo_assets.lib.stages.graph import write_shard_forest
+
+        pruned = write_shard_forest(settings, layout, shard, res.unit)
     result = NormalizedShard(
         shard=shard, rows=int(res.unit.shape[0]), dim=int(res.unit.shape[1]),
         normalization=settings.normalization, report=res.report, diagnostics=diag, run_key=settings.run_key(),
@@ -202,6 +210,7 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Nor
         sha256=sha256_file(layout.normalized(shard)), kept_sha256=sha256_file(layout.kept(shard)),
         max_norm_error=max_norm_error(res.unit),
         path=layout.normalized(shard),
+        **pruned,
     )
     save_json(layout.normalized_meta(shard), result.sidecar())
     return result

@@ -25,6 +25,7 @@ from actgeo_assets.lib.cards import (
     readout_rows,
     token_baseline,
 )
+from actgeo_assets.lib.explorer import write_explorer
 from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
 from actgeo_assets.lib.layout import RunLayout, save_json
 from actgeo_assets.lib.lock import holds_writer_lock
@@ -32,6 +33,7 @@ from actgeo_assets.lib.report import write_report
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.sqlstore import read_components, read_subcomponents, write_results
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
+from actgeo_assets.lib.stages.depth import layer_section
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
 
 log = logging.getLogger("actgeo")
@@ -50,6 +52,7 @@ class RunCards:
     summary: dict[str, Any]  # the components' summary the cards were built from
     baseline: dict[str, Any] | None = None  # lib.cards.token_baseline of the run
     duplicates: dict[str, Any] | None = None  # duplicate documents found in the corpus (counts)
+    explorer: Path | None = None  # the interactive page (lib/explorer.py), next to the report
 
 
 @dataclass(frozen=True)
@@ -127,17 +130,25 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                                          "model_next_top_per_member": TOP_PREDICTIONS,
                                          "logit_lens": "mean raw member activation minus the corpus mean, "
                                                        "through the final norm and unembedding"}})
+    sweep = pd.read_csv(verified_component_file(layout, comps.record, "sweep"))
+    # the explorer first, so the report's link to it never dangles
+    explorer = write_explorer(
+        layout, tokens=tokens, docs=docs, threshold=settings.threshold, description=settings.describe(), rows=rows,
+        labels=labels, sweep=sweep,
+        forest=forest if sub_labels is not None else SingleLinkageForest.load(
+            verified_component_file(layout, comps.record, "forest")))
     report = write_report(layout.report, run_key=settings.run_key(), run_description=settings.describe(),
-                          summary=summary, sweep=pd.read_csv(verified_component_file(layout, comps.record, "sweep")),
+                          summary=summary, sweep=sweep, explorer_href=explorer.name,
                           figures={k: verified_component_file(layout, comps.record, k).read_bytes() for k in FIGURES},
                           cards=[*cards, *subcards], notes=[*cards.notes, *subcards.notes],
                           precision=comps.record.precision, transition=comps.record.transition,
                           scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
-                          study=comps.record.study, baseline=baseline, duplicates=duplicates)
+                          study=comps.record.study, baseline=baseline, duplicates=duplicates,
+                          layers_section=layer_section(settings, layout))
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates)
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
-                    summary=summary, baseline=baseline, duplicates=duplicates)
+                    summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer)
 
 
 def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, offsets: dict[str, int]) -> Readout | None:

@@ -19,6 +19,7 @@ from actgeo_assets.lib.graph import (
     SingleLinkageForest,
     component_summary,
     merge_forests,
+    single_linkage_forest,
     tile_forest,
 )
 from actgeo_assets.lib.layout import (
@@ -32,7 +33,7 @@ from actgeo_assets.lib.layout import (
     verify_file,
 )
 from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.percolation import fine_thresholds, locate_transition, n_scaling
+from actgeo_assets.lib.percolation import FINE_MAX, fine_thresholds, locate_transition, n_scaling
 from actgeo_assets.lib.settings import RunSettings, pair_key, split_pair_key
 from actgeo_assets.lib.stages.common import normalized_rows, run_rows, show_progress
 from actgeo_assets.lib.study import STUDY_SETUP, compare_with_study
@@ -49,7 +50,8 @@ class EdgeTile:
 
     pair: str
     forest_edges: int
-    pairs_compared: int
+    pairs_compared: int  # pairs whose cosine was computed
+    pairs_total: int  # pairs of the tile (fewer are compared with prune_at)
     seconds: float
     path: Path
     sha256: str
@@ -132,6 +134,33 @@ def exact_thresholds(settings: RunSettings) -> tuple[float, ...]:
     return tuple(sorted({settings.threshold, *settings.sweep}))
 
 
+def write_shard_forest(settings: RunSettings, layout: RunLayout, shard: str, unit: np.ndarray) -> dict[str, Any]:
+    """With ``prune_at``: the shard's own single-linkage forest (every pair within the shard above min_threshold,
+    pruned at ``prune_at`` with its own landmark pass, so exact up to it; shard-local ids) ->
+    normalized/{shard}.forest.npz. It is the shard's diagonal tile (which is then empty), and its components at
+    ``prune_at`` are what the shard's other tiles start from. Returns the sidecar fields of
+    :class:`~actgeo_assets.lib.stages.activations.NormalizedShard`."""
+    assert settings.prune_at is not None
+    forest = single_linkage_forest(unit, settings.min_threshold, exact_thresholds(settings), device=settings.device,
+                                   prune_at=settings.prune_at, n_landmarks=settings.n_landmarks,
+                                   progress=show_progress())
+    path = layout.shard_forest(shard)
+    forest.edges.save(path)
+    n_comp = int(forest.labels_at(settings.prune_at).max() + 1) if len(unit) else 0
+    return {"prune_at": settings.prune_at, "shard_forest_sha256": sha256_file(path), "shard_components": n_comp}
+
+
+def shard_forest_labels(settings: RunSettings, layout: RunLayout, shard: str, rows: int) -> np.ndarray:
+    """int64 [rows]: the shard's components at ``prune_at`` from its stored forest (checked against the sha256
+    its sidecar recorded)."""
+    meta = load_json(layout.normalized_meta(shard))
+    if meta.get("prune_at") != settings.prune_at or not meta.get("shard_forest_sha256"):
+        raise ValueError(f"{layout.normalized_meta(shard)} holds no shard forest at prune_at {settings.prune_at}: "
+                         f"rematerialize normalized[{shard}]")
+    edges = ForestEdges.load(verify_file(layout.shard_forest(shard), meta["shard_forest_sha256"]))
+    return SingleLinkageForest(rows, edges).labels_at(settings.prune_at)
+
+
 @holds_writer_lock
 def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTile:
     """Maximum spanning forest (cosine >= min_threshold) of one shard pair -> tiles/{pair}.npz and .json.
@@ -148,10 +177,23 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     xb = None if a == b else normalized_rows(settings, layout, b)
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
-    forest = tile_forest(xa, xb, offset_a=0, offset_b=xa.shape[0], min_threshold=settings.min_threshold,
-                         exact_at=exact_thresholds(settings), device=settings.device, progress=show_progress(),
-                         count_edges=True, stats=stats)
-    edge_counts = {f"{t:g}": int(c) for t, c in stats["edge_counts"].items()}
+    if settings.prune_at is not None and xb is None:
+        # the shard's own forest (normalized/{shard}.forest.npz) holds its pairs: the diagonal tile is empty
+        shard_forest_labels(settings, layout, a, xa.shape[0])  # it exists and is intact
+        empty = np.zeros(0, dtype=np.int64)
+        forest = ForestEdges(empty, empty, np.zeros(0), min_threshold=settings.min_threshold,
+                             exact_at=tuple(sorted({settings.min_threshold, *exact_thresholds(settings)})),
+                             exact_up_to=settings.prune_at)
+        stats.update(pairs_computed=0, pairs_total=xa.shape[0] * (xa.shape[0] - 1) // 2)
+    else:
+        known = None
+        if settings.prune_at is not None:  # start from the two shards' components: only pairs between them
+            known = np.concatenate([shard_forest_labels(settings, layout, a, xa.shape[0]),
+                                    shard_forest_labels(settings, layout, b, xb.shape[0]) + xa.shape[0]])
+        forest = tile_forest(xa, xb, offset_a=0, offset_b=xa.shape[0], min_threshold=settings.min_threshold,
+                             exact_at=exact_thresholds(settings), device=settings.device, progress=show_progress(),
+                             count_edges=known is None, stats=stats, prune_at=settings.prune_at, known_labels=known)
+    edge_counts = {f"{t:g}": int(c) for t, c in stats.get("edge_counts", {}).items()}
     seconds = time.perf_counter() - t0
     path = layout.tile(pair)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,10 +202,11 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     tile_sha = sha256_file(path)
     save_json(layout.tile_meta(pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
                                        "exact_at": list(exact_thresholds(settings)), "edge_counts": edge_counts,
-                                       "sha256": tile_sha})
-    n_a, n_b = xa.shape[0], (xa.shape[0] if xb is None else xb.shape[0])
-    pairs = n_a * (n_a - 1) // 2 if xb is None else n_a * n_b
-    return EdgeTile(pair=pair, forest_edges=int(len(forest.weight)), pairs_compared=int(pairs), seconds=seconds,
+                                       "prune_at": settings.prune_at, "pairs_total": stats.get("pairs_total"),
+                                       "pairs_computed": stats.get("pairs_computed"), "sha256": tile_sha})
+    pairs = int(stats.get("pairs_computed", 0))
+    return EdgeTile(pair=pair, forest_edges=int(len(forest.weight)), pairs_compared=int(pairs),
+                    pairs_total=int(stats.get("pairs_total", pairs)), seconds=seconds,
                     path=path, sha256=tile_sha, edge_counts=edge_counts)
 
 
@@ -183,17 +226,26 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
                          f"{layout.tile(missing[0])}; materialize every edge_tiles partition first")
     # each tile read (and hash-checked) once: the merge, the edge counts and the N-scaling all use it
     tiles = {pair: _global_tile(layout, pair, sizes, offsets) for pair in settings.pair_keys}
-    forest = merge_forests([edges for edges, _ in tiles.values()], n)
+    # with prune_at the tiles skipped pairs inside each shard's components: the shard forests join them
+    own = {s: _global_shard_forest(settings, layout, s, offsets[s]) for s in settings.shard_keys}
+    forest = merge_forests([edges for edges, _ in tiles.values()] + [f for f in own.values() if f is not None], n)
     labels = forest.labels_at(settings.threshold)
     summary = component_summary(labels, top=20)
-    sweep = forest.sweep(fine_thresholds(settings.min_threshold, exact_thresholds(settings)))
+    top = FINE_MAX if settings.prune_at is None else min(FINE_MAX, settings.prune_at)
+    sweep = forest.sweep(fine_thresholds(settings.min_threshold, exact_thresholds(settings), top=top))
     sweep["graph_edges"] = graph_edge_counts([meta for _, meta in tiles.values()], sweep["threshold"])
-    transition = locate_transition(sweep, settings.threshold)
+    transition = locate_transition(sweep, settings.threshold, cut_off_at=settings.prune_at)
     cosines = pair_cosine_sample(settings, layout, offsets, n)
     keys = list(settings.shard_keys)
-    scaling = n_scaling([sizes[k] for k in keys], lambda i, j: tiles[pair_key(keys[i], keys[j])][0],
-                        settings.threshold)
+
+    def tile_of(i: int, j: int) -> ForestEdges:  # the pair's tile, and shard j's own forest with its diagonal
+        edges = tiles[pair_key(keys[i], keys[j])][0]
+        extra = own[keys[j]] if i == j else None
+        return edges if extra is None else merge_forests([edges, extra], n).edges
+
+    scaling = n_scaling([sizes[k] for k in keys], tile_of, settings.threshold)
     tiles.clear()  # the forests are merged and scaled: free them before the figures
+    own.clear()
     study = compare_with_study(settings.run_key(), summary)
     forest.save(layout.forest)
     save_npy(layout.labels, labels)
@@ -237,6 +289,18 @@ def _global_tile(layout: RunLayout, pair: str, sizes: dict[str, int],
         return np.where(v < n_a, v + offsets[a], v - n_a + offsets[b]).astype(np.int64)
 
     return dataclasses.replace(local, src=to_global(local.src), dst=to_global(local.dst)), meta
+
+
+def _global_shard_forest(settings: RunSettings, layout: RunLayout, shard: str, offset: int) -> ForestEdges | None:
+    """With ``prune_at``: the shard's forest at ``>= prune_at`` (hash-checked) in global row ids; else None."""
+    if settings.prune_at is None:
+        return None
+    meta = load_json(layout.normalized_meta(shard))
+    if meta.get("prune_at") != settings.prune_at or not meta.get("shard_forest_sha256"):
+        raise ValueError(f"{layout.normalized_meta(shard)} holds no shard forest at prune_at {settings.prune_at}: "
+                         f"rematerialize normalized[{shard}]")
+    local = ForestEdges.load(verify_file(layout.shard_forest(shard), meta["shard_forest_sha256"]))
+    return dataclasses.replace(local, src=local.src + offset, dst=local.dst + offset)
 
 
 def graph_edge_counts(tile_metas: list[dict[str, Any]], thresholds: pd.Series) -> pd.Series:

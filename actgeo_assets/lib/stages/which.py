@@ -1,0 +1,321 @@
+"""Stage of the asset in defs/assets/which.py (``neighbour_index``) and of ``actgeo which``: a faiss index
+of the run's normalized rows, and which component each token of a new text joins at the run's threshold.
+
+The index (``index/neighbours.faiss``, a ``faiss.IndexFlatIP`` of the N unit rows in global row order) has
+a sidecar (``index/neighbours.json``) naming the run, the labels and the normalized shards it was built
+from, by sha256; :func:`index_problem` says why an index is not the current run's (missing, other run,
+shards or labels changed, file damaged), and nothing reads such an index.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from actgeo_assets.lib.cards import CONTEXT_CHARS, _context
+from actgeo_assets.lib.layout import IntegrityError, RunLayout, load_json, save_json, sha256_file, verify_file
+from actgeo_assets.lib.lock import holds_writer_lock
+from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.stages.common import load_kept, load_run_model, normalized_rows, read_raw
+from actgeo_assets.lib.stages.graph import RunComponents, load_components
+from actgeo_assets.lib.which import Found, NeighbourIndex, build_flat_index, write_index
+
+INDEX_TYPE = "IndexFlatIP"
+#: How to build the index when it is missing or stale (named in errors).
+BUILD_HINT = ("`actgeo which --build-index ...` (or materialize the `neighbour_index` asset: "
+              "`dagster asset materialize -m actgeo_assets.definitions --select neighbour_index`)")
+
+
+@dataclass(frozen=True)
+class NeighbourIndexBuild:
+    """What :func:`build_neighbour_index` wrote: ``rows`` x ``dim`` float32 unit rows in ``path``
+    (``bytes`` on disk, sha256 ``sha256``), built in ``seconds``, for run ``run_id``."""
+
+    path: Path
+    rows: int
+    dim: int
+    index_type: str
+    bytes: int
+    seconds: float
+    sha256: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    """One token of the text: ``position`` (0 = ``<bos>``), its exact character span ``text`` (the
+    tokenizer's token string for an empty span), ``token`` (the tokenizer's string), and ``found`` (None:
+    the row was excluded by normalization, not finite or zero) with ``contexts``: one dict per
+    ``found.nearest`` neighbour (row, rank, label_id, cosine, doc_id, source, position, left, token,
+    right: the corpus context as the cards render it)."""
+
+    position: int
+    text: str
+    token: str
+    found: Found | None
+    contexts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WhichResult:
+    """Every token of one text, answered against run ``run_id`` at ``threshold``.
+
+    ``queries``: float32 [m, d] the text's unit rows (row i belongs to ``tokens[kept[i]]``); ``sizes``:
+    int64 [C] component sizes by canonical label; ``truncated``: the text was longer than the run's
+    ``context_len`` tokens and only its start was captured; ``built``: the index built on the way (None:
+    it was current)."""
+
+    text: str
+    run_id: str
+    description: str
+    threshold: float
+    tokens: list[TokenAnswer]
+    queries: np.ndarray
+    kept: np.ndarray
+    sizes: np.ndarray
+    index_path: Path
+    index_rows: int
+    device: str
+    truncated: bool
+    built: NeighbourIndexBuild | None = None
+
+
+def _normalized_record(settings: RunSettings, layout: RunLayout) -> dict[str, dict[str, Any]]:
+    """Each shard's normalized sidecar (sha256, max_norm_error, mean_sha256); ValueError when one is missing."""
+    out = {}
+    for shard in settings.shard_keys:
+        path = layout.normalized_meta(shard)
+        if not path.exists():
+            raise ValueError(f"normalized shard {shard} is missing ({path}): run `actgeo run` first")
+        out[shard] = load_json(path)
+    return out
+
+
+def index_problem(settings: RunSettings, layout: RunLayout, comps: RunComponents | None = None) -> str | None:
+    """Why ``index/neighbours.faiss`` cannot answer for the current run (None: it can): missing, built for
+    other settings, labels or normalized shards changed since, or the file damaged (sha256)."""
+    comps = comps or load_components(settings, layout)  # ValueError: no finished run of these settings
+    meta_path, path = layout.neighbour_index_meta, layout.neighbour_index
+    if not meta_path.exists() or not path.exists():
+        return f"{path} is missing"
+    try:
+        meta = load_json(meta_path)
+    except ValueError:
+        return f"{meta_path} is unreadable"
+    if meta.get("run_key") != settings.run_key():
+        return f"{path} was built for other settings (run {meta.get('run_id')})"
+    if meta.get("labels_sha256") != comps.record.labels_sha256:
+        return f"{path} was built for other labels (the components were merged again since)"
+    normalized = {s: m.get("sha256") for s, m in _normalized_record(settings, layout).items()}
+    if meta.get("normalized_sha256") != normalized:
+        return f"{path} was built from other normalized shards"
+    try:
+        verify_file(path, meta.get("sha256"))
+    except IntegrityError as exc:
+        return f"{path} {exc.problem}"
+    return None
+
+
+@holds_writer_lock
+def build_neighbour_index(settings: RunSettings, layout: RunLayout) -> NeighbourIndexBuild:
+    """Index the run's normalized rows (every shard, global row order, as ``labels.npy``) in a
+    ``faiss.IndexFlatIP``; writes ``index/neighbours.faiss`` and its sidecar. ValueError when the run's
+    components or normalized shards are missing or of other settings."""
+    t0 = time.perf_counter()
+    comps = load_components(settings, layout)
+    norm = _normalized_record(settings, layout)
+    blocks = [normalized_rows(settings, layout, s) for s in sorted(settings.shard_keys, key=comps.offsets.get)]
+    for shard, block in zip(sorted(settings.shard_keys, key=comps.offsets.get), blocks, strict=True):
+        if block.shape[0] != comps.sizes[shard]:
+            raise ValueError(f"normalized shard {shard} has {block.shape[0]} rows, the components "
+                             f"{comps.sizes[shard]}: rerun `actgeo run`")
+    dim = int(blocks[0].shape[1])
+    index = build_flat_index(blocks, dim)
+    if index.ntotal != len(comps.labels):
+        raise ValueError(f"the index has {index.ntotal} rows but labels.npy {len(comps.labels)}: rerun `actgeo run`")
+    path = write_index(index, layout.neighbour_index)
+    sha = sha256_file(path)
+    seconds = time.perf_counter() - t0
+    max_norm = 1.0 + max(float(m.get("max_norm_error", 0.0)) for m in norm.values())
+    save_json(layout.neighbour_index_meta, {
+        "run_id": settings.run_id(), "run_key": settings.run_key(), "labels_sha256": comps.record.labels_sha256,
+        "normalized_sha256": {s: m.get("sha256") for s, m in norm.items()}, "rows": int(index.ntotal),
+        "dim": dim, "index_type": INDEX_TYPE, "max_norm": max_norm, "sha256": sha, "seconds": round(seconds, 3),
+    })
+    return NeighbourIndexBuild(path=path, rows=int(index.ntotal), dim=dim, index_type=INDEX_TYPE,
+                               bytes=path.stat().st_size, seconds=seconds, sha256=sha, run_id=settings.run_id())
+
+
+def load_neighbour_index(settings: RunSettings, layout: RunLayout, comps: RunComponents | None = None,
+                         gpu: bool | None = None) -> NeighbourIndex:
+    """The current run's index with its labels and threshold; ValueError naming the problem and
+    :data:`BUILD_HINT` when it is missing or stale."""
+    comps = comps or load_components(settings, layout)
+    problem = index_problem(settings, layout, comps)
+    if problem:
+        raise ValueError(f"no current neighbour index: {problem}; build it with {BUILD_HINT}")
+    meta = load_json(layout.neighbour_index_meta)
+    return NeighbourIndex.load(layout.neighbour_index, comps.labels, settings.threshold,
+                               max_norm=float(meta.get("max_norm", 1.0)), gpu=gpu)
+
+
+def _query_rows(settings: RunSettings, layout: RunLayout, text: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
+                                                                                   bool]:
+    """The text's token table, its unit rows (float32 [m, d], the run's model, layer and normalization with
+    the run's stored mean or norm weight), the kept mask (bool [n]) and whether it was truncated."""
+    from actgeo_assets.lib.capture import capture_activations
+    from actgeo_assets.lib.corpus import Document
+    from actgeo_assets.lib.normalize import normalize_rows
+    from actgeo_assets.lib.shards import read_next_norm
+
+    mean = norm = None
+    if settings.normalization == "center_l2":
+        recorded = load_json(layout.mean_meta).get("sha256") if layout.mean_meta.exists() else None
+        used = {m.get("mean_sha256") for m in _normalized_record(settings, layout).values()}
+        if used != {recorded}:
+            raise ValueError(f"{layout.mean} is not the mean the normalized shards were centred with: "
+                             "rerun `actgeo run`")
+        mean = np.load(verify_file(layout.mean, recorded))
+    elif settings.normalization == "rmsnorm":
+        norm = read_next_norm(layout)
+    loaded = load_run_model(settings, layout)
+    # budget: the whole text up to context_len tokens (capture's "fewer tokens than the budget" warning is
+    # expected here, so it is not logged)
+    capture_log = logging.getLogger(capture_activations.__module__)
+    level = capture_log.level
+    capture_log.setLevel(logging.ERROR)
+    try:
+        cap = capture_activations(loaded, [Document(doc_id=0, text=text, source="query")], layer=settings.layer,
+                                  context_len=settings.context_len, budget=settings.context_len, batch_size=1,
+                                  exclude_bos=settings.exclude_bos, progress=False)
+    finally:
+        capture_log.setLevel(level)
+    res = normalize_rows(cap.acts, settings.normalization, mean=mean, norm_weight=norm)
+    return cap.tokens, res.unit, res.kept, bool(cap.stats["n_docs_truncated"])
+
+
+class _CorpusContexts:
+    """Token contexts of global rows, read shard by shard (token tables and documents checked against the
+    raw sidecars' sha256; the raw activations are not read)."""
+
+    def __init__(self, settings: RunSettings, layout: RunLayout, comps: RunComponents) -> None:
+        self.settings, self.layout = settings, layout
+        self.shards = sorted(comps.offsets, key=comps.offsets.get)
+        self.starts = np.array([comps.offsets[s] for s in self.shards], dtype=np.int64)
+        self.cache: dict[str, tuple[pd.DataFrame, dict[Any, str]]] = {}
+
+    def _shard(self, shard: str) -> tuple[pd.DataFrame, dict[Any, str]]:
+        if shard not in self.cache:
+            meta = load_json(self.layout.raw_meta(shard)) if self.layout.raw_meta(shard).exists() else {}
+            recorded = meta.get("files_sha256") or {}
+            verify_file(self.layout.tokens(shard), recorded.get("tokens"))
+            verify_file(self.layout.docs(shard), recorded.get("docs"))
+            raw = read_raw(self.settings, self.layout, shard, verify=False)
+            tokens = raw.tokens.loc[load_kept(self.layout, shard)].reset_index(drop=True)
+            self.cache[shard] = (tokens, dict(zip(raw.docs["doc_id"], raw.docs["text"], strict=True)))
+        return self.cache[shard]
+
+    def context(self, row: int, cosine: float, label: int, chars: int) -> dict[str, Any]:
+        i = int(np.searchsorted(self.starts, row, side="right") - 1)
+        shard = self.shards[i]
+        tokens, texts = self._shard(shard)
+        tok = {**tokens.iloc[row - int(self.starts[i])].to_dict(), "row": row}
+        c = _context(texts.get(tok["doc_id"]), tok, cosine, chars)
+        return {"row": row, "rank": label + 1, "label_id": label, "cosine": round(cosine, 6), "doc_id": c.doc_id,
+                "source": c.source, "position": c.position, "left": c.left, "token": c.token, "right": c.right}
+
+
+def which_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, build: bool = True,
+               context_chars: int = CONTEXT_CHARS // 2, gpu: bool | None = None) -> WhichResult:
+    """Capture ``text`` with the run's model, layer and normalization and answer, per token, which component
+    of the run it joins at the run's threshold, with its ``k`` nearest members' contexts. ``build``: build
+    the index when it is missing or stale (``result.built`` says so), else ValueError naming
+    :data:`BUILD_HINT`. ValueError when the text is empty or the run has no finished components."""
+    if not text.strip():
+        raise ValueError("the text is empty: give some text to place, e.g. actgeo which \"my hon. Friend\"")
+    comps = load_components(settings, layout)
+    built = None
+    if build and index_problem(settings, layout, comps):
+        built = build_neighbour_index(settings, layout)
+    index = load_neighbour_index(settings, layout, comps, gpu=gpu)
+    tokens, unit, kept, truncated = _query_rows(settings, layout, text)
+    found = dict(zip(np.flatnonzero(kept).tolist(), index.query(unit, k=k), strict=True))
+    corpus = _CorpusContexts(settings, layout, comps)
+    answers = []
+    for i, tok in enumerate(tokens.to_dict("records")):
+        cs, ce = int(tok["char_start"]), int(tok["char_end"])
+        f = found.get(i)
+        contexts = [corpus.context(n.row, n.cosine, n.label, context_chars) for n in f.nearest] if f else []
+        answers.append(TokenAnswer(position=int(tok["position"]), text=text[cs:ce] if ce > cs >= 0 else str(tok["token"]),
+                                   token=str(tok["token"]), found=f, contexts=contexts))
+    return WhichResult(text=text, run_id=settings.run_id(), description=settings.describe(),
+                       threshold=settings.threshold, tokens=answers, queries=unit, kept=kept,
+                       sizes=np.bincount(comps.labels), index_path=layout.neighbour_index,
+                       index_rows=int(index.index.ntotal), device=index.device,
+                       truncated=truncated, built=built)
+
+
+def answer_json(result: WhichResult, answer: TokenAnswer) -> dict[str, Any]:
+    """One token as JSON: ``text``, ``position``, ``verdict``, ``rank`` and ``label_id`` as in the SQL table
+    ``actgeo_components`` (``rank = label_id + 1``, rank 1 the largest; null for a new singleton or an
+    excluded row; for a bridge the largest component linked), ``size``, ``components`` (every component
+    linked, largest first), ``n_linked``, ``best_cosine`` and ``nearest`` (contexts)."""
+    f = answer.found
+    label = f.label if f else None
+    return {
+        "text": answer.text, "token": answer.token, "position": answer.position,
+        "verdict": f.verdict if f else "excluded (not finite or zero after normalization)",
+        "rank": None if label is None else label + 1, "label_id": label,
+        "size": None if label is None else int(result.sizes[label]),
+        "components": [{"rank": int(c) + 1, "label_id": int(c), "size": int(result.sizes[c])}
+                       for c in (f.labels if f else [])],
+        "n_linked": f.n_linked if f else 0,
+        "best_cosine": None if f is None or f.best_cosine is None else round(f.best_cosine, 6),
+        "threshold": result.threshold, "run_id": result.run_id, "nearest": answer.contexts,
+    }
+
+
+def _component(result: WhichResult, label: int) -> str:
+    size = int(result.sizes[label])
+    return f"rank {label + 1} (label_id {label}, {size:,} member{'s' if size != 1 else ''})"
+
+
+def format_which(result: WhichResult, context_chars: int = 32) -> str:
+    """The answer as people read it: one line per token (position, token, verdict), then its nearest
+    members, each with its cosine, component rank and corpus context (the member token in brackets)."""
+    from actgeo_assets.lib.cards import quote_token
+
+    t = result.threshold
+    lines = [f"run {result.run_id}: {result.description}",
+             f"index {result.index_path} ({result.index_rows:,} rows, queries on {result.device})"
+             f"{'; built just now' if result.built else ''}",
+             f"{len(result.tokens)} tokens; a token joins the component of any row at float64 cosine >= {t}"]
+    if result.truncated:
+        lines.append("note: the text is longer than the run's context_len; only its start was captured")
+    lines.append("")
+    for a in result.tokens:
+        f = a.found
+        head = f"{a.position:>4}  {quote_token(a.text, 16):<18}  "
+        if f is None:
+            lines.append(head + "excluded: its activation is not finite or zero after normalization")
+            continue
+        linked = f"{f.n_linked:,} row{'s' if f.n_linked != 1 else ''} at cosine >= {t}, best {f.best_cosine:.4f}"
+        if f.verdict == "joins":
+            lines.append(head + f"joins {_component(result, int(f.labels[0]))}: {linked}")
+        elif f.verdict == "bridges":
+            parts = [_component(result, int(c)) for c in f.labels]
+            lines.append(head + f"bridges {', '.join(parts[:-1])} and {parts[-1]}: {linked}")
+        else:
+            near = f" (nearest: cosine {f.best_cosine:.4f})" if f.best_cosine is not None else ""
+            lines.append(head + f"a new singleton: no row at cosine >= {t}{near}")
+        for c in a.contexts:
+            left, right = c["left"][-context_chars:], c["right"][:context_chars]
+            lines.append(f"{'':26}{c['cosine']:.4f}  rank {c['rank']:<6} {left}[{c['token']}]{right}  "
+                         f"({c['source']}, doc {c['doc_id']})")
+    return "\n".join(lines)

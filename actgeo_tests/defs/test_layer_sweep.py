@@ -1,0 +1,112 @@
+"""The layer sweep on the tiny model: the Definitions' job `layer_sweep` (asset `layer_geometry`) runs as its
+own run, its table agrees with an independent single-layer capture and a float64 brute force, the report of a
+finished run gains the section, `actgeo layers` prints the table, and a layer beyond the model's depth is
+refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from actgeo_assets.cli import main
+from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib.layout import sha256_file
+from actgeo_assets.runner import RunFailed, materialize_layer_sweep, materialize_run
+from actgeo_tests.support.oracle import brute_force_labels
+from actgeo_tests.support.tiny_model import tiny_gemma2
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+RUN = dict(profile="demo", layer=1, corpus=str(FIXTURE), n_shards=1, budget=150, context_len=48, batch_size=4,
+           threshold=0.6, min_threshold=0.4, sweep=[0.4, 0.6], card_ranks=[2, 3], contexts_per_card=2)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return tiny_gemma2(tmp_path_factory.mktemp("tiny-layers"))
+
+
+def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    resource = ActgeoResource(data_dir=str(data), model=model, compare_layers=[3, 0, 1], compare_budget=200, **RUN)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize_run(resource, instance, echo=lambda s: None)
+    report = data / "demo" / "cards" / "report.html"
+    assert 'id="layers-h"' not in report.read_text()
+
+    out = materialize_layer_sweep(resource, instance, echo=lambda s: None)
+    assert out["cards"]  # the run was finished, so its cards (and report) were rendered again
+    jobs = [r.job_name for r in instance.get_runs()]
+    assert jobs.count("layer_sweep") == 1 and jobs.count("stage_merge") == 2
+    meta = instance.get_latest_materialization_event(dg.AssetKey("layer_geometry")).asset_materialization.metadata
+    assert meta["n"].value == 200 and meta["reference_layer"].value == 1 and "at_0.6" in meta
+
+    layers_dir = data / "demo" / "layers"
+    table = pd.read_csv(layers_dir / "geometry.csv")
+    assert set(table["layer"]) == {0, 1, 3} and set(table["normalization"]) == {"l2", "center_l2", "rmsnorm"}
+    assert {0.3, 0.4, 0.6, 0.95} <= set(table["threshold"].round(6))
+    recorded = json.loads((layers_dir / "layers.json").read_text())
+    assert recorded["files_sha256"]["geometry.csv"] == sha256_file(layers_dir / "geometry.csv")
+    landing = pd.read_csv(layers_dir / "landing.csv")
+    assert set(landing["layer"]) == {0, 3} and (landing["ref_layer"] == 1).all()
+
+    # independent check of one layer: a single-layer capture of the corpus' first 200 tokens, L2 in float64,
+    # the float64 brute force
+    from actgeo_assets.lib.capture import capture_activations
+    from actgeo_assets.lib.corpus import load_corpus
+    from actgeo_assets.lib.model import load_model
+
+    docs = list(load_corpus(resource.settings(), data / "_corpus"))
+    loaded = load_model(model, tmp_path / "cache", device="cpu", threads=1)
+    raw = capture_activations(loaded, docs, layer=3, context_len=48, budget=200, batch_size=4, progress=False).acts
+    x = raw.astype(np.float64)
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    l2 = table[(table["layer"] == 3) & (table["normalization"] == "l2")]
+    for t in (0.6, 0.8, 0.9):
+        ref = np.bincount(brute_force_labels(unit, t))
+        row = l2[np.isclose(l2["threshold"], t)].iloc[0]
+        assert (row["n_components"], row["largest"]) == (len(ref), ref[0])
+    u64 = unit.astype(np.float64)
+    gram = u64 @ u64.T
+    assert l2["mean_cosine"].iloc[0] == pytest.approx((gram.sum() - np.trace(gram)) / (200 * 199), abs=1e-9)
+
+    text = report.read_text()
+    for hook in ('id="layers-h"', 'id="layer-geometry"', 'id="fig-layer-giant"', 'id="layer-landing"'):
+        assert hook in text, hook
+    # other capture settings: the old section no longer describes the run and is left out
+    from actgeo_assets.lib.stages.depth import layer_section
+
+    assert layer_section(resource.settings(), resource.layout()) is not None
+    assert layer_section(resource.settings().replace(context_len=32), resource.layout()) is None
+
+
+def test_actgeo_layers_prints_the_table(model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    argv = ["layers", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", f"corpus={FIXTURE}",
+            "--set", "context_len=32", "--set", "threshold=0.7", "--set", "compare_layers=0,2",
+            "--set", "compare_budget=120"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "layers x normalizations at cosine 0.7 (120 tokens)" in out
+    table = pd.read_csv(tmp_path / "data" / "demo" / "layers" / "geometry.csv")
+    at = table[np.isclose(table["threshold"], 0.7)].set_index(["layer", "normalization"])
+    line = next(s for s in out.splitlines() if s.strip().startswith("2 "))
+    assert f"{at.loc[(2, 'center_l2'), 'mean_cosine']:.3f}" in line
+    assert f"{int(at.loc[(2, 'rmsnorm'), 'n_components']):,}" in line
+    assert "the next `actgeo run` adds the section" in out
+
+
+def test_layers_beyond_the_models_depth_are_refused(model: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    resource = ActgeoResource(profile="demo", data_dir=str(tmp_path / "data"), model=model, corpus=str(FIXTURE),
+                              context_len=32, compare_layers=[1, 3, 6], compare_budget=50)
+    with pytest.raises(RunFailed, match=r"compare_layers \[1, 3, 6\]: \[6\] out of range .*n_layers=4"):
+        materialize_layer_sweep(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
+    assert not (tmp_path / "data" / "demo" / "layers" / "geometry.csv").exists()
+    assert main(["layers", "--set", "compare_layers=3,-1"]) == 2
+    assert "compare_layers values must be >= 0, got -1" in capsys.readouterr().err
