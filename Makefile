@@ -30,6 +30,8 @@ ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
 
 # Benchmarks against peers, side by side (writes benchmarks/results/*.md, then benchmarks/RESULTS.md).
+# pruning.md (benchmarks/bench_pruned_tiles.py, needs a `scale` run) and dagster_scale.md
+# (benchmarks/dagster_scale.py, 16 min) are long hand-run benchmarks: their last results are kept and included.
 # Case (a) of the graph benchmark uses the demo's activations, so the demo runs first if needed.
 bench: $(VENV)/.installed-dev
 	mkdir -p benchmarks/results
@@ -37,7 +39,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/demo_acts.py data/demo data/demo/bench_acts.npy
 	$(BIN)/python benchmarks/bench_graph.py --acts data/demo/bench_acts.npy
 	$(BIN)/python benchmarks/bench_capture.py
-	cat benchmarks/results/capture.md benchmarks/results/graph.md benchmarks/results/gpu.md > benchmarks/RESULTS.md
+	cat benchmarks/results/capture.md benchmarks/results/graph.md benchmarks/results/gpu.md \
+	    benchmarks/results/pruning.md benchmarks/results/dagster_scale.md > benchmarks/RESULTS.md
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks

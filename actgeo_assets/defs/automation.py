@@ -5,7 +5,10 @@ for the merge, and a nightly schedule as the backstop.
   ``shard_by="file"``) and their pairs as dynamic partitions, drops removed ones, and requests the earliest
   stage of stale work by content hash (lib/incremental.py): capture and normalization of new or changed
   shards, the activation mean when ``center_l2`` needs it, and only the tiles whose shards changed. It
-  waits while its previous requests are still running, so each tick sees the last stage's outputs.
+  requests at most ``SENSOR_MAX_RUNS_PER_TICK`` runs a tick (creating a run costs the daemon about half a
+  second, so 210 tiles at once made one tick of two minutes), topping the stage up on later ticks with its
+  partitions that have no queued or running run; a later stage waits until the runs of the one before it
+  are done, so each stage sees the last one's outputs.
 - ``components`` and ``component_cards`` carry ``AutomationCondition.eager()``: once the tiles are in,
   ``default_automation_condition_sensor`` re-merges and re-renders the cards.
 - Both sensors run by default (``make ui`` starts the daemon that ticks them every 15 s), so a file added
@@ -22,6 +25,8 @@ from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.incremental import plan, source_fingerprints
 
 SENSOR_TAG = "actgeo/sensor"
+#: The tag in which Dagster records a run's partition key.
+PARTITION_TAG = "dagster/partition"
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
 MERGE_ASSETS = dg.AssetSelection.assets("components", "component_cards")
@@ -31,6 +36,12 @@ MERGE_ASSETS = dg.AssetSelection.assets("components", "component_cards")
 SENSOR_STAGES = ("raw_activations", "activation_mean", "normalized", "edge_tiles")
 #: Seconds between the sensors' evaluations: each stage of new work waits for one tick.
 SENSOR_INTERVAL_S = 15
+#: Runs the shard sensor requests in one tick at most. The daemon creates each requested run in the tick (an
+#: execution plan from the code server, the run's record, the queue): ~0.57 s a run on a busy 2-core machine,
+#: so the 210 tiles of 20 shards in one tick took 119 s before this cap (benchmarks/dagster_scale.py, stale
+#: phase; now 21 ticks of ~6 s, benchmarks/results/dagster_scale.md). Later ticks (every SENSOR_INTERVAL_S) add
+#: the rest, faster than the queue (two runs at a time) drains them.
+SENSOR_MAX_RUNS_PER_TICK = 10
 
 
 @dg.sensor(
@@ -51,12 +62,9 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
             requests.append(pdef.build_add_request(new))
         if gone := sorted(have - set(keys)):
             requests.append(pdef.build_delete_request(gone))
-    running = context.instance.get_runs(
-        filters=dg.RunsFilter(statuses=ACTIVE, tags={SENSOR_TAG: context.sensor_name}), limit=1
-    )
-    if running:
-        return dg.SensorResult(dynamic_partitions_requests=requests,
-                               skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
+    # The active runs before the plan: a run that finishes in between has written its outputs, which the plan
+    # then finds current, so no partition is requested twice.
+    active = context.instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE, tags={SENSOR_TAG: context.sensor_name}))
     if writer := _writer(layout.lock):  # `make demo` while `make ui` runs: its runs would only fail
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason(f"waiting: {writer} is writing {layout.root.parent}"))
@@ -65,9 +73,19 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("every shard, mean and tile is current"))
     asset, parts = stage
-    context.log.info(f"stale {asset}: {parts}")
-    runs = [dg.RunRequest(job_name=STAGE_JOBS[asset].name, partition_key=p, tags={SENSOR_TAG: context.sensor_name})
-            for p in parts]
+    job = STAGE_JOBS[asset].name
+    if any(run.job_name != job for run in active):
+        return dg.SensorResult(dynamic_partitions_requests=requests,
+                               skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
+    busy = {run.tags.get(PARTITION_TAG) for run in active}
+    todo = [p for p in parts if p not in busy]
+    if not todo:
+        return dg.SensorResult(dynamic_partitions_requests=requests,
+                               skip_reason=dg.SkipReason(f"waiting for {len(active)} runs of {asset}"))
+    batch = todo[:SENSOR_MAX_RUNS_PER_TICK]
+    context.log.info(f"stale {asset}: {len(parts)} partitions, {len(busy)} queued or running, requesting "
+                     f"{len(batch)}: {batch}")
+    runs = [dg.RunRequest(job_name=job, partition_key=p, tags={SENSOR_TAG: context.sensor_name}) for p in batch]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
 
 
