@@ -65,10 +65,13 @@ def locate_transition(sweep: pd.DataFrame, threshold: float, cut_off_at: float |
         raise ValueError("locate_transition: the sweep is empty")
     i = int(np.argmax(s["second_largest"].to_numpy()))
     t_c = float(s.loc[i, "threshold"])
-    if cut_off_at is not None and i == len(s) - 1 and abs(t_c - cut_off_at) < FINE_STEP / 2:
+    second = s["second_largest"].to_numpy()
+    if (cut_off_at is not None and abs(float(s["threshold"].iloc[-1]) - cut_off_at) < FINE_STEP / 2
+            and second[-1] == second.max()):  # largest at the cut-off (a plateau ending there included)
+        i, t_c = len(s) - 1, float(s["threshold"].iloc[-1])
         counts = ", ".join(f"{int(c):,} at {t:.2f}" for t, c in zip(s["threshold"].iloc[-3:],
                                                                    s["n_components"].iloc[-3:], strict=True))
-        words = (f"The second-largest component still grows at t = {t_c:.2f} ({int(s.loc[i, 'second_largest']):,} "
+        words = (f"The second-largest component is at its largest at t = {t_c:.2f} ({int(s.loc[i, 'second_largest']):,} "
                  f"rows; the giant holds {float(s.loc[i, 'largest_fraction']):.1%} there), the top of the range "
                  f"this pruned forest is exact for (prune_at = {cut_off_at:g}): the percolation transition lies at "
                  f"or above it, so the run's threshold {threshold:g} sits at or below the transition (one giant "

@@ -84,3 +84,21 @@ def test_transition_gap_on_the_grid_is_not_pushed_over_by_float_error() -> None:
     sweep = pd.DataFrame({"threshold": [0.56, 0.57, 0.58, 0.6], "n_components": [3, 4, 5, 6],
                           "largest_fraction": [0.9, 0.6, 0.55, 0.53], "second_largest": [1, 155, 20, 10]})
     assert "sits 0.03 above the percolation transition, inside it" in locate_transition(sweep, 0.6).words
+
+
+def test_transition_of_a_sweep_cut_off_at_prune_at_is_a_lower_bound() -> None:
+    # the 1,000,000-row scale run's sweep (pruned at 0.7): the second-largest component plateaus at 309 rows from
+    # 0.59 to 0.70 while the giant still holds 95%; its peak may lie above the cut-off, never "broken up" below
+    ts = np.round(np.arange(0.5, 0.705, 0.01), 2)
+    second = np.where(ts >= 0.59, 309, 3 + (ts * 100 - 50).astype(int))
+    largest = np.linspace(0.9995, 0.951, len(ts))
+    sweep = pd.DataFrame({"threshold": ts, "n_components": (ts * 1000).astype(int), "largest_fraction": largest,
+                          "second_largest": second})
+    cut = locate_transition(sweep, 0.7, cut_off_at=0.7)
+    assert cut.t_c == 0.7 and "at or above" in cut.words and "broken up" not in cut.words, cut.words
+    assert "95.1%" in cut.words
+    plain = locate_transition(sweep, 0.7)  # without the cut-off the first maximum stands
+    assert plain.t_c == 0.59
+    # a peak inside the pruned range is the transition as usual
+    inside = sweep.assign(second_largest=np.where(ts == 0.62, 400, second))
+    assert locate_transition(inside, 0.7, cut_off_at=0.7).t_c == 0.62
