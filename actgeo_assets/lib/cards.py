@@ -223,7 +223,7 @@ def row_getter(rows: RowsSource) -> RowGetter:
     return get
 
 
-def _chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
+def chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
     """float64 [d] mean of rows ``members`` (read in chunks)."""
     total: np.ndarray | None = None
     for s in range(0, members.size, chunk):
@@ -233,7 +233,8 @@ def _chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) 
     return total / members.size
 
 
-def _cosines(get: RowGetter, members: np.ndarray, direction: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
+def cosines_to_direction(get: RowGetter, members: np.ndarray, direction: np.ndarray,
+                         chunk: int = CHUNK_ROWS) -> np.ndarray:
     """float64 [m] cosine of each member row to ``direction`` (rows need not be unit)."""
     norm = float(np.linalg.norm(direction))
     unit = direction / norm if norm > 0 else direction
@@ -275,7 +276,9 @@ def select_contexts(cosines: np.ndarray, doc_ids: np.ndarray, k: int) -> np.ndar
     return picked.astype(np.int64)
 
 
-def _context(doc_text: str | None, tok: Mapping[str, Any], cos: float, chars: int) -> Context:
+def token_context(doc_text: str | None, tok: Mapping[str, Any], cos: float, chars: int) -> Context:
+    """The :class:`Context` of one token row (``char_start``/``char_end`` into its document's text): up to
+    ``chars`` characters on each side, the member token itself, and its cosine ``cos`` to the card's direction."""
     cs, ce = int(tok["char_start"]), int(tok["char_end"])
     if doc_text is None:
         left = right = ""
@@ -286,7 +289,7 @@ def _context(doc_text: str | None, tok: Mapping[str, Any], cos: float, chars: in
         left = ("\u2026" if lo > 0 else "") + doc_text[lo:cs]
         right = doc_text[ce:hi] + ("\u2026" if hi < len(doc_text) else "")
     return Context(
-        doc_id=_py(tok["doc_id"]),
+        doc_id=plain_python(tok["doc_id"]),
         source=str(tok["source"]),
         token=visible(span),
         left=visible(left),
@@ -299,8 +302,11 @@ def _context(doc_text: str | None, tok: Mapping[str, Any], cos: float, chars: in
     )
 
 
-def _py(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
+def plain_python(v: Any) -> Any:
+    """A numpy scalar (or 0-d array) as the plain Python value (for JSON and HTML); anything else unchanged."""
+    if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0):
+        return v.item()
+    return v
 
 
 # --------------------------------------------------------------------------------------------------
@@ -617,7 +623,8 @@ def token_baseline(labels: np.ndarray, tokens: pd.DataFrame, stats: pd.DataFrame
 # cards
 
 
-def _prepare_tokens(tokens: pd.DataFrame, n: int) -> pd.DataFrame:
+def prepare_tokens(tokens: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The run's token table (TOKEN_COLUMNS, one row per activation, ``n`` rows), checked and sorted by row."""
     missing = [c for c in TOKEN_COLUMNS if c not in tokens.columns]
     if missing:
         raise ValueError(f"tokens table lacks columns {missing} (has {list(tokens.columns)})")
@@ -665,12 +672,12 @@ def _build_from_groups(
             and readout.center is not None and raw_get is not None)
     for g, (rank, label_id, members) in enumerate(groups):
         tok = tokens.iloc[members]
-        mean = _chunked_mean(get, members)
-        cos = _cosines(get, members, mean)
+        mean = chunked_mean(get, members)
+        cos = cosines_to_direction(get, members, mean)
         pick = select_contexts(cos, tok["doc_id"].to_numpy(), contexts_per_card)
         picked = tok.iloc[pick]
         contexts = [
-            _context(texts.get(_py(r["doc_id"])), r, c, context_chars)
+            token_context(texts.get(plain_python(r["doc_id"])), r, c, context_chars)
             for r, c in zip(picked.to_dict("records"), cos[pick], strict=True)
         ]
         vc = tok["token"].value_counts(sort=False)
@@ -693,7 +700,7 @@ def _build_from_groups(
         ro = None
         if lens:
             assert readout is not None and raw_get is not None and readout.center is not None
-            direction = _chunked_mean(raw_get, members) - np.asarray(readout.center, dtype=np.float64)
+            direction = chunked_mean(raw_get, members) - np.asarray(readout.center, dtype=np.float64)
             ro = next_token_readout(direction, readout.final_norm, readout.unembed, readout.tokenizer,  # type: ignore[arg-type]
                                     softcap=readout.softcap, hidden=readout.hidden)
         card = Card(
@@ -758,7 +765,7 @@ def build_cards(
         raise ValueError(f"ranks must be 1 <= first <= last, got {ranks}")
     n = labels.size
     n_comp = int(labels.max()) + 1 if n else 0
-    tokens = _prepare_tokens(tokens, n)
+    tokens = prepare_tokens(tokens, n)
     notes: list[str] = []
     if hi > n_comp:
         skipped = f"{max(lo, n_comp + 1)}..{hi}" if max(lo, n_comp + 1) < hi else str(hi)
@@ -815,7 +822,7 @@ def giant_subcards(
     local = _members_by_label(canon, wanted)
     groups = [(int(w) + 1, int(w), giant_members[local[int(w)]]) for w in wanted]
     return _build_from_groups(
-        groups, rows, _prepare_tokens(tokens, len(tokens)), docs, contexts_per_card=contexts_per_card,
+        groups, rows, prepare_tokens(tokens, len(tokens)), docs, contexts_per_card=contexts_per_card,
         threshold=higher_threshold, readout=readout, raw_rows=raw_rows, subcomponent_of=parent_rank,
         context_chars=context_chars, notes=notes,
     )

@@ -56,20 +56,20 @@ from actgeo_assets.lib.cards import (
     TOP_TOKENS,
     Card,
     RowsSource,
-    _chunked_mean,
-    _context,
-    _cosines,
-    _prepare_tokens,
-    _py,
+    chunked_mean,
+    cosines_to_direction,
+    plain_python,
+    prepare_tokens,
     provisional_label,
     row_getter,
     select_contexts,
+    token_context,
 )
 from actgeo_assets.lib.constants import DEMO_PROFILE
 from actgeo_assets.lib.graph import SingleLinkageForest
 from actgeo_assets.lib.layout import RunLayout, atomic_path, load_json
 from actgeo_assets.lib.percolation import locate_transition
-from actgeo_assets.lib.report import _CSS, _card
+from actgeo_assets.lib.report import REPORT_CSS, card_html
 
 #: Threshold step between the icicle's levels.
 LEVEL_STEP = 0.05
@@ -155,10 +155,10 @@ class _CardMaker:
             next_tokens = sorted(((str(t), int(c)) for t, c in nvc.items()), key=lambda x: (-x[1], x[0]))[:NEXT_TOKENS]
         # contexts: the most central members of distinct documents among an evenly spaced sample
         sample = members[np.unique(np.linspace(0, members.size - 1, min(members.size, CONTEXT_SAMPLE)).astype(np.int64))]
-        cos = _cosines(self.get, sample, _chunked_mean(self.get, sample))
+        cos = cosines_to_direction(self.get, sample, chunked_mean(self.get, sample))
         srec = self.tokens.iloc[sample]
         pick = select_contexts(cos, srec["doc_id"].to_numpy(), CARD_CONTEXTS)
-        contexts = [_context(self.texts.get(_py(r["doc_id"])), r, c, CONTEXT_CHARS)
+        contexts = [token_context(self.texts.get(plain_python(r["doc_id"])), r, c, CONTEXT_CHARS)
                     for r, c in zip(srec.iloc[pick].to_dict("records"), cos[pick], strict=True)]
         card = Card(rank=int(rank), label_id=int(label_id), size=int(members.size), provisional_label="",
                     n_documents=int(tok["doc_id"].nunique()), source_mix=source_mix, top_tokens=counts[:TOP_TOKENS],
@@ -216,7 +216,7 @@ def explorer_data(
     n = int(labels.size)
     if n != forest.n:
         raise ValueError(f"labels have {n} rows but the forest has {forest.n}: the files are of different runs")
-    tokens = _prepare_tokens(tokens, n)
+    tokens = prepare_tokens(tokens, n)
     t_run = float(threshold)
     if not _in_range(forest, t_run):
         raise ValueError(f"threshold {t_run} is outside the forest's range [{forest.min_threshold}, "
@@ -253,7 +253,7 @@ def explorer_data(
         return rank[0].upper() + rank[1:]
 
     def add(key: str, card: Card, t: float, label: int, full: bool) -> None:
-        cards[key] = {"title": title(t, label), "html": _card(card), "full": full, "rank": card.rank,
+        cards[key] = {"title": title(t, label), "html": card_html(card), "full": full, "rank": card.rank,
                       "size": card.size}
 
     # full cards from cards.json: main cards at the run's threshold, sub-cards of the giant at theirs
@@ -287,7 +287,7 @@ def explorer_data(
     exact = {round(float(t), 9) for t in forest.exact_at}
     for rec in sw.to_dict("records"):
         t = float(rec["threshold"])
-        row = {k: _py(rec[k]) for k in ("threshold", "n_components", "largest", "largest_fraction",
+        row = {k: plain_python(rec[k]) for k in ("threshold", "n_components", "largest", "largest_fraction",
                                           "second_largest", "singletons", "non_singleton") if k in rec}
         row["exact"] = bool(rec.get("exact", round(t, 9) in exact))
         row["giant"] = None
@@ -381,7 +381,7 @@ def render_explorer(data: Mapping[str, Any], title: str = "actgeo explorer") -> 
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     back = (f'<a id="report-link" href="{_esc(data["report_href"])}">the full report</a> \u00b7 '
             if data.get("report_href") else "")
-    parts = {"CSS": _CSS + _EXPLORER_CSS, "TITLE": _esc(title), "DESCRIPTION": _esc(data.get("description", "")),
+    parts = {"CSS": REPORT_CSS + _EXPLORER_CSS, "TITLE": _esc(title), "DESCRIPTION": _esc(data.get("description", "")),
              "BACK": back, "DATA": blob, "SCRIPT": _SCRIPT}
     # one pass, so text from the data is never substituted again
     return re.sub(r"__(CSS|TITLE|DESCRIPTION|BACK|DATA|SCRIPT)__", lambda m: parts[m.group(1)], _PAGE)

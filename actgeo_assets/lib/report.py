@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from actgeo_assets.lib.cards import Card, quote_token
+from actgeo_assets.lib.cards import Card, plain_python, quote_token
 from actgeo_assets.lib.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
@@ -46,7 +46,7 @@ SUMMARY_FIELDS = (
     ("singletons", "singletons"),
 )
 
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
  padding:1.2rem 1.5rem 3rem;color:#1d232a;line-height:1.45;background:#fff}
 h1{font-size:1.6rem;margin:.2rem 0 .4rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #dde3ea;
@@ -167,7 +167,7 @@ def _scaling_section(scaling: pd.DataFrame | None, figures: Mapping[str, bytes])
                            "Largest-component fraction and number of components vs N; dashed: the study's N."))
     cols = list(scaling.columns)
     head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
-    body = "".join("<tr>" + "".join(f'<td class="num">{_e(_fmt(_py(r[c])))}</td>' for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f'<td class="num">{_e(_fmt(plain_python(r[c])))}</td>' for c in cols) + "</tr>"
                    for r in scaling.to_dict("records"))
     out.append(f'<table id="n-scaling"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     return out
@@ -191,13 +191,10 @@ def _sweep_table(sweep: pd.DataFrame, threshold: float | None, table_id: str = "
     body = []
     for rec in sweep.sort_values("threshold").to_dict("records") if "threshold" in cols else []:
         chosen = threshold is not None and abs(float(rec["threshold"]) - float(threshold)) < 1e-9
-        cells = "".join(f'<td class="num">{_e(_fmt(_py(rec[c])))}</td>' for c in cols)
+        cells = "".join(f'<td class="num">{_e(_fmt(plain_python(rec[c])))}</td>' for c in cols)
         body.append(f'<tr{" class=chosen" if chosen else ""}>{cells}</tr>')
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
-
-def _py(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def _chips(items: Iterable[tuple[str, str]], cls: str) -> str:
@@ -205,7 +202,8 @@ def _chips(items: Iterable[tuple[str, str]], cls: str) -> str:
     return f'<ul class="chips {cls}">{lis}</ul>'
 
 
-def _card(card: Card) -> str:
+def card_html(card: Card) -> str:
+    """One card as the report's HTML (the explorer shows the same markup)."""
     mix = ", ".join(f"{_e(s)} {c:,}" for s, c in card.source_mix.items())
     sub = f" of rank {card.subcomponent_of} at t={card.threshold:g}" if card.subcomponent_of else ""
     docs = "1 document" if card.n_documents == 1 else f"{card.n_documents:,} documents"
@@ -356,7 +354,7 @@ def render_report(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{_e(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         '<section id="run"><p class="runline">' + _e(run_description) + "</p>",
         _run_table(run_key, precision),
@@ -401,10 +399,10 @@ def render_report(
         out.append(f'<h2 id="cards-h">Component cards, ranks {lo}\u2013{hi}</h2>')
         out.append('<p class="meta">Labels are provisional guesses from the evidence shown (top tokens, '
                    "sources, number of documents); the highlighted span is the exact token.</p>")
-        out += [_card(c) for c in main]
+        out += [card_html(c) for c in main]
     if subs:
         out.append('<h2 id="subcards-h">Sub-components of the largest component at a higher threshold</h2>')
-        out += [_card(c) for c in subs]
+        out += [card_html(c) for c in subs]
     if layers_section:
         out.append(layers_section)
     notes = list(notes)

@@ -26,7 +26,7 @@ from actgeo_assets.lib.cards import Card
 from actgeo_assets.lib.graph import SingleLinkageForest
 from actgeo_assets.lib.layout import RunLayout, load_json, resolve_data_dir, verify_file
 from actgeo_assets.lib.settings import PROFILES, SETTINGS, RunSettings, resolve_settings
-from actgeo_assets.lib.sqlstore import COMPONENT_JSON, _component_row, components_table, subcomponents_table
+from actgeo_assets.lib.sqlstore import COMPONENT_JSON, component_row, components_table, subcomponents_table
 
 #: Columns of :attr:`RunResults.tokens` (index: the global row).
 TOKEN_TABLE_COLUMNS = ("row", "shard", "shard_row", "doc_id", "position", "token_id", "token", "char_start",
@@ -187,7 +187,7 @@ class RunResults:
         cols = [c.name for c in columns]
         records = []
         for c in cards:
-            row = _component_row(self.run_id, c)
+            row = component_row(self.run_id, c)
             if sub:
                 row |= {"threshold": float(c.threshold), "parent_rank": int(c.subcomponent_of or 0)}
             records.append({k: (json.loads(row[k]) if k in COMPONENT_JSON and row[k] is not None else row[k])

@@ -162,7 +162,7 @@ def _engine(url: str | URL, connect_timeout: int | None = None) -> Iterator[Engi
         engine.dispose()
 
 
-def _component_row(run_id: str, card: Card) -> dict[str, Any]:
+def component_row(run_id: str, card: Card) -> dict[str, Any]:
     d = card.to_dict()
     return {
         "run_id": run_id,
@@ -240,8 +240,8 @@ def write_results(
         "token_v_measure": _float_or_none((baseline or {}).get("v_measure")),
         "corpus_duplicates": _dumps(None if duplicates is None else dict(duplicates)),
     }
-    rows = [_component_row(rid, c) for c in main]
-    subs = [{**_component_row(rid, c), "threshold": float(c.threshold), "parent_rank": int(c.subcomponent_of)}
+    rows = [component_row(rid, c) for c in main]
+    subs = [{**component_row(rid, c), "threshold": float(c.threshold), "parent_rank": int(c.subcomponent_of)}
             for c in cards if c.subcomponent_of]
     keys = [(r["threshold"], r["rank"]) for r in subs]
     if len(set(keys)) != len(keys):

@@ -8,10 +8,9 @@
 A query is linked to row j iff their float64 cosine (dot of the unit rows as stored) is >= threshold: the
 edge rule of the engine (:mod:`actgeo_assets.lib.graph`). The query *joins* the one component its linked
 rows belong to, is *a new singleton* when no row is linked, and *bridges* components when its linked rows
-lie in two or more (adding it to the graph would merge them). As in
-:class:`~actgeo_assets.lib.graph.lookup.ComponentIndex`, faiss' float32 range search proposes every row
-down to :func:`~actgeo_assets.lib.graph.exactness.matmul_error_bound` below the threshold and each proposal
-is rechecked in float64 against the stored float32 row, so the verdict is exact.
+lie in two or more (adding it to the graph would merge them). faiss' float32 range search proposes every
+row down to :func:`~actgeo_assets.lib.graph.exactness.matmul_error_bound` below the threshold and each
+proposal is rechecked in float64 against the stored float32 row, so the verdict is exact.
 
 The index is a ``faiss.IndexFlatIP`` holding the rows as float32, exactly. It is always stored as that CPU
 index (``faiss.write_index`` writes CPU indexes only). Where faiss has GPU support and torch sees a CUDA
@@ -32,8 +31,18 @@ from typing import Any
 import numpy as np
 
 from actgeo_assets.lib.graph.exactness import as_matrix, check_threshold, matmul_error_bound, validate_rows
-from actgeo_assets.lib.graph.lookup import _faiss
 from actgeo_assets.lib.layout import atomic_path
+
+
+def _faiss():  # -> the faiss module
+    """faiss from either extra (``actgeo[cpu]``: faiss-cpu, ``actgeo[gpu]``: faiss-gpu-cu12)."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError("the component lookup needs faiss: pip install 'actgeo[cpu]' (faiss-cpu) or "
+                          "'actgeo[gpu]' (faiss-gpu-cu12 on a CUDA machine)") from exc
+    return faiss
+
 
 #: Rows added to the index per call (float32 copies of a memory-mapped shard, ~64 MB at d = 2304).
 ADD_CHUNK_ROWS = 8192
@@ -152,7 +161,7 @@ class NeighbourIndex:
         self.gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index) if use_gpu else None
         self.gpu_k = 1024  # k-NN depth on the GPU; queries with more proposals fall back to the CPU index
         # proposals down to the GEMM's error bound below the threshold (queries are unit within the engine's
-        # tolerance, hence the 2% norm margin, as ComponentIndex does); tf32's bound on the GPU
+        # tolerance, hence the 2% norm margin); tf32's bound on the GPU
         self.slack = matmul_error_bound(self.d, np.float64, "tf32" if use_gpu else "fp32",
                                         max_norm=max(max_norm, 1.0) * 1.02)
 

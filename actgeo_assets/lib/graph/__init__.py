@@ -78,12 +78,9 @@ from actgeo_assets.lib.graph.exactness import NORM_TOLERANCE, matmul_error_bound
 from actgeo_assets.lib.graph.forest import ForestEdges
 from actgeo_assets.lib.graph.hierarchy import SingleLinkageForest, merge_forests
 from actgeo_assets.lib.graph.labels import canonical_labels, component_summary
-from actgeo_assets.lib.graph.lookup import Assignment, ComponentIndex
 
 __all__ = [
     "NORM_TOLERANCE",
-    "Assignment",
-    "ComponentIndex",
     "ForestEdges",
     "SingleLinkageForest",
     "canonical_labels",

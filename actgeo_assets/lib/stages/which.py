@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import CONTEXT_CHARS, _context
+from actgeo_assets.lib.cards import CONTEXT_CHARS, token_context
 from actgeo_assets.lib.layout import IntegrityError, RunLayout, load_json, save_json, sha256_file, verify_file
 from actgeo_assets.lib.lock import holds_writer_lock
 from actgeo_assets.lib.settings import RunSettings
@@ -226,7 +226,7 @@ class _CorpusContexts:
         shard = self.shards[i]
         tokens, texts = self._shard(shard)
         tok = {**tokens.iloc[row - int(self.starts[i])].to_dict(), "row": row}
-        c = _context(texts.get(tok["doc_id"]), tok, cosine, chars)
+        c = token_context(texts.get(tok["doc_id"]), tok, cosine, chars)
         return {"row": row, "rank": label + 1, "label_id": label, "cosine": round(cosine, 6), "doc_id": c.doc_id,
                 "source": c.source, "position": c.position, "left": c.left, "token": c.token, "right": c.right}
 
