@@ -623,6 +623,27 @@ def token_baseline(labels: np.ndarray, tokens: pd.DataFrame, stats: pd.DataFrame
 # cards
 
 
+def _counted(values: pd.Series) -> list[tuple[str, int]]:
+    """``(value, count)`` of a column, most frequent first, ties by value."""
+    vc = values.astype(str).value_counts(sort=False)
+    return sorted(((str(v), int(c)) for v, c in vc.items()), key=lambda x: (-x[1], x[0]))
+
+
+def member_counts(tok: pd.DataFrame) -> tuple[list[tuple[str, int]], dict[str, int], list[tuple[str, int]] | None, int]:
+    """A component's members' token rows -> their token strings with counts (most first, ties by string), the
+    source mix, the next tokens in the corpus (top NEXT_TOKENS; None without a ``next_token`` column) and how
+    many members have no next token (the document ends there)."""
+    counts = _counted(tok["token"])
+    source_mix = dict(_counted(tok["source"]))
+    next_tokens, n_unknown = None, 0
+    if "next_token" in tok.columns:
+        nxt = tok["next_token"]
+        known = nxt[nxt.notna()]
+        n_unknown = int(len(nxt) - len(known))
+        next_tokens = _counted(known)[:NEXT_TOKENS]
+    return counts, source_mix, next_tokens, n_unknown
+
+
 def prepare_tokens(tokens: pd.DataFrame, n: int) -> pd.DataFrame:
     """The run's token table (TOKEN_COLUMNS, one row per activation, ``n`` rows), checked and sorted by row."""
     missing = [c for c in TOKEN_COLUMNS if c not in tokens.columns]
@@ -680,18 +701,8 @@ def _build_from_groups(
             token_context(texts.get(plain_python(r["doc_id"])), r, c, context_chars)
             for r, c in zip(picked.to_dict("records"), cos[pick], strict=True)
         ]
-        vc = tok["token"].value_counts(sort=False)
-        counts = sorted(((str(t), int(c)) for t, c in vc.items()), key=lambda x: (-x[1], x[0]))
+        counts, source_mix, next_tokens, n_unknown = member_counts(tok)
         top = counts[:TOP_TOKENS]
-        sm = tok["source"].value_counts(sort=False)
-        source_mix = dict(sorted(((str(s), int(c)) for s, c in sm.items()), key=lambda x: (-x[1], x[0])))
-        next_tokens, n_unknown = None, 0
-        if "next_token" in tok.columns:
-            nxt = tok["next_token"]
-            known = nxt[nxt.notna()].astype(str)
-            n_unknown = int(len(nxt) - len(known))
-            nvc = known.value_counts(sort=False)
-            next_tokens = sorted(((str(t), int(c)) for t, c in nvc.items()), key=lambda x: (-x[1], x[0]))[:NEXT_TOKENS]
         model_next, n_read = None, 0
         if predictions:
             assert readout is not None

@@ -52,12 +52,12 @@ import pandas as pd
 
 from actgeo_assets.lib.cards import (
     CONTEXT_CHARS,
-    NEXT_TOKENS,
     TOP_TOKENS,
     Card,
     RowsSource,
     chunked_mean,
     cosines_to_direction,
+    member_counts,
     plain_python,
     prepare_tokens,
     provisional_label,
@@ -142,17 +142,7 @@ class _CardMaker:
     def card(self, members: np.ndarray, *, rank: int, label_id: int, threshold: float,
              subcomponent_of: int | None) -> Card:
         tok = self.tokens.iloc[members]
-        vc = tok["token"].astype(str).value_counts(sort=False)
-        counts = sorted(((str(t), int(c)) for t, c in vc.items()), key=lambda x: (-x[1], x[0]))
-        sm = tok["source"].astype(str).value_counts(sort=False)
-        source_mix = dict(sorted(((str(s), int(c)) for s, c in sm.items()), key=lambda x: (-x[1], x[0])))
-        next_tokens, n_unknown = None, 0
-        if "next_token" in tok.columns:
-            nxt = tok["next_token"]
-            known = nxt[nxt.notna()].astype(str)
-            n_unknown = int(len(nxt) - len(known))
-            nvc = known.value_counts(sort=False)
-            next_tokens = sorted(((str(t), int(c)) for t, c in nvc.items()), key=lambda x: (-x[1], x[0]))[:NEXT_TOKENS]
+        counts, source_mix, next_tokens, n_unknown = member_counts(tok)
         # contexts: the most central members of distinct documents among an evenly spaced sample
         sample = members[np.unique(np.linspace(0, members.size - 1, min(members.size, CONTEXT_SAMPLE)).astype(np.int64))]
         cos = cosines_to_direction(self.get, sample, chunked_mean(self.get, sample))
