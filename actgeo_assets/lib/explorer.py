@@ -296,7 +296,8 @@ def explorer_data(
     icicle = _icicle(forest, labels, t_run, float(sw["threshold"].max()) if len(sw) else t_run, labels_at,
                      maker, cards, add)
     run_i = min(range(len(slider)), key=lambda i: abs(slider[i]["threshold"] - t_run)) if slider else 0
-    transition = locate_transition(sw, t_run).as_dict() if len(sw) and "second_largest" in sw.columns else None
+    transition = (locate_transition(sw, t_run, cut_off_at=forest.exact_up_to).as_dict()
+                  if len(sw) and "second_largest" in sw.columns else None)
     return {"description": description, "threshold": t_run, "n": n, "n_components": int(len(sizes)),
             "min_threshold": forest.min_threshold, "exact_up_to": forest.exact_up_to,
             "exact_at": list(forest.exact_at), "error_bound": forest.error_bound,
@@ -606,7 +607,8 @@ let percMarker = null;
                 id: "transition-band", "pointer-events": "none"}, svg);
     const left = x(tc) > (L + W - R) / 2;
     el("text", {x: left ? x(tc) - 5 : x(tc) + 5, y: 216, "text-anchor": left ? "end" : "start", class: "halo"}, svg,
-       `transition ${fixed(tc)} (second largest peaks)`)
+       D.transition.at_or_above ? `transition \u2265 ${fixed(tc)} (beyond the pruned range)`
+                                : `transition ${fixed(tc)} (second largest peaks)`)
       .setAttribute("style", "fill:#7d3c98");
   }
   percMarker = el("line", {x1: 0, x2: 0, y1: 10, y2: 340, stroke: "#d35400", "stroke-width": 2,
@@ -684,7 +686,10 @@ document.getElementById("slider-note").textContent =
     `so each block lies under the one it came from. Width is proportional to size; only sub-components of at ` +
     `least ${fmt(I.min_size)} rows are drawn (at most 60 per row, and at least a few pixels wide), so a gap is ` +
     `rows that fell into smaller pieces or singletons. Rows at thresholds the forest is not exact at ` +
-    `(${D.exact_at.join(", ")} are) are within its error bound. A click opens the block's card.`;
+    `(${D.exact_at.join(", ")} are) are within its error bound. A click opens the block's card.` +
+    (D.exact_up_to !== null && I.levels[I.levels.length - 1] >= D.exact_up_to - 1e-9
+      ? ` This run's forest was pruned at ${D.exact_up_to} (prune_at): it is exact only up to there, so the ` +
+        `sub-components above it were not computed; a run without prune_at shows them.` : "");
 })();
 
 // ---- which component does my sentence join?

@@ -42,7 +42,8 @@ class Transition:
     ``t_c``: the threshold where the second-largest component is largest (the first such, scanning up);
     ``second_largest``: its size there; ``giant_fraction_at_t_c``; ``threshold``: the run's threshold;
     ``neighbours``: components at the sweep thresholds next to the run's (``{t: n_components}``);
-    ``words``: one sentence saying where the threshold sits."""
+    ``words``: one sentence saying where the threshold sits; ``at_or_above``: the sweep was cut off (prune_at)
+    where the second-largest component is largest, so the transition is at ``t_c`` or above it."""
 
     t_c: float
     second_largest: int
@@ -50,6 +51,7 @@ class Transition:
     threshold: float
     neighbours: dict[str, int]
     words: str
+    at_or_above: bool = False  # the sweep stops at prune_at with the peak there: t_c is a lower bound
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +82,7 @@ def locate_transition(sweep: pd.DataFrame, threshold: float, cut_off_at: float |
                           giant_fraction_at_t_c=float(s.loc[i, "largest_fraction"]), threshold=float(threshold),
                           neighbours={f"{t:.2f}": int(c) for t, c in zip(s["threshold"].iloc[-3:],
                                                                           s["n_components"].iloc[-3:], strict=True)},
-                          words=words)
+                          words=words, at_or_above=True)
     ts = s["threshold"].to_numpy()
     j = int(np.argmin(np.abs(ts - threshold)))
     near = s.iloc[max(0, j - 1) : j + 2]

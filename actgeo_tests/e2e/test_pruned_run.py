@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib.explorer import read_embedded
 from actgeo_assets.lib.graph import SingleLinkageForest, component_summary
 from actgeo_assets.lib.incremental import plan
 from actgeo_assets.lib.settings import SettingsError
@@ -50,6 +51,12 @@ def test_pruned_run_is_exact_up_to_prune_at(pruned) -> None:
         np.testing.assert_array_equal(forest.labels_at(t), brute_force_labels(x, t))
     with pytest.raises(ValueError, match="prune_at"):
         forest.labels_at(0.6)
+    # the explorer reads the same transition as the summary (a peak at prune_at is a lower bound there too) and
+    # never offers a level above prune_at
+    summary = json.loads(layout.summary.read_text())
+    page = read_embedded(layout.explorer.read_text())
+    assert page["transition"] == summary["transition"] and page["exact_up_to"] == 0.5
+    assert max(page["icicle"]["levels"]) <= 0.5
     sweep = pd.read_csv(layout.sweep)
     assert sweep["threshold"].max() == pytest.approx(0.5)  # the fine sweep stops at prune_at
     for t in (0.4, 0.45, 0.5):

@@ -95,10 +95,10 @@ def test_transition_of_a_sweep_cut_off_at_prune_at_is_a_lower_bound() -> None:
     sweep = pd.DataFrame({"threshold": ts, "n_components": (ts * 1000).astype(int), "largest_fraction": largest,
                           "second_largest": second})
     cut = locate_transition(sweep, 0.7, cut_off_at=0.7)
-    assert cut.t_c == 0.7 and "at or above" in cut.words and "broken up" not in cut.words, cut.words
+    assert cut.t_c == 0.7 and cut.at_or_above and "at or above" in cut.words and "broken up" not in cut.words
     assert "95.1%" in cut.words
     plain = locate_transition(sweep, 0.7)  # without the cut-off the first maximum stands
-    assert plain.t_c == 0.59
+    assert plain.t_c == 0.59 and not plain.at_or_above
     # a peak inside the pruned range is the transition as usual
     inside = sweep.assign(second_largest=np.where(ts == 0.62, 400, second))
     assert locate_transition(inside, 0.7, cut_off_at=0.7).t_c == 0.62
