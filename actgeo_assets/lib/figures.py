@@ -87,12 +87,14 @@ def size_spectrum_png(labels: np.ndarray, title: str) -> bytes:
     return _png(fig)
 
 
-def percolation_png(sweep: pd.DataFrame, title: str, threshold: float, t_c: float | None = None) -> bytes:
+def percolation_png(sweep: pd.DataFrame, title: str, threshold: float, t_c: float | None = None,
+                    t_c_lower_bound: bool = False) -> bytes:
     """PNG of the percolation curve from a sweep table (columns ``threshold``, ``n_components``,
     ``largest_fraction``, optionally ``second_largest``; one row per threshold): largest-component
     fraction (left axis) and number of components (right axis, log) vs threshold, with a dashed vertical
     line at the chosen ``threshold``, the second-largest component's share (dotted) and the transition
-    ``t_c`` (where it peaks) shaded."""
+    ``t_c`` (where it peaks) shaded; ``t_c_lower_bound``: the sweep stops at ``t_c`` (prune_at), so the
+    transition is at or above it."""
     missing = [c for c in SWEEP_COLUMNS if c not in sweep.columns]
     if missing:
         raise ValueError(f"sweep table lacks columns {missing} (has {list(sweep.columns)})")
@@ -114,8 +116,8 @@ def percolation_png(sweep: pd.DataFrame, title: str, threshold: float, t_c: floa
                 label=f"second-largest component (x{scale:.0f}, peak = transition)")
     if t_c is not None:
         ax.axvspan(t_c - 0.005, t_c + 0.005, color="#7d3c98", alpha=0.15)
-        ax.annotate(f"t_c = {t_c:.2f}", xy=(t_c, 0.5), xytext=(4, 0), textcoords="offset points", fontsize=8,
-                    color="#7d3c98")
+        ax.annotate(f"t_c {'>=' if t_c_lower_bound else '='} {t_c:.2f}", xy=(t_c, 0.5), xytext=(4, 0),
+                    textcoords="offset points", fontsize=8, color="#7d3c98")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("cosine threshold")
     ax.set_ylabel("largest-component fraction", color="#c0392b")

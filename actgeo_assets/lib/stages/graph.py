@@ -256,7 +256,7 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
     pngs = {
         "size_spectrum": size_spectrum_png(labels, title=settings.describe()),
         "percolation": percolation_png(sweep, title=settings.describe(), threshold=settings.threshold,
-                                       t_c=transition.t_c),
+                                       t_c=transition.t_c, t_c_lower_bound=transition.at_or_above),
         "n_scaling": n_scaling_png(scaling, title=settings.describe(), study_n=STUDY_SETUP["n"]),
         "cosine_histogram": cosine_histogram_png(
             cosines, threshold=settings.threshold, n=n, title=settings.describe(),
