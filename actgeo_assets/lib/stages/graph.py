@@ -150,15 +150,19 @@ def write_shard_forest(settings: RunSettings, layout: RunLayout, shard: str, uni
     return {"prune_at": settings.prune_at, "shard_forest_sha256": sha256_file(path), "shard_components": n_comp}
 
 
-def shard_forest_labels(settings: RunSettings, layout: RunLayout, shard: str, rows: int) -> np.ndarray:
-    """int64 [rows]: the shard's components at ``prune_at`` from its stored forest (checked against the sha256
-    its sidecar recorded)."""
+def shard_forest(settings: RunSettings, layout: RunLayout, shard: str) -> ForestEdges:
+    """With ``prune_at``: the shard's stored forest (shard-local ids), checked against the sha256 its sidecar
+    recorded; ValueError naming the sidecar when it holds none at the current ``prune_at``."""
     meta = load_json(layout.normalized_meta(shard))
     if meta.get("prune_at") != settings.prune_at or not meta.get("shard_forest_sha256"):
         raise ValueError(f"{layout.normalized_meta(shard)} holds no shard forest at prune_at {settings.prune_at}: "
                          f"rematerialize normalized[{shard}]")
-    edges = ForestEdges.load(verify_file(layout.shard_forest(shard), meta["shard_forest_sha256"]))
-    return SingleLinkageForest(rows, edges).labels_at(settings.prune_at)
+    return ForestEdges.load(verify_file(layout.shard_forest(shard), meta["shard_forest_sha256"]))
+
+
+def shard_forest_labels(settings: RunSettings, layout: RunLayout, shard: str, rows: int) -> np.ndarray:
+    """int64 [rows]: the shard's components at ``prune_at``, cut from :func:`shard_forest`."""
+    return SingleLinkageForest(rows, shard_forest(settings, layout, shard)).labels_at(settings.prune_at)
 
 
 @holds_writer_lock
@@ -179,7 +183,7 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     stats: dict[str, Any] = {}
     if settings.prune_at is not None and xb is None:
         # the shard's own forest (normalized/{shard}.forest.npz) holds its pairs: the diagonal tile is empty
-        shard_forest_labels(settings, layout, a, xa.shape[0])  # it exists and is intact
+        shard_forest(settings, layout, a)  # it exists and is intact
         empty = np.zeros(0, dtype=np.int64)
         forest = ForestEdges(empty, empty, np.zeros(0), min_threshold=settings.min_threshold,
                              exact_at=tuple(sorted({settings.min_threshold, *exact_thresholds(settings)})),
@@ -292,14 +296,10 @@ def _global_tile(layout: RunLayout, pair: str, sizes: dict[str, int],
 
 
 def _global_shard_forest(settings: RunSettings, layout: RunLayout, shard: str, offset: int) -> ForestEdges | None:
-    """With ``prune_at``: the shard's forest at ``>= prune_at`` (hash-checked) in global row ids; else None."""
+    """With ``prune_at``: :func:`shard_forest` in global row ids; else None."""
     if settings.prune_at is None:
         return None
-    meta = load_json(layout.normalized_meta(shard))
-    if meta.get("prune_at") != settings.prune_at or not meta.get("shard_forest_sha256"):
-        raise ValueError(f"{layout.normalized_meta(shard)} holds no shard forest at prune_at {settings.prune_at}: "
-                         f"rematerialize normalized[{shard}]")
-    local = ForestEdges.load(verify_file(layout.shard_forest(shard), meta["shard_forest_sha256"]))
+    local = shard_forest(settings, layout, shard)
     return dataclasses.replace(local, src=local.src + offset, dst=local.dst + offset)
 
 
