@@ -22,16 +22,18 @@ test: $(VENV)/.installed-dev sysdeps $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks
 	$(BIN)/python -m pytest
 
-# The Dagster UI (webserver + daemon: sensors and declarative automation run by default) on
-# http://127.0.0.1:3000, and beside it the report server on $(ACTGEO_REPORT_URL); both stop together.
+# The Dagster UI (`dagster dev`: webserver + daemon; sensors and declarative automation run by default, and
+# the backfill loop looks every 2 s, not 30: actgeo_assets/dev.py) on http://127.0.0.1:3000, and beside it
+# the report server on $(ACTGEO_REPORT_URL); both stop together.
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m actgeo_assets.report_server --port $(REPORT_PORT) & server=$$!; \
 	trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/dagster dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
+	$(BIN)/python -m actgeo_assets.dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000
 
 # Benchmarks against peers, side by side (writes benchmarks/results/*.md, then benchmarks/RESULTS.md).
-# pruning.md (benchmarks/bench_pruned_tiles.py, needs a `scale` run) and dagster_scale.md
-# (benchmarks/dagster_scale.py, 16 min) are long hand-run benchmarks: their last results are kept and included.
+# pruning.md (benchmarks/bench_pruned_tiles.py, needs a `scale` run), dagster_scale.md
+# (benchmarks/dagster_scale.py, 16 min) and ui_materialize_all.md (benchmarks/ui_materialize_all.py, 20 min) are
+# long hand-run benchmarks: their last results are kept and included.
 # Case (a) of the graph benchmark uses the demo's activations, so the demo runs first if needed.
 bench: $(VENV)/.installed-dev
 	mkdir -p benchmarks/results
@@ -40,7 +42,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_graph.py --acts data/demo/bench_acts.npy
 	$(BIN)/python benchmarks/bench_capture.py
 	cat benchmarks/results/capture.md benchmarks/results/graph.md benchmarks/results/gpu.md \
-	    benchmarks/results/pruning.md benchmarks/results/dagster_scale.md > benchmarks/RESULTS.md
+	    benchmarks/results/pruning.md benchmarks/results/dagster_scale.md \
+	    benchmarks/results/ui_materialize_all.md > benchmarks/RESULTS.md
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check actgeo_assets actgeo_tests benchmarks

@@ -33,18 +33,31 @@ DEPLOYMENT_ENV = "ACTGEO_DEPLOYMENT"
 DEPLOYMENTS = ("local", "k8s")
 
 
+#: The partitioned stages of the pipeline. Locally a backfill ("Materialize all") runs each of them as ONE run over
+#: all its partitions (one process start, one model load: defs/partitions.py materialize_each); on Kubernetes
+#: each partition stays its own run, so a backfill spreads the shards and tiles over the cluster's pods.
+SINGLE_RUN_BACKFILL = ("raw_activations", "normalized", "edge_tiles")
+
+
+def local_assets() -> list:
+    """:data:`ASSETS` with ``BackfillPolicy.single_run()`` on :data:`SINGLE_RUN_BACKFILL`."""
+    return [a.with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
+            if a.key.to_user_string() in SINGLE_RUN_BACKFILL else a for a in ASSETS]
+
+
 def build_defs(deployment: str | None = None) -> dg.Definitions:
     """The Definitions for ``deployment`` (one of :data:`DEPLOYMENTS`; None or empty: ``local``)."""
     deployment = deployment or "local"
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"${DEPLOYMENT_ENV} is {deployment!r}; expected one of {', '.join(DEPLOYMENTS)}")
     jobs = [*STAGE_JOBS.values(), LAYER_SWEEP_JOB]
+    assets = local_assets() if deployment == "local" else ASSETS
     if deployment == "k8s":
-        from actgeo_assets.defs.k8s import CLUSTER_JOBS
+        from actgeo_assets.defs.k8s import cluster_jobs
 
-        jobs += CLUSTER_JOBS
+        jobs += cluster_jobs()
     return dg.Definitions(
-        assets=ASSETS,
+        assets=assets,
         jobs=jobs,
         sensors=[shard_sensor, automation_sensor],
         schedules=[nightly_merge],

@@ -9,16 +9,18 @@ Order of the jobs for one run of the study:
 jobs because ``center_l2`` (the demo profile's normalization) needs the mean over *all* shards before
 any shard can be normalized.
 
-Nothing here touches Kubernetes at import time: the executor reads its config when a run starts.
+Nothing here touches Kubernetes at import time: dagster-k8s (and the Kubernetes client, ~0.7 s of imports
+in every run process) is imported only when :func:`cluster_jobs` builds the jobs, which only the ``k8s``
+deployment's Definitions do; the executor reads its config when a run starts.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
 
 from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
 from actgeo_assets.lib.constants import GPU_POOL  # noqa: F401 - the pool of GPU_ASSETS, named with them
@@ -86,6 +88,8 @@ def step_k8s_config(*op_names: str) -> dict[str, Any]:
 
 
 def _job(name: str, selection: list[str], description: str, partitions: Any = None) -> Any:
+    from dagster_k8s import k8s_job_executor
+
     gpu_ops = [a for a in selection if a in GPU_ASSETS]
     sized_ops = [a for a in selection if a in GPU_ASSETS or a in MERGE_ASSETS]
     return dg.define_asset_job(
@@ -102,25 +106,18 @@ def _job(name: str, selection: list[str], description: str, partitions: Any = No
     )
 
 
-cluster_capture = _job(
-    "cluster_capture", ["raw_activations"],
-    "Capture one dataset shard in its own GPU pod (Kubernetes).", shard_partitions,
-)
-cluster_mean = _job(
-    "cluster_mean", ["activation_mean"],
-    "Mean raw activation over all captured shards (CPU pod); needed before center_l2 normalization.",
-)
-cluster_normalize = _job(
-    "cluster_normalize", ["normalized"],
-    "Normalize one shard and run its geometry check (CPU pod).", shard_partitions,
-)
-cluster_tiles = _job(
-    "cluster_tiles", ["edge_tiles"],
-    "Maximum spanning forest of one shard pair's tile in its own GPU pod (Kubernetes).", pair_partitions,
-)
-cluster_merge = _job(
-    "cluster_merge", ["components", "component_cards"],
-    "Kruskal merge of all tile forests, summary, sweep, figures and cards (CPU pods).",
-)
-
-CLUSTER_JOBS: list = [cluster_capture, cluster_mean, cluster_normalize, cluster_tiles, cluster_merge]
+@functools.cache
+def cluster_jobs() -> tuple[Any, ...]:
+    """The Kubernetes jobs, in the order of one run of the study (built once)."""
+    return (
+        _job("cluster_capture", ["raw_activations"],
+             "Capture one dataset shard in its own GPU pod (Kubernetes).", shard_partitions),
+        _job("cluster_mean", ["activation_mean"],
+             "Mean raw activation over all captured shards (CPU pod); needed before center_l2 normalization."),
+        _job("cluster_normalize", ["normalized"],
+             "Normalize one shard and run its geometry check (CPU pod).", shard_partitions),
+        _job("cluster_tiles", ["edge_tiles"],
+             "Maximum spanning forest of one shard pair's tile in its own GPU pod (Kubernetes).", pair_partitions),
+        _job("cluster_merge", ["components", "component_cards"],
+             "Kruskal merge of all tile forests, summary, sweep, figures and cards (CPU pods)."),
+    )

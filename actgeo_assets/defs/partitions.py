@@ -1,4 +1,5 @@
-"""Partitions: dataset shards, and pairs of shards (i <= j) for the all-pairs join.
+"""Partitions: dataset shards, and pairs of shards (i <= j) for the all-pairs join; and how a step
+materializes the partitions of its run (:func:`materialize_each`).
 
 Both are dynamic: the shard sensor (automation.py), ``actgeo run`` or the UI's "add partition" register
 keys such as ``shard-000`` and ``shard-000__shard-001``.
@@ -6,6 +7,10 @@ keys such as ``shard-000`` and ``shard-000__shard-001``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
 from dagster import DynamicPartitionsDefinition
 
 SHARDS = "actgeo_shards"
@@ -13,3 +18,27 @@ SHARD_PAIRS = "actgeo_shard_pairs"
 
 shard_partitions = DynamicPartitionsDefinition(name=SHARDS)
 pair_partitions = DynamicPartitionsDefinition(name=SHARD_PAIRS)
+
+
+def materialize_each(
+    context: dg.AssetExecutionContext, compute: Callable[[str], tuple[dict[str, Any], str | None]],
+) -> dg.MaterializeResult:
+    """Materialize every partition of this step, one after another, in this process.
+
+    A run of one partition (`actgeo run`, the sensors, a UI launch of one partition) has one key; the local
+    Definitions give the partitioned pipeline assets ``BackfillPolicy.single_run()``, so a backfill ("Materialize
+    all") runs each stage as one run over all its partitions: one process start and one model load, not one per
+    shard. ``compute(key)`` -> (that partition's metadata, its content hash or None); the metadata is recorded on
+    that partition's materialization. The data version is the content hash when the run has one partition; a
+    run over several records no data version (Dagster would give every partition the same one).
+    """
+    keys = list(context.partition_keys)
+    versions: list[str | None] = []
+    for i, key in enumerate(keys, 1):
+        if len(keys) > 1:
+            context.log.info(f"partition {key} ({i}/{len(keys)} of this run)")
+        metadata, version = compute(key)
+        context.add_asset_metadata(metadata, partition_key=key)
+        versions.append(version)
+    version = versions[0] if len(keys) == 1 else None
+    return dg.MaterializeResult(data_version=dg.DataVersion(version) if version else None)

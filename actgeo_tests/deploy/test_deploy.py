@@ -4,6 +4,7 @@ and the Helm / compose / Docker / workspace files. No cluster and no Docker engi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -142,10 +143,24 @@ def test_k8s_deployment_loads_the_cluster_jobs_from_its_environment(tmp_path):
     assert "ACTGEO_DEPLOYMENT" not in compose["services"]["actgeo-code"].get("environment", {})
 
 
-def test_cluster_jobs_use_the_k8s_executor(defs):
-    from actgeo_assets.defs.k8s import CLUSTER_JOBS
+def test_local_definitions_do_not_import_dagster_k8s() -> None:
+    """Every run process imports the Definitions: locally, without dagster-k8s and the Kubernetes client."""
+    import subprocess
+    import sys
 
-    assert sorted(j.name for j in CLUSTER_JOBS) == sorted(CLUSTER_JOB_NAMES)
+    code = ("import sys, actgeo_assets.definitions as d; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster_k8s', 'kubernetes'))); "
+            "print(sorted(j.name for j in d.defs.jobs))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ACTGEO_DEPLOYMENT": "local"}).stdout.splitlines()
+    assert out[0] == "[]", out[0]
+    assert "cluster_capture" not in out[1] and "stage_capture" in out[1]
+
+
+def test_cluster_jobs_use_the_k8s_executor(defs):
+    from actgeo_assets.defs.k8s import cluster_jobs
+
+    assert sorted(j.name for j in cluster_jobs()) == sorted(CLUSTER_JOB_NAMES)
     expect = {
         "cluster_capture": ({"raw_activations"}, "actgeo_shards"),
         "cluster_mean": ({"activation_mean"}, None),

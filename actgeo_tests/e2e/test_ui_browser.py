@@ -38,6 +38,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory):
         "profile": "demo", "data_dir": str(data), "model": tiny_gemma2(tmp / "model"), "layer": 2,
         "corpus": str(FIXTURE), "n_shards": 2, "budget": 400, "context_len": 32, "batch_size": 4,
         "threshold": 0.6, "min_threshold": 0.4, "card_ranks": [2, 4], "contexts_per_card": 2,
+        "compare_layers": [0, 1, 2], "compare_budget": 120,  # the tiny model's layers, for "Materialize all"
     }
     cfg = tmp / "actgeo.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -218,3 +219,62 @@ def test_only_local_jobs_and_automation_on(dagster_ui) -> None:
     assert not [j for j in jobs if j.startswith("cluster_")]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
     assert sensors == {"shard_sensor": "RUNNING", "default_automation_condition_sensor": "RUNNING"}
+
+
+BACKFILLS = """query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id status } } } }"""
+BACKFILL_RUNS = """query($v: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $v}]}) {
+    ... on Runs { results { runId status assetSelection { path } tags { key value } } } } }"""
+ROWS = """query($k: [String!]!) { assetOrError(assetKey: {path: $k}) { ... on Asset { assetMaterializations(limit: 20) {
+    runId partition metadataEntries { label ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } }
+    } } } }"""
+
+
+def test_materialize_all_is_one_run_per_stage(dagster_ui) -> None:
+    """"Materialize all" on the lineage page, as a person clicks it: one asset backfill whose stages are one run
+    each (the local Definitions' single-run backfill policy), every partition materialized with its own
+    metadata, every run a success."""
+    ui, _ = dagster_ui
+    with chromium_context(viewport=(1600, 1000), timeout_ms=60_000) as ctx:
+        page = ctx.new_page()
+        page.goto(ui.url("/asset-groups"))
+        skip_community_dialog(page)
+        page.get_by_text("component_cards", exact=True).first.wait_for()
+        page.get_by_role("button", name="Materialize all").first.click()
+        launch = page.get_by_role("button", name="Launch backfill")
+        launch.wait_for()
+        page.get_by_role("button", name="All", exact=True).first.click()  # the dialog opens on "Custom"
+        _shot(page, "ui-materialize-all-dialog.png")
+        launch.click()
+        page.get_by_text("Launching...").first.wait_for(state="hidden")
+        deadline = time.time() + 900
+        backfill = {}
+        while time.time() < deadline:
+            backfill = (ui.graphql(BACKFILLS)["partitionBackfillsOrError"]["results"] or [{}])[0]
+            if backfill.get("status") not in (None, "REQUESTED"):
+                break
+            time.sleep(2)
+        page.goto(ui.url(f"/runs/b/{backfill.get('id')}?tab=runs"))
+        _shot(page, "ui-materialize-all-backfill.png")
+    assert backfill.get("status") == "COMPLETED_SUCCESS", (backfill, ui.log.read_text()[-3000:])
+    runs = ui.graphql(BACKFILL_RUNS, {"v": backfill["id"]})["runsOrError"]["results"]
+    assert {r["status"] for r in runs} == {"SUCCESS"}
+    stages = sorted(tuple(sorted(a["path"][-1] for a in r["assetSelection"])) for r in runs)
+    # capture, layer sweep, mean, normalization, tiles, and the merge: one run each
+    assert stages == sorted([("raw_activations",), ("layer_geometry",), ("activation_mean",), ("normalized",),
+                             ("edge_tiles",), ("component_cards", "components", "neighbour_index")]), stages
+    capture = next(r for r in runs if r["assetSelection"] == [{"path": ["raw_activations"]}])
+    tags = {t["key"]: t["value"] for t in capture["tags"]}
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+        "shard-000", "shard-001")
+    # each shard: its own materialization by that run, with its own metadata (rows, sha256), as the runner
+    # recorded it for the same shard (the capture is deterministic)
+    mats = ui.graphql(ROWS, {"k": ["raw_activations"]})["assetOrError"]["assetMaterializations"]
+
+    def entries(m: dict) -> tuple:
+        e = {x["label"]: x.get("intValue", x.get("text")) for x in m["metadataEntries"]}
+        return e["rows"], e["sha256"]
+
+    by_backfill = {m["partition"]: entries(m) for m in mats if m["runId"] == capture["runId"]}
+    by_runner = {m["partition"]: entries(m) for m in mats if m["runId"] != capture["runId"]}
+    assert sorted(by_backfill) == ["shard-000", "shard-001"] and by_backfill == by_runner, (by_backfill, by_runner)
+    assert by_backfill["shard-000"][1] != by_backfill["shard-001"][1]

@@ -1,4 +1,5 @@
-"""Start what `make ui` starts, for the browser tests: `dagster dev` (webserver + daemon) on a free port of
+"""Start what `make ui` starts, for the browser tests: `dagster dev` (webserver + daemon; through
+actgeo_assets/dev.py, as the Makefile does) on a free port of
 127.0.0.1, with a fresh DAGSTER_HOME holding the Makefile's instance config (dagster.local.yaml), and the
 report server (``python -m actgeo_assets.report_server``) on another port; plus GraphQL helpers.
 
@@ -118,7 +119,7 @@ def dagster_ui(tmp: Path, env: Mapping[str, str], data_dir: Path) -> Iterator[Da
                                           stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
         with open(log, "w") as fh:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-m", "actgeo_assets.definitions", "-h", "127.0.0.1",
+                [sys.executable, "-m", "actgeo_assets.dev", "-m", "actgeo_assets.definitions", "-h", "127.0.0.1",
                  "-p", str(port)], cwd=REPO, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
                 start_new_session=True))
         ui = DagsterUI(port=port, report_port=report_port, home=Path(env["DAGSTER_HOME"]), log=log)

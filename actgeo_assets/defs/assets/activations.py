@@ -5,7 +5,7 @@ import dagster as dg
 from actgeo_assets.defs.cores import step_settings
 from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
-from actgeo_assets.defs.partitions import shard_partitions
+from actgeo_assets.defs.partitions import materialize_each, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.activations import (
@@ -14,6 +14,9 @@ from actgeo_assets.lib.stages.activations import (
     invalidate_normalized,
     normalize_shard,
 )
+
+#: A unit row's largest allowed |norm - 1| (float64), the blocking check `unit_norms`.
+NORM_TOLERANCE = 1e-5
 
 
 @dg.asset(
@@ -27,21 +30,22 @@ from actgeo_assets.lib.stages.activations import (
     "token table (parquet) and JSON sidecar with sha256. The forward pass stops at the captured layer.",
 )
 def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    settings, shard = step_settings(context, actgeo.settings()), context.partition_key
-    context.log.info(f"capturing {shard}: {settings.describe()} ({settings.torch_threads} torch threads)")
-    captured = capture_shard(settings, actgeo.layout(), shard)
-    context.log.info(f"{shard}: {captured.rows} activations, stats {captured.stats}")
-    return dg.MaterializeResult(
-        metadata={
+    settings, layout = step_settings(context, actgeo.settings()), actgeo.layout()
+
+    def capture(shard: str) -> tuple[dict, str | None]:
+        context.log.info(f"capturing {shard}: {settings.describe()} ({settings.torch_threads} torch threads)")
+        captured = capture_shard(settings, layout, shard)
+        context.log.info(f"{shard}: {captured.rows} activations, stats {captured.stats}")
+        return {
             "rows": captured.rows,
             "dim": captured.dim,
             "path": dg.MetadataValue.path(str(captured.path)),
             "sha256": captured.sha256,
             "sources": dg.MetadataValue.md(table_md(["source", "tokens"], sorted(captured.sources.items()))),
             "capture_stats": dg.MetadataValue.json({k: v for k, v in captured.stats.items() if _plain(v)}),
-        },
-        data_version=dg.DataVersion(captured.sha256 or str(captured.rows)),
-    )
+        }, captured.sha256 or str(captured.rows)
+
+    return materialize_each(context, capture)
 
 
 @dg.asset(
@@ -73,35 +77,46 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     "diagnostics; zero-norm or non-finite rows are excluded and counted.",
 )
 def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
-    settings, shard = actgeo.settings(), context.partition_key
-    unit = normalize_shard(settings, actgeo.layout(), shard)
-    diag = unit.diagnostics
-    norms_ok = unit.max_norm_error <= 1e-5
-    if not norms_ok:  # blocking: the shard stays stale, so no tile joins it and a rerun recomputes it
-        invalidate_normalized(actgeo.layout(), shard)
-    context.log.info(f"{shard}: {unit.rows} unit rows ({unit.normalization}); report {unit.report}")
-    yield dg.MaterializeResult(metadata={
-        "rows": unit.rows,
-        "normalization": unit.normalization,
-        "excluded": int(unit.report.get("n_excluded", 0)),  # rows dropped: not finite or zero norm
-        "excluded_by_reason": dg.MetadataValue.json(unit.report.get("excluded", {})),
-        "normalize_report": dg.MetadataValue.json(unit.report),
-        "diagnostics": dg.MetadataValue.json(diag),
-        "path": dg.MetadataValue.path(str(unit.path)),
-    }, data_version=dg.DataVersion(unit.sha256))
-    yield dg.AssetCheckResult(check_name="unit_norms", passed=norms_ok,
-                              metadata={"max_norm_error": unit.max_norm_error, "rows": unit.rows})
-    median = (diag.get("pairwise") or {}).get("median")
-    near = bool(diag.get("near_complete", False))
+    settings, layout = actgeo.settings(), actgeo.layout()
+    units: dict = {}
+
+    def normalize(shard: str) -> tuple[dict, str | None]:
+        unit = units[shard] = normalize_shard(settings, layout, shard)
+        if unit.max_norm_error > NORM_TOLERANCE:  # blocking: the shard stays stale, so no tile joins it
+            invalidate_normalized(layout, shard)  # and a rerun recomputes it
+        context.log.info(f"{shard}: {unit.rows} unit rows ({unit.normalization}); report {unit.report}")
+        return {
+            "rows": unit.rows,
+            "normalization": unit.normalization,
+            "excluded": int(unit.report.get("n_excluded", 0)),  # rows dropped: not finite or zero norm
+            "excluded_by_reason": dg.MetadataValue.json(unit.report.get("excluded", {})),
+            "normalize_report": dg.MetadataValue.json(unit.report),
+            "diagnostics": dg.MetadataValue.json(unit.diagnostics),
+            "path": dg.MetadataValue.path(str(unit.path)),
+        }, unit.sha256
+
+    yield materialize_each(context, normalize)
+    # One result per check and run: over every shard of the run (one, except in a backfill's single run).
+    several = len(units) > 1
+    bad = [s for s, u in units.items() if u.max_norm_error > NORM_TOLERANCE]
+    yield dg.AssetCheckResult(check_name="unit_norms", passed=not bad, metadata={
+        "max_norm_error": max(u.max_norm_error for u in units.values()),
+        "rows": sum(u.rows for u in units.values()),
+        **({"shards": len(units), "failed_shards": ", ".join(bad) or "none"} if several else {})})
+    diags = {s: u.diagnostics for s, u in units.items()}
+    medians = [m for d in diags.values() if (m := (d.get("pairwise") or {}).get("median")) is not None]
+    near = [s for s, d in diags.items() if d.get("near_complete", False)]
     yield dg.AssetCheckResult(
         check_name="graph_not_near_complete",
         passed=not near,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"median_pairwise_cosine": float(median) if median is not None else float("nan"),
-                  "edge_density": float(diag.get("edge_density") or 0.0),
-                  "predicted_edges": int(diag.get("predicted_edges") or 0),
-                  "threshold": settings.threshold},
-        description=diag.get("warning") if near else None,
+        metadata={"median_pairwise_cosine": float(max(medians)) if medians else float("nan"),
+                  "edge_density": float(max(d.get("edge_density") or 0.0 for d in diags.values())),
+                  "predicted_edges": int(sum(d.get("predicted_edges") or 0 for d in diags.values())),
+                  "threshold": settings.threshold,
+                  **({"shards": len(units), "near_complete_shards": ", ".join(near) or "none"} if several else {})},
+        description="; ".join(f"{s}: {diags[s].get('warning')}" if several else str(diags[s].get("warning"))
+                              for s in near) or None,
     )
 
 

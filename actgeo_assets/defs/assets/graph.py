@@ -17,7 +17,7 @@ from actgeo_assets.defs.metadata import (
     sweep_table,
     table_md,
 )
-from actgeo_assets.defs.partitions import pair_partitions
+from actgeo_assets.defs.partitions import materialize_each, pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.graph import (
@@ -43,22 +43,26 @@ from actgeo_assets.lib.stages.graph import (
     "(tiled GEMM, never the similarity matrix or the edge list): at most n_a + n_b - 1 edges.",
 )
 def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    settings = actgeo.settings()
-    tile = compute_tile(settings, actgeo.layout(), context.partition_key)
-    rate = tile.pairs_compared / max(tile.seconds, 1e-9)
-    pruned = (f", {1 - tile.pairs_compared / max(tile.pairs_total, 1):.0%} of {tile.pairs_total:,} skipped inside "
-              f"components known at {settings.prune_at}" if settings.prune_at is not None else "")
-    context.log.info(f"{tile.pair}: {tile.forest_edges} forest edges from {tile.pairs_compared:,} "
-                     f"pairs in {tile.seconds:.2f}s ({rate / 1e6:.1f} Mpairs/s){pruned}")
-    return dg.MaterializeResult(metadata={
-        "forest_edges": tile.forest_edges,
-        "pairs_compared": tile.pairs_compared,
-        "pairs_total": tile.pairs_total,
-        **({"prune_at": settings.prune_at} if settings.prune_at is not None else {}),
-        "seconds": tile.seconds,
-        "min_threshold": settings.min_threshold,
-        "path": dg.MetadataValue.path(str(tile.path)),
-    }, data_version=dg.DataVersion(tile.sha256))
+    settings, layout = actgeo.settings(), actgeo.layout()
+
+    def tile_forest(pair: str) -> tuple[dict, str | None]:
+        tile = compute_tile(settings, layout, pair)
+        rate = tile.pairs_compared / max(tile.seconds, 1e-9)
+        pruned = (f", {1 - tile.pairs_compared / max(tile.pairs_total, 1):.0%} of {tile.pairs_total:,} skipped "
+                  f"inside components known at {settings.prune_at}" if settings.prune_at is not None else "")
+        context.log.info(f"{tile.pair}: {tile.forest_edges} forest edges from {tile.pairs_compared:,} "
+                         f"pairs in {tile.seconds:.2f}s ({rate / 1e6:.1f} Mpairs/s){pruned}")
+        return {
+            "forest_edges": tile.forest_edges,
+            "pairs_compared": tile.pairs_compared,
+            "pairs_total": tile.pairs_total,
+            **({"prune_at": settings.prune_at} if settings.prune_at is not None else {}),
+            "seconds": tile.seconds,
+            "min_threshold": settings.min_threshold,
+            "path": dg.MetadataValue.path(str(tile.path)),
+        }, tile.sha256
+
+    return materialize_each(context, tile_forest)
 
 
 @dg.asset(
