@@ -8,7 +8,10 @@ for the merge, and a nightly schedule as the backstop.
   requests at most ``SENSOR_MAX_RUNS_PER_TICK`` runs a tick (creating a run costs the daemon about half a
   second, so 210 tiles at once made one tick of two minutes), topping the stage up on later ticks with its
   partitions that have no queued or running run; a later stage waits until the runs of the one before it
-  are done, so each stage sees the last one's outputs.
+  are done, so each stage sees the last one's outputs. A partition whose last sensor run FAILED is not
+  requested again while its inputs are unchanged (the run carries ``actgeo/inputs``, a fingerprint of the
+  settings and of the shard sources it reads): a bad file does not fail every 15 s forever; changing the
+  file, the settings, or re-executing the run from the UI retries it.
 - ``components`` and ``component_cards`` carry ``AutomationCondition.eager()``: once the tiles are in,
   ``default_automation_condition_sensor`` re-merges and re-renders the cards.
 - Both sensors run by default (``make ui`` starts the daemon that ticks them every 15 s), so a file added
@@ -17,14 +20,21 @@ for the merge, and a nightly schedule as the backstop.
   tick was missed.
 """
 
+import hashlib
+import json
+
 import dagster as dg
 
 from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.incremental import plan, source_fingerprints
+from actgeo_assets.lib.settings import RunSettings
 
 SENSOR_TAG = "actgeo/sensor"
+#: Fingerprint of what a sensor run reads (settings + its shards' sources): a failed run is retried only when
+#: this changes.
+INPUTS_TAG = "actgeo/inputs"
 #: The tag in which Dagster records a run's partition key.
 PARTITION_TAG = "dagster/partition"
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -78,15 +88,42 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
     busy = {run.tags.get(PARTITION_TAG) for run in active}
-    todo = [p for p in parts if p not in busy]
+    inputs = {p: inputs_fingerprint(settings, fingerprints, p) for p in parts}
+    failed = _failed_with_same_inputs(context, job, inputs)
+    todo = [p for p in parts if p not in busy and p not in failed]
     if not todo:
-        return dg.SensorResult(dynamic_partitions_requests=requests,
-                               skip_reason=dg.SkipReason(f"waiting for {len(active)} runs of {asset}"))
+        reason = (f"waiting for {len(active)} runs of {asset}" if active else
+                  f"{asset}: the last run of {', '.join(str(p) for p in sorted(failed, key=str)[:5])}"
+                  f"{' ...' if len(failed) > 5 else ''} failed and its inputs have not changed since "
+                  f"(run {next(iter(failed.values()))}); fix the input or re-execute that run from the UI")
+        return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=dg.SkipReason(reason))
     batch = todo[:SENSOR_MAX_RUNS_PER_TICK]
-    context.log.info(f"stale {asset}: {len(parts)} partitions, {len(busy)} queued or running, requesting "
-                     f"{len(batch)}: {batch}")
-    runs = [dg.RunRequest(job_name=job, partition_key=p, tags={SENSOR_TAG: context.sensor_name}) for p in batch]
+    context.log.info(f"stale {asset}: {len(parts)} partitions, {len(busy)} queued or running, {len(failed)} failed "
+                     f"with unchanged inputs, requesting {len(batch)}: {batch}")
+    runs = [dg.RunRequest(job_name=job, partition_key=p,
+                          tags={SENSOR_TAG: context.sensor_name, INPUTS_TAG: inputs[p]}) for p in batch]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+def inputs_fingerprint(settings: RunSettings, fingerprints: dict[str, str], partition: str | None) -> str:
+    """sha256 (16 hex) of the settings' run key and the sources of the shards ``partition`` reads (a shard, a
+    pair ``a__b``, or None: every shard)."""
+    shards = sorted(fingerprints) if partition is None else partition.split("__")
+    blob = json.dumps([settings.run_key(), [(s, fingerprints.get(s)) for s in shards]],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _failed_with_same_inputs(context: dg.SensorEvaluationContext, job: str,
+                             inputs: dict[str | None, str]) -> dict[str | None, str]:
+    """Partition -> id of its latest sensor run of ``job`` when that run FAILED with the same inputs."""
+    runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=job, tags={SENSOR_TAG: context.sensor_name}),
+                                     limit=max(50, 4 * len(inputs)))
+    latest: dict[str | None, dg.DagsterRun] = {}
+    for run in runs:  # newest first
+        latest.setdefault(run.tags.get(PARTITION_TAG), run)
+    return {p: run.run_id for p, run in latest.items()
+            if p in inputs and run.status == dg.DagsterRunStatus.FAILURE and run.tags.get(INPUTS_TAG) == inputs[p]}
 
 
 def _writer(lock: object) -> str | None:

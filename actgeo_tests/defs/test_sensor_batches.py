@@ -12,7 +12,13 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from actgeo_assets.definitions import defs
-from actgeo_assets.defs.automation import PARTITION_TAG, SENSOR_MAX_RUNS_PER_TICK, SENSOR_TAG, shard_sensor
+from actgeo_assets.defs.automation import (
+    INPUTS_TAG,
+    PARTITION_TAG,
+    SENSOR_MAX_RUNS_PER_TICK,
+    SENSOR_TAG,
+    shard_sensor,
+)
 from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.resources import ActgeoResource
 
@@ -34,10 +40,12 @@ def _tick(resource: ActgeoResource, instance: dg.DagsterInstance) -> dg.SensorRe
     return shard_sensor(ctx)
 
 
-def _queue(instance: dg.DagsterInstance, job: str, partitions: list[str | None]) -> None:
-    """Record running runs of ``job`` (one per partition) with the tags the sensor gives its requests."""
+def _queue(instance: dg.DagsterInstance, job: str, partitions: list[str | None],
+           requests: list[dg.RunRequest] | None = None) -> None:
+    """Record running runs of ``job`` (one per partition) with the tags the sensor gave its requests."""
+    given = {r.partition_key: dict(r.tags) for r in requests or []}
     for p in partitions:
-        tags = {SENSOR_TAG: "shard_sensor", **({PARTITION_TAG: p} if p else {})}
+        tags = {SENSOR_TAG: "shard_sensor", **({PARTITION_TAG: p} if p else {}), **given.get(p, {})}
         create_run_for_test(instance, job_name=job, status=dg.DagsterRunStatus.STARTED, tags=tags)
 
 
@@ -56,7 +64,7 @@ def test_requests_are_capped_and_topped_up_without_repeats(resource: ActgeoResou
             assert {r.job_name for r in result.run_requests} == {capture}
             assert all(r.tags[SENSOR_TAG] == "shard_sensor" for r in result.run_requests)
             requested += batch
-            _queue(instance, capture, batch)
+            _queue(instance, capture, batch, result.run_requests)
         # every shard requested exactly once, in order, over ceil(25 / cap) ticks
         assert requested == expected
         assert result.skip_reason.skip_message == f"waiting for {N_SHARDS} runs of raw_activations"
@@ -77,3 +85,38 @@ def test_waits_for_another_stages_runs(resource: ActgeoResource) -> None:
         with dg.instance_for_test() as other:
             create_run_for_test(other, job_name=STAGE_JOBS["edge_tiles"].name, status=dg.DagsterRunStatus.STARTED)
             assert len(_tick(resource, other).run_requests) == SENSOR_MAX_RUNS_PER_TICK
+
+
+def test_a_failed_partition_is_not_retried_until_its_inputs_change(resource: ActgeoResource) -> None:
+    """A run that failed (a bad file, a bug) is not requested every tick forever: only when what it reads
+    changes (here: the settings), or when the user re-executes it. A canceled run is requested again."""
+    capture = STAGE_JOBS["raw_activations"].name
+    with dg.instance_for_test() as instance:
+        first = _tick(resource, instance)
+        assert all(len(r.tags[INPUTS_TAG]) == 16 for r in first.run_requests)
+        _queue(instance, capture, [r.partition_key for r in first.run_requests], first.run_requests)
+        runs = {r.tags[PARTITION_TAG]: r for r in instance.get_runs()}
+        instance.report_run_failed(runs["shard-003"])
+        instance.report_run_canceled(runs["shard-004"])
+        again = [r.partition_key for r in _tick(resource, instance).run_requests]
+        assert "shard-003" not in again  # failed, inputs unchanged
+        assert again[0] == "shard-004"  # canceled: requested again, before the shards never requested
+        # the same failure, other inputs (another budget: another run key): requested again
+        changed = ActgeoResource(profile="demo", data_dir=resource.data_dir, model=resource.model, layer=2,
+                                 corpus=resource.corpus, n_shards=N_SHARDS, budget=2500)
+        assert "shard-003" in [r.partition_key for r in _tick(changed, instance).run_requests]
+
+
+def test_the_skip_reason_names_a_failed_partition(resource: ActgeoResource) -> None:
+    capture = STAGE_JOBS["raw_activations"].name
+    one = ActgeoResource(profile="demo", data_dir=resource.data_dir, model=resource.model, layer=2,
+                         corpus=resource.corpus, n_shards=1, budget=100)
+    with dg.instance_for_test() as instance:
+        first = _tick(one, instance)
+        _queue(instance, capture, ["shard-000"], first.run_requests)
+        (run,) = instance.get_runs()
+        instance.report_run_failed(run)
+        result = _tick(one, instance)
+        assert not result.run_requests
+        message = result.skip_reason.skip_message
+        assert "shard-000" in message and run.run_id in message and "inputs have not changed" in message
