@@ -600,7 +600,10 @@ let percMarker = null;
   el("text", {x: (L + W - R) / 2, y: 375, "text-anchor": "middle"}, svg, "cosine threshold");
   el("line", {x1: x(D.threshold), x2: x(D.threshold), y1: 10, y2: 340, stroke: "#333",
               "stroke-dasharray": "4 3", "pointer-events": "none"}, svg);
-  el("text", {x: x(D.threshold) + 4, y: 192, class: "halo"}, svg, `run's threshold ${D.threshold}`);
+  // label on the side with room (the threshold is the sweep's last point in a pruned run)
+  const thLeft = x(D.threshold) > (L + W - R) / 2;
+  el("text", {x: thLeft ? x(D.threshold) - 4 : x(D.threshold) + 4, y: 192, "text-anchor": thLeft ? "end" : "start",
+              class: "halo"}, svg, `run's threshold ${D.threshold}`);
   if (D.transition) {
     const tc = D.transition.t_c;
     el("rect", {x: x(tc) - 3, y: 10, width: 6, height: 330, fill: "#7d3c98", "fill-opacity": 0.15,

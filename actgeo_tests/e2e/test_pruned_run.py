@@ -100,3 +100,29 @@ def test_prune_at_rules() -> None:
     scale = ActgeoResource(profile="scale").settings()
     assert (scale.prune_at, scale.budget, scale.n_shards, len(scale.pair_keys)) == (0.7, 1_000_000, 20, 210)
     assert "prune_at" not in base.run_key()  # an unpruned run keeps the id it had before pruning existed
+
+
+CLIPPED_JS = """() => {
+    const svg = document.querySelector('svg#percolation').getBoundingClientRect();
+    return [...document.querySelectorAll('svg#percolation text')].map(t => [t.textContent, t.getBoundingClientRect()])
+        .filter(([, b]) => b.left < svg.left - 0.5 || b.right > svg.right + 0.5).map(([s]) => s);
+}"""
+
+
+@pytest.mark.browser
+def test_pruned_explorer_labels_fit_the_percolation_figure(pruned) -> None:
+    """The run's threshold is the pruned sweep's last point: its label and the transition's are drawn on the
+    side with room, inside the figure (in Chromium)."""
+    from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
+
+    require_chromium()
+    resource, _ = pruned
+    with chromium_context(viewport=(1300, 900), timeout_ms=30_000) as ctx:
+        page = ctx.new_page()
+        page.goto(resource.layout().explorer.as_uri(), wait_until="load")
+        page.locator("svg#percolation text").first.wait_for()
+        labels = page.locator("svg#percolation text").all_text_contents()
+        assert any("run's threshold 0.5" in t for t in labels), labels
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        page.locator("svg#percolation").screenshot(path=str(TEST_OUTPUT / "explorer-pruned-percolation.png"))
+        assert page.evaluate(CLIPPED_JS) == []
