@@ -2,11 +2,13 @@
 
     python benchmarks/bench_graph.py [--quick] [--acts PATH.npy] [--repeats 3] [--out benchmarks/results/graph.md]
 
-All methods run in this one process on the same data, each ``--repeats`` times (median reported), and
-their partitions are asserted identical. Peak memory is measured separately: each method runs once in a
+All methods run in this one process on the same data, each ``--repeats`` times (median reported; the
+repeats are interleaved across methods), and their partitions are asserted identical. Peak memory is measured separately: each method runs once in a
 child process that reports its ru_maxrss increase over the data alone. The machine's fp32 GEMM peak
 (torch.mm of 4096 x 4096, repeated) is measured in the same run, and actgeo's achieved GFLOP/s on the
-pairs it actually computed (2*d flop per pair, landmark pass included) is reported as a fraction of it.
+work it actually did (2*(k+1) flop per pair of the rank-k bound GEMM, 2*d per pair given the full dot,
+landmark pass included) is reported as a fraction of it, with its phases (``stats["seconds"]``). The
+actgeo row without the prefilter (``rank=0``, the previous method) runs too, for comparison.
 
 Synthetic "activation-like" data: unit vectors around Zipf-sized clusters whose centres share a mean
 direction, with log-normal per-point noise, tuned so that ~75% of the points form one giant component
@@ -69,6 +71,12 @@ def run_actgeo(x: np.ndarray, t: float, stats: dict[str, Any] | None = None) -> 
     return cosine_components(x, t, device="cpu", stats=stats)
 
 
+def run_actgeo_plain(x: np.ndarray, t: float) -> np.ndarray:
+    from actgeo_assets.lib.graph import cosine_components
+
+    return cosine_components(x, t, device="cpu", rank=0)
+
+
 def run_actgeo_forest(x: np.ndarray, t: float) -> np.ndarray:
     from actgeo_assets.lib.graph import single_linkage_forest
 
@@ -103,6 +111,7 @@ def run_dbscan(x: np.ndarray, t: float) -> np.ndarray:
 
 METHODS = {
     "actgeo cosine_components": run_actgeo,
+    "actgeo cosine_components, no prefilter (rank=0)": run_actgeo_plain,
     "actgeo single_linkage_forest(min 0.5, exact 0.7)": run_actgeo_forest,
     "faiss IndexFlatIP.range_search + scipy CC": run_faiss,
     "sklearn DBSCAN(min_samples=1, cosine, brute)": run_dbscan,
@@ -172,6 +181,32 @@ def _reset_peak() -> bool:
         return False
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _blas_threads() -> str:
+    """numpy's BLAS thread count (threadpoolctl) and torch's intra-op threads."""
+    import torch
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        blas = ", ".join(sorted({f"{i['internal_api']} {i['num_threads']}" for i in pools}))
+    except ImportError:
+        blas = "n/a"
+    return f"{blas}; torch {torch.get_num_threads()}"
+
+
 def load_source(source: str, n: int, d: int) -> np.ndarray:
     if source == "synthetic":
         return synthetic_activations(n, d)
@@ -203,29 +238,40 @@ def bench_case(
     print(f"\n== {name}: {n:,} x {d}", flush=True)
     results: dict[str, Any] = {"name": name, "n": n, "d": d, "methods": {}, "skipped": skipped}
     labels_ref = None
-    for m in methods:
-        times = []
-        labels = None
-        stats: dict[str, Any] = {}
-        for _ in range(repeats):
+    # repeats interleaved across methods (round r runs every method once), so load from other jobs on this
+    # shared machine falls on all methods alike rather than on whichever ran during a busy minute
+    runs: dict[str, list[float]] = {m: [] for m in methods}
+    last: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
+    for _ in range(repeats):
+        for m in methods:
             gc.collect()
-            stats = {}
+            st: dict[str, Any] = {}
             t0 = time.perf_counter()
-            labels = (
-                run_actgeo(x, THRESHOLD, stats)
-                if m == "actgeo cosine_components"
-                else METHODS[m](x, THRESHOLD)
-            )
-            times.append(time.perf_counter() - t0)
+            out = run_actgeo(x, THRESHOLD, st) if m == "actgeo cosine_components" else METHODS[m](x, THRESHOLD)
+            runs[m].append(time.perf_counter() - t0)
+            last[m] = (out, st)
+    for m in methods:
+        times = runs[m]
+        labels, stats = last[m]
         if labels_ref is None:
             labels_ref = labels
             results["summary"] = component_summary(labels, top=5)
         same = bool((labels == labels_ref).all())
         entry: dict[str, Any] = {"median_s": median(times), "times": times, "identical": same}
         if m == "actgeo cosine_components":
-            pairs = stats.get("pairs_computed", 0) + stats.get("landmark_pairs", 0)
-            entry["pairs_fraction"] = pairs / (n * (n - 1) / 2)
-            entry["gflops"] = 2 * d * pairs / median(times) / 1e9
+            total = n * (n - 1) / 2
+            k = stats.get("rank", 0)
+            bound = stats.get("bound_pairs", 0)
+            visited = stats.get("verified_pairs", 0) if k else stats.get("pairs_computed", 0)
+            full = stats.get("landmark_pairs", 0) + visited
+            entry["pairs_fraction"] = (stats.get("pairs_computed", 0) + stats.get("landmark_pairs", 0)) / total
+            entry["full_fraction"] = full / total
+            entry["rank"] = k
+            entry["survivors_fraction"] = stats.get("survivors", 0) / total
+            entry["certified"] = stats.get("certified", 0)
+            entry["seconds"] = stats.get("seconds", {})
+            entry["sample_survivors"] = stats.get("prefilter_sample_survivors")
+            entry["gflops"] = (2 * (k + 1) * bound + 2 * d * full) / median(times) / 1e9
         if memory:
             entry["memory"] = child_memory(m, data_path)
         results["methods"][m] = entry
@@ -244,12 +290,14 @@ def write_markdown(path: Path, cases: list[dict[str, Any]], peak: float, args: a
         "## Graph step (connected components at cosine >= 0.7)",
         "",
         f"Measured by `python benchmarks/bench_graph.py{' --quick' if args.quick else ''}"
-        f"{' --acts ' + args.acts if args.acts else ''}` on {platform.machine()} with {os.cpu_count()} cores "
+        f"{' --acts ' + args.acts if args.acts else ''}` on {_cpu_model()} ({platform.machine()}, "
+        f"{os.cpu_count()} logical cores; BLAS threads {_blas_threads()}) "
         f"(load average at start {os.getloadavg()[0]:.1f}; other jobs share this machine, so times are noisy). "
         f"fp32 GEMM peak (torch.mm 4096x4096, best of 5, measured before and after every case; the best "
         f"seen): **{peak:.0f} GFLOP/s**. "
-        f"Median of {args.repeats} runs in one process; every method's partition is asserted identical to "
-        "actgeo's. Peak memory: a child process loads the data and imports everything, resets its peak-RSS "
+        f"Median of {args.repeats} runs in one process (round r runs every method once, so load from other "
+        "jobs falls on all alike); every method's partition is asserted identical to actgeo's. "
+        "Peak memory: a child process loads the data and imports everything, resets its peak-RSS "
         "mark, runs the method once and reports the peak RSS above the RSS it started from (the method's "
         "own working memory; the data itself is not counted).",
         "",
@@ -273,10 +321,29 @@ def write_markdown(path: Path, cases: list[dict[str, Any]], peak: float, args: a
             )
             first = False
         a = c["methods"]["actgeo cosine_components"]
+        sec = a.get("seconds", {})
+        phases = ", ".join(f"{k} {v:.2f} s" for k, v in sec.items())
+        work = (
+            f"bounded {a['pairs_fraction']:.0%} of the pairs with a rank-{a['rank']} GEMM (landmark pass "
+            f"included), {a['survivors_fraction']:.2%} of the pairs survived the bound "
+            f"({a['certified']:,} of them proved edges by the lower bound), {a['full_fraction']:.1%} of the "
+            f"pairs got the full d-dimensional dot (landmark pass and verification sub-GEMMs included); "
+            f"phases: {phases}; "
+            if a.get("rank")
+            else (
+                f"ran without the prefilter ({a['sample_survivors']:.0%} of a 2,048-row sample's pairs survived "
+                "the rank-128 bound, above the 20% where it pays), "
+                if a.get("sample_survivors") is not None
+                else ""
+            )
+            + f"computed {a['pairs_fraction']:.0%} of the pairs (landmark pass included) "
+        )
+        plain = c["methods"].get("actgeo cosine_components, no prefilter (rank=0)")
         notes.append(
-            f"- {c['name']} {c['n']:,} x {c['d']}: actgeo computed {a['pairs_fraction']:.0%} of the pairs "
-            f"(landmark pass included) at {a['gflops']:.0f} GFLOP/s = {a['gflops'] / c['gemm_peak']:.0%} of the "
+            f"- {c['name']} {c['n']:,} x {c['d']}: actgeo {work}"
+            f"at {a['gflops']:.0f} GFLOP/s = {a['gflops'] / c['gemm_peak']:.0%} of the "
             f"GEMM peak measured around this case ({c['gemm_peak']:.0f} GFLOP/s)."
+            + (f" Prefilter speed-up over rank=0: {plain['median_s'] / a['median_s']:.1f}x." if plain else "")
             + (
                 " Speed-up over the fastest peer: "
                 f"{min(e['median_s'] for m, e in c['methods'].items() if not m.startswith('actgeo')) / a['median_s']:.1f}x."
@@ -288,11 +355,19 @@ def write_markdown(path: Path, cases: list[dict[str, Any]], peak: float, args: a
             notes.append(f"- {c['name']} {c['n']:,} x {c['d']}: {m} skipped ({why}).")
     lines += ["", *notes, ""]
     lines += [
-        "actgeo: tiled fp32 GEMM (numpy/OpenBLAS) over the upper triangle only, candidates within the fp32 "
-        "error bound of the threshold rechecked in float64 (exact partition), sub-tiles reduced to spanning "
-        "forests on the spot, landmark pruning with dynamic re-ordering (skips pairs already known to share a "
-        "component). faiss computes the full N x N (both triangles) in fp32 and materializes every edge; "
-        "DBSCAN computes cosine distances chunk by chunk and keeps every neighbourhood.",
+        "actgeo cosine_components (CPU, d >= 512): a provable low-rank prefilter "
+        "(actgeo_assets/lib/graph/lowrank.py). Rows are split on the top k = 128 principal directions P of a "
+        "row sample: x.y <= xP.yP + |x_R||y_R| (Cauchy-Schwarz), so one (k+1)-dimensional fp32 GEMM of "
+        "z = [xP, |x_R|] bounds every pair, with the fp32 rounding of the projection and of that GEMM "
+        "bounded a priori and subtracted; pairs whose bound is below t are skipped, the survivors get the full "
+        "fp32 dot (a sub-GEMM of the rows and columns they touch, or gathered dots) and the float64 recheck "
+        "within the fp32 error bound of t (exact partition), in decreasing order of their bound, skipping "
+        "pairs whose ends are already connected; survivors whose lower bound xP.yP - |x_R||y_R| clears t are "
+        "edges without a dot. Around it: the landmark pass (full fp32 GEMM) and the pruned tile pass with "
+        "dynamic re-ordering (pairs already known to share a component are skipped). 'no prefilter (rank=0)': "
+        "the same tile pass with the full fp32 GEMM on every pair it visits. faiss computes the full N x N "
+        "(both triangles) in fp32 and materializes every edge; DBSCAN computes cosine distances chunk by chunk "
+        "and keeps every neighbourhood.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,15 @@ them. Merging the tiles with the shard forests is exact for every cut ``<= p``; 
 shards only is exact for those rows (what the N-scaling curve needs), since every skipped pair is joined by
 edges among the tile's own two shards.
 
+Low-rank prefilter
+------------------
+On the CPU, :func:`cosine_components` (with pruning, d >= 512) first bounds every pair it visits from above
+by a (k+1)-dimensional fp32 GEMM, ``x.y <= xP.yP + |x_R||y_R|`` with ``P`` the top k = 128 principal
+directions of a row sample, every rounding bounded a priori; only pairs whose bound reaches the threshold
+get the full dot and the recheck above, so the labels are unchanged (argument and error terms in
+:mod:`actgeo_assets.lib.graph.lowrank`). It turns itself off where most sample pairs survive the bound
+(``rank=0`` turns it off, ``rank=k`` forces it); the forest functions never use it.
+
 Devices
 -------
 ``device="auto"`` runs on CUDA when torch sees one (all sub-tiles on the GPU, tf32 GEMM with the float64

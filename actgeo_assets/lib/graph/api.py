@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from actgeo_assets.lib.graph.backend_numpy import _NumpyBackend
 from actgeo_assets.lib.graph.backends import _resolve_device, _TileSpec
 from actgeo_assets.lib.graph.exactness import (
     _lo32,
@@ -18,6 +19,7 @@ from actgeo_assets.lib.graph.exactness import (
 from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _Labels
 from actgeo_assets.lib.graph.hierarchy import SingleLinkageForest
 from actgeo_assets.lib.graph.labels import canonical_labels
+from actgeo_assets.lib.graph.lowrank import DEFAULT_RANK, lowrank_components_labels
 from actgeo_assets.lib.graph.schedule import (
     DEFAULT_LANDMARKS,
     DEFAULT_TILE_CPU,
@@ -109,6 +111,19 @@ def _forest_pass(
         "error_bound": eps,
     }
     return src, dst, w, meta
+
+
+def _prefilter_rank(rank: int | None, numpy_backend: bool, d: int, prune: bool) -> int:
+    """k of the low-rank prefilter for :func:`cosine_components` (0 = none); ValueError for a bad ``rank``.
+    ``numpy_backend``: the device is ``cpu`` (the prefilter does not run on the torch backends); by default
+    only with pruning (N above four sub-tiles: below, the plain pass is as fast as choosing directions)."""
+    if rank is None:
+        return DEFAULT_RANK if numpy_backend and prune and d >= 4 * DEFAULT_RANK else 0
+    if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or not 0 <= rank < d:
+        raise ValueError(f"rank must be an integer in [0, {d}) (d = {d} columns; 0 = no prefilter), got {rank!r}")
+    if rank and not numpy_backend:
+        raise ValueError("rank (the low-rank prefilter) needs device='cpu'; the torch backends do not run it")
+    return int(rank)
 
 
 def _tile_size(tile_size: int | None, backend_name: str) -> int:
@@ -232,12 +247,17 @@ def cosine_components(
     n_landmarks: int = DEFAULT_LANDMARKS,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Canonical labels int64 [N] of the connected components of the graph linking ``i != j`` iff the
     float64 dot of rows ``x[i]``, ``x[j]`` is ``>= threshold`` (exact: see the module docstring).
 
     ``prune``: landmark pruning at ``threshold`` (identical result); ``None`` = on when N exceeds four
-    sub-tiles. ``stats``: optional dict filled with tile counts."""
+    sub-tiles. ``stats``: optional dict filled with tile counts. ``rank`` (CPU only): k of the provable
+    low-rank prefilter of :mod:`actgeo_assets.lib.graph.lowrank` (identical result; a (k+1)-dimensional
+    GEMM bounds every pair and only the survivors get the full dot); ``None`` = ``DEFAULT_RANK`` when the
+    device is the CPU, pruning is on, ``d >= 4 * DEFAULT_RANK`` and at most ``AUTO_MAX_SURVIVORS`` of a
+    row sample's pairs survive the bound (else the plain pass), ``0`` = off, else ``1 <= rank < d`` (always used)."""
     x = as_matrix(x)
     t = check_threshold(threshold)
     max_norm = validate_rows(x)
@@ -247,6 +267,14 @@ def cosine_components(
     n = x.shape[0]
     if prune is None:
         prune = n > 4 * tile
+    k = _prefilter_rank(rank, isinstance(backend, _NumpyBackend), x.shape[1], prune)
+    if k:
+        labels = lowrank_components_labels(
+            x, t, eps=eps, max_norm=max_norm, rank=k, tile=tile,
+            n_landmarks=_n_landmarks(n, n_landmarks) if prune else 0, prune=prune, progress=progress, stats=stats,
+            auto=rank is None,
+        )
+        return canonical_labels(labels.lab)
     spec = _TileSpec(_lo32(t - eps), t, eps, (t,), False)
     labels = _Labels(n)
     if prune:
