@@ -175,6 +175,9 @@ def test_makefile_instance_limits_the_heavy_steps(tmp_path: Path) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         config = instance.get_concurrency_config()
         assert config.pool_config.default_pool_limit == 1
+        # enforced at dequeue: a queued run never starts to busy-wait on the pool beside the running one
+        assert config.pool_config.pool_granularity.value == "run"
+        assert config.run_queue_config.should_block_op_concurrency_limited_runs
         assert config.run_queue_config.max_concurrent_runs == 2
         assert pool_limit(instance) == 1
         context = SimpleNamespace(instance=instance)
