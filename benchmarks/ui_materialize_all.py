@@ -57,8 +57,11 @@ def run_cli(env: dict[str, str], layers: bool) -> float:
     t0 = time.perf_counter()
     commands = [["run", "--profile", "demo", "--force"]] + ([["layers", "--profile", "demo"]] if layers else [])
     for args in commands:
-        subprocess.run([str(REPO / ".venv/bin/actgeo"), *args], cwd=REPO, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run([str(REPO / ".venv/bin/actgeo"), *args], cwd=REPO, env=env, capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise SystemExit(f"actgeo {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}"
+                             f"{done.stderr[-2000:]}")
     return time.perf_counter() - t0
 
 
