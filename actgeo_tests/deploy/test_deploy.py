@@ -84,12 +84,15 @@ def test_deploy_instance_stores_runs_and_events_in_postgres(tmp_path, monkeypatc
             assert events.get("ASSET_MATERIALIZATION") == 1
             assert events.get("PIPELINE_SUCCESS") == 1
 
-            # The materialization reads back through the instance, and the GPU pool took the default
-            # limit from dagster.yaml when the step claimed its slot.
+            # The materialization reads back through the instance, and the GPU pool has dagster.yaml's
+            # default limit, enforced when a run is dequeued (run granularity: no step claims, so no step
+            # busy-waits on the pool inside a started run).
             latest = instance.get_latest_materialization_event(dg.AssetKey("deploy_probe"))
             assert latest is not None and latest.run_id == result.run_id
+            assert concurrency.pool_config.pool_granularity.value == "run"
+            assert concurrency.run_queue_config.should_block_op_concurrency_limited_runs
             pool = instance.event_log_storage.get_concurrency_info("actgeo_gpu")
-            assert pool.slot_count == 1 and pool.using_default_limit
+            assert pool.limit == 1 and pool.using_default_limit
             assert pool.claimed_slots == []
         finally:
             instance.dispose()
