@@ -700,3 +700,15 @@ def test_images_run_as_a_non_root_user():
 def test_instance_monitors_runs():
     assert _yaml("dagster.yaml")["run_monitoring"]["enabled"] is True
     assert _yaml("helm/values.yaml")["dagsterDaemon"]["runMonitoring"]["enabled"] is True
+
+
+def test_backfills_are_one_run_per_stage_locally_and_per_partition_on_kubernetes(monkeypatch) -> None:
+    """Locally a backfill runs each partitioned stage as one run (one process, one model load); on Kubernetes
+    each partition stays its own run, so a backfill spreads the shards and tiles over pods."""
+    from actgeo_assets.definitions import SINGLE_RUN_BACKFILL, build_defs
+
+    local, k8s = build_defs("local"), build_defs("k8s")
+    for key in SINGLE_RUN_BACKFILL:
+        assert local.resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.single_run(), key
+        assert k8s.resolve_assets_def(key).backfill_policy is None, key
+    assert set(SINGLE_RUN_BACKFILL) == {"raw_activations", "normalized", "edge_tiles"}
