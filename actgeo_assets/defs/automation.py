@@ -22,6 +22,7 @@ for the merge, and a nightly schedule as the backstop.
 
 import hashlib
 import json
+from typing import Any
 
 import dagster as dg
 
@@ -29,7 +30,6 @@ from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.incremental import plan, source_fingerprints
-from actgeo_assets.lib.settings import RunSettings
 
 SENSOR_TAG = "actgeo/sensor"
 #: Fingerprint of what a sensor run reads (settings + its shards' sources): a failed run is retried only when
@@ -88,7 +88,8 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
     busy = {run.tags.get(PARTITION_TAG) for run in active}
-    inputs = {p: inputs_fingerprint(settings, fingerprints, p) for p in parts}
+    run_key = settings.run_key()  # once a tick, not once a partition (210 tiles at scale)
+    inputs = {p: inputs_fingerprint(run_key, fingerprints, p) for p in parts}
     failed = _failed_with_same_inputs(context, job, inputs)
     todo = [p for p in parts if p not in busy and p not in failed]
     if not todo:
@@ -105,11 +106,11 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
 
 
-def inputs_fingerprint(settings: RunSettings, fingerprints: dict[str, str], partition: str | None) -> str:
-    """sha256 (16 hex) of the settings' run key and the sources of the shards ``partition`` reads (a shard, a
-    pair ``a__b``, or None: every shard)."""
+def inputs_fingerprint(run_key: dict[str, Any], fingerprints: dict[str, str], partition: str | None) -> str:
+    """sha256 (16 hex) of the settings' run key (``RunSettings.run_key()``) and the sources of the shards
+    ``partition`` reads (a shard, a pair ``a__b``, or None: every shard)."""
     shards = sorted(fingerprints) if partition is None else partition.split("__")
-    blob = json.dumps([settings.run_key(), [(s, fingerprints.get(s)) for s in shards]],
+    blob = json.dumps([run_key, [(s, fingerprints.get(s)) for s in shards]],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
