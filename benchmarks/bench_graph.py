@@ -360,7 +360,7 @@ def write_markdown(path: Path, cases: list[dict[str, Any]], peak: float, args: a
         "row sample: x.y <= xP.yP + |x_R||y_R| (Cauchy-Schwarz), so one (k+1)-dimensional fp32 GEMM of "
         "z = [xP, |x_R|] bounds every pair, with the fp32 rounding of the projection and of that GEMM "
         "bounded a priori and subtracted; pairs whose bound is below t are skipped, the survivors get the full "
-        "fp32 dot (a sub-GEMM of the rows and columns they touch, or gathered dots) and the float64 recheck "
+        "fp32 dot (a sub-GEMM of the rows and columns they touch, or, where they are sparse, faiss' compiled gathered dot) and the float64 recheck "
         "within the fp32 error bound of t (exact partition), in decreasing order of their bound, skipping "
         "pairs whose ends are already connected; survivors whose lower bound xP.yP - |x_R||y_R| clears t are "
         "edges without a dot. Around it: the landmark pass (full fp32 GEMM) and the pruned tile pass with "
