@@ -322,7 +322,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     settings, layout = resource.settings(), resource.layout()
     instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
     with data_dir_lock(layout.lock):
-        out = materialize_layer_sweep(resource, instance)
+        out = materialize_layer_sweep(resource, instance, force=args.force)
     table = pd.read_csv(out["files"]["geometry.csv"])
     at = table[(table["threshold"] - settings.threshold).abs() < 1e-9]
     norms = list(dict.fromkeys(at["normalization"]))
@@ -350,6 +350,8 @@ def add_layers_parser(sub: Any) -> None:
                     "Runs the Dagster job layer_sweep; the report gains a section.",
     )
     add_settings_arguments(p, "a setting, e.g. --set compare_layers=3,6,9 --set compare_budget=2000")
+    p.add_argument("--force", action="store_true",
+                   help="compute the comparison again even when layers/ already holds it for these settings")
     p.set_defaults(func=_cmd_layers)
 
 

@@ -31,6 +31,7 @@ from actgeo_assets.defs.jobs import INVOCATION_TAG, STAGE_JOBS, execute_stage_jo
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 from actgeo_assets.lib.incremental import plan
+from actgeo_assets.lib.layout import RunLayout
 from actgeo_assets.lib.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
 
@@ -245,14 +246,18 @@ def materialize_layer_sweep(
     resource: ActgeoResource,
     instance: dg.DagsterInstance,
     *,
+    force: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ``layer_sweep`` job (asset ``layer_geometry``) like a stage job of `actgeo run`, then, when
-    the run's components are current, re-render its cards so the report shows the new section.
+    the run's components are current, re-render its cards so the report shows the new section. Like a
+    current stage of `actgeo run`, a comparison that ``layers/`` already holds for these settings (same key,
+    files matching their recorded sha256) is not computed again unless ``force``.
 
-    Returns ``{"files": {name: path}, "cards": bool (report re-rendered), "seconds": float}``."""
+    Returns ``{"files": {name: path}, "cards": bool (the report shows the section), "current": bool (nothing
+    was computed), "seconds": float}``."""
     from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB
-    from actgeo_assets.lib.stages.depth import FILES
+    from actgeo_assets.lib.stages.depth import FILES, layers_current
 
     with database_url_env(resource):
         settings, layout = resource.settings(), resource.layout()
@@ -263,13 +268,18 @@ def materialize_layer_sweep(
         echo(f"actgeo: layers {list(settings.compare_layers)} of {settings.model}, {settings.compare_budget:,} "
              f"activations")
         t0 = time.perf_counter()
-        try:
-            execute_stage_job(LAYER_SWEEP_JOB.name, instance, run_config=run_config, tags=tags)
-        except (ValueError, OSError, dg.DagsterError) as exc:
-            raise _failure(instance, "layer_geometry", exc) from exc
-        echo(f"  {'layer_geometry':<44} ok in {time.perf_counter() - t0:6.1f} s")
-        cards = False
-        if layout.summary.exists() and plan(settings, layout).first_stage() is None:
+        current = not force and layers_current(settings, layout)
+        if current:
+            echo(f"  {'layer_geometry':<44} current ({layout.layers_file('layers.json')} matches these settings; "
+                 "--force computes it again)")
+        else:
+            try:
+                execute_stage_job(LAYER_SWEEP_JOB.name, instance, run_config=run_config, tags=tags)
+            except (ValueError, OSError, dg.DagsterError) as exc:
+                raise _failure(instance, "layer_geometry", exc) from exc
+            echo(f"  {'layer_geometry':<44} ok in {time.perf_counter() - t0:6.1f} s")
+        cards = current and _report_shows_layers(layout)
+        if not cards and layout.summary.exists() and plan(settings, layout).first_stage() is None:
             t1 = time.perf_counter()
             try:
                 execute_stage_job(STAGE_JOBS["components"].name, instance, run_config=run_config, tags=tags,
@@ -278,5 +288,13 @@ def materialize_layer_sweep(
                 raise _failure(instance, "component_cards", exc) from exc
             echo(f"  {'component_cards (the report)':<44} ok in {time.perf_counter() - t1:6.1f} s")
             cards = True
-        return {"files": {name: layout.layers_file(name) for name in FILES}, "cards": cards,
+        return {"files": {name: layout.layers_file(name) for name in FILES}, "cards": cards, "current": current,
                 "seconds": time.perf_counter() - t0}
+
+
+def _report_shows_layers(layout: RunLayout) -> bool:
+    """Whether the run's report exists and holds the layer comparison section (rendered after ``layers/``)."""
+    try:
+        return layout.report.exists() and 'id="layers-h"' in layout.report.read_text(encoding="utf-8")
+    except OSError:
+        return False

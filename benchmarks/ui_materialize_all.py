@@ -53,9 +53,9 @@ def lscpu() -> str:
 
 
 def run_cli(env: dict[str, str], layers: bool) -> float:
-    """`actgeo run --profile demo --force` (and `actgeo layers`): seconds."""
+    """`actgeo run --profile demo --force` (and `actgeo layers --force`): seconds."""
     t0 = time.perf_counter()
-    commands = [["run", "--profile", "demo", "--force"]] + ([["layers", "--profile", "demo"]] if layers else [])
+    commands = [["run", "--profile", "demo", "--force"]] + ([["layers", "--profile", "demo", "--force"]] if layers else [])
     for args in commands:
         done = subprocess.run([str(REPO / ".venv/bin/actgeo"), *args], cwd=REPO, env=env, capture_output=True,
                               text=True)

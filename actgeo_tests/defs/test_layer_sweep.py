@@ -101,6 +101,41 @@ def test_actgeo_layers_prints_the_table(model: str, tmp_path: Path, capsys: pyte
     assert "the next `actgeo run` adds the section" in out
 
 
+def test_actgeo_layers_reuses_a_current_comparison(model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second `actgeo layers` with the same settings computes nothing (files untouched, "current"); --force,
+    other settings and an edited file each compute the comparison again."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    base = ["layers", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", f"corpus={FIXTURE}",
+            "--set", "context_len=32", "--set", "threshold=0.7", "--set", "compare_layers=0,2"]
+    layers_dir = tmp_path / "data" / "demo" / "layers"
+    meta = layers_dir / "layers.json"
+
+    def run(*extra: str) -> tuple[str, int]:
+        assert main([*base, *extra]) == 0
+        return capsys.readouterr().out, meta.stat().st_mtime_ns
+
+    out, first = run("--set", "compare_budget=120")
+    assert "layer_geometry" in out and "ok in" in out
+    def results() -> pd.DataFrame:  # the table without its timing column
+        return pd.read_csv(layers_dir / "geometry.csv").drop(columns="seconds")
+
+    table, raw = results(), (layers_dir / "geometry.csv").read_bytes()
+    out, again = run("--set", "compare_budget=120")
+    assert again == first and "current (" in out and "ok in" not in out.split("layer_geometry")[1].splitlines()[0]
+    assert (layers_dir / "geometry.csv").read_bytes() == raw
+    assert "layers x normalizations at cosine 0.7 (120 tokens)" in out  # the table is still printed
+    out, forced = run("--set", "compare_budget=120", "--force")
+    assert forced != first and "current (" not in out
+    pd.testing.assert_frame_equal(results(), table)  # the same comparison, computed again
+    out, other = run("--set", "compare_budget=100")
+    assert other != forced and "current (" not in out and "(100 tokens)" in out
+    (layers_dir / "landing.csv").write_text("rank\n1\n")  # an edited file: its sha256 no longer matches
+    out, edited = run("--set", "compare_budget=100")
+    assert edited != other and "current (" not in out
+    assert (layers_dir / "landing.csv").read_text() != "rank\n1\n"
+
+
 def test_layers_beyond_the_models_depth_are_refused(model: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     resource = ActgeoResource(profile="demo", data_dir=str(tmp_path / "data"), model=model, corpus=str(FIXTURE),

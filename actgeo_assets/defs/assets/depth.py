@@ -7,7 +7,7 @@ from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import png_md, table_value
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.constants import GPU_POOL, GROUP
-from actgeo_assets.lib.stages.depth import compare_layers
+from actgeo_assets.lib.stages.depth import LAYERS_VERSION, compare_layers
 
 
 @dg.asset(
@@ -17,7 +17,7 @@ from actgeo_assets.lib.stages.depth import compare_layers
     kinds={"pytorch", "pandas"},
     pool=GPU_POOL,
     op_tags=GPU_STEP_TAGS,
-    code_version="layer-geometry-1",
+    code_version=LAYERS_VERSION,
     description="Several layers (compare_layers) of the corpus' first compare_budget tokens, captured in one "
     "forward pass (stopped after the deepest), compared under l2, center_l2 and rmsnorm: mean pairwise cosine, "
     "giant fraction and exact component counts per layer and threshold, and where the reference layer's top "

@@ -32,6 +32,8 @@ GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 .. 0.95
 #: Components of the reference layer whose landing is tabulated.
 TOP_K = 10
 FILES = ("geometry.csv", "geometry.parquet", "landing.csv", "giant_fraction.png", "section.html")
+#: Version of what :func:`compare_layers` writes (also the asset's code_version): files of another are stale.
+LAYERS_VERSION = "layer-geometry-1"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,31 @@ def compare_key(settings: RunSettings) -> dict[str, Any]:
     return {**key, "compare_layers": list(settings.compare_layers), "compare_budget": settings.compare_budget,
             "threshold": settings.threshold, "normalization": settings.normalization,
             "reference_layer": reference_layer(settings)}
+
+
+def comparison_thresholds(settings: RunSettings) -> tuple[float, ...]:
+    """The thresholds of the comparison: ``GRID``, the run's sweep and its threshold, sorted."""
+    return tuple(sorted({*GRID, *settings.sweep, settings.threshold}))
+
+
+def layers_current(settings: RunSettings, layout: RunLayout) -> bool:
+    """Whether ``layers/`` already holds the comparison these settings ask for: ``layers.json`` records the same
+    :func:`compare_key`, thresholds, normalizations and ``LAYERS_VERSION``, and every file of ``FILES`` exists
+    with the sha256 recorded for it (a missing, edited or truncated file makes it stale)."""
+    meta_path = layout.layers_file("layers.json")
+    if not meta_path.exists():
+        return False
+    try:
+        meta = load_json(meta_path)
+        recorded = meta.get("files_sha256", {})
+        return (meta.get("version") == LAYERS_VERSION and meta.get("compare_key") == compare_key(settings)
+                and meta.get("thresholds") == list(comparison_thresholds(settings))
+                and meta.get("normalizations") == list(METHODS)
+                and all(layout.layers_file(name).exists()
+                        and sha256_file(layout.layers_file(name)) == recorded.get(name) for name in FILES))
+    except (OSError, ValueError, AttributeError) as exc:
+        log.info("layer_geometry: %s unreadable (%s); computing the comparison again", meta_path, exc)
+        return False
 
 
 def reference_layer(settings: RunSettings) -> int:
@@ -99,7 +126,7 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
                          budget=settings.compare_budget, batch_size=settings.batch_size,
                          exclude_bos=settings.exclude_bos, progress=show_progress())
     weights = {layer: next_block_norm(loaded, layer) for layer in layers}
-    thresholds = tuple(sorted({*GRID, *settings.sweep, settings.threshold}))
+    thresholds = comparison_thresholds(settings)
     t0 = time.perf_counter()
     cmp = compare_geometry(cap.acts, METHODS, thresholds, norm_weights=weights,
                            reference_layer=reference_layer(settings), landing_threshold=settings.threshold,
@@ -127,7 +154,7 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
     stats = {k: v for k, v in cap.stats.items() if k in ("n_kept", "n_docs", "n_forward_tokens", "tokens_per_s",
                                                           "forward_seconds", "n_overflow_rows", "max_abs")}
     save_json(layout.layers_file("layers.json"), {
-        "compare_key": compare_key(settings), "n": cmp.n, "n_dropped": cmp.n_dropped, "layers": list(layers),
+        "version": LAYERS_VERSION, "compare_key": compare_key(settings), "n": cmp.n, "n_dropped": cmp.n_dropped, "layers": list(layers),
         "thresholds": list(thresholds), "normalizations": list(METHODS), "reference_layer": cmp.reference_layer,
         "landing_threshold": cmp.landing_threshold, "capture": stats, "seconds": round(seconds, 3),
         "files_sha256": sha,
