@@ -11,15 +11,24 @@ dagster._daemon`` -> ``python -m actgeo_assets.dev daemon``), which sets the int
 CLI. Both hooks are pinned by ``actgeo_tests/defs/test_dev.py``, so a Dagster upgrade that moves them fails a
 test instead of silently slowing backfills down again.
 
+At that interval the backfill daemon would print its whole iteration summary (candidate subset, partitions
+not requested and why, overall status: dozens of lines at 210 tile partitions) to the terminal every 2 s
+while runs are in progress. The daemon process therefore drops a console message that repeats, word for
+word, one it printed less than :data:`REPEAT_QUIET_SECONDS` ago (:class:`RepeatFilter`): changes show at
+once, an unchanged state once a minute, warnings and errors always. The backfill's own log page in the UI
+(Dagster's log storage) keeps every line.
+
     python -m actgeo_assets.dev -m actgeo_assets.definitions -h 127.0.0.1 -p 3000   # = dagster dev ...
     python -m actgeo_assets.dev daemon run ...                                      # = dagster-daemon run ...
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Seconds between the backfill daemon's iterations under `make ui` (Dagster's default: 30). An idle
@@ -29,6 +38,46 @@ INTERVAL_ENV = "ACTGEO_BACKFILL_INTERVAL_SECONDS"
 #: What `dagster dev` runs as its daemon process, and what this module runs instead.
 DAGSTER_DAEMON_MODULE = "dagster._daemon"
 DAEMON_ARGS = ["-m", "actgeo_assets.dev", "daemon"]
+#: The backfill daemon's console logger (``dagster._daemon.daemon.get_default_daemon_logger``).
+BACKFILL_LOGGER = "dagster.daemon.BackfillDaemon"
+#: A console message repeated word for word within this many seconds is dropped.
+REPEAT_QUIET_SECONDS = 60.0
+
+
+class RepeatFilter(logging.Filter):
+    """Drops an INFO-or-lower record whose message equals one this filter let through less than ``window``
+    seconds ago; other messages, and warnings and errors always, pass. Remembers at most ``max_seen``
+    messages (the oldest are forgotten first)."""
+
+    def __init__(self, window: float = REPEAT_QUIET_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 max_seen: int = 1024) -> None:
+        super().__init__()
+        self.window, self.clock, self.max_seen = float(window), clock, int(max_seen)
+        self._passed: dict[str, float] = {}  # message -> when it last passed (insertion order = age)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message, now = record.getMessage(), self.clock()
+        last = self._passed.get(message)
+        if last is not None and now - last < self.window:
+            return False
+        self._passed.pop(message, None)
+        self._passed[message] = now
+        while len(self._passed) > self.max_seen:
+            del self._passed[next(iter(self._passed))]
+        return True
+
+
+def quiet_repeats(logger_name: str = BACKFILL_LOGGER) -> RepeatFilter:
+    """Install one :class:`RepeatFilter` on the named logger (idempotent) and return it."""
+    logger = logging.getLogger(logger_name)
+    for existing in logger.filters:
+        if isinstance(existing, RepeatFilter):
+            return existing
+    rf = RepeatFilter()
+    logger.addFilter(rf)
+    return rf
 
 
 def backfill_interval() -> int:
@@ -59,6 +108,7 @@ def run_daemon(argv: Sequence[str]) -> None:
     import dagster._daemon.controller as controller
 
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = backfill_interval()
+    quiet_repeats()
     from dagster._daemon.cli import main
 
     sys.argv = ["dagster-daemon", *argv]

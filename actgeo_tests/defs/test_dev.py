@@ -82,3 +82,54 @@ def test_a_bad_interval_names_the_variable(monkeypatch: pytest.MonkeyPatch, raw:
 def test_the_default_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(dev.INTERVAL_ENV, raising=False)
     assert dev.backfill_interval() == dev.BACKFILL_INTERVAL_SECONDS == 2
+
+
+def test_repeated_daemon_messages_are_quiet_for_a_minute() -> None:
+    """RepeatFilter (installed on the backfill daemon's console logger by the launcher): a message repeated
+    word for word within the window is dropped, a changed one passes at once, the same one passes again once
+    the window is over, warnings always pass, and at most max_seen messages are remembered."""
+    now = [0.0]
+    rf = dev.RepeatFilter(window=60, clock=lambda: now[0], max_seen=3)
+
+    def passes(msg: str, level: int = logging.INFO, *args: object) -> bool:
+        return rf.filter(logging.LogRecord(dev.BACKFILL_LOGGER, level, __file__, 1, msg, args, None))
+
+    assert passes("Backfill has in progress runs.")
+    now[0] = 2.0
+    assert not passes("Backfill has in progress runs.")
+    assert passes("Asset partitions to request:\n%s", logging.INFO, "edge_tiles[shard-000__shard-001]")
+    assert not passes("Asset partitions to request:\n%s", logging.INFO, "edge_tiles[shard-000__shard-001]")
+    assert passes("Asset partitions to request:\n%s", logging.INFO, "edge_tiles[shard-001__shard-002]")
+    assert passes("Backfill has in progress runs.", logging.WARNING)
+    now[0] = 59.9
+    assert not passes("Backfill has in progress runs.")
+    now[0] = 60.0
+    assert passes("Backfill has in progress runs.")  # a minute later the unchanged state shows once more
+    for i in range(4):
+        assert passes(f"message {i}")
+    assert len(rf._passed) == 3 and "message 0" not in rf._passed  # the oldest forgotten first
+    assert passes("message 0")
+
+
+def test_the_launcher_quiets_the_backfill_daemons_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_daemon installs one RepeatFilter on Dagster's backfill daemon logger (the name Dagster gives it),
+    before Dagster's daemon CLI starts; installing twice keeps one."""
+    from dagster._daemon.daemon import get_default_daemon_logger
+
+    logger = get_default_daemon_logger("BackfillDaemon")
+    assert logger.name == dev.BACKFILL_LOGGER
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS", controller.DEFAULT_DAEMON_INTERVAL_SECONDS)
+    seen = {}
+
+    def fake_main() -> None:
+        seen["filters"] = [f for f in logger.filters if isinstance(f, dev.RepeatFilter)]
+        seen["argv"] = list(sys.argv)
+
+    import dagster._daemon.cli as daemon_cli
+
+    monkeypatch.setattr(daemon_cli, "main", fake_main)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    dev.run_daemon(["run", "-w", "workspace.yaml"])
+    assert len(seen["filters"]) == 1 and seen["argv"] == ["dagster-daemon", "run", "-w", "workspace.yaml"]
+    assert dev.quiet_repeats() is seen["filters"][0] and len(logger.filters) == 1
