@@ -46,6 +46,7 @@ no N x N matrix, no edge list.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -300,8 +301,10 @@ def _verify_fp32(ga: np.ndarray, gb: np.ndarray, r: np.ndarray, c: np.ndarray) -
     return gathered_dots(ga, gb, r, c).astype(np.float64), len(r)
 
 
+@functools.cache
 def _faiss():  # -> the faiss module, or None
-    """faiss (either extra, ``actgeo[cpu]`` or ``actgeo[gpu]``) when installed: its compiled gathered dot."""
+    """faiss (either extra, ``actgeo[cpu]`` or ``actgeo[gpu]``) when installed: its compiled gathered dot
+    (looked up once per process)."""
     try:
         import faiss
     except ImportError:
