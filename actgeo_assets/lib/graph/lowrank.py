@@ -141,8 +141,14 @@ def lowrank_rows(x: np.ndarray, p_dirs: np.ndarray, max_norm: float, chunk: int 
         np_lo = np.maximum(np.sqrt(np.einsum("ij,ij->i", pp, pp, dtype=np.float64)) * (1 - 1e-12) - dp, 0.0)
         z[i0 : i0 + chunk, :k] = pp
         z[i0 : i0 + chunk, k] = np.sqrt(np.maximum(nx2 - np_lo * np_lo, 0.0) + 1e-12)
-    slack = 2 * dp * (max_norm + dp) + dp * dp + _MARGIN
-    return z, slack
+    return z, lowrank_slack(d, k, max_norm)
+
+
+def lowrank_slack(d: int, k: int, max_norm: float) -> float:
+    """``slack`` of :func:`lowrank_rows` (``x . y <= z_x . z_y + slack``): ``2 dp (max_norm + dp) + dp^2 +
+    _MARGIN`` with ``dp`` the projection's error bound; it depends on ``d``, ``k`` and ``max_norm`` only."""
+    dp = _projection_error(d, k, max_norm)
+    return 2 * dp * (max_norm + dp) + dp * dp + _MARGIN
 
 
 def _projection_error(d: int, k: int, max_norm: float) -> float:
@@ -233,8 +239,7 @@ class _LowRankBackend:
             hu.append(r[cert])
             hv.append(cc[cert])
             cnt["certified"] += int(np.count_nonzero(cert))
-            comp = _cc_labels(len(comp) + int(comp.max()) + 1, np.concatenate([np.arange(len(comp)), *hu]),
-                              np.concatenate([comp + len(comp), *hv]))[: len(comp)].astype(np.int64)
+            comp = _join(comp, hu[-1], hv[-1])
             r, cc = r[~cert], cc[~cert]
         pos, chunk = 0, _FIRST_CHUNK
         while pos < len(r):
@@ -254,11 +259,7 @@ class _LowRankBackend:
             if hit.any():
                 hu.append(rr[hit])
                 hv.append(cx[hit])
-                n_loc = len(comp)
-                # components of (known components + edges found): edges comp -> node keep the known ones
-                nodes = np.arange(n_loc, dtype=np.int64)
-                comp = _cc_labels(n_loc + int(comp.max()) + 1, np.concatenate([nodes, *hu]),
-                                  np.concatenate([comp + n_loc, *hv]))[:n_loc].astype(np.int64)
+                comp = _join(comp, hu[-1], hv[-1])
         self.seconds["verify"] += time.perf_counter() - t1
         if not hu:
             return empty, empty, None, empty
@@ -277,6 +278,15 @@ class _LowRankBackend:
         out = self.inner.tile_reduce((ga, ea), (gb, eb), diag, la, lb, spec)
         self.seconds["verify"] += time.perf_counter() - t1
         return out
+
+
+def _join(comp: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Component labels int64 [n] of the local nodes after adding edges ``u``-``v`` to the partition ``comp``
+    (int64 [n], values in [0, n)): a graph of the n nodes, one extra node per label (node i -> label node
+    ``n + comp[i]`` keeps the partition) and the new edges; labels are any ids of the joined components."""
+    n = len(comp)
+    return _cc_labels(n + int(comp.max()) + 1, np.concatenate([np.arange(n, dtype=np.int64), u]),
+                      np.concatenate([comp + n, v]))[:n].astype(np.int64)
 
 
 def _dense_ids(r: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,7 +414,7 @@ def lowrank_components_labels(
     t0 = time.perf_counter()
     p_dirs = principal_directions(x, rank)
     k = p_dirs.shape[1]
-    slack = lowrank_rows(np.asarray(x[:1]), p_dirs, max_norm)[1]  # depends on (d, k, max_norm) only
+    slack = lowrank_slack(x.shape[1], k, max_norm)
     bound_lo = bound_threshold(t, k, max_norm, slack)
     frac = sample_survivor_fraction(x, p_dirs, max_norm, bound_lo)
     labels = _Labels(x.shape[0])
