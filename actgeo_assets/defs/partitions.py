@@ -31,14 +31,36 @@ def materialize_each(
     shard. ``compute(key)`` -> (that partition's metadata, its content hash or None); the metadata is recorded on
     that partition's materialization. The data version is the content hash when the run has one partition; a
     run over several records no data version (Dagster would give every partition the same one).
+
+    A run over several partitions that fails part way still records the partitions it finished (their files are
+    complete: every write is atomic): each gets a materialization event with its metadata before the error is
+    raised, so the UI shows them materialized and "Materialize missing" reruns only the others. Those events carry
+    no code or data version (Dagster adds its version tags only to a step's own output): Dagster still marks such
+    a partition stale when an upstream partition changes, not when only this asset's code version does.
     """
     keys = list(context.partition_keys)
     versions: list[str | None] = []
+    finished: list[tuple[str, dict[str, Any]]] = []
     for i, key in enumerate(keys, 1):
         if len(keys) > 1:
             context.log.info(f"partition {key} ({i}/{len(keys)} of this run)")
-        metadata, version = compute(key)
+        try:
+            metadata, version = compute(key)
+        except Exception:
+            if finished:
+                _record_finished(context, finished, failed=key, total=len(keys))
+            raise
         context.add_asset_metadata(metadata, partition_key=key)
         versions.append(version)
+        finished.append((key, metadata))
     version = versions[0] if len(keys) == 1 else None
     return dg.MaterializeResult(data_version=dg.DataVersion(version) if version else None)
+
+
+def _record_finished(context: dg.AssetExecutionContext, finished: list[tuple[str, dict[str, Any]]], failed: str,
+                     total: int) -> None:
+    """One materialization event per finished partition of a run that is about to fail at ``failed``."""
+    for key, metadata in finished:
+        context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata))
+    context.log.error(f"partition {failed} failed; the {len(finished)} of {total} partitions this run finished "
+                      f"({', '.join(k for k, _ in finished)}) are recorded as materialized; rerun the others")

@@ -194,6 +194,45 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
     _assert_healed(baseline, data, *_run(baseline, data, capsys))
 
 
+def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Baseline, tmp_path: Path, env,
+                                                                 capsys) -> None:
+    """A single-run backfill (one run over every shard, as "Materialize all" launches it) that fails at its
+    second shard still records its first as materialized, with that shard's metadata; the failed shard stays
+    unmaterialized, the error names the damaged file, and the next `actgeo run` heals it."""
+    import dagster as dg
+
+    from actgeo_assets.definitions import local_assets
+    from actgeo_assets.defs.resources import ActgeoResource
+    from actgeo_assets.lib.settings import parse_assignments
+
+    data = _copy(baseline, tmp_path)
+    target = data / "demo" / "raw" / "shard-001.npy"
+    _damage(target, "flip")
+    resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("actgeo_shards", ["shard-000", "shard-001"])
+    key = dg.AssetKey("normalized")
+    both = {"dagster/asset_partition_range_start": "shard-000", "dagster/asset_partition_range_end": "shard-001"}
+    result = dg.materialize(local_assets(), selection=["normalized"], instance=instance,
+                            resources={"actgeo": resource}, tags=both, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert str(target) in failure.step_failure_data.error.cause.message  # names the damaged file
+    assert instance.get_materialized_partitions(key) == {"shard-000"}
+    event = instance.get_latest_materialization_event(key)
+    assert event.asset_materialization.partition == "shard-000"
+    assert event.asset_materialization.metadata["rows"].value > 0
+    assert event.run_id == result.run_id
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("partition shard-001 failed" in m and "(shard-000) are recorded" in m for m in logs)
+    # a run of the failed partition alone (still damaged) fails and records nothing
+    one = dg.materialize(local_assets(), selection=["normalized"], instance=instance, partition_key="shard-001",
+                         resources={"actgeo": resource}, raise_on_error=False)
+    assert not one.success and instance.get_materialized_partitions(key) == {"shard-000"}
+    capsys.readouterr()
+    _assert_healed(baseline, data, *_run(baseline, data, capsys))
+
+
 # --------------------------------------------------------------------------------------------------
 # SIGKILL mid-stage, a second run at the same time, the Dagster runs of the killed process
 
