@@ -120,3 +120,41 @@ def test_next_norm_round_trip(layout) -> None:
     back = read_next_norm(layout)
     np.testing.assert_array_equal(back["weight"], norm["weight"])
     assert back["kind"] == "gemma" and back["eps"] == 1e-6 and back["bias"] is None
+
+
+def test_mean_of_all_shards_opens_one_shard_at_a_time(tmp_path, monkeypatch) -> None:
+    """`activation_mean` streams the shards: at most the shard being read and the one before it are open
+    (their memory maps and token tables), whatever the number of shards; the mean is the float64 mean of
+    every row and the sidecar names every shard's sha256."""
+    import json
+    import weakref
+
+    from actgeo_assets.defs.resources import ActgeoResource
+    from actgeo_assets.lib.stages import activations as stage
+
+    resource = ActgeoResource(data_dir=str(tmp_path), n_shards=6)
+    settings, layout = resource.settings(), resource.layout()
+    rng = np.random.default_rng(3)
+    parts = []
+    for shard in settings.shard_keys:
+        res, docs = _result()
+        res = CaptureResult(rng.normal(size=(5, 4)).astype(np.float32), res.tokens, res.stats)
+        write_raw_shard(layout, shard, res, docs, settings.capture_key())
+        parts.append(res.acts)
+    alive, most = [0], [0]
+    real = stage.read_raw
+
+    def counted(*args, **kwargs):
+        raw = real(*args, **kwargs)
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        weakref.finalize(raw.acts, lambda: alive.__setitem__(0, alive[0] - 1))
+        return raw
+
+    monkeypatch.setattr(stage, "read_raw", counted)
+    mean = stage.compute_mean(settings, layout)
+    assert most[0] <= 2 < len(settings.shard_keys)
+    np.testing.assert_allclose(np.load(mean.path), np.concatenate(parts).astype(np.float64).mean(axis=0),
+                               rtol=0, atol=1e-12)
+    side = json.loads(layout.mean_meta.read_text())
+    assert sorted(side["raw_sha256"]) == list(settings.shard_keys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,11 +178,18 @@ def compute_mean(settings: RunSettings, layout: RunLayout) -> ActivationMean:
     if missing:
         raise ValueError(f"raw_activations missing for shards {missing}: no {layout.raw_meta(missing[0])}"
                          f"{' (and the others beside it)' if len(missing) > 1 else ''}; materialize them first")
-    shards = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
-    mean = shards_mean(r.acts for r in shards.values())
+    raw_sha256: dict[str, str] = {}
+
+    def each_shard() -> Iterator[np.ndarray]:  # one shard open at a time: memory bounded by a shard, not N
+        for shard in settings.shard_keys:
+            raw = read_raw(settings, layout, shard)
+            raw_sha256[shard] = raw.meta["sha256"]
+            yield raw.acts
+
+    mean = shards_mean(each_shard())
     save_npy(layout.mean, mean)
     sha = sha256_file(layout.mean)
-    save_json(layout.mean_meta, {"sha256": sha, "raw_sha256": {s: r.meta["sha256"] for s, r in shards.items()}})
+    save_json(layout.mean_meta, {"sha256": sha, "raw_sha256": raw_sha256})
     return ActivationMean(dim=int(mean.shape[0]), norm=float(np.linalg.norm(mean)), path=layout.mean, sha256=sha)
 
 
