@@ -15,7 +15,7 @@ float16 inputs of ~1M x 2304 never get copied whole into a wider dtype.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +190,16 @@ def _pct(values: np.ndarray, qs: Iterable[int]) -> dict[str, float]:
     return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(values, list(qs)), strict=True)}
 
 
+def _float64_chunks(a: np.ndarray, idx: np.ndarray | None, finite_only: bool = False) -> Iterator[np.ndarray]:
+    """float64 ``[<= _chunk_rows(d), d]`` chunks of the rows ``a[idx]`` (all rows when ``idx`` is None), in
+    order; ``finite_only`` drops rows with a non-finite entry."""
+    n = a.shape[0] if idx is None else len(idx)
+    step = _chunk_rows(a.shape[1])
+    for lo in range(0, n, step):
+        c = np.asarray(a[lo : lo + step] if idx is None else a[idx[lo : lo + step]], dtype=np.float64)
+        yield c[np.isfinite(c).all(axis=1)] if finite_only else c
+
+
 def geometry_diagnostics(
     unit: np.ndarray,
     *,
@@ -225,24 +235,27 @@ def geometry_diagnostics(
     out: dict[str, Any] = {"n_rows": m, "d": d, "threshold": threshold, "seed": seed}
     sample = np.sort(rng.choice(m, size=max_rows, replace=False)) if m > max_rows else None
 
-    def rows(a: np.ndarray) -> np.ndarray:
-        return np.asarray(a if sample is None or a.shape[0] != m else a[sample], dtype=np.float64)
-
     if raw is not None:
-        r = np.asarray(raw[np.sort(rng.choice(raw.shape[0], max_rows, replace=False))]
-                       if raw.shape[0] > max_rows else raw, dtype=np.float64)  # fmt: skip
-        r = r[np.isfinite(r).all(axis=1)]
-        norms = np.linalg.norm(r, axis=1)
+        raw_idx = np.sort(rng.choice(raw.shape[0], max_rows, replace=False)) if raw.shape[0] > max_rows else None
+        basis_chunks = _float64_chunks(raw, raw_idx, finite_only=True)
+    else:
+        basis_chunks = _float64_chunks(unit, sample)
+    count, abs_sum, vec_sum, norm_parts = 0, np.zeros(d), np.zeros(d), []
+    for c in basis_chunks:  # streamed: 16 MB of float64 at a time, never the [rows, d] float64 copy
+        count += c.shape[0]
+        abs_sum += np.abs(c).sum(axis=0)
+        vec_sum += c.sum(axis=0)
+        if raw is not None:
+            norm_parts.append(np.linalg.norm(c, axis=1))
+    if raw is not None:
+        norms = np.concatenate(norm_parts) if norm_parts else np.zeros(0)
         out["raw_norm"] = {
             **_pct(norms, (1, 50, 99)),
             "max": float(norms.max()) if norms.size else float("nan"),
         }
-        basis = r
-    else:
-        basis = rows(unit)
-    if basis.shape[0]:
-        mean_abs = np.abs(basis).mean(axis=0)
-        mean_vec = basis.mean(axis=0)
+    if count:
+        mean_abs = abs_sum / count
+        mean_vec = vec_sum / count
         order = np.argsort(-mean_abs, kind="stable")[:top_k]
         msq = float((mean_vec**2).sum()) or 1.0
         out["top_dims"] = [
@@ -267,7 +280,7 @@ def geometry_diagnostics(
             out_md["mean_pairwise_cosine_exact"] = (length**2 - m) / (m * (m - 1))
         if length > 0:
             direction = total / length
-            cos = rows(unit) @ direction
+            cos = np.concatenate([c @ direction for c in _float64_chunks(unit, sample)])
             out_md["cosine_to_mean"] = {**_pct(cos, (5, 50, 95)), "mean": float(cos.mean())}
         out["mean_direction"] = out_md
 
@@ -278,7 +291,7 @@ def geometry_diagnostics(
         order = np.argsort(i, kind="stable")  # sorted row access is friendlier to memory maps
         i, j = i[order], j[order]
         cos = np.empty(n_pairs, dtype=np.float64)
-        step = 65_536
+        step = _chunk_rows(d)  # two [step, d] float64 gathers at a time
         for lo in range(0, n_pairs, step):
             a = np.asarray(unit[i[lo : lo + step]], dtype=np.float64)
             b = np.asarray(unit[j[lo : lo + step]], dtype=np.float64)
