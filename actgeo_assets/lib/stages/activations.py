@@ -230,9 +230,10 @@ def invalidate_normalized(layout: RunLayout, shard: str) -> None:
     layout.normalized_meta(shard).unlink(missing_ok=True)
 
 
-def max_norm_error(unit: np.ndarray, chunk: int = 65_536) -> float:
-    """max_i | ||row_i||_2 - 1 | in float64 over float32 [n, d] rows (0.0 for no rows), chunked."""
+def max_norm_error(unit: np.ndarray) -> float:
+    """max_i | ||row_i||_2 - 1 | in float64 over float32 [n, d] rows (0.0 for no rows), in 64 MB chunks."""
     worst = 0.0
+    chunk = max(1, (64 << 20) // (8 * max(unit.shape[1], 1)))
     for start in range(0, unit.shape[0], chunk):
         block = np.asarray(unit[start:start + chunk], dtype=np.float64)
         worst = max(worst, float(np.max(np.abs(np.linalg.norm(block, axis=1) - 1.0), initial=0.0)))
