@@ -34,7 +34,7 @@ def materialize_each(
 
     A run over several partitions that fails part way still records the partitions it finished (their files are
     complete: every write is atomic): each gets a materialization event with its metadata before the error is
-    raised, so the UI shows them materialized and "Materialize missing" reruns only the others. Those events carry
+    raised, so the asset's Partitions tab shows them materialized and only the failed one failed. Those events carry
     no code or data version (Dagster adds its version tags only to a step's own output): Dagster still marks such
     a partition stale when an upstream partition changes, not when only this asset's code version does.
     """
