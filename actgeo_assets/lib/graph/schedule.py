@@ -57,8 +57,8 @@ def _run_pass(
     different known components are computed: a sub-tile of two blocks in the same component is skipped,
     a constant side restricts the other side to rows outside its component, otherwise such pairs are
     masked. The sub-tiles touching a constant block go first; the rows of the mixed blocks are then
-    re-ordered by the labels known by then and handled the same way (recursively), so rows that joined
-    a big component in the meantime stop costing pair work. Without pruning every pair is computed."""
+    re-ordered by the labels known by then and handled the same way (again, until none is left), so rows
+    that joined a big component in the meantime stop costing pair work. Without pruning every pair is computed."""
     na = xa.shape[0]
     within = xb is None
     nb = 0 if within else xb.shape[0]
@@ -81,7 +81,9 @@ def _run_pass(
             sub = sub[np.argsort(canonical_labels(labels.lab[sub]), kind="stable")]
         return _block_ids(sub, len(sub), tile)
 
-    def visit(sub_a: np.ndarray, sub_b: np.ndarray | None) -> None:
+    def visit(sub_a: np.ndarray, sub_b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Run the sub-tiles of these rows that touch a constant block; return the rows of the mixed blocks
+        (to visit next, re-ordered by the labels known then), or None when nothing is left."""
         ids_a = ordered_blocks(sub_a)
         ids_b = ids_a if within else ordered_blocks(sub_b)
         pairs = [
@@ -102,8 +104,7 @@ def _run_pass(
                     rest_a = np.concatenate([ids_a[i] for i in mixed_a])
                     rest_b = None if within else np.concatenate([ids_b[j] for j in mixed_b])
         run_tiles(ids_a, ids_b, pairs)
-        if rest_a is not None:
-            visit(rest_a, rest_b)
+        return None if rest_a is None else (rest_a, rest_b)
 
     def run_tiles(ids_a: list[np.ndarray], ids_b: list[np.ndarray], pairs: list[tuple[int, int]]) -> None:
         cur_i = -1
@@ -162,7 +163,12 @@ def _run_pass(
             elif labels is not None:
                 labels.merge(src, dst)
 
-    visit(np.arange(na, dtype=np.int64), None if within else np.arange(na, na + nb, dtype=np.int64))
+    # A loop, not a recursive closure: a nested function that calls itself is a reference cycle, which would
+    # keep this pass' rows (xa, xb: a shard's memory map, or its unit rows in memory) alive until Python's cyclic
+    # GC happened to run (measured: +125 MB per partition of the scale run, 15 GiB of RSS over its tiles).
+    todo = (np.arange(na, dtype=np.int64), None if within else np.arange(na, na + nb, dtype=np.int64))
+    while todo is not None:
+        todo = visit(*todo)
     if bar is not None:
         bar.close()
     if stats is not None:
