@@ -159,6 +159,16 @@ def _apply_norm(
     return x
 
 
+def _float64_chunks(a: np.ndarray, idx: np.ndarray | None, finite_only: bool = False) -> Iterator[np.ndarray]:
+    """float64 ``[<= _chunk_rows(d), d]`` chunks of the rows ``a[idx]`` (all rows when ``idx`` is None), in
+    order; ``finite_only`` drops rows with a non-finite entry."""
+    n = a.shape[0] if idx is None else len(idx)
+    step = _chunk_rows(a.shape[1])
+    for lo in range(0, n, step):
+        c = np.asarray(a[lo : lo + step] if idx is None else a[idx[lo : lo + step]], dtype=np.float64)
+        yield c[np.isfinite(c).all(axis=1)] if finite_only else c
+
+
 def shards_mean(arrays: Iterable[np.ndarray]) -> np.ndarray:
     """float64 ``[d]`` mean of all finite rows of all ``arrays`` (each ``[n_i, d]``), streamed in chunks.
 
@@ -173,12 +183,9 @@ def shards_mean(arrays: Iterable[np.ndarray]) -> np.ndarray:
             total = np.zeros(a.shape[1], dtype=np.float64)
         elif a.shape[1] != total.shape[0]:
             raise ValueError(f"arrays differ in width: {a.shape[1]} vs {total.shape[0]}")
-        step = _chunk_rows(a.shape[1])
-        for lo in range(0, a.shape[0], step):
-            chunk = np.asarray(a[lo : lo + step], dtype=np.float64)
-            finite = np.isfinite(chunk).all(axis=1)
-            total += chunk[finite].sum(axis=0)
-            count += int(finite.sum())
+        for chunk in _float64_chunks(a, None, finite_only=True):
+            total += chunk.sum(axis=0)
+            count += chunk.shape[0]
     if total is None or count == 0:
         raise ValueError("cannot compute a mean: no finite rows")
     return total / count
@@ -188,16 +195,6 @@ def _pct(values: np.ndarray, qs: Iterable[int]) -> dict[str, float]:
     if values.size == 0:
         return {f"p{q}": float("nan") for q in qs}
     return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(values, list(qs)), strict=True)}
-
-
-def _float64_chunks(a: np.ndarray, idx: np.ndarray | None, finite_only: bool = False) -> Iterator[np.ndarray]:
-    """float64 ``[<= _chunk_rows(d), d]`` chunks of the rows ``a[idx]`` (all rows when ``idx`` is None), in
-    order; ``finite_only`` drops rows with a non-finite entry."""
-    n = a.shape[0] if idx is None else len(idx)
-    step = _chunk_rows(a.shape[1])
-    for lo in range(0, n, step):
-        c = np.asarray(a[lo : lo + step] if idx is None else a[idx[lo : lo + step]], dtype=np.float64)
-        yield c[np.isfinite(c).all(axis=1)] if finite_only else c
 
 
 def geometry_diagnostics(
@@ -271,9 +268,8 @@ def geometry_diagnostics(
 
     if m >= 1:
         total = np.zeros(d, dtype=np.float64)
-        step = _chunk_rows(d)
-        for lo in range(0, m, step):
-            total += np.asarray(unit[lo : lo + step], dtype=np.float64).sum(axis=0)
+        for chunk in _float64_chunks(unit, None):
+            total += chunk.sum(axis=0)
         length = float(np.linalg.norm(total))
         out_md: dict[str, Any] = {"resultant_length": length / m}
         if m >= 2:
