@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from playwright.sync_api import expect
 
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.runner import materialize_run
@@ -109,7 +110,7 @@ def test_runner_runs_are_stage_jobs_grouped_and_reexecutable(dagster_ui) -> None
         page.goto(ui.url(f"/runs/{capture['runId']}"))
         button = page.get_by_role("button", name="Re-execute all").first
         button.wait_for()
-        assert button.is_enabled()
+        expect(button).to_be_enabled(timeout=30_000)  # retried: the page enables it once the run has loaded
         page.get_by_text("View stdout / stderr").first.click()
         page.get_by_text("capturing shard-", exact=False).first.wait_for()
         _shot(page, "ui-capture-run-stderr.png")
