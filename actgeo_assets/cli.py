@@ -35,7 +35,7 @@ def _unit_rows(x: np.ndarray, mode: str) -> np.ndarray:
     """Unit rows of ``x`` (float32) by ``lib.normalize.normalize_rows``, or ``x`` as given for ``none``
     (the engine checks it). Labels must cover every row, so a row that cannot be normalized (zero or not
     finite) is an error here, not an exclusion."""
-    from actgeo_assets.lib.normalize import normalize_rows
+    from actgeo_assets.lib.capture.normalize import normalize_rows
 
     if mode == "none":
         return x
@@ -81,8 +81,8 @@ def _cmd_components(args: argparse.Namespace) -> int:
         cosine_components,
         single_linkage_forest,
     )
-    from actgeo_assets.lib.layout import save_npy
-    from actgeo_assets.lib.report import format_summary
+    from actgeo_assets.lib.outputs.report import format_summary
+    from actgeo_assets.lib.store.layout import save_npy
 
     path = Path(args.acts)
     raw = _load_acts(path)
@@ -176,7 +176,7 @@ def parse_set_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as validated resource fields (``lib.settings.parse_assignments``: typed by
     the setting, checked like every other source). A ``SettingsError`` (a ValueError) names the item, the
     setting and the bad value, e.g. ``bad --set 'threshold=true': threshold must be a number, got True``."""
-    from actgeo_assets.lib.settings import parse_assignments
+    from actgeo_assets.lib.config.settings import parse_assignments
 
     return parse_assignments(items)
 
@@ -187,9 +187,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from actgeo_assets.defs.resources import DATABASE_URL_ENV
-    from actgeo_assets.lib.lock import data_dir_lock
-    from actgeo_assets.lib.report import format_summary
-    from actgeo_assets.lib.settings import mask_url
+    from actgeo_assets.lib.config.settings import mask_url
+    from actgeo_assets.lib.outputs.report import format_summary
+    from actgeo_assets.lib.store.lock import data_dir_lock
     from actgeo_assets.runner import materialize_run, open_instance
 
     try:
@@ -227,8 +227,8 @@ def add_run_parser(sub: Any) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export the run of the current settings (as `actgeo run` resolves them) with ``lib.export``."""
-    from actgeo_assets.lib.export import ACTIVATION_COLUMNS, export_dataset
-    from actgeo_assets.lib.results import open_run
+    from actgeo_assets.lib.outputs.export import ACTIVATION_COLUMNS, export_dataset
+    from actgeo_assets.lib.outputs.results import open_run
 
     resource = resource_from_args(args)
     settings, layout = resource.settings(), resource.layout()
@@ -264,7 +264,7 @@ def _cmd_which(args: argparse.Namespace) -> int:
     """Which component each token of a text joins, in the finished run of the current settings."""
     import json
 
-    from actgeo_assets.lib.stages.which import (
+    from actgeo_assets.lib.stages.lookup import (
         BUILD_HINT,
         answer_json,
         format_which,
@@ -315,7 +315,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     """Run the layer sweep (job ``layer_sweep``) for the current settings and print its table."""
     import pandas as pd
 
-    from actgeo_assets.lib.lock import data_dir_lock
+    from actgeo_assets.lib.store.lock import data_dir_lock
     from actgeo_assets.runner import materialize_layer_sweep, open_instance
 
     resource = resource_from_args(args)

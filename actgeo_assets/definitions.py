@@ -9,9 +9,9 @@ import dagster as dg
 from actgeo_assets.defs import cli_hints
 from actgeo_assets.defs.assets.activations import activation_mean, normalized, raw_activations
 from actgeo_assets.defs.assets.cards import component_cards
-from actgeo_assets.defs.assets.depth import layer_geometry
 from actgeo_assets.defs.assets.graph import components, edge_tiles
-from actgeo_assets.defs.assets.which import neighbour_index
+from actgeo_assets.defs.assets.layers import layer_geometry
+from actgeo_assets.defs.assets.lookup import neighbour_index
 from actgeo_assets.defs.automation import automation_sensor, nightly_merge, shard_sensor
 from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB, STAGE_JOBS
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource

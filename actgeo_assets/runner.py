@@ -6,7 +6,7 @@ Each step is a run of a stage job of the Definitions (defs/jobs.py: ``stage_capt
 (``DAGSTER_HOME``) with the code location's origin, the settings as run config, the tag
 ``actgeo/invocation=<id>`` shared by all runs of one call, and the captured stdout/stderr; so `make ui`
 shows the lineage, the materializations, the runs grouped by invocation, and re-executes any of them. Partitions whose outputs are current by content hash
-(lib/incremental.py) are skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
+(lib/stages/plan.py) are skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
 An output file that no longer matches its recorded sha256 is recomputed, with a warning naming it.
 
 Before any compute: the database is connected to once, and a stage that will capture checks that the
@@ -30,10 +30,10 @@ import dagster as dg
 from actgeo_assets.defs.jobs import INVOCATION_TAG, STAGE_JOBS, execute_stage_job, new_invocation_id
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
-from actgeo_assets.lib.incremental import plan
-from actgeo_assets.lib.layout import RunLayout
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
+from actgeo_assets.lib.stages.plan import plan
+from actgeo_assets.lib.store.layout import RunLayout
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -52,7 +52,7 @@ class RunFailed(ValueError):
 def fail_killed_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] = print) -> list[str]:
     """Mark failed the unfinished runs that an `actgeo run` on this host started from a process that is
     gone (killed, e.g. SIGKILL or out of memory); returns their run ids."""
-    from actgeo_assets.lib.lock import process_alive
+    from actgeo_assets.lib.store.lock import process_alive
 
     failed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED,
@@ -70,7 +70,7 @@ def fail_killed_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] =
 def preflight(resource: ActgeoResource, stale_raw: bool) -> None:
     """Checks that need more than the settings' values, before any compute: the database accepts a
     connection, and (when a capture will run) the corpus deals a document to every shard."""
-    from actgeo_assets.lib.sqlstore import check_database
+    from actgeo_assets.lib.outputs.sql import check_database
 
     check_database(resource.db_url())
     if stale_raw:
@@ -257,7 +257,7 @@ def materialize_layer_sweep(
     Returns ``{"files": {name: path}, "cards": bool (the report shows the section), "current": bool (nothing
     was computed), "seconds": float}``."""
     from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB
-    from actgeo_assets.lib.stages.depth import FILES, layers_current
+    from actgeo_assets.lib.stages.layers import FILES, layers_current
 
     with database_url_env(resource):
         settings, layout = resource.settings(), resource.layout()

@@ -40,7 +40,7 @@ def _batches(loaded, docs, context_len: int, batch_size: int):
     """The right-padded (input_ids, attention_mask) batches capture_activations itself runs."""
     import torch
 
-    from actgeo_assets.lib.capture import _tokenize_many
+    from actgeo_assets.lib.capture.residual import _tokenize_many
 
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -61,10 +61,10 @@ def _batches(loaded, docs, context_len: int, batch_size: int):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from actgeo_assets.lib.capture import capture_activations
-    from actgeo_assets.lib.corpus import load_corpus
-    from actgeo_assets.lib.model import base_model, load_model
-    from actgeo_assets.lib.settings import RunSettings
+    from actgeo_assets.lib.capture.corpus import load_corpus
+    from actgeo_assets.lib.capture.model import base_model, load_model
+    from actgeo_assets.lib.capture.residual import capture_activations
+    from actgeo_assets.lib.config.settings import RunSettings
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, Path(args.cache), device="cpu", dtype="float32", threads=args.threads)
@@ -129,8 +129,8 @@ def main() -> None:
 
     # Make sure the model is converted and the corpus built before any timing.
     subprocess.run(
-        [sys.executable, "-c", "from actgeo_assets.lib.model import load_model; "
-         "from actgeo_assets.lib.corpus import load_corpus; from actgeo_assets.lib.settings import RunSettings; "
+        [sys.executable, "-c", "from actgeo_assets.lib.capture.model import load_model; "
+         "from actgeo_assets.lib.capture.corpus import load_corpus; from actgeo_assets.lib.config.settings import RunSettings; "
          f"load_model({args.model!r}, {args.cache!r}); load_corpus(RunSettings(), {args.corpus_cache!r})"],
         cwd=REPO, check=True,
     )  # fmt: skip

@@ -35,7 +35,7 @@ from actgeo_assets.lib.graph import (  # noqa: E402
     single_linkage_forest,
     tile_forest,
 )
-from actgeo_assets.lib.layout import atomic_path  # noqa: E402
+from actgeo_assets.lib.store.layout import atomic_path  # noqa: E402
 
 
 def _cpu() -> str:

@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--from-json", type=Path, default=None, help="only re-render a --work folder's results.json")
     args = ap.parse_args(argv)
-    from actgeo_assets.lib.layout import atomic_path
+    from actgeo_assets.lib.store.layout import atomic_path
 
     if args.from_json:
         saved = json.loads(args.from_json.read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actgeo_assets.lib.layout import save_npy
+from actgeo_assets.lib.store.layout import save_npy
 
 
 def main(run_dir: str, out: str) -> int:

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from actgeo_assets.lib.capture import capture_activations
-    from actgeo_assets.lib.corpus import Document
-    from actgeo_assets.lib.layout import atomic_path
-    from actgeo_assets.lib.model import LoadedModel
+    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.model import LoadedModel
+    from actgeo_assets.lib.capture.residual import capture_activations
+    from actgeo_assets.lib.store.layout import atomic_path
     from actgeo_tests.support.tiny_model import build_tokenizer
 
     tok = build_tokenizer()

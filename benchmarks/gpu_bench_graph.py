@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from actgeo_assets.lib.graph import component_summary, cosine_components
-    from actgeo_assets.lib.layout import atomic_path
+    from actgeo_assets.lib.store.layout import atomic_path
 
     name = torch.cuda.get_device_name()
     peak = gemm_peak(torch, args.precision)

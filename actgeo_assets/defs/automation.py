@@ -3,7 +3,7 @@ for the merge, and a nightly schedule as the backstop.
 
 - ``shard_sensor`` watches the corpus source: it registers the shards (one per corpus file with
   ``shard_by="file"``) and their pairs as dynamic partitions, drops removed ones, and requests the earliest
-  stage of stale work by content hash (lib/incremental.py): capture and normalization of new or changed
+  stage of stale work by content hash (lib/stages/plan.py): capture and normalization of new or changed
   shards, the activation mean when ``center_l2`` needs it, and only the tiles whose shards changed. It
   requests at most ``SENSOR_MAX_RUNS_PER_TICK`` runs a tick (creating a run costs the daemon about half a
   second, so 210 tiles at once made one tick of two minutes), topping the stage up on later ticks with its
@@ -29,7 +29,7 @@ import dagster as dg
 from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.incremental import plan, source_fingerprints
+from actgeo_assets.lib.stages.plan import plan, source_fingerprints
 
 SENSOR_TAG = "actgeo/sensor"
 #: Fingerprint of what a sensor run reads (settings + its shards' sources): a failed run is retried only when
@@ -131,7 +131,7 @@ def _writer(lock: object) -> str | None:
     """The live `actgeo run` (on this host) that holds the data directory's writer lock, or None."""
     import socket
 
-    from actgeo_assets.lib.lock import current_holder, process_alive
+    from actgeo_assets.lib.store.lock import current_holder, process_alive
 
     info = current_holder(lock)  # type: ignore[arg-type]
     if not info or info.get("host", socket.gethostname()) != socket.gethostname():

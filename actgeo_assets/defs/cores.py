@@ -8,8 +8,8 @@ import os
 
 import dagster as dg
 
-from actgeo_assets.lib.constants import GPU_POOL
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.config.constants import GPU_POOL
+from actgeo_assets.lib.config.settings import RunSettings
 
 
 def available_cores() -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 
 from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
-from actgeo_assets.lib.constants import GPU_POOL  # noqa: F401 - the pool of GPU_ASSETS, named with them
+from actgeo_assets.lib.config.constants import GPU_POOL  # noqa: F401 - the pool of GPU_ASSETS, named with them
 
 # GPU nodes: the NVIDIA GPU operator / GPU feature discovery labels them `nvidia.com/gpu.present=true`,
 # and managed clusters (GKE, AKS, EKS with the NVIDIA device plugin) taint them `nvidia.com/gpu:NoSchedule`.

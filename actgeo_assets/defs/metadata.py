@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from actgeo_assets.lib.report import summary_rows
+from actgeo_assets.lib.outputs.report import summary_rows
 
 
 def fmt(v: Any) -> Any:

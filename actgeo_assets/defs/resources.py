@@ -1,6 +1,6 @@
 """Dagster resources: the run settings (profile + overrides), where files live, and the SQL database.
 
-The settings fields of :class:`ActgeoResource` are derived from ``RunSettings`` (lib/settings.py), the one
+The settings fields of :class:`ActgeoResource` are derived from ``RunSettings`` (lib/config/settings.py), the one
 list of settings: one field per ``RunSettings`` field, of the same type (a tuple as a list), default None
 ("keep the profile's value"), described in the launchpad by the field's doc. Every value the resource is
 given (launchpad, a ``dg.EnvVar``, Python) passes the same validation as ``--set`` and settings files
@@ -15,8 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, create_model
 
-from actgeo_assets.lib.layout import RunLayout, resolve_data_dir
-from actgeo_assets.lib.settings import (
+from actgeo_assets.lib.config.settings import (
     CONFIG_KEYS,
     LOCATIONS,
     SETTINGS,
@@ -28,6 +27,7 @@ from actgeo_assets.lib.settings import (
     resolve_settings,
     validate_settings,
 )
+from actgeo_assets.lib.store.layout import RunLayout, resolve_data_dir
 
 #: Environment variable of the database URL: definitions.py wires ``database_url`` to it with ``dg.EnvVar``,
 #: so a password never shows in the launchpad or the resource's config in the UI.

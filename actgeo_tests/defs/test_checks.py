@@ -13,10 +13,10 @@ import pytest
 from actgeo_assets.definitions import ASSETS
 from actgeo_assets.defs.partitions import SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.capture import CaptureResult
-from actgeo_assets.lib.constants import TOKEN_COLUMNS
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.shards import write_raw_shard
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.residual import CaptureResult
+from actgeo_assets.lib.config.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.store.shards import write_raw_shard
 
 
 def _massive_dim_shard(resource: ActgeoResource, n: int = 400, d: int = 64) -> None:

@@ -17,7 +17,7 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from actgeo_assets.definitions import defs
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.settings import SETTINGS, RunSettings
+from actgeo_assets.lib.config.settings import SETTINGS, RunSettings
 
 REPO = Path(__file__).resolve().parents[2]
 

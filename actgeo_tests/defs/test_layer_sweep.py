@@ -15,7 +15,7 @@ import pytest
 
 from actgeo_assets.cli import main
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.layout import sha256_file
+from actgeo_assets.lib.store.layout import sha256_file
 from actgeo_assets.runner import RunFailed, materialize_layer_sweep, materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
@@ -56,9 +56,9 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
 
     # independent check of one layer: a single-layer capture of the corpus' first 200 tokens, L2 in float64,
     # the float64 brute force
-    from actgeo_assets.lib.capture import capture_activations
-    from actgeo_assets.lib.corpus import load_corpus
-    from actgeo_assets.lib.model import load_model
+    from actgeo_assets.lib.capture.corpus import load_corpus
+    from actgeo_assets.lib.capture.model import load_model
+    from actgeo_assets.lib.capture.residual import capture_activations
 
     docs = list(load_corpus(resource.settings(), data / "_corpus"))
     loaded = load_model(model, tmp_path / "cache", device="cpu", threads=1)
@@ -78,7 +78,7 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
     for hook in ('id="layers-h"', 'id="layer-geometry"', 'id="fig-layer-giant"', 'id="layer-landing"'):
         assert hook in text, hook
     # other capture settings: the old section no longer describes the run and is left out
-    from actgeo_assets.lib.stages.depth import layer_section
+    from actgeo_assets.lib.stages.layers import layer_section
 
     assert layer_section(resource.settings(), resource.layout()) is not None
     assert layer_section(resource.settings().replace(context_len=32), resource.layout()) is None

@@ -32,8 +32,8 @@ from actgeo_assets.defs.metadata import (
     table_md,
 )
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.layout import project_root, resolve_data_dir
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.store.layout import project_root, resolve_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -246,7 +246,7 @@ def test_shard_sensor_waits_while_actgeo_run_writes(tmp_path: Path) -> None:
     that the data directory's lock would fail."""
     from actgeo_assets.definitions import defs
     from actgeo_assets.defs.automation import shard_sensor
-    from actgeo_assets.lib.lock import data_dir_lock
+    from actgeo_assets.lib.store.lock import data_dir_lock
 
     resource = ActgeoResource(data_dir=str(tmp_path))
     context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"actgeo": resource},

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.explorer import read_embedded
+from actgeo_assets.lib.outputs.explorer import read_embedded
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
 from actgeo_tests.support.tiny_model import tiny_gemma2

@@ -181,7 +181,7 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
 
     from actgeo_assets.definitions import ASSETS
     from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.settings import parse_assignments
+    from actgeo_assets.lib.config.settings import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "normalized" / "shard-001.npy"
@@ -203,7 +203,7 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
 
     from actgeo_assets.definitions import local_assets
     from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.settings import parse_assignments
+    from actgeo_assets.lib.config.settings import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "raw" / "shard-001.npy"
@@ -293,7 +293,7 @@ def test_kill_during_capture_then_concurrent_run_refused_then_heals(baseline: Ba
                                                                    capsys) -> None:
     data, home = _copy(baseline, tmp_path), tmp_path / "home"
     (data / "demo" / "raw" / "shard-001.json").unlink()  # shard-001 is captured again ...
-    proc = _start_paused(baseline, data, home, "actgeo_assets.lib.shards", "raw/shard-001.json",
+    proc = _start_paused(baseline, data, home, "actgeo_assets.lib.store.shards", "raw/shard-001.json",
                          tmp_path / "run.log")  # ... and its process stops after the .npy, before the sidecar
     try:
         # a second run on the same data directory, with other settings, while the first one writes
@@ -307,7 +307,7 @@ def test_kill_during_capture_then_concurrent_run_refused_then_heals(baseline: Ba
 
         from actgeo_assets.definitions import ASSETS
         from actgeo_assets.defs.resources import ActgeoResource
-        from actgeo_assets.lib.settings import parse_assignments
+        from actgeo_assets.lib.config.settings import parse_assignments
 
         resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
         with pytest.raises(ValueError, match=rf"is in use by PID {proc.pid}"):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.settings import PROFILES
+from actgeo_assets.lib.config.settings import PROFILES
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
@@ -38,7 +38,7 @@ def test_full_profile_settings_carry_over(full_run) -> None:
 
 
 def test_full_profile_shards_budget_and_bos(full_run) -> None:
-    from actgeo_assets.lib.shards import read_raw_shard
+    from actgeo_assets.lib.store.shards import read_raw_shard
 
     resource, _ = full_run
     settings, layout = resource.settings(), resource.layout()

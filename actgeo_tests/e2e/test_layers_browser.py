@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.depth import compare_geometry, giant_fraction_png, section_html
-from actgeo_assets.lib.report import write_report
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.analysis.layers import compare_geometry, giant_fraction_png, section_html
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.outputs.report import write_report
 from actgeo_tests.lib.test_depth import _layers
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
 

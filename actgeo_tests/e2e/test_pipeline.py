@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.report import format_summary
+from actgeo_assets.lib.outputs.report import format_summary
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
@@ -93,7 +93,7 @@ def test_components_equal_float64_brute_force(run) -> None:
 
 
 def test_cards_report_and_sql(run) -> None:
-    from actgeo_assets.lib.sqlstore import read_components
+    from actgeo_assets.lib.outputs.sql import read_components
 
     resource, instance, record = run
     settings, layout = resource.settings(), resource.layout()
@@ -134,7 +134,7 @@ def test_cards_report_and_sql(run) -> None:
 
 
 def test_rerun_is_idempotent(run) -> None:
-    from actgeo_assets.lib.sqlstore import read_components
+    from actgeo_assets.lib.outputs.sql import read_components
 
     resource, instance, record = run
     again = materialize_run(resource, instance, echo=lambda s: None)
@@ -160,7 +160,7 @@ def test_giant_subcards_match_brute_force(run) -> None:
     assert [c["size"] for c in subs] == ref_sizes[: len(subs)]
     assert all(c["subcomponent_of"] == 1 for c in subs)
     assert 'data-rank' in (layout.cards_dir / "report.html").read_text()
-    from actgeo_assets.lib.sqlstore import read_subcomponents
+    from actgeo_assets.lib.outputs.sql import read_subcomponents
 
     db = read_subcomponents(resource.db_url(), settings.run_id())
     assert db["size"].tolist() == [c["size"] for c in subs] and set(db["threshold"]) == {0.8}
@@ -174,9 +174,9 @@ def test_cards_read_what_follows_and_the_token_baseline(run) -> None:
 
     import torch
 
-    from actgeo_assets.lib.cards import hidden_token_ids, readout_sample
-    from actgeo_assets.lib.model import load_model
-    from actgeo_assets.lib.sqlstore import read_components, read_runs
+    from actgeo_assets.lib.analysis.cards import hidden_token_ids, readout_sample
+    from actgeo_assets.lib.capture.model import load_model
+    from actgeo_assets.lib.outputs.sql import read_components, read_runs
 
     resource, _, _ = run
     settings, layout = resource.settings(), resource.layout()

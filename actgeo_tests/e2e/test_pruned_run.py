@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.explorer import read_embedded
+from actgeo_assets.lib.config.settings import SettingsError
 from actgeo_assets.lib.graph import SingleLinkageForest, component_summary
-from actgeo_assets.lib.incremental import plan
-from actgeo_assets.lib.settings import SettingsError
+from actgeo_assets.lib.outputs.explorer import read_embedded
+from actgeo_assets.lib.stages.plan import plan
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2

@@ -10,13 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.cards import Readout, build_cards, next_token_column, token_baseline
-from actgeo_assets.lib.figures import cosine_histogram_png, n_scaling_png, percolation_png, size_spectrum_png
+from actgeo_assets.lib.analysis.cards import Readout, build_cards, next_token_column, token_baseline
+from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.analysis.study import compare_with_study
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import component_summary
-from actgeo_assets.lib.percolation import locate_transition
-from actgeo_assets.lib.report import write_report
-from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.study import compare_with_study
+from actgeo_assets.lib.outputs.figures import (
+    cosine_histogram_png,
+    n_scaling_png,
+    percolation_png,
+    size_spectrum_png,
+)
+from actgeo_assets.lib.outputs.report import write_report
 from actgeo_tests.lib.test_cards import tiny_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
 

@@ -19,7 +19,7 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory):
-    from actgeo_assets.lib.model import load_model
+    from actgeo_assets.lib.capture.model import load_model
 
     return load_model(tiny_model_path, tmp_path_factory.mktemp("model-cache"), device="cpu", threads=1)
 

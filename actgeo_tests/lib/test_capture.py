@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from actgeo_assets.lib.capture import TOKEN_COLUMNS, capture_activations, next_block_norm
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.model import decoder_layers
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.model import decoder_layers
+from actgeo_assets.lib.capture.residual import TOKEN_COLUMNS, capture_activations, next_block_norm
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 4,
@@ -165,7 +165,7 @@ def test_next_block_norm(tiny_loaded) -> None:
 @pytest.mark.parametrize("steps", [(8, 64), (1, 2), ()])
 def test_prefix_tokenization_equals_full(tiny_loaded, monkeypatch, steps) -> None:
     """Prefix tokenization (and its fallbacks, forced by tiny prefixes) gives the full text's first tokens."""
-    import actgeo_assets.lib.capture as C
+    import actgeo_assets.lib.capture.residual as C
 
     monkeypatch.setattr(C, "_CHARS_PER_TOKEN_STEPS", steps)
     tok = tiny_loaded.tokenizer
@@ -184,10 +184,10 @@ def test_values_beyond_float16_survive_capture_and_normalization(tiny_model_path
     """A model whose residual stream exceeds float16's 65,504: stored in float32 (the default), every row
     is kept, equals the model's own hidden states and normalizes to the float64 unit rows; float16 storage
     (the old default) would have turned those rows into inf and dropped them."""
-    from actgeo_assets.lib.layout import RunLayout
-    from actgeo_assets.lib.model import load_model
-    from actgeo_assets.lib.normalize import normalize_rows
-    from actgeo_assets.lib.shards import read_raw_shard, write_raw_shard
+    from actgeo_assets.lib.capture.model import load_model
+    from actgeo_assets.lib.capture.normalize import normalize_rows
+    from actgeo_assets.lib.store.layout import RunLayout
+    from actgeo_assets.lib.store.shards import read_raw_shard, write_raw_shard
 
     loaded = load_model(tiny_model_path, tmp_path / "cache", device="cpu", threads=1)  # its own copy
     with torch.no_grad():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgeo_assets.lib.capture import capture_activations, capture_layers
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.model import decoder_layers
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.model import decoder_layers
+from actgeo_assets.lib.capture.residual import capture_activations, capture_layers
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 4,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from actgeo_assets.lib.cards import (
+from actgeo_assets.lib.analysis.cards import (
     Card,
     Readout,
     build_cards,

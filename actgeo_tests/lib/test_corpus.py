@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.corpus import (
+from actgeo_assets.lib.capture.corpus import (
     BUILTIN_SOURCES,
     Document,
     find_duplicates,
@@ -19,7 +19,7 @@ from actgeo_assets.lib.corpus import (
     shard_budgets,
     shard_documents,
 )
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.config.settings import RunSettings
 
 
 def _settings(corpus: str, **kw) -> RunSettings:
@@ -89,10 +89,10 @@ def test_unreachable_hub_says_so(tmp_path, monkeypatch) -> None:
 
 
 def test_builtin_falls_back_loudly_without_downloads(tmp_path, monkeypatch, caplog) -> None:
-    import actgeo_assets.lib.corpus as corpus
+    import actgeo_assets.lib.capture.corpus as corpus
 
     monkeypatch.setattr(corpus, "_fetch", lambda archive, dest: None)
-    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.corpus"):
+    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.corpus"):
         docs = load_corpus(RunSettings(), tmp_path)
     sources = {d.source for d in docs}
     local = {"CPython standard library code", "Python language reference", "Debian licence texts"}
@@ -129,7 +129,7 @@ def test_builtin_pile_like_mix(model_cache) -> None:
 
 
 def test_chunks_cut_at_paragraphs_and_keep_all_text() -> None:
-    from actgeo_assets.lib.corpus import _chunks
+    from actgeo_assets.lib.capture.corpus import _chunks
 
     text = "\n\n".join(f"para {i} " + "x" * 50 for i in range(40))
     pieces = _chunks(text, limit=300)

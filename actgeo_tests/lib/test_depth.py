@@ -1,4 +1,4 @@
-"""lib/depth.py: the layer x normalization comparison against a float64 brute force, the O(N d) mean pairwise
+"""lib/analysis/layers.py: the layer x normalization comparison against a float64 brute force, the O(N d) mean pairwise
 cosine against the dense float64 mean, and the landing table on a hand-built case."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.depth import (
+from actgeo_assets.lib.analysis.layers import (
     LANDING_COLUMNS,
     TABLE_COLUMNS,
     compare_geometry,
@@ -34,7 +34,7 @@ def _layers() -> tuple[dict[int, np.ndarray], dict[int, dict]]:
 
 
 def _reference_unit(x: np.ndarray, method: str, weight: dict) -> np.ndarray:
-    """float64 normalization written independently of lib/normalize.py, rounded to float32 as stored."""
+    """float64 normalization written independently of lib/capture/normalize.py, rounded to float32 as stored."""
     y = np.asarray(x, dtype=np.float64)
     if method == "center_l2":
         y = y - y.mean(axis=0)

@@ -1,4 +1,4 @@
-"""The explorer's embedded data (lib/explorer.py) against sweep.csv and an independent float64 brute force."""
+"""The explorer's embedded data (lib/outputs/explorer.py) against sweep.csv and an independent float64 brute force."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.cards import build_cards, giant_subcards, next_token_column
-from actgeo_assets.lib.explorer import (
+from actgeo_assets.lib.analysis.cards import build_cards, giant_subcards, next_token_column
+from actgeo_assets.lib.analysis.percolation import fine_thresholds
+from actgeo_assets.lib.graph import single_linkage_forest
+from actgeo_assets.lib.outputs.explorer import (
     MAX_LEVEL_NODES,
     card_key,
     explorer_data,
@@ -15,9 +17,7 @@ from actgeo_assets.lib.explorer import (
     spectrum_ranks,
     write_explorer,
 )
-from actgeo_assets.lib.graph import single_linkage_forest
-from actgeo_assets.lib.layout import RunLayout, save_csv, save_json, save_npy
-from actgeo_assets.lib.percolation import fine_thresholds
+from actgeo_assets.lib.store.layout import RunLayout, save_csv, save_json, save_npy
 from actgeo_tests.support.oracle import brute_force_labels, clustered
 
 T_RUN = 0.7

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actgeo_assets.cli import main
-from actgeo_assets.lib.export import export_dataset
+from actgeo_assets.lib.outputs.export import export_dataset
 from actgeo_tests.support.finished_run import FinishedRun, drop_rows, finished_run
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.figures import PNG_SIGNATURE, percolation_png, size_spectrum_png, write_png
+from actgeo_assets.lib.outputs.figures import PNG_SIGNATURE, percolation_png, size_spectrum_png, write_png
 
 
 def _check_png(data: bytes) -> np.ndarray:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import actgeo_assets.lib.layout as layout_mod
-from actgeo_assets.lib.layout import IntegrityError, save_json, save_npy, sha256_file, verify_file
-from actgeo_assets.lib.lock import DataDirBusy, data_dir_lock
+import actgeo_assets.lib.store.layout as layout_mod
+from actgeo_assets.lib.store.layout import IntegrityError, save_json, save_npy, sha256_file, verify_file
+from actgeo_assets.lib.store.lock import DataDirBusy, data_dir_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def test_outputs_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None
 HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from actgeo_assets.lib.lock import data_dir_lock
+from actgeo_assets.lib.store.lock import data_dir_lock
 shared = sys.argv[2] == "shared"
 with data_dir_lock(sys.argv[1], shared=shared, run_id=sys.argv[3], command="holder --db postgresql://u:s3cret@h/db"):
     print("held", flush=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actgeo_assets.lib.capture import capture_activations, next_block_norm
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.model import (
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.model import (
     decoder_layers,
     final_norm_and_unembed,
     load_model,
     resolve_dtype,
 )
+from actgeo_assets.lib.capture.residual import capture_activations, next_block_norm
 
 
 def test_tiny_model_loads(tiny_loaded) -> None:
@@ -82,7 +82,7 @@ def test_next_token_predictions_equal_the_full_models_logits(tiny_loaded) -> Non
     ``model(ids).logits`` of each prefix (Gemma 2's final logit soft-capping included)."""
     import numpy as np
 
-    from actgeo_assets.lib.model import final_logit_softcap, next_token_predictions
+    from actgeo_assets.lib.capture.model import final_logit_softcap, next_token_predictions
 
     assert final_logit_softcap(tiny_loaded) == 30.0  # the tiny Gemma 2 soft-caps: that path is tested
     tok = tiny_loaded.tokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgeo_assets.lib.normalize import geometry_diagnostics, normalize_rows, shards_mean
+from actgeo_assets.lib.capture.normalize import geometry_diagnostics, normalize_rows, shards_mean
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_bad_rows_excluded_and_counted(x) -> None:
 
 
 def test_chunking_matches(monkeypatch, x) -> None:
-    import actgeo_assets.lib.normalize as nm
+    import actgeo_assets.lib.capture.normalize as nm
 
     whole = normalize_rows(x, "l2").unit
     monkeypatch.setattr(nm, "_CHUNK_ELEMS", 16 * 7)  # 7 rows per chunk

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from actgeo_assets.lib.analysis.percolation import fine_thresholds, locate_transition, n_scaling
+from actgeo_assets.lib.analysis.study import STUDY_RESULTS, STUDY_SETUP, compare_with_study
 from actgeo_assets.lib.graph import component_summary, tile_forest
-from actgeo_assets.lib.percolation import fine_thresholds, locate_transition, n_scaling
-from actgeo_assets.lib.study import STUDY_RESULTS, STUDY_SETUP, compare_with_study
 from actgeo_tests.support.oracle import brute_force_labels
 
 

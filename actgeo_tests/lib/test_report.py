@@ -9,10 +9,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import Card, Context
-from actgeo_assets.lib.figures import PNG_SIGNATURE, percolation_png, size_spectrum_png
-from actgeo_assets.lib.report import write_report
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.analysis.cards import Card, Context
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.outputs.figures import PNG_SIGNATURE, percolation_png, size_spectrum_png
+from actgeo_assets.lib.outputs.report import write_report
 
 EVIL = "<img src=x onerror=alert(1)>"
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from actgeo_assets.lib.layout import IntegrityError
-from actgeo_assets.lib.results import RunNotFinished, open_run
-from actgeo_assets.lib.sqlstore import read_components, read_subcomponents
+from actgeo_assets.lib.outputs.results import RunNotFinished, open_run
+from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents
+from actgeo_assets.lib.store.layout import IntegrityError
 from actgeo_tests.support.finished_run import FinishedRun, drop_rows, finished_run
 from actgeo_tests.support.oracle import brute_force_labels
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actgeo_assets.lib import settings as settings_module
-from actgeo_assets.lib import sqlstore
-from actgeo_assets.lib.settings import (
+from actgeo_assets.lib.config import settings as settings_module
+from actgeo_assets.lib.config.settings import (
     CONFIG_KEYS,
     PROFILES,
     SETTING_NAMES,
@@ -27,6 +26,7 @@ from actgeo_assets.lib.settings import (
     resolve_settings,
     validate_settings,
 )
+from actgeo_assets.lib.outputs import sql as sqlstore
 
 # (setting, bad value as Python/YAML gives it, what the message must say)
 BAD_VALUES = [

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.capture import CaptureResult
-from actgeo_assets.lib.constants import TOKEN_COLUMNS
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.layout import RunLayout
-from actgeo_assets.lib.shards import (
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.residual import CaptureResult
+from actgeo_assets.lib.config.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.store.layout import RunLayout
+from actgeo_assets.lib.store.shards import (
     ShardError,
     read_next_norm,
     read_raw_shard,

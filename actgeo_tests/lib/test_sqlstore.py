@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from actgeo_assets.lib.cards import Card, Context
-from actgeo_assets.lib.settings import RunSettings, run_id_of
-from actgeo_assets.lib.sqlstore import read_components, read_runs, read_subcomponents, write_results
+from actgeo_assets.lib.analysis.cards import Card, Context
+from actgeo_assets.lib.config.settings import RunSettings, run_id_of
+from actgeo_assets.lib.outputs.sql import read_components, read_runs, read_subcomponents, write_results
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 
 RUN_KEY = RunSettings().run_key()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.which import BRIDGES, JOINS, SINGLETON, NeighbourIndex
+from actgeo_assets.lib.analysis.lookup import BRIDGES, JOINS, SINGLETON, NeighbourIndex
 from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
@@ -166,7 +166,7 @@ def _run_rows(resource) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
 
 
 def test_which_text_matches_brute_force(run) -> None:
-    from actgeo_assets.lib.stages.which import answer_json, format_which, index_problem, which_text
+    from actgeo_assets.lib.stages.lookup import answer_json, format_which, index_problem, which_text
 
     resource, _, _ = run
     settings, layout = resource.settings(), resource.layout()
@@ -217,7 +217,7 @@ def test_which_text_matches_brute_force(run) -> None:
 
 
 def test_damaged_index_is_never_read(run) -> None:
-    from actgeo_assets.lib.stages.which import build_neighbour_index, index_problem, load_neighbour_index
+    from actgeo_assets.lib.stages.lookup import build_neighbour_index, index_problem, load_neighbour_index
 
     resource, _, _ = run
     settings, layout = resource.settings(), resource.layout()
@@ -260,7 +260,7 @@ def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
         assert {"text", "position", "rank", "label_id", "verdict", "nearest"} <= set(obj)
         assert len(obj["nearest"]) == 2
     # the JSON's rows are the brute force's: recapture is deterministic, so compare with the library's queries
-    from actgeo_assets.lib.stages.which import which_text
+    from actgeo_assets.lib.stages.lookup import which_text
 
     queries = which_text(settings, layout, TEXT, k=0, gpu=False).queries
     for obj, q in zip(objs, queries, strict=True):
@@ -277,8 +277,8 @@ def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bridge_and_singleton_as_printed_and_json() -> None:
-    from actgeo_assets.lib.stages.which import TokenAnswer, WhichResult, answer_json, format_which
-    from actgeo_assets.lib.which import Found, Neighbour
+    from actgeo_assets.lib.analysis.lookup import Found, Neighbour
+    from actgeo_assets.lib.stages.lookup import TokenAnswer, WhichResult, answer_json, format_which
 
     near = (Neighbour(row=4, cosine=0.71, label=2),)
     bridge = Found(labels=np.array([0, 2]), n_linked=3, best_cosine=0.71, nearest=near)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.layout import load_json, save_json, save_npy, sha256_file
+from actgeo_assets.lib.store.layout import load_json, save_json, save_npy, sha256_file
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 

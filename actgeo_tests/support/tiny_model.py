@@ -3,7 +3,7 @@
 ``tiny_gemma2(tmp_path)`` saves a 4-layer, 64-wide random ``Gemma2ForCausalLM`` and a byte-level BPE
 tokenizer (``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3; adds ``<bos>``; exact character offsets)
 into ``tmp_path / "tiny-gemma2"`` and returns that folder's path, loadable with
-``actgeo_assets.lib.model.load_model(path, cache_dir)``. Building takes well under a second.
+``actgeo_assets.lib.capture.model.load_model(path, cache_dir)``. Building takes well under a second.
 """
 
 from __future__ import annotations

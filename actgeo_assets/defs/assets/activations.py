@@ -7,7 +7,7 @@ from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
 from actgeo_assets.defs.partitions import materialize_each, shard_partitions
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.constants import GPU_POOL, GROUP
+from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.activations import (
     capture_shard,
     compute_mean,

@@ -4,7 +4,7 @@ import dagster as dg
 
 from actgeo_assets.defs.metadata import card_md, served_url, table_value
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.constants import GROUP
+from actgeo_assets.lib.config.constants import GROUP
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
 
 

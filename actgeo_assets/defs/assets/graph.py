@@ -19,7 +19,7 @@ from actgeo_assets.defs.metadata import (
 )
 from actgeo_assets.defs.partitions import materialize_each, pair_partitions
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.constants import GPU_POOL, GROUP
+from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.graph import (
     compute_tile,
     invalidate_components,

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from actgeo_assets.lib.graph.labels import _cc_labels
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.store.layout import atomic_path
 
 # ----------------------------------------------------------------------------------------------------
 # forests

@@ -12,7 +12,7 @@ import pandas as pd
 from actgeo_assets.lib.graph.exactness import check_threshold
 from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _load_npz, _nan_none
 from actgeo_assets.lib.graph.labels import _cc_labels, _summary_from_sizes, canonical_labels
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.store.layout import atomic_path
 
 #: Columns of :meth:`SingleLinkageForest.sweep`.
 SWEEP_COLUMNS = ("threshold", "n_components", "largest", "largest_fraction", "second_largest", "singletons",

@@ -5,15 +5,11 @@
 - :mod:`.graph`: ``compute_tile``, ``merge_components``, ``load_components``, ``spot_check_edges``
   (edge_tiles, components);
 - :mod:`.cards`: ``build_run_cards``, ``audit_cards`` (component_cards);
-- :mod:`.which`: ``build_neighbour_index`` (neighbour_index), ``which_text`` (`actgeo which`);
-- :mod:`.depth`: ``compare_layers`` (layer_geometry, job layer_sweep, `actgeo layers`), ``layer_section``;
+- :mod:`.lookup`: ``build_neighbour_index`` (neighbour_index), ``which_text`` (`actgeo which`);
+- :mod:`.layers`: ``compare_layers`` (layer_geometry, job layer_sweep, `actgeo layers`), ``layer_section``;
 - :mod:`.common`: the run's model, its shards read back, rows of all shards by global index.
 
-Each stage reads what the previous one wrote (paths in :class:`~actgeo_assets.lib.layout.RunLayout`),
+Each stage reads what the previous one wrote (paths in :class:`~actgeo_assets.lib.store.layout.RunLayout`),
 computes with the library modules, writes atomically and returns a frozen dataclass of what it did.
 Every stage runs without Dagster (tests, notebooks, the CLI).
 """
-
-from actgeo_assets.lib.stages import activations, cards, common, depth, graph, which
-
-__all__ = ["activations", "cards", "common", "depth", "graph", "which"]

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.constants import RAW_DTYPE
-from actgeo_assets.lib.corpus import Document, load_corpus, shard_budgets, shard_documents
-from actgeo_assets.lib.incremental import source_fingerprints
-from actgeo_assets.lib.layout import RunLayout, load_json, save_json, save_npy, sha256_file, verify_file
-from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.normalize import geometry_diagnostics, normalize_rows, shards_mean
-from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.shards import read_next_norm, write_next_norm, write_raw_shard
+from actgeo_assets.lib.capture.corpus import Document, load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.normalize import geometry_diagnostics, normalize_rows, shards_mean
+from actgeo_assets.lib.config.constants import RAW_DTYPE
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.common import load_run_model, read_raw, show_progress
+from actgeo_assets.lib.stages.plan import source_fingerprints
+from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, save_npy, sha256_file, verify_file
+from actgeo_assets.lib.store.lock import holds_writer_lock
+from actgeo_assets.lib.store.shards import read_next_norm, write_next_norm, write_raw_shard
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _cached_corpus(settings: RunSettings, cache_dir: str, stamp: tuple[int, int]
 
 
 def corpus_duplicates(settings: RunSettings, layout: RunLayout, shard: str) -> dict[str, Any]:
-    """What :func:`actgeo_assets.lib.corpus.find_duplicates` found in the corpus a shard's documents come
+    """What :func:`actgeo_assets.lib.capture.corpus.find_duplicates` found in the corpus a shard's documents come
     from (the whole corpus, or with ``shard_by="file"`` the shard's file): counts, JSON."""
     if settings.shard_by == "file":
         path = settings.shard_files()[shard]
@@ -124,7 +124,7 @@ def shard_plan(settings: RunSettings, layout: RunLayout, shard: str) -> tuple[li
 
 def _check_enough_documents(settings: RunSettings, n_docs: int) -> None:
     if settings.shard_by == "split" and n_docs < settings.n_shards:
-        from actgeo_assets.lib.settings import SettingsError
+        from actgeo_assets.lib.config.settings import SettingsError
 
         raise SettingsError(f"corpus {settings.corpus!r} has {n_docs} document{'s' if n_docs != 1 else ''}, fewer "
                             f"than n_shards {settings.n_shards}: every shard needs a document; lower n_shards "
@@ -152,7 +152,7 @@ def check_corpus(settings: RunSettings, layout: RunLayout) -> int:
 def capture_shard(settings: RunSettings, layout: RunLayout, shard: str) -> CapturedShard:
     """Capture one shard's residual stream; writes raw/{shard}.* and raw/next_norm.npz."""
     # torch is imported here, not at module level: see common._cached_model.
-    from actgeo_assets.lib.capture import capture_activations, next_block_norm
+    from actgeo_assets.lib.capture.residual import capture_activations, next_block_norm
 
     docs, budget = shard_plan(settings, layout, shard)
     loaded = load_run_model(settings, layout)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import (
+from actgeo_assets.lib.analysis.cards import (
     READOUT_MEMBERS,
     TOP_PREDICTIONS,
     Card,
@@ -25,16 +25,16 @@ from actgeo_assets.lib.cards import (
     readout_rows,
     token_baseline,
 )
-from actgeo_assets.lib.explorer import write_explorer
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
-from actgeo_assets.lib.layout import RunLayout, save_json
-from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.report import write_report
-from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.sqlstore import read_components, read_subcomponents, write_results
+from actgeo_assets.lib.outputs.explorer import write_explorer
+from actgeo_assets.lib.outputs.report import write_report
+from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents, write_results
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
-from actgeo_assets.lib.stages.depth import layer_section
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
+from actgeo_assets.lib.stages.layers import layer_section
+from actgeo_assets.lib.store.layout import RunLayout, save_json
+from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
 
@@ -52,7 +52,7 @@ class RunCards:
     summary: dict[str, Any]  # the components' summary the cards were built from
     baseline: dict[str, Any] | None = None  # lib.cards.token_baseline of the run
     duplicates: dict[str, Any] | None = None  # duplicate documents found in the corpus (counts)
-    explorer: Path | None = None  # the interactive page (lib/explorer.py), next to the report
+    explorer: Path | None = None  # the interactive page (lib/outputs/explorer.py), next to the report
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, off
     """The cards' model readouts (:class:`Readout`): the model's next-token predictions at member positions
     and the mid-depth logit lens against the corpus mean; None when the model cannot be loaded."""
     # torch is imported here, not at module level: see common._cached_model.
-    from actgeo_assets.lib.model import final_logit_softcap, final_norm_and_unembed
+    from actgeo_assets.lib.capture.model import final_logit_softcap, final_norm_and_unembed
 
     try:
         loaded = load_run_model(settings, layout)
@@ -172,7 +172,7 @@ def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, off
 def _corpus_mean(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]) -> np.ndarray:
     """float64 [d] mean raw activation of the run: ``mean.npy`` when it was written (verified), else the
     mean of the kept raw rows (one chunked pass)."""
-    from actgeo_assets.lib.layout import load_json, verify_file
+    from actgeo_assets.lib.store.layout import load_json, verify_file
 
     if layout.mean.exists() and layout.mean_meta.exists():
         try:
@@ -197,7 +197,7 @@ def _predictor(settings: RunSettings, layout: RunLayout, loaded: Any, tokens: pd
     import hashlib
     import json
 
-    from actgeo_assets.lib.model import next_token_predictions
+    from actgeo_assets.lib.capture.model import next_token_predictions
 
     doc_of, pos_of = tokens["doc_id"].to_numpy(), tokens["position"].to_numpy()
     raws = {s: read_raw(settings, layout, s) for s in settings.shard_keys}
@@ -260,7 +260,7 @@ def _load_predictions(path: Path, key: str) -> dict[tuple[int, int], list[tuple[
 
 
 def _save_predictions(path: Path, key: str, cache: dict[tuple[int, int], list[tuple[int, float]]]) -> None:
-    from actgeo_assets.lib.layout import atomic_path
+    from actgeo_assets.lib.store.layout import atomic_path
 
     items = sorted(cache.items())
     ids = np.full((len(items), TOP_PREDICTIONS), -1, dtype=np.int64)

@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actgeo_assets.lib.cards import RowsSource
-from actgeo_assets.lib.layout import RunLayout, load_json, verify_file
-from actgeo_assets.lib.settings import RunSettings
-from actgeo_assets.lib.shards import RawShard, read_raw_shard
+from actgeo_assets.lib.analysis.cards import RowsSource
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.store.layout import RunLayout, load_json, verify_file
+from actgeo_assets.lib.store.shards import RawShard, read_raw_shard
 
 if TYPE_CHECKING:
-    from actgeo_assets.lib.model import LoadedModel
+    from actgeo_assets.lib.capture.model import LoadedModel
 
 
 @functools.lru_cache(maxsize=2)
 def _cached_model(spec: str, cache_dir: str, device: str, threads: int) -> LoadedModel:
     # torch is imported here, not at module level: only capture and the cards' readout run the model,
     # and the code server, the sensor and the CPU steps never pay for it.
-    from actgeo_assets.lib.model import load_model
+    from actgeo_assets.lib.capture.model import load_model
 
     return load_model(spec, Path(cache_dir), device=device, threads=threads)
 
@@ -62,7 +62,7 @@ def load_kept(layout: RunLayout, shard: str) -> np.ndarray:
 
 class _KeptRawRows:
     """The raw rows of one shard that normalization kept, indexed like its normalized rows (row i is the
-    i-th kept raw row): a shard array for :func:`actgeo_assets.lib.cards.row_getter`."""
+    i-th kept raw row): a shard array for :func:`actgeo_assets.lib.analysis.cards.row_getter`."""
 
     def __init__(self, acts: np.ndarray, kept: np.ndarray) -> None:
         self._acts = acts
@@ -78,7 +78,7 @@ class _KeptRawRows:
 
 
 def run_rows(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], raw: bool = False) -> RowsSource:
-    """Every shard's rows as ``[(global offset, rows), ...]`` (see :func:`actgeo_assets.lib.cards.row_getter`):
+    """Every shard's rows as ``[(global offset, rows), ...]`` (see :func:`actgeo_assets.lib.analysis.cards.row_getter`):
     the normalized unit rows, or with ``raw=True`` the raw activations of the same (kept) rows."""
     if raw:
         return [(offsets[s], _KeptRawRows(read_raw(settings, layout, s).acts, load_kept(layout, s)))

@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import row_getter
-from actgeo_assets.lib.figures import cosine_histogram_png, n_scaling_png, percolation_png, size_spectrum_png
+from actgeo_assets.lib.analysis.cards import row_getter
+from actgeo_assets.lib.analysis.percolation import FINE_MAX, fine_thresholds, locate_transition, n_scaling
+from actgeo_assets.lib.analysis.study import STUDY_SETUP, compare_with_study
+from actgeo_assets.lib.config.settings import RunSettings, pair_key, split_pair_key
 from actgeo_assets.lib.graph import (
     ForestEdges,
     SingleLinkageForest,
@@ -22,7 +24,14 @@ from actgeo_assets.lib.graph import (
     single_linkage_forest,
     tile_forest,
 )
-from actgeo_assets.lib.layout import (
+from actgeo_assets.lib.outputs.figures import (
+    cosine_histogram_png,
+    n_scaling_png,
+    percolation_png,
+    size_spectrum_png,
+)
+from actgeo_assets.lib.stages.common import normalized_rows, run_rows, show_progress
+from actgeo_assets.lib.store.layout import (
     RunLayout,
     load_json,
     save_bytes,
@@ -32,11 +41,7 @@ from actgeo_assets.lib.layout import (
     sha256_file,
     verify_file,
 )
-from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.percolation import FINE_MAX, fine_thresholds, locate_transition, n_scaling
-from actgeo_assets.lib.settings import RunSettings, pair_key, split_pair_key
-from actgeo_assets.lib.stages.common import normalized_rows, run_rows, show_progress
-from actgeo_assets.lib.study import STUDY_SETUP, compare_with_study
+from actgeo_assets.lib.store.lock import holds_writer_lock
 
 #: The figures of the components, by name (files ``components/{name}.png``).
 FIGURES = ("size_spectrum", "percolation", "n_scaling", "cosine_histogram")

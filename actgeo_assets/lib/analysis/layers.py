@@ -1,7 +1,7 @@
 """Geometry across depth and across normalizations: one capture of several layers, compared.
 
 The same activations (the same tokens, row ``i`` of every layer) are normalized each way of
-:mod:`actgeo_assets.lib.normalize` (``l2``, the study's, which keeps every cosine of the raw rows;
+:mod:`actgeo_assets.lib.capture.normalize` (``l2``, the study's, which keeps every cosine of the raw rows;
 ``center_l2``; ``rmsnorm``, the next block's own input norm) and, per (layer, normalization, threshold),
 measured as the pipeline measures a run: the exact components of the cosine graph
 (:func:`actgeo_assets.lib.graph.cosine_components`, float64-exact, pruned at its own threshold so a graph
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actgeo_assets.lib.capture.normalize import METHODS, normalize_rows
 from actgeo_assets.lib.graph import cosine_components
-from actgeo_assets.lib.normalize import METHODS, normalize_rows
 
 #: Columns of :attr:`GeometryComparison.table`, one row per (layer, normalization, threshold).
 TABLE_COLUMNS = ("layer", "normalization", "threshold", "n", "mean_cosine", "n_components", "largest",
@@ -157,9 +157,9 @@ def compare_geometry(
     """Compare the cosine-graph geometry of several layers (and normalizations) of the same tokens.
 
     ``acts_by_layer``: layer -> raw ``[N, d]`` rows (any float dtype), row ``i`` the same token in every
-    layer. ``normalizations``: names of :data:`actgeo_assets.lib.normalize.METHODS`; ``center_l2`` subtracts
+    layer. ``normalizations``: names of :data:`actgeo_assets.lib.capture.normalize.METHODS`; ``center_l2`` subtracts
     the mean of the given rows of that layer; ``rmsnorm`` needs ``norm_weights[layer]`` (the dict of
-    :func:`actgeo_assets.lib.capture.next_block_norm` for that layer). ``thresholds``: cosines in (-1, 1].
+    :func:`actgeo_assets.lib.capture.residual.next_block_norm` for that layer). ``thresholds``: cosines in (-1, 1].
     ``reference_layer`` (default: the middle layer given) and ``landing_threshold`` (default: 0.7 when
     compared, else the middle threshold; must be one of ``thresholds``) choose the landing table.
     ``device``: of :func:`cosine_components` (labels are the same on every device).

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.constants import TOKEN_COLUMNS
+from actgeo_assets.lib.config.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.graph import canonical_labels
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
-"""Stage of the asset in defs/assets/depth.py (``layer_geometry``, job ``layer_sweep``): several layers of
+"""Stage of the asset in defs/assets/layers.py (``layer_geometry``, job ``layer_sweep``): several layers of
 the corpus' first documents captured in one forward pass, compared across layers and normalizations
-(:mod:`actgeo_assets.lib.depth`), written under ``{profile}/layers/`` and shown as a section of the report.
+(:mod:`actgeo_assets.lib.analysis.layers`), written under ``{profile}/layers/`` and shown as a section of the report.
 
 Not part of the stage jobs `actgeo run` plans: it runs as its own job (``actgeo layers``), and the report
 includes its section whenever its files describe the run's model and corpus.
@@ -17,13 +17,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.depth import GeometryComparison, compare_geometry, giant_fraction_png, section_html
-from actgeo_assets.lib.layout import RunLayout, atomic_path, load_json, save_bytes, save_json, sha256_file
-from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.normalize import METHODS
-from actgeo_assets.lib.settings import RunSettings, SettingsError
+from actgeo_assets.lib.analysis.layers import (
+    GeometryComparison,
+    compare_geometry,
+    giant_fraction_png,
+    section_html,
+)
+from actgeo_assets.lib.capture.normalize import METHODS
+from actgeo_assets.lib.config.settings import RunSettings, SettingsError
 from actgeo_assets.lib.stages.activations import _cached_corpus
 from actgeo_assets.lib.stages.common import load_run_model, show_progress
+from actgeo_assets.lib.store.layout import (
+    RunLayout,
+    atomic_path,
+    load_json,
+    save_bytes,
+    save_json,
+    sha256_file,
+)
+from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
 
@@ -116,7 +128,7 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
     compare them under every normalization, write ``layers/*`` and return what was written."""
     import time
 
-    from actgeo_assets.lib.capture import capture_layers, next_block_norm
+    from actgeo_assets.lib.capture.residual import capture_layers, next_block_norm
 
     loaded = load_run_model(settings, layout)
     check_layers(settings, loaded.n_layers, loaded.name)

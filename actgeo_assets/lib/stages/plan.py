@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actgeo_assets.lib.layout import IntegrityError, RunLayout, load_json, sha256_file, verify_file
-from actgeo_assets.lib.settings import RunSettings, split_pair_key
+from actgeo_assets.lib.config.settings import RunSettings, split_pair_key
+from actgeo_assets.lib.store.layout import IntegrityError, RunLayout, load_json, sha256_file, verify_file
 
 log = logging.getLogger("actgeo")
 
@@ -135,7 +135,7 @@ def plan(settings: RunSettings, layout: RunLayout, fingerprints: dict[str, str] 
         if not ok:
             out.raw.append(s)
     if settings.normalization == "rmsnorm" and keys and not out.raw:  # any capture rewrites next_norm.npz
-        from actgeo_assets.lib.shards import next_norm_meta
+        from actgeo_assets.lib.store.shards import next_norm_meta
 
         recorded = (_json(next_norm_meta(layout)) or {}).get("sha256")
         if not out.intact([(layout.next_norm, recorded)], f"raw_activations[{keys[0]}]"):

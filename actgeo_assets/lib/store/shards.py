@@ -1,4 +1,4 @@
-"""Storage of one raw-activation shard on top of :mod:`actgeo_assets.lib.layout`.
+"""Storage of one raw-activation shard on top of :mod:`actgeo_assets.lib.store.layout`.
 
 Files of shard ``s`` (all under ``{run}/raw/``, each written atomically):
 
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.constants import RAW_DTYPE, TOKEN_COLUMNS
-from actgeo_assets.lib.layout import (
+from actgeo_assets.lib.config.constants import RAW_DTYPE, TOKEN_COLUMNS
+from actgeo_assets.lib.store.layout import (
     IntegrityError,
     RunLayout,
     atomic_path,
@@ -45,8 +45,8 @@ from actgeo_assets.lib.layout import (
 )
 
 if TYPE_CHECKING:  # storage only: importing capture (and torch) at run time is the capture's business
-    from actgeo_assets.lib.capture import CaptureResult
-    from actgeo_assets.lib.corpus import Document
+    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.residual import CaptureResult
 
 FORMAT = "actgeo.raw-shard.v1"
 

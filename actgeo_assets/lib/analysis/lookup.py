@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from actgeo_assets.lib.graph.exactness import as_matrix, check_threshold, matmul_error_bound, validate_rows
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.store.layout import atomic_path
 
 
 def _faiss():  # -> the faiss module

@@ -27,7 +27,7 @@ Integrity: each file a stage reads has its sha256 recorded by the stage that wro
 above). :func:`verify_file` checks a file against that record before it is read; it hashes a file once per
 version (device, inode, size, modification and change times), so the planner and the stages that read
 the same unchanged file do not hash it twice in one process. A mismatch raises :class:`IntegrityError`
-naming the file; the planner (``lib/incremental.py``) treats it as stale so a plain rerun recomputes it.
+naming the file; the planner (``lib/stages/plan.py``) treats it as stale so a plain rerun recomputes it.
 """
 
 from __future__ import annotations
@@ -162,12 +162,12 @@ class RunLayout:
 
     @property
     def explorer(self) -> Path:
-        """The interactive page of the run (``lib/explorer.py``), next to the report."""
+        """The interactive page of the run (``lib/outputs/explorer.py``), next to the report."""
         return self.cards_dir / "explorer.html"
 
     @property
     def layers_dir(self) -> Path:
-        """The layer_sweep job's files (asset ``layer_geometry``, ``lib/stages/depth.py``)."""
+        """The layer_sweep job's files (asset ``layer_geometry``, ``lib/stages/layers.py``)."""
         return self.root / "layers"
 
     def layers_file(self, name: str) -> Path:
@@ -198,7 +198,7 @@ class RunLayout:
 
     @property
     def lock(self) -> Path:
-        """The data directory's writer lock (``lib/lock.py``): one per ``data_dir``, for every profile."""
+        """The data directory's writer lock (``lib/store/lock.py``): one per ``data_dir``, for every profile."""
         return self.root.parent / ".actgeo.lock"
 
 

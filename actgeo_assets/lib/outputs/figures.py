@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.store.layout import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DPI = 110

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from actgeo_assets.lib.constants import RAW_DTYPE, TOKEN_COLUMNS
-from actgeo_assets.lib.corpus import Document
-from actgeo_assets.lib.model import LoadedModel, base_model, decoder_layers
+from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.model import LoadedModel, base_model, decoder_layers
+from actgeo_assets.lib.config.constants import RAW_DTYPE, TOKEN_COLUMNS
 
 log = logging.getLogger(__name__)
 

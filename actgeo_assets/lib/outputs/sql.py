@@ -34,9 +34,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from actgeo_assets.lib.cards import Card
-from actgeo_assets.lib.layout import json_default
-from actgeo_assets.lib.settings import mask_passwords, mask_url, run_id_of
+from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.config.settings import mask_passwords, mask_url, run_id_of
+from actgeo_assets.lib.store.layout import json_default
 
 metadata = sa.MetaData()
 

@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actgeo_assets.lib.layout import atomic_path, json_default
-from actgeo_assets.lib.results import RunResults, open_run
+from actgeo_assets.lib.outputs.results import RunResults, open_run
+from actgeo_assets.lib.store.layout import atomic_path, json_default
 
 #: Which activations an export can hold, and their column names.
 ACTIVATION_COLUMNS = {"normalized": "activation_normalized", "raw": "activation_raw"}

@@ -5,8 +5,8 @@ import dagster as dg
 
 from actgeo_assets.defs.metadata import fmt
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.constants import GROUP
-from actgeo_assets.lib.stages.which import build_neighbour_index
+from actgeo_assets.lib.config.constants import GROUP
+from actgeo_assets.lib.stages.lookup import build_neighbour_index
 
 
 @dg.asset(

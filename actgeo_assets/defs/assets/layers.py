@@ -6,8 +6,8 @@ from actgeo_assets.defs.cores import step_settings
 from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import png_md, table_value
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.constants import GPU_POOL, GROUP
-from actgeo_assets.lib.stages.depth import LAYERS_VERSION, compare_layers
+from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
+from actgeo_assets.lib.stages.layers import LAYERS_VERSION, compare_layers
 
 
 @dg.asset(

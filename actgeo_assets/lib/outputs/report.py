@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from actgeo_assets.lib.cards import Card, plain_python, quote_token
-from actgeo_assets.lib.layout import atomic_path
+from actgeo_assets.lib.analysis.cards import Card, plain_python, quote_token
+from actgeo_assets.lib.store.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
 FIGURE_IDS = {"size_spectrum": "fig-size-spectrum", "percolation": "fig-percolation", "n_scaling": "fig-n-scaling",
@@ -345,7 +345,7 @@ def render_report(
 ) -> str:
     """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
     (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts);
-    ``explorer_href``: a link to the run's interactive explorer (``lib/explorer.py``), shown under the title;
+    ``explorer_href``: a link to the run's interactive explorer (``lib/outputs/explorer.py``), shown under the title;
     ``layers_section``: the layer comparison's HTML fragment (``lib/depth.section_html``, data already escaped),
     placed after the cards (``<h2 id="layers-h">``, ``<table id="layer-geometry">``, ``<table id="layer-landing">``)."""
     threshold = run_key.get("threshold")

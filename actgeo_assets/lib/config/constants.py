@@ -10,7 +10,7 @@ GROUP = "actgeo"
 #: (deploy/dagster.yaml, deploy/helm/values.yaml).
 GPU_POOL = "actgeo_gpu"
 
-#: The run profiles (lib/settings.py defines what each one is).
+#: The run profiles (lib/config/settings.py defines what each one is).
 DEMO_PROFILE = "demo"
 FULL_PROFILE = "full"
 SCALE_PROFILE = "scale"
@@ -31,6 +31,6 @@ CORPUS_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
 #: bfloat16 or float16 (widening is exact), and never overflows where float16 would (above 65,504).
 RAW_DTYPE = "float32"
 
-#: Columns of a token table: one row per captured activation (lib/capture.py writes it, lib/shards.py
-#: stores it, lib/cards.py reads it).
+#: Columns of a token table: one row per captured activation (lib/capture/residual.py writes it, lib/store/shards.py
+#: stores it, lib/analysis/cards.py reads it).
 TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import Card
+from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.config.settings import PROFILES, SETTINGS, RunSettings, resolve_settings
 from actgeo_assets.lib.graph import SingleLinkageForest
-from actgeo_assets.lib.layout import RunLayout, load_json, resolve_data_dir, verify_file
-from actgeo_assets.lib.settings import PROFILES, SETTINGS, RunSettings, resolve_settings
-from actgeo_assets.lib.sqlstore import COMPONENT_JSON, component_row, components_table, subcomponents_table
+from actgeo_assets.lib.outputs.sql import COMPONENT_JSON, component_row, components_table, subcomponents_table
+from actgeo_assets.lib.store.layout import RunLayout, load_json, resolve_data_dir, verify_file
 
 #: Columns of :attr:`RunResults.tokens` (index: the global row).
 TOKEN_TABLE_COLUMNS = ("row", "shard", "shard_row", "doc_id", "position", "token_id", "token", "char_start",
@@ -132,7 +132,7 @@ class RunResults:
 
     def summary_text(self) -> str:
         """The study's summary table as `actgeo run` prints it."""
-        from actgeo_assets.lib.report import format_summary
+        from actgeo_assets.lib.outputs.report import format_summary
 
         return format_summary(self.summary["summary"], f"run: {self.description}")
 

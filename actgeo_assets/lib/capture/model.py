@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from actgeo_assets.lib.constants import DEMO_MODEL, DEMO_MODEL_PACKAGE
+from actgeo_assets.lib.config.constants import DEMO_MODEL, DEMO_MODEL_PACKAGE
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ What it shows:
 Cards come from ``cards.json`` where the run has one for that component (the full card: model predictions,
 logit lens); every other component gets a compact card built here (size, documents, sources, top tokens,
 next tokens in the corpus and :data:`CARD_CONTEXTS` contexts with the member token highlighted, rendered by
-``lib/cards.py`` and ``lib/report.py`` as in the report). A card is keyed ``"{t:.4f}:{label}"``: the
+``lib/analysis/cards.py`` and ``lib/outputs/report.py`` as in the report). A card is keyed ``"{t:.4f}:{label}"``: the
 canonical label (0 = largest) of the component at threshold ``t``.
 
 Stable hooks: ``#explorer-data``, ``svg#spectrum circle.pt[data-rank]``, ``svg#percolation
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import (
+from actgeo_assets.lib.analysis.cards import (
     CONTEXT_CHARS,
     TOP_TOKENS,
     Card,
@@ -65,11 +65,11 @@ from actgeo_assets.lib.cards import (
     select_contexts,
     token_context,
 )
-from actgeo_assets.lib.constants import DEMO_PROFILE
+from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.config.constants import DEMO_PROFILE
 from actgeo_assets.lib.graph import SingleLinkageForest
-from actgeo_assets.lib.layout import RunLayout, atomic_path, load_json
-from actgeo_assets.lib.percolation import locate_transition
-from actgeo_assets.lib.report import REPORT_CSS, card_html
+from actgeo_assets.lib.outputs.report import REPORT_CSS, card_html
+from actgeo_assets.lib.store.layout import RunLayout, atomic_path, load_json
 
 #: Threshold step between the icicle's levels.
 LEVEL_STEP = 0.05

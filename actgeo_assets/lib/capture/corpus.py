@@ -71,9 +71,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.constants import CORPUS_SUFFIXES, DEMO_CORPUS
-from actgeo_assets.lib.layout import atomic_path, sha256_file
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.config.constants import CORPUS_SUFFIXES, DEMO_CORPUS
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.store.layout import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Methods (``normalize_rows``):
 - ``l2``: ``x / ||x||`` (the study).
 - ``center_l2``: ``(x - mean) / ||x - mean||`` with a corpus mean (:func:`shards_mean` over all shards).
 - ``rmsnorm``: the next block's own input norm with its learned weights (see
-  :func:`actgeo_assets.lib.capture.next_block_norm`), then L2. For RMSNorms the per-row ``1/rms`` scale
+  :func:`actgeo_assets.lib.capture.residual.next_block_norm`), then L2. For RMSNorms the per-row ``1/rms`` scale
   cancels under L2, so this is the direction of ``x * (1 + w)`` (Gemma) or ``x * w`` (Llama).
 
 Rows that are not finite, or whose vector to normalize has zero norm, are excluded (``kept[i] = False``)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actgeo_assets.lib.constants import (
+from actgeo_assets.lib.config.constants import (
     CORPUS_SUFFIXES,
     DEMO_CORPUS,
     DEMO_MODEL,

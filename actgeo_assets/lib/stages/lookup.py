@@ -1,4 +1,4 @@
-"""Stage of the asset in defs/assets/which.py (``neighbour_index``) and of ``actgeo which``: a faiss index
+"""Stage of the asset in defs/assets/lookup.py (``neighbour_index``) and of ``actgeo which``: a faiss index
 of the run's normalized rows, and which component each token of a new text joins at the run's threshold.
 
 The index (``index/neighbours.faiss``, a ``faiss.IndexFlatIP`` of the N unit rows in global row order) has
@@ -18,13 +18,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.cards import CONTEXT_CHARS, token_context
-from actgeo_assets.lib.layout import IntegrityError, RunLayout, load_json, save_json, sha256_file, verify_file
-from actgeo_assets.lib.lock import holds_writer_lock
-from actgeo_assets.lib.settings import RunSettings
+from actgeo_assets.lib.analysis.cards import CONTEXT_CHARS, token_context
+from actgeo_assets.lib.analysis.lookup import Found, NeighbourIndex, build_flat_index, write_index
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, normalized_rows, read_raw
 from actgeo_assets.lib.stages.graph import RunComponents, load_components
-from actgeo_assets.lib.which import Found, NeighbourIndex, build_flat_index, write_index
+from actgeo_assets.lib.store.layout import (
+    IntegrityError,
+    RunLayout,
+    load_json,
+    save_json,
+    sha256_file,
+    verify_file,
+)
+from actgeo_assets.lib.store.lock import holds_writer_lock
 
 INDEX_TYPE = "IndexFlatIP"
 #: How to build the index when it is missing or stale (named in errors).
@@ -169,10 +176,10 @@ def _query_rows(settings: RunSettings, layout: RunLayout, text: str) -> tuple[pd
                                                                                    bool]:
     """The text's token table, its unit rows (float32 [m, d], the run's model, layer and normalization with
     the run's stored mean or norm weight), the kept mask (bool [n]) and whether it was truncated."""
-    from actgeo_assets.lib.capture import capture_activations
-    from actgeo_assets.lib.corpus import Document
-    from actgeo_assets.lib.normalize import normalize_rows
-    from actgeo_assets.lib.shards import read_next_norm
+    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.normalize import normalize_rows
+    from actgeo_assets.lib.capture.residual import capture_activations
+    from actgeo_assets.lib.store.shards import read_next_norm
 
     mean = norm = None
     if settings.normalization == "center_l2":
@@ -289,7 +296,7 @@ def _component(result: WhichResult, label: int) -> str:
 def format_which(result: WhichResult, context_chars: int = 32) -> str:
     """The answer as people read it: one line per token (position, token, verdict), then its nearest
     members, each with its cosine, component rank and corpus context (the member token in brackets)."""
-    from actgeo_assets.lib.cards import quote_token
+    from actgeo_assets.lib.analysis.cards import quote_token
 
     t = result.threshold
     lines = [f"run {result.run_id}: {result.description}",

@@ -1,0 +1,1 @@
+"""What the components mean: cards, readouts, baselines, percolation, the study, layers, lookup."""

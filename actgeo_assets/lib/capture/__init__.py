@@ -1,0 +1,1 @@
+"""Text in, activations out: corpus, model loading, residual-stream capture, normalization."""

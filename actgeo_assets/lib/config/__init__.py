@@ -1,0 +1,1 @@
+"""Run settings: the schema, profiles, validation, sources; names shared project-wide."""

@@ -1,0 +1,1 @@
+"""What a person reads: report, explorer, figures, SQL tables, results for Python, export."""
