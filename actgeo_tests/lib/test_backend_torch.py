@@ -18,8 +18,8 @@ import torch
 from actgeo_assets.lib.graph import backend_numpy as GN
 from actgeo_assets.lib.graph import backend_torch as BT
 from actgeo_assets.lib.graph import cosine_components, single_linkage_forest
-from actgeo_assets.lib.graph.backend_torch import _dense_boruvka_torch, _flat_nonzero, _ord32, _TorchBackend
-from actgeo_assets.lib.graph.backends import _TileSpec
+from actgeo_assets.lib.graph.backend_torch import TorchBackend, _dense_boruvka_torch, _flat_nonzero, _ord32
+from actgeo_assets.lib.graph.contract import TileSpec
 from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
 
 # ---------------------------------------------------------------- references
@@ -312,9 +312,9 @@ def test_tile_reduce_equals_numpy_dense(dense_cpu, diag, known):
         la = rng.integers(0, 5, len(a)).astype(np.int64)
         lb = la if diag else rng.integers(3, 9, len(b)).astype(np.int64)
     eps = 16 * 2.0**-24 * 1.01
-    spec = _TileSpec(float(np.float32(0.5 - eps)) - 1e-7, 0.5, eps, (0.5, 0.7), True)
-    tb = _TorchBackend("cpu", "fp32")
-    nbk = GN._NumpyBackend()
+    spec = TileSpec(float(np.float32(0.5 - eps)) - 1e-7, 0.5, eps, (0.5, 0.7), True)
+    tb = TorchBackend("cpu", "fp32")
+    nbk = GN.NumpyBackend()
     ta, tb_ = tb.block(a, slice(None)), tb.block(b, slice(None))
     ut, vt, wt, _ = tb.tile_reduce(ta, ta if diag else tb_, diag, la, lb, spec)
     na_, nb_ = nbk.block(a, slice(None)), nbk.block(b, slice(None))

@@ -7,16 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.graph.backend_numpy import _NumpyBackend
-from actgeo_assets.lib.graph.backends import _resolve_device, _TileSpec
+from actgeo_assets.lib.graph.backend_numpy import NumpyBackend
+from actgeo_assets.lib.graph.backends import resolve_backend
+from actgeo_assets.lib.graph.contract import TileSpec
 from actgeo_assets.lib.graph.exactness import (
-    _lo32,
     as_matrix,
     check_threshold,
+    float32_at_most,
     matmul_error_bound,
     validate_rows,
 )
-from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _Labels
+from actgeo_assets.lib.graph.forest import ForestAccumulator, ForestEdges, UnionLabels
 from actgeo_assets.lib.graph.hierarchy import SingleLinkageForest
 from actgeo_assets.lib.graph.labels import canonical_labels
 from actgeo_assets.lib.graph.lowrank import DEFAULT_RANK, lowrank_components_labels
@@ -24,9 +25,9 @@ from actgeo_assets.lib.graph.schedule import (
     DEFAULT_LANDMARKS,
     DEFAULT_TILE_CPU,
     DEFAULT_TILE_GPU,
-    _landmark_pass,
-    _n_landmarks,
-    _run_pass,
+    landmark_count,
+    landmark_pass,
+    run_pass,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,12 +81,12 @@ def _forest_pass(
                 f"xa and xb must have the same number of columns, got {xa.shape[1]} and {xb.shape[1]}"
             )
         max_norm = max(max_norm, validate_rows(xb, "xb"))
-    backend, prec = _resolve_device(device, precision)
+    backend, prec = resolve_backend(device, precision)
     dtype = np.result_type(xa.dtype, xb.dtype) if xb is not None else xa.dtype
     eps = matmul_error_bound(xa.shape[1], dtype, prec, max_norm)
     tile = _tile_size(tile_size, backend.name)
     n = xa.shape[0] + (0 if xb is None else xb.shape[0])
-    acc = _ForestAccumulator(n)
+    acc = ForestAccumulator(n)
     labels = None
     if known_labels is not None:
         if prune_at is None:
@@ -93,16 +94,16 @@ def _forest_pass(
         known_labels = np.asarray(known_labels)
         if known_labels.shape != (n,):
             raise ValueError(f"known_labels must have shape ({n},) (A rows, then B rows), got {known_labels.shape}")
-        labels = _Labels.from_labels(known_labels)
+        labels = UnionLabels.from_labels(known_labels)
     elif prune_at is not None:
-        labels = _Labels(n)
-        lspec = _TileSpec(_lo32(prune_at - eps), prune_at, eps, exact_ts, True)
-        _landmark_pass(backend, xa, xb, lspec, tile, _n_landmarks(n, n_landmarks), acc, labels, stats=stats)
+        labels = UnionLabels(n)
+        lspec = TileSpec(float32_at_most(prune_at - eps), prune_at, eps, exact_ts, True)
+        landmark_pass(backend, xa, xb, lspec, tile, landmark_count(n, n_landmarks), acc, labels, stats=stats)
     if count_edges and prune_at is not None:
         raise ValueError("count_edges needs every pair: it cannot be combined with prune_at")
-    spec = _TileSpec(_lo32(min_threshold - eps), min_threshold, eps, exact_ts, True,
+    spec = TileSpec(float32_at_most(min_threshold - eps), min_threshold, eps, exact_ts, True,
                      count_ts=exact_ts if count_edges else ())
-    _run_pass(backend, xa, xb, spec, tile, acc, labels, prune_at, progress=progress, stats=stats)
+    run_pass(backend, xa, xb, spec, tile, acc, labels, prune_at, progress=progress, stats=stats)
     src, dst, w = acc.compact()
     meta = {
         "min_threshold": min_threshold,
@@ -261,25 +262,25 @@ def cosine_components(
     x = as_matrix(x)
     t = check_threshold(threshold)
     max_norm = validate_rows(x)
-    backend, prec = _resolve_device(device, precision)
+    backend, prec = resolve_backend(device, precision)
     eps = matmul_error_bound(x.shape[1], x.dtype, prec, max_norm)
     tile = _tile_size(tile_size, backend.name)
     n = x.shape[0]
     if prune is None:
         prune = n > 4 * tile
-    k = _prefilter_rank(rank, isinstance(backend, _NumpyBackend), x.shape[1], prune)
+    k = _prefilter_rank(rank, isinstance(backend, NumpyBackend), x.shape[1], prune)
     if k:
         labels = lowrank_components_labels(
             x, t, eps=eps, max_norm=max_norm, rank=k, tile=tile,
-            n_landmarks=_n_landmarks(n, n_landmarks) if prune else 0, prune=prune, progress=progress, stats=stats,
+            n_landmarks=landmark_count(n, n_landmarks) if prune else 0, prune=prune, progress=progress, stats=stats,
             auto=rank is None,
         )
         return canonical_labels(labels.lab)
-    spec = _TileSpec(_lo32(t - eps), t, eps, (t,), False)
-    labels = _Labels(n)
+    spec = TileSpec(float32_at_most(t - eps), t, eps, (t,), False)
+    labels = UnionLabels(n)
     if prune:
-        _landmark_pass(backend, x, None, spec, tile, _n_landmarks(n, n_landmarks), None, labels, stats=stats)
-    _run_pass(
+        landmark_pass(backend, x, None, spec, tile, landmark_count(n, n_landmarks), None, labels, stats=stats)
+    run_pass(
         backend, x, None, spec, tile, None, labels, t if prune else None, progress=progress, stats=stats
     )
     return canonical_labels(labels.lab)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from actgeo_assets.lib.graph.backends import _TileSpec
-from actgeo_assets.lib.graph.exactness import _hi32, _lo32, _side_keys_np
-from actgeo_assets.lib.graph.forest import _msf_fast, _star_edges
-from actgeo_assets.lib.graph.labels import _cc_labels
+from actgeo_assets.lib.graph.contract import TileSpec
+from actgeo_assets.lib.graph.exactness import float32_at_least, float32_at_most, side_keys_np
+from actgeo_assets.lib.graph.forest import msf_fast, star_edges
+from actgeo_assets.lib.graph.labels import cc_labels
 
 
-class _NumpyBackend:
+class NumpyBackend:
     name = "cpu"
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ class _NumpyBackend:
         gg = g[pos]
         return gg, (gg if ex is g else ex[pos])
 
-    def tile_reduce(self, a, b, diag: bool, la, lb, spec: _TileSpec):
+    def tile_reduce(self, a, b, diag: bool, la, lb, spec: TileSpec):
         """One sub-tile -> its reduced edges (u, v, w) in local node ids (A rows 0..na-1, B rows na..;
         for a diagonal tile both sides are the same nodes 0..na-1). Weighted: a maximum spanning
         forest of the sub-tile's edges under the carried weights; unweighted: a spanning forest of its
@@ -65,7 +65,7 @@ class _NumpyBackend:
             band |= np.abs(w - t) <= spec.eps
         bi = np.flatnonzero(band)
         if len(bi):
-            w[bi] = _exact_dots_np(ae, be, r[bi], c[bi])
+            w[bi] = exact_dots_np(ae, be, r[bi], c[bi])
         counts = np.array([np.count_nonzero(w >= ct) for ct in spec.count_ts], dtype=np.int64)
         keep = w >= spec.keep_min
         r, c, w = r[keep], c[keep], w[keep]
@@ -75,17 +75,17 @@ class _NumpyBackend:
         n_loc = na if diag else na + nb
         cc = c + off
         if spec.weighted:
-            sel = _msf_fast(r, cc, w, n_loc)
+            sel = msf_fast(r, cc, w, n_loc)
             return r[sel], cc[sel], w[sel], counts
-        u, v = _star_edges(_cc_labels(n_loc, r, cc))
+        u, v = star_edges(cc_labels(n_loc, r, cc))
         return u, v, None, counts
 
-    def _dense(self, s: np.ndarray, ae, be, diag: bool, la, lb, spec: _TileSpec):
+    def _dense(self, s: np.ndarray, ae, be, diag: bool, la, lb, spec: TileSpec):
         na, nb = s.shape
         # 1. the float64 recheck band (a superset: fp32 bounds rounded outwards)
         band = np.zeros(s.shape, dtype=bool)
         for t in spec.exact_ts:
-            band |= (s >= np.float32(_lo32(t - spec.eps))) & (s <= np.float32(_hi32(t + spec.eps)))
+            band |= (s >= np.float32(float32_at_most(t - spec.eps))) & (s <= np.float32(float32_at_least(t + spec.eps)))
         if diag:
             band &= self.triu(na, nb)
         same = None
@@ -95,7 +95,7 @@ class _NumpyBackend:
         bidx = np.flatnonzero(band)
         del band
         br, bc = np.divmod(bidx, nb)
-        bw = _exact_dots_np(ae, be, br, bc)
+        bw = exact_dots_np(ae, be, br, bc)
         counts = _dense_counts(s, bidx, bw, diag, spec)
         # 2. keys: s, -inf below the candidate level or inside a known component, band keys on the
         #    exact side of every exact threshold
@@ -103,7 +103,7 @@ class _NumpyBackend:
         if same is not None:
             np.copyto(s, np.float32(-np.inf), where=same)
             del same
-        keys = _side_keys_np(bw, spec.exact_ts)
+        keys = side_keys_np(bw, spec.exact_ts)
         keys[bw < spec.keep_min] = -np.inf
         s.reshape(-1)[bidx] = keys
         if diag:
@@ -128,7 +128,7 @@ class _NumpyBackend:
         return u, v, w, counts
 
 
-def _dense_counts(s: np.ndarray, bidx: np.ndarray, bw: np.ndarray, diag: bool, spec: _TileSpec) -> np.ndarray:
+def _dense_counts(s: np.ndarray, bidx: np.ndarray, bw: np.ndarray, diag: bool, spec: TileSpec) -> np.ndarray:
     """Pairs with float64 weight >= t for each ``spec.count_ts`` on a dense sub-tile (upper triangle when
     ``diag``): those above ``t``'s recheck band by their fp32 value, those inside it by their float64 one
     (``bidx``/``bw``: the band's flat indices and exact weights, taken before ``s`` is modified)."""
@@ -137,7 +137,7 @@ def _dense_counts(s: np.ndarray, bidx: np.ndarray, bw: np.ndarray, diag: bool, s
     sb = s.reshape(-1)[bidx]
     out = np.empty(len(spec.count_ts), dtype=np.int64)
     for k, t in enumerate(spec.count_ts):
-        hi, lo = np.float32(_hi32(t + spec.eps)), np.float32(_lo32(t - spec.eps))
+        hi, lo = np.float32(float32_at_least(t + spec.eps)), np.float32(float32_at_most(t - spec.eps))
         above = _count_upper(s, hi) if diag else int(np.count_nonzero(s > hi))
         in_band = (sb >= lo) & (sb <= hi)
         out[k] = above + int(np.count_nonzero(bw[in_band] >= t))
@@ -256,7 +256,7 @@ def _prim_sym(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(eu, dtype=np.int64), np.asarray(ev, dtype=np.int64)
 
 
-def _exact_dots_np(ae: np.ndarray, be: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+def exact_dots_np(ae: np.ndarray, be: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     out = np.empty(len(r), dtype=np.float64)
     step = max(1, (32 << 20) // (16 * ae.shape[1]))
     for k in range(0, len(r), step):

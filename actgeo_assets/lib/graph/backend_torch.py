@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.graph.backends import _TileSpec
-from actgeo_assets.lib.graph.exactness import _hi32, _lo32, _side_keys_torch
+from actgeo_assets.lib.graph.contract import TileSpec
+from actgeo_assets.lib.graph.exactness import float32_at_least, float32_at_most, side_keys_torch
 from actgeo_assets.lib.graph.schedule import DEFAULT_TILE_GPU
 
 
-class _TorchBackend:
+class TorchBackend:
     """The GPU code path (also runnable on the CPU as ``device='torch-cpu'`` for tests)."""
 
     def __init__(self, device: str, precision: str) -> None:
@@ -92,7 +92,7 @@ class _TorchBackend:
             self._lower = self.torch.ones((n, n), dtype=self.torch.bool, device=self.device).tril()
         return self._lower[:n, :n]
 
-    def tile_reduce(self, a, b, diag: bool, la, lb, spec: _TileSpec):
+    def tile_reduce(self, a, b, diag: bool, la, lb, spec: TileSpec):
         """Same contract as the numpy backend's; everything stays on the device, the sub-tile's forest
         is found by dense Boruvka with contraction on the similarity matrix (:func:`_dense_boruvka_torch`),
         and only its edges come back.
@@ -109,7 +109,7 @@ class _TorchBackend:
         with self.matmul_mode():
             s = ag @ bg.T
         ninf = float("-inf")
-        lo_t = [_lo32(t - spec.eps) for t in spec.exact_ts]
+        lo_t = [float32_at_most(t - spec.eps) for t in spec.exact_ts]
         # 1. no-edge masks. Masked pairs get a key below lo32 that lies in no recheck band: -inf, or 0.0
         #    (what ``triu_`` writes) when every band and lo32 are above 0.
         zero_is_none = spec.lo32 > 0 and min(lo_t, default=1.0) > 0
@@ -130,7 +130,7 @@ class _TorchBackend:
         band = None
         for t, lo in zip(spec.exact_ts, lo_t, strict=True):
             m = s >= lo
-            m &= s <= _hi32(t + spec.eps)
+            m &= s <= float32_at_least(t + spec.eps)
             band = m if band is None else band.logical_or_(m)
         bidx = _flat_nonzero(torch, band) if band is not None else s.new_zeros(0, dtype=torch.int64)
         del band
@@ -142,7 +142,7 @@ class _TorchBackend:
             bw[sl] = (ae[br[sl]].double() * be[bc[sl]].double()).sum(1)
         counts = self._counts(s, bidx, bw, spec)
         # 3. band keys on the exact side of every exact threshold; -inf below keep_min
-        keys = _side_keys_torch(torch, bw, spec.exact_ts)
+        keys = side_keys_torch(torch, bw, spec.exact_ts)
         keys.masked_fill_(bw < spec.keep_min, ninf)
         s.view(-1)[bidx] = keys
         # 4. the forest: pairs with key >= lo32 are edges (a diagonal tile: its upper triangle)
@@ -160,7 +160,7 @@ class _TorchBackend:
             w = w.cpu().numpy()
         return u.cpu().numpy(), v.cpu().numpy(), w, counts
 
-    def _counts(self, s, bidx, bw, spec: _TileSpec) -> np.ndarray:
+    def _counts(self, s, bidx, bw, spec: TileSpec) -> np.ndarray:
         """Pairs with float64 weight >= t for each ``spec.count_ts`` (the masks of step 1 already keep
         a diagonal tile's lower triangle below every band): above the band by the fp32 value, inside it
         by the float64 one. Runs before the band keys overwrite ``s``."""
@@ -169,7 +169,7 @@ class _TorchBackend:
         sb = s.view(-1)[bidx]
         out = []
         for t in spec.count_ts:
-            hi, lo = _hi32(t + spec.eps), _lo32(t - spec.eps)
+            hi, lo = float32_at_least(t + spec.eps), float32_at_most(t - spec.eps)
             in_band = (sb >= lo) & (sb <= hi)
             out.append(int((s > hi).sum()) + int((bw[in_band] >= t).sum()))
         return np.asarray(out, dtype=np.int64)

@@ -116,39 +116,39 @@ def matmul_error_bound(d: int, input_dtype: Any, precision: str = "fp32", max_no
     return bound + 1e-12
 
 
-def _lo32(value: float) -> float:
+def float32_at_most(value: float) -> float:
     f = np.float32(value)
     if float(f) > value:
         f = np.nextafter(f, np.float32(-np.inf))
     return float(f)
 
 
-def _hi32(value: float) -> float:
+def float32_at_least(value: float) -> float:
     f = np.float32(value)
     if float(f) < value:
         f = np.nextafter(f, np.float32(np.inf))
     return float(f)
 
 
-def _side_keys_np(w: np.ndarray, exact_ts: Sequence[float]) -> np.ndarray:
+def side_keys_np(w: np.ndarray, exact_ts: Sequence[float]) -> np.ndarray:
     """float32 keys for exact float64 weights that stay on the same side of every exact threshold."""
     key = w.astype(np.float32)
     for t in exact_ts:
         k64 = key.astype(np.float64)
-        up = np.float32(_hi32(t))  # smallest float32 >= t
-        lo = np.float32(_lo32(t))
+        up = np.float32(float32_at_least(t))  # smallest float32 >= t
+        lo = np.float32(float32_at_most(t))
         dn = lo if float(lo) < t else np.nextafter(lo, np.float32(-np.inf))  # largest float32 < t
         key[(w >= t) & (k64 < t)] = up
         key[(w < t) & (k64 >= t)] = dn
     return key
 
 
-def _side_keys_torch(torch: Any, w, exact_ts: Sequence[float]):
+def side_keys_torch(torch: Any, w, exact_ts: Sequence[float]):
     key = w.float()
     for t in exact_ts:
         k64 = key.double()
-        up = _hi32(t)
-        lo = np.float32(_lo32(t))
+        up = float32_at_least(t)
+        lo = np.float32(float32_at_most(t))
         dn = float(lo if float(lo) < t else np.nextafter(lo, np.float32(-np.inf)))
         key[(w >= t) & (k64 < t)] = up
         key[(w < t) & (k64 >= t)] = dn

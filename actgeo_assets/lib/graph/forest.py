@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import minimum_spanning_tree
 
-from actgeo_assets.lib.graph.labels import _cc_labels
+from actgeo_assets.lib.graph.labels import cc_labels
 from actgeo_assets.lib.store.layout import atomic_path
 
 # ----------------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ class ForestEdges:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ForestEdges:
         """Read a file written by :meth:`save`; ``ValueError`` naming the file if it is corrupt."""
-        data = _load_npz(
+        data = load_npz(
             path, ("src", "dst", "weight", "min_threshold", "exact_at", "exact_up_to", "error_bound")
         )
         try:
@@ -78,21 +78,21 @@ class ForestEdges:
                 data["src"],
                 data["dst"],
                 data["weight"],
-                min_threshold=_nan_none(data["min_threshold"]),
+                min_threshold=nan_none(data["min_threshold"]),
                 exact_at=tuple(float(t) for t in data["exact_at"]),
-                exact_up_to=_nan_none(data["exact_up_to"]),
+                exact_up_to=nan_none(data["exact_up_to"]),
                 error_bound=float(data["error_bound"]),
             )
         except ValueError as exc:
             raise ValueError(f"corrupt forest file {path}: {exc}") from exc
 
 
-def _nan_none(a: np.ndarray) -> float | None:
+def nan_none(a: np.ndarray) -> float | None:
     v = float(a)
     return None if math.isnan(v) else v
 
 
-def _load_npz(path: str | os.PathLike[str], keys: Sequence[str]) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike[str], keys: Sequence[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(Path(path), allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
@@ -121,7 +121,7 @@ def _msf_select(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_nodes: i
     return order[tree.data.astype(np.int64) - 1]
 
 
-def _msf_fast(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_nodes: int) -> np.ndarray:
+def msf_fast(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_nodes: int) -> np.ndarray:
     """Indices of a maximum spanning forest, fast on dense edge sets.
 
     With many more edges than nodes, the forest of the ``2 n_nodes`` heaviest edges (``argpartition``,
@@ -134,11 +134,11 @@ def _msf_fast(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_nodes: int
     k = 2 * n_nodes
     top = np.argpartition(-weight, k)[:k]
     top_sel = top[_msf_select(src[top], dst[top], weight[top], n_nodes)]
-    lab = _cc_labels(n_nodes, src[top_sel], dst[top_sel])
+    lab = cc_labels(n_nodes, src[top_sel], dst[top_sel])
     rest = lab[src] != lab[dst]
     rest[top] = False
     comb = np.concatenate([top_sel, np.flatnonzero(rest)])
-    return comb[_msf_fast(src[comb], dst[comb], weight[comb], n_nodes)]
+    return comb[msf_fast(src[comb], dst[comb], weight[comb], n_nodes)]
 
 
 def _dedup(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int):
@@ -150,7 +150,7 @@ def _dedup(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int):
     return lo[first], hi[first], weight[first]
 
 
-class _ForestAccumulator:
+class ForestAccumulator:
     """Union of forests over ``n`` nodes, compacted by Kruskal whenever it exceeds ``4n`` edges (O(n))."""
 
     def __init__(self, n: int) -> None:
@@ -174,14 +174,14 @@ class _ForestAccumulator:
         dst = np.concatenate([p[1] for p in self.parts])
         w = np.concatenate([p[2] for p in self.parts])
         src, dst, w = _dedup(src, dst, w, self.n)
-        sel = _msf_fast(src, dst, w, self.n)
+        sel = msf_fast(src, dst, w, self.n)
         out = (src[sel], dst[sel], w[sel])
         self.parts = [out]
         self.pending = len(sel)
         return out
 
 
-class _Labels:
+class UnionLabels:
     """Incremental union-find as a label array: ``lab[i]`` is the id of a member (the root) of i's
     component. ``merge`` costs O(edges log edges + n) (one gather over ``lab``)."""
 
@@ -191,7 +191,7 @@ class _Labels:
         self._map = np.arange(n, dtype=np.int64)
 
     @classmethod
-    def from_labels(cls, labels: np.ndarray) -> _Labels:
+    def from_labels(cls, labels: np.ndarray) -> UnionLabels:
         """Start from known components: ``labels`` int [n], equal values = one component (any ids)."""
         lab = np.asarray(labels, dtype=np.int64)
         out = cls(len(lab))
@@ -209,7 +209,7 @@ class _Labels:
             return
         cu, cv = cu[k], cv[k]
         comps, inv = np.unique(np.concatenate([cu, cv]), return_inverse=True)
-        cl = _cc_labels(len(comps), inv[: len(cu)], inv[len(cu) :])
+        cl = cc_labels(len(comps), inv[: len(cu)], inv[len(cu) :])
         root = np.full(int(cl.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(root, cl, comps)
         self._map[comps] = root[cl]
@@ -217,7 +217,7 @@ class _Labels:
         self._map[comps] = comps
 
 
-def _star_edges(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def star_edges(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-edges (node, first node of its component) for nodes that are not their component's first."""
     nodes = np.arange(len(lab), dtype=np.int64)
     order = np.argsort(lab, kind="stable")

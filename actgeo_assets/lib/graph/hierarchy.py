@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from actgeo_assets.lib.graph.exactness import check_threshold
-from actgeo_assets.lib.graph.forest import ForestEdges, _ForestAccumulator, _load_npz, _nan_none
-from actgeo_assets.lib.graph.labels import _cc_labels, _summary_from_sizes, canonical_labels
+from actgeo_assets.lib.graph.forest import ForestAccumulator, ForestEdges, load_npz, nan_none
+from actgeo_assets.lib.graph.labels import canonical_labels, cc_labels, summary_from_sizes
 from actgeo_assets.lib.store.layout import atomic_path
 
 #: Columns of :meth:`SingleLinkageForest.sweep`.
@@ -78,12 +78,12 @@ class SingleLinkageForest:
     def labels_at(self, t: float) -> np.ndarray:
         """Canonical labels int64 [n] of the components at threshold ``t``."""
         k = self._cut(t)
-        return canonical_labels(_cc_labels(self.n, self.edges.src[:k], self.edges.dst[:k]))
+        return canonical_labels(cc_labels(self.n, self.edges.src[:k], self.edges.dst[:k]))
 
     def component_sizes_at(self, t: float) -> np.ndarray:
         """Component sizes int64 [C] at ``t``, non-increasing (index = canonical label)."""
         k = self._cut(t)
-        lab = _cc_labels(self.n, self.edges.src[:k], self.edges.dst[:k])
+        lab = cc_labels(self.n, self.edges.src[:k], self.edges.dst[:k])
         return np.sort(np.bincount(lab).astype(np.int64))[::-1].copy()
 
     def sweep(self, thresholds: Iterable[float]) -> pd.DataFrame:
@@ -96,7 +96,7 @@ class SingleLinkageForest:
         rows = []
         for t in thresholds:
             sizes = self.component_sizes_at(t)
-            s = _summary_from_sizes(sizes, self.n)
+            s = summary_from_sizes(sizes, self.n)
             rows.append(
                 {
                     "threshold": float(t),
@@ -121,7 +121,7 @@ class SingleLinkageForest:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SingleLinkageForest:
         """Read a file written by :meth:`save`; ``ValueError`` naming the file if it is corrupt."""
-        data = _load_npz(
+        data = load_npz(
             path, ("n", "src", "dst", "weight", "min_threshold", "exact_at", "exact_up_to", "error_bound")
         )
         try:
@@ -129,9 +129,9 @@ class SingleLinkageForest:
                 data["src"],
                 data["dst"],
                 data["weight"],
-                min_threshold=_nan_none(data["min_threshold"]),
+                min_threshold=nan_none(data["min_threshold"]),
                 exact_at=tuple(float(t) for t in data["exact_at"]),
-                exact_up_to=_nan_none(data["exact_up_to"]),
+                exact_up_to=nan_none(data["exact_up_to"]),
                 error_bound=float(data["error_bound"]),
             )
             return cls(int(data["n"]), edges)
@@ -152,7 +152,7 @@ def merge_forests(parts: Iterable[ForestEdges], n: int) -> SingleLinkageForest:
     Metadata: ``min_threshold`` = the largest of the parts' (the union is complete only above it),
     ``exact_at`` = thresholds exact in every part, ``exact_up_to`` = the smallest pruning level,
     ``error_bound`` = the largest."""
-    acc = _ForestAccumulator(n)
+    acc = ForestAccumulator(n)
     mins: list[float] = []
     exact: set[float] | None = None
     ups: list[float] = []

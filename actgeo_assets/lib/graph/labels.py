@@ -36,10 +36,10 @@ def component_summary(labels: Any, top: int = 20) -> dict[str, Any]:
     if lab.ndim != 1 or lab.size == 0:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {lab.shape}")
     sizes = np.sort(np.unique(lab, return_counts=True)[1])[::-1]
-    return _summary_from_sizes(sizes, int(lab.size), top)
+    return summary_from_sizes(sizes, int(lab.size), top)
 
 
-def _summary_from_sizes(sizes: np.ndarray, n: int, top: int = 20) -> dict[str, Any]:
+def summary_from_sizes(sizes: np.ndarray, n: int, top: int = 20) -> dict[str, Any]:
     largest = int(sizes[0])
     return {
         "n": n,
@@ -52,7 +52,7 @@ def _summary_from_sizes(sizes: np.ndarray, n: int, top: int = 20) -> dict[str, A
     }
 
 
-def _cc_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def cc_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     g = sp.csr_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
     return connected_components(g, directed=False)[1]
 

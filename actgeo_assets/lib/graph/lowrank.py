@@ -52,11 +52,11 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.graph.backend_numpy import _exact_dots_np, _NumpyBackend
-from actgeo_assets.lib.graph.backends import _TileSpec
-from actgeo_assets.lib.graph.exactness import _lo32, matmul_error_bound
-from actgeo_assets.lib.graph.forest import _Labels
-from actgeo_assets.lib.graph.labels import _cc_labels
+from actgeo_assets.lib.graph.backend_numpy import NumpyBackend, exact_dots_np
+from actgeo_assets.lib.graph.contract import TileSpec
+from actgeo_assets.lib.graph.exactness import float32_at_most, matmul_error_bound
+from actgeo_assets.lib.graph.forest import UnionLabels
+from actgeo_assets.lib.graph.labels import cc_labels
 
 DEFAULT_RANK = 128
 """Principal directions of the prefilter (k); the bound GEMM costs (k + 1) / d of the full one."""
@@ -163,7 +163,7 @@ class _LowRankBackend:
     """The CPU backend with the low-rank prefilter (module docstring), for unweighted specs (components).
 
     Blocks are (z rows float32 [n, k+1], fp32 rows [n, d], exact rows [n, d], global row ids int64 [n]).
-    ``labels`` is the pass's :class:`_Labels`: a sub-tile reads the components known *now* for its rows,
+    ``labels`` is the pass's :class:`UnionLabels`: a sub-tile reads the components known *now* for its rows,
     drops survivors inside one of them, and verifies the others in decreasing order of their bound, chunk
     by chunk, skipping pairs whose ends the chunks before have already connected (the first true edge
     between two known components makes every other pair between them unnecessary)."""
@@ -171,14 +171,14 @@ class _LowRankBackend:
     name = "cpu"
 
     def __init__(
-        self, x: np.ndarray, z: np.ndarray, bound_lo: float, labels: _Labels, cert_lo: float = np.inf
+        self, x: np.ndarray, z: np.ndarray, bound_lo: float, labels: UnionLabels, cert_lo: float = np.inf
     ) -> None:
         self.x = x
         self.z = z
         self.bound_lo = np.float32(bound_lo)  # float32 <= t - eps_z - slack: survivors are s_z >= bound_lo
         self.cert_lo = float(cert_lo)  # t + eps_z + slack: s_z - 2 (1 + 4u) r_x r_y >= cert_lo is an edge
         self.labels = labels
-        self.inner = _NumpyBackend()
+        self.inner = NumpyBackend()
         self.counts = {"bound_pairs": 0, "survivors": 0, "certified": 0, "verified_pairs": 0, "dense_tiles": 0}
         self.seconds = {"bound": 0.0, "verify": 0.0}
 
@@ -194,8 +194,8 @@ class _LowRankBackend:
         gg = g[pos]
         return z[pos], gg, (gg if ex is g else ex[pos]), ids[pos]
 
-    def tile_reduce(self, a, b, diag: bool, la, lb, spec: _TileSpec):
-        """One sub-tile -> edges (local ids as in :meth:`_NumpyBackend.tile_reduce`, ``w`` None) spanning
+    def tile_reduce(self, a, b, diag: bool, la, lb, spec: TileSpec):
+        """One sub-tile -> edges (local ids as in :meth:`NumpyBackend.tile_reduce`, ``w`` None) spanning
         its components at ``spec.keep_min`` together with the known ones; exact by the module docstring."""
         if spec.weighted or spec.count_ts:
             raise ValueError("the low-rank prefilter serves components only (no forest weights, no edge counts)")
@@ -254,7 +254,7 @@ class _LowRankBackend:
             cnt["verified_pairs"] += n_pairs
             bi = np.flatnonzero(np.abs(w - spec.keep_min) <= spec.eps)
             if len(bi):
-                w[bi] = _exact_dots_np(ea, eb, rr[bi], cx[bi] - off)
+                w[bi] = exact_dots_np(ea, eb, rr[bi], cx[bi] - off)
             hit = w >= spec.keep_min
             if hit.any():
                 hu.append(rr[hit])
@@ -266,7 +266,7 @@ class _LowRankBackend:
         return np.concatenate(hu), np.concatenate(hv), None, empty
 
 
-    def _dense(self, a, b, diag: bool, la: np.ndarray, lb: np.ndarray, spec: _TileSpec):
+    def _dense(self, a, b, diag: bool, la: np.ndarray, lb: np.ndarray, spec: TileSpec):
         """A sub-tile where most pairs survive: the plain backend's full fp32 GEMM (exact as ever)."""
         t1 = time.perf_counter()
         (za, ga, ea, _), (zb, gb, eb, _) = a, b
@@ -285,7 +285,7 @@ def _join(comp: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     (int64 [n], values in [0, n)): a graph of the n nodes, one extra node per label (node i -> label node
     ``n + comp[i]`` keeps the partition) and the new edges; labels are any ids of the joined components."""
     n = len(comp)
-    return _cc_labels(n + int(comp.max()) + 1, np.concatenate([np.arange(n, dtype=np.int64), u]),
+    return cc_labels(n + int(comp.max()) + 1, np.concatenate([np.arange(n, dtype=np.int64), u]),
                       np.concatenate([comp + n, v]))[:n].astype(np.int64)
 
 
@@ -369,7 +369,7 @@ def _eps_z(k: int, max_norm: float, slack: float) -> float:
 def bound_threshold(t: float, k: int, max_norm: float, slack: float) -> float:
     """The float32 survivor level ``<= t - eps_z - slack`` for rank-``k`` rows ``z`` from
     :func:`lowrank_rows` of rows of norm ``<= max_norm``: a pair with ``s_z`` below it is not an edge."""
-    return _lo32(t - _eps_z(k, max_norm, slack) - slack)
+    return float32_at_most(t - _eps_z(k, max_norm, slack) - slack)
 
 
 def certify_threshold(t: float, k: int, max_norm: float, slack: float) -> float:
@@ -401,15 +401,15 @@ def sample_survivor_fraction(
 def lowrank_components_labels(
     x: np.ndarray, t: float, *, eps: float, max_norm: float, rank: int, tile: int, n_landmarks: int,
     prune: bool = True, progress: bool = False, stats: dict[str, Any] | None = None, auto: bool = False,
-) -> _Labels:
-    """The components of ``x`` [N, d] (validated rows, norm <= ``max_norm``) at ``t`` as a :class:`_Labels`:
+) -> UnionLabels:
+    """The components of ``x`` [N, d] (validated rows, norm <= ``max_norm``) at ``t`` as a :class:`UnionLabels`:
     the landmark pass of :mod:`actgeo_assets.lib.graph.schedule` (plain fp32 GEMM: its pairs are mostly
     survivors, so the prefilter would not pay) and its pruned tile pass run through the prefilter.
     ``eps``: the fp32 GEMM bound of the full rows; ``rank``: k, ``1 <= k < d``; ``prune=False`` computes
     (the bound of) every pair. ``auto``: when more than ``AUTO_MAX_SURVIVORS`` of a row sample's pairs survive
     the bound (data that is not close to low rank), run the plain pass instead (``stats["rank"]`` = 0).
     ``stats`` also gets the prefilter's counts, its sample survivor fraction and seconds per phase."""
-    from actgeo_assets.lib.graph.schedule import _landmark_pass, _run_pass
+    from actgeo_assets.lib.graph.schedule import landmark_pass, run_pass
 
     t0 = time.perf_counter()
     p_dirs = principal_directions(x, rank)
@@ -417,20 +417,20 @@ def lowrank_components_labels(
     slack = lowrank_slack(x.shape[1], k, max_norm)
     bound_lo = bound_threshold(t, k, max_norm, slack)
     frac = sample_survivor_fraction(x, p_dirs, max_norm, bound_lo)
-    labels = _Labels(x.shape[0])
+    labels = UnionLabels(x.shape[0])
     off = auto and frac > AUTO_MAX_SURVIVORS
     if off:
-        backend: Any = _NumpyBackend()
+        backend: Any = NumpyBackend()
     else:
         z = lowrank_rows(x, p_dirs, max_norm)[0]
         backend = _LowRankBackend(x, z, bound_lo, labels, certify_threshold(t, k, max_norm, slack))
     t1 = time.perf_counter()
-    spec = _TileSpec(_lo32(t - eps), t, eps, (t,), False)
+    spec = TileSpec(float32_at_most(t - eps), t, eps, (t,), False)
     if prune and n_landmarks:
         inner = backend if off else backend.inner
-        _landmark_pass(inner, x, None, spec, tile, n_landmarks, None, labels, stats=stats)
+        landmark_pass(inner, x, None, spec, tile, n_landmarks, None, labels, stats=stats)
     t2 = time.perf_counter()
-    _run_pass(backend, x, None, spec, tile, None, labels, t if prune else None, progress=progress, stats=stats)
+    run_pass(backend, x, None, spec, tile, None, labels, t if prune else None, progress=progress, stats=stats)
     t3 = time.perf_counter()
     if stats is not None:
         stats["rank"] = 0 if off else k

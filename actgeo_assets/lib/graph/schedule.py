@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.graph.backends import _TileSpec
-from actgeo_assets.lib.graph.forest import _ForestAccumulator, _Labels
+from actgeo_assets.lib.graph.contract import TileSpec
+from actgeo_assets.lib.graph.forest import ForestAccumulator, UnionLabels
 from actgeo_assets.lib.graph.labels import canonical_labels
 
 DEFAULT_TILE_CPU = 2048
@@ -35,14 +35,14 @@ def _const(lab: np.ndarray) -> int:
     return int(lab[0]) if len(lab) and (lab == lab[0]).all() else -1
 
 
-def _run_pass(
+def run_pass(
     backend: Any,
     xa: np.ndarray,
     xb: np.ndarray | None,
-    spec: _TileSpec,
+    spec: TileSpec,
     tile: int,
-    forest: _ForestAccumulator | None,
-    labels: _Labels | None,
+    forest: ForestAccumulator | None,
+    labels: UnionLabels | None,
     prune_level: float | None = None,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
@@ -180,15 +180,15 @@ def _run_pass(
             stats["edge_counts"] = {float(ct): int(c) for ct, c in zip(spec.count_ts, edge_counts, strict=True)}
 
 
-def _landmark_pass(
+def landmark_pass(
     backend: Any,
     xa: np.ndarray,
     xb: np.ndarray | None,
-    spec: _TileSpec,
+    spec: TileSpec,
     tile: int,
     n_landmarks: int,
-    forest: _ForestAccumulator | None,
-    labels: _Labels,
+    forest: ForestAccumulator | None,
+    labels: UnionLabels,
     seed: int = 0,
     stats: dict[str, Any] | None = None,
 ) -> None:
@@ -226,6 +226,6 @@ def _landmark_pass(
         stats["landmark_pairs"] = n * len(lm)
 
 
-def _n_landmarks(n: int, requested: int) -> int:
+def landmark_count(n: int, requested: int) -> int:
     """At most ``requested``, and at most n/8 so the landmark pass stays a small part of the work."""
     return max(1, min(int(requested), n // 8))
