@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -44,16 +44,38 @@ from actgeo_assets.lib.store.layout import (
     verify_file,
 )
 
-if TYPE_CHECKING:  # storage only: importing capture (and torch) at run time is the capture's business
-    from actgeo_assets.lib.capture.corpus import Document
-    from actgeo_assets.lib.capture.residual import CaptureResult
-
 FORMAT = "actgeo.raw-shard.v1"
 
 
 class ShardError(ValueError):
     """A shard is missing, incomplete, corrupted or from other capture settings. The message names the
     file and what differs."""
+
+
+class CapturedRows(Protocol):
+    """What a shard stores of one capture (``capture.residual.CaptureResult`` is one): ``acts`` ``[n, d]``,
+    ``tokens`` (columns ``TOKEN_COLUMNS``, ``n`` rows), ``stats``. Declared here so storage does not import
+    the capture layer above it."""
+
+    acts: np.ndarray
+    tokens: pd.DataFrame
+    stats: dict[str, Any]
+
+
+class StoredDocument(Protocol):
+    """What a shard stores of one document (``capture.corpus.Document``, a frozen dataclass, is one)."""
+
+    @property
+    def doc_id(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def pile_analogue(self) -> str | None: ...
 
 
 @dataclass
@@ -71,8 +93,8 @@ class RawShard:
 def write_raw_shard(
     layout: RunLayout,
     shard: str,
-    result: CaptureResult,
-    docs: Sequence[Document],
+    result: CapturedRows,
+    docs: Sequence[StoredDocument],
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     """Write shard ``shard`` (see module docstring) and return its sidecar.
