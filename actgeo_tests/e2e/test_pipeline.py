@@ -174,7 +174,7 @@ def test_cards_read_what_follows_and_the_token_baseline(run) -> None:
 
     import torch
 
-    from actgeo_assets.lib.analysis.cards import hidden_token_ids, readout_sample
+    from actgeo_assets.lib.analysis.readout import hidden_token_ids, readout_sample
     from actgeo_assets.lib.capture.model import load_model
     from actgeo_assets.lib.outputs.sql import read_components, read_runs
 

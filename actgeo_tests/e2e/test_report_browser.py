@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.analysis.cards import Readout, build_cards, next_token_column, token_baseline
+from actgeo_assets.lib.analysis.baseline import token_baseline
+from actgeo_assets.lib.analysis.cards import build_cards
 from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.analysis.readout import Readout
 from actgeo_assets.lib.analysis.study import compare_with_study
+from actgeo_assets.lib.analysis.tokens import next_token_column
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import component_summary
 from actgeo_assets.lib.outputs.figures import (

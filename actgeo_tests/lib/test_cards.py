@@ -10,25 +10,20 @@ import pandas as pd
 import pytest
 import torch
 
-from actgeo_assets.lib.analysis.cards import (
-    Card,
+from actgeo_assets.lib.analysis.baseline import component_token_stats, token_baseline
+from actgeo_assets.lib.analysis.cards import Card, build_cards, giant_subcards
+from actgeo_assets.lib.analysis.labels import provisional_label
+from actgeo_assets.lib.analysis.readout import (
     Readout,
-    build_cards,
-    component_token_stats,
-    giant_subcards,
     hidden_token_ids,
-    next_token_column,
     next_token_readout,
-    provisional_label,
-    quote_token,
     readout_rows,
     readout_sample,
-    row_getter,
-    select_contexts,
     summarize_predictions,
-    token_baseline,
 )
+from actgeo_assets.lib.analysis.tokens import next_token_column, quote_token, select_contexts
 from actgeo_assets.lib.graph import canonical_labels, component_summary
+from actgeo_assets.lib.store.rows import row_getter
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

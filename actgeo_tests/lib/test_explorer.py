@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.analysis.cards import build_cards, giant_subcards, next_token_column
+from actgeo_assets.lib.analysis.cards import build_cards, giant_subcards
 from actgeo_assets.lib.analysis.percolation import fine_thresholds
+from actgeo_assets.lib.analysis.tokens import next_token_column
 from actgeo_assets.lib.graph import single_linkage_forest
 from actgeo_assets.lib.outputs.explorer import (
     MAX_LEVEL_NODES,

@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import Card, Context
+from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.analysis.tokens import Context
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.outputs.figures import PNG_SIGNATURE, percolation_png, size_spectrum_png
 from actgeo_assets.lib.outputs.report import write_report

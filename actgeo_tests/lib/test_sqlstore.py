@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from actgeo_assets.lib.analysis.cards import Card, Context
+from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.analysis.tokens import Context
 from actgeo_assets.lib.config.settings import RunSettings, run_id_of
 from actgeo_assets.lib.outputs.sql import read_components, read_runs, read_subcomponents, write_results
 from actgeo_tests.support.postgres import postgres_available, running_postgres

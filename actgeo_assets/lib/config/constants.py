@@ -32,5 +32,5 @@ CORPUS_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
 RAW_DTYPE = "float32"
 
 #: Columns of a token table: one row per captured activation (lib/capture/residual.py writes it, lib/store/shards.py
-#: stores it, lib/analysis/cards.py reads it).
+#: stores it, lib/analysis/tokens.py checks it).
 TOKEN_COLUMNS = ("row", "doc_id", "position", "token_id", "token", "char_start", "char_end", "source")

@@ -57,3 +57,10 @@ def cc_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
+def members_by_label(labels: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """``{label: ascending member rows}`` for each label in ``wanted``, from one stable argsort."""
+    sel = np.flatnonzero(np.isin(labels, wanted))
+    order = sel[np.argsort(labels[sel], kind="stable")]
+    lab_sorted = labels[order]
+    bounds = np.searchsorted(lab_sorted, wanted, side="left"), np.searchsorted(lab_sorted, wanted, side="right")
+    return {int(w): order[a:b] for w, a, b in zip(wanted, *bounds, strict=True)}

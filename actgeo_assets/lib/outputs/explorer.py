@@ -50,26 +50,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import (
+from actgeo_assets.lib.analysis.cards import TOP_TOKENS, Card, member_counts
+from actgeo_assets.lib.analysis.labels import provisional_label
+from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.analysis.tokens import (
     CONTEXT_CHARS,
-    TOP_TOKENS,
-    Card,
-    RowsSource,
-    chunked_mean,
-    cosines_to_direction,
-    member_counts,
     plain_python,
     prepare_tokens,
-    provisional_label,
-    row_getter,
     select_contexts,
     token_context,
 )
-from actgeo_assets.lib.analysis.percolation import locate_transition
 from actgeo_assets.lib.config.constants import DEMO_PROFILE
 from actgeo_assets.lib.graph import SingleLinkageForest
 from actgeo_assets.lib.outputs.report import REPORT_CSS, card_html
 from actgeo_assets.lib.store.layout import RunLayout, atomic_path, load_json
+from actgeo_assets.lib.store.rows import RowsSource, chunked_mean, cosines_to_direction, row_getter
 
 #: Threshold step between the icicle's levels.
 LEVEL_STEP = 0.05

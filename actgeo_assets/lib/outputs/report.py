@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import Card, plain_python, quote_token
+from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.analysis.tokens import plain_python, quote_token
 from actgeo_assets.lib.store.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
