@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,13 @@ import pytest
 
 from actgeo_assets.cli import main
 from actgeo_assets.lib.outputs.export import export_dataset
-from actgeo_tests.support.finished_run import FinishedRun, drop_rows, finished_run
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from actgeo_tests.support.paths import README
+from actgeo_tests.support.tiny_run import FinishedRun, drop_rows
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
-    return finished_run(tmp_path_factory.getbasetemp() / "finished-run")
+def built(tiny_runs: Callable[..., FinishedRun]) -> FinishedRun:
+    return tiny_runs()
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_load_dataset_gives_the_shard_files(built: FinishedRun, tmp_path: Path, 
     assert ds["row"][:].tolist() == list(range(600))
     assert np.array_equal(ds["component"][:], ref["labels"])
     meta = json.loads(pq.read_schema(files[1]).metadata[b"actgeo"])
-    assert meta["shard"] == ref["shards"][1] and meta["run_id"] == built.resource.settings().run_id()
+    assert meta["shard"] == ref["shards"][1] and meta["run_id"] == built.settings.run_id()
     # load_dataset on the folder (no other files in it) gives the same rows
     whole = load_dataset("parquet", data_dir=str(out), split="train")
     assert whole.num_rows == 600
@@ -112,7 +112,7 @@ def test_cli_exports_the_run_of_the_current_settings(built: FinishedRun, tmp_pat
     argv = ["export", "--data-dir", str(built.data_dir), "--out", str(out), "--activations", "raw"]
     assert main([*argv, *_set_args(built)]) == 0
     printed = capsys.readouterr().out
-    assert built.resource.settings().run_id() in printed and "600 rows in 2 files" in printed
+    assert built.settings.run_id() in printed and "600 rows in 2 files" in printed
     table = pd.concat([pd.read_parquet(f) for f in sorted(out.glob("*.parquet"))], ignore_index=True)
     assert np.array_equal(np.stack(table["activation_raw"].to_numpy()), _reference(built.root)["raw"])
     assert main([*argv, *_set_args(built, threshold=0.7)]) == 2

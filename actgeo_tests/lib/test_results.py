@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,14 @@ import sqlalchemy as sa
 from actgeo_assets.lib.outputs.results import RunNotFinished, open_run
 from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents
 from actgeo_assets.lib.store.layout import IntegrityError
-from actgeo_tests.support.finished_run import FinishedRun, drop_rows, finished_run
 from actgeo_tests.support.oracle import brute_force_labels
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from actgeo_tests.support.paths import README
+from actgeo_tests.support.tiny_run import FinishedRun, drop_rows
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
-    return finished_run(tmp_path_factory.getbasetemp() / "finished-run")
+def built(tiny_runs: Callable[..., FinishedRun]) -> FinishedRun:
+    return tiny_runs()
 
 
 def _shards(root: Path) -> list[str]:
@@ -39,7 +39,7 @@ def _unit_rows(root: Path) -> np.ndarray:
 def test_open_by_folder_or_data_dir_and_run_name(built: FinishedRun) -> None:
     run = open_run(built.root)
     again = open_run(built.data_dir, built.root.name)
-    settings = built.resource.settings()
+    settings = built.settings
     assert run.root == again.root == built.root
     assert run.run_id == again.run_id == settings.run_id()
     assert run.settings.run_key() == settings.run_key() and run.settings.run_id() == settings.run_id()

@@ -129,11 +129,11 @@ def test_mean_of_all_shards_opens_one_shard_at_a_time(tmp_path, monkeypatch) -> 
     import json
     import weakref
 
-    from actgeo_assets.defs.resources import ActgeoResource
+    from actgeo_assets.lib.config.settings import PROFILES
     from actgeo_assets.lib.stages import activations as stage
 
-    resource = ActgeoResource(data_dir=str(tmp_path), n_shards=6)
-    settings, layout = resource.settings(), resource.layout()
+    settings = PROFILES["demo"].replace(n_shards=6)
+    layout = RunLayout(tmp_path, settings.profile)
     rng = np.random.default_rng(3)
     parts = []
     for shard in settings.shard_keys:

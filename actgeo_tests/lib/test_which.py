@@ -2,37 +2,31 @@
 
 Library level (no run): a query that is exactly a stored row joins its component, a far vector is a new
 singleton, a hand-built query within the threshold of two components bridges them, queries 1e-6 either
-side of the threshold land on the right side. Run level: a small run of the tiny Gemma 2 through the
-project's runner; every token of a text gets the components a dense float64 cosine against all normalized
-rows gives (labels from labels.npy); the `neighbour_index` asset's metadata; `actgeo which --json` through
-the CLI's main function.
+side of the threshold land on the right side. Run level: the shared tiny run (``support/tiny_run.py``, built
+by the library's stages); every token of a text gets the components a dense float64 cosine against all
+normalized rows gives (labels from labels.npy). The `neighbour_index` asset and `actgeo which` through the CLI
+are tested in ``e2e/test_lookup_dagster.py``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from actgeo_assets.lib.analysis.lookup import BRIDGES, JOINS, SINGLETON, NeighbourIndex
 from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.oracle import query_links as _expect
+from actgeo_tests.support.tiny_run import QUERY_TEXT as TEXT
+from actgeo_tests.support.tiny_run import FinishedRun, run_rows
 
 
 def _u(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
-
-
-def _expect(rows: np.ndarray, labels: np.ndarray, q: np.ndarray, t: float) -> tuple[np.ndarray, int, np.ndarray]:
-    """float64 brute force for one query: components linked, rows linked, cosines to every row."""
-    sims = np.asarray(rows, dtype=np.float64) @ np.asarray(q, dtype=np.float64)
-    linked = np.flatnonzero(sims >= t)
-    return np.unique(labels[linked]), len(linked), sims
 
 
 def _check(found, rows: np.ndarray, labels: np.ndarray, queries: np.ndarray, t: float, k: int) -> None:
@@ -133,50 +127,27 @@ def test_bad_input_names_the_problem() -> None:
 # --------------------------------------------------------------------------------------------------
 # a small run of the tiny model
 
-SETTINGS = dict(model=None, layer=2, corpus=str(FIXTURE), n_shards=2, budget=500, context_len=40, batch_size=4,
-                normalization="center_l2", threshold=0.6, min_threshold=0.5, sweep=[0.5, 0.6], card_ranks=[2, 3],
-                contexts_per_card=2)
-TEXT = ("\"Legal Entity\" shall mean the union of the acting entity and all other entities. "
-        "class TextWrapper: zebra quartz 1789")
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.runner import materialize_run
-    from actgeo_tests.support.tiny_model import tiny_gemma2
-
-    tmp = tmp_path_factory.mktemp("which")
-    values = {**SETTINGS, "model": tiny_gemma2(tmp / "model")}
-    resource = ActgeoResource(profile="demo", data_dir=str(tmp / "data"), **values)
-    instance = dg.DagsterInstance.ephemeral()
-    materialize_run(resource, instance, echo=lambda s: None)
-    config = tmp / "settings.json"
-    config.write_text(json.dumps(values))
-    return resource, instance, config
+def run(tiny_runs: Callable[..., FinishedRun]) -> FinishedRun:
+    return tiny_runs()
 
 
-def _run_rows(resource) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def _run_rows(run: FinishedRun) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """All normalized rows (float64), labels.npy, and the kept token table, read independently."""
-    settings, layout = resource.settings(), resource.layout()
-    x = np.concatenate([np.load(layout.normalized(s)) for s in settings.shard_keys]).astype(np.float64)
-    tokens = pd.concat([pd.read_parquet(layout.tokens(s)).loc[np.load(layout.kept(s))] for s in settings.shard_keys],
-                       ignore_index=True)
-    return x, np.load(layout.labels), tokens
+    return run_rows(run.settings, run.layout)
 
 
 def test_which_text_matches_brute_force(run) -> None:
     from actgeo_assets.lib.stages.lookup import answer_json, format_which, index_problem, which_text
 
-    resource, _, _ = run
-    settings, layout = resource.settings(), resource.layout()
-    layout.neighbour_index.unlink(missing_ok=True)
+    settings, layout = run.settings, run.layout
+    layout.lookup_index.unlink(missing_ok=True)
     with pytest.raises(ValueError, match="neighbour_index"):  # not built, not asked to build: names the command
         which_text(settings, layout, TEXT, build=False)
     result = which_text(settings, layout, TEXT, k=3, gpu=False)
     assert result.built is not None and result.built.rows == result.index_rows
     assert index_problem(settings, layout) is None
-    x, labels, tokens = _run_rows(resource)
+    x, labels, tokens = _run_rows(run)
     t = settings.threshold
     assert result.kept.all() and len(result.tokens) == len(result.queries) > 20
     sizes = np.bincount(labels)
@@ -219,61 +190,16 @@ def test_which_text_matches_brute_force(run) -> None:
 def test_damaged_index_is_never_read(run) -> None:
     from actgeo_assets.lib.stages.lookup import build_neighbour_index, index_problem, load_neighbour_index
 
-    resource, _, _ = run
-    settings, layout = resource.settings(), resource.layout()
+    settings, layout = run.settings, run.layout
     build_neighbour_index(settings, layout)
-    data = bytearray(layout.neighbour_index.read_bytes())
+    data = bytearray(layout.lookup_index.read_bytes())
     data[-5] ^= 0xFF
-    layout.neighbour_index.write_bytes(bytes(data))
+    layout.lookup_index.write_bytes(bytes(data))
     assert "corrupted" in index_problem(settings, layout)
     with pytest.raises(ValueError, match="corrupted.*actgeo which"):
         load_neighbour_index(settings, layout)
     build_neighbour_index(settings, layout)
     assert index_problem(settings, layout) is None
-
-
-def test_neighbour_index_asset_metadata(run) -> None:
-    from actgeo_assets.definitions import ASSETS
-
-    resource, instance, _ = run
-    result = dg.materialize(ASSETS, selection=["neighbour_index"], instance=instance, resources={"actgeo": resource})
-    assert result.success
-    meta = result.asset_materializations_for_node("neighbour_index")[0].metadata
-    n = len(np.load(resource.layout().labels))
-    assert meta["rows"].value == n and meta["dim"].value == 64 and meta["index_type"].text == "IndexFlatIP"
-    assert meta["bytes"].value == resource.layout().neighbour_index.stat().st_size > n * 64 * 4
-
-
-def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
-    from actgeo_assets.cli import main
-
-    resource, _, config = run
-    layout = resource.layout()
-    base = ["which", TEXT, "--data-dir", str(layout.root.parent), "--config", str(config)]
-    assert main([*base, "--json", "--k", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    objs = [json.loads(line) for line in lines]
-    x, labels, _ = _run_rows(resource)
-    settings = resource.settings()
-    assert len(objs) > 20
-    for obj in objs:
-        assert {"text", "position", "rank", "label_id", "verdict", "nearest"} <= set(obj)
-        assert len(obj["nearest"]) == 2
-    # the JSON's rows are the brute force's: recapture is deterministic, so compare with the library's queries
-    from actgeo_assets.lib.stages.lookup import which_text
-
-    queries = which_text(settings, layout, TEXT, k=0, gpu=False).queries
-    for obj, q in zip(objs, queries, strict=True):
-        comps, _, _ = _expect(x, labels, q, settings.threshold)
-        assert obj["label_id"] == (int(comps[0]) if len(comps) else None)
-        assert obj["rank"] == (int(comps[0]) + 1 if len(comps) else None)
-    # the human form, and a missing index with --no-build-index: exit 2 naming how to build it
-    assert main([*base, "--k", "1"]) == 0
-    assert "joins rank" in capsys.readouterr().out
-    layout.neighbour_index.unlink()
-    assert main([*base, "--no-build-index"]) == 2
-    err = capsys.readouterr().err
-    assert "is missing" in err and "neighbour_index" in err
 
 
 def test_bridge_and_singleton_as_printed_and_json() -> None:

@@ -36,6 +36,14 @@ def brute_force_labels(x: np.ndarray, t: float) -> np.ndarray:
     return canonical_order(connected_components(csr_matrix(adj), directed=False)[1])
 
 
+def query_links(rows: np.ndarray, labels: np.ndarray, q: np.ndarray, t: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """float64 brute force for one query ``q`` [d] against stored ``rows`` [N, d] with ``labels`` [N]: the
+    sorted components it links to (cosine >= ``t``), how many rows it links to, and its float64 cosines [N]."""
+    sims = np.asarray(rows, dtype=np.float64) @ np.asarray(q, dtype=np.float64)
+    linked = np.flatnonzero(sims >= t)
+    return np.unique(labels[linked]), len(linked), sims
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm (same dtype)."""
     return x / np.linalg.norm(x, axis=1, keepdims=True)
