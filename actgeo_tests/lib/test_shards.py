@@ -129,7 +129,7 @@ def test_mean_of_all_shards_opens_one_shard_at_a_time(tmp_path, monkeypatch) -> 
     import json
     import weakref
 
-    from actgeo_assets.lib.config.settings import PROFILES
+    from actgeo_assets.lib.config.profiles import PROFILES
     from actgeo_assets.lib.stages import activations as stage
 
     settings = PROFILES["demo"].replace(n_shards=6)

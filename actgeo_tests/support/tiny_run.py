@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.config.settings import RunSettings, resolve_settings
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.config.sources import resolve_settings
 from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, save_npy, sha256_file
 from actgeo_tests.support.paths import MINI_CORPUS
 
