@@ -1,12 +1,13 @@
 """Materialize every asset of a run, in lineage order, on a Dagster instance (what `actgeo run`, and so
 `make demo`, calls; the CLI owns the arguments and the printing).
 
-Each step is a run of a stage job of the Definitions (defs/jobs.py: ``stage_capture``, ``stage_mean``,
-``stage_normalize``, ``stage_tiles``, ``stage_merge``), executed in this process and recorded in the instance
+Each step is a run of a job of the Definitions (defs/pipeline.py declares the stages `actgeo run` plans and their
+jobs: ``capture_job``, ``mean_job``, ``normalize_job``, ``tiles_job``, ``merge_job``), executed in this process and recorded in the instance
 (``DAGSTER_HOME``) with the code location's origin, the settings as run config, the tag
 ``actgeo/invocation=<id>`` shared by all runs of one call, and the captured stdout/stderr; so `make ui`
-shows the lineage, the materializations, the runs grouped by invocation, and re-executes any of them. Partitions whose outputs are current by content hash
-(lib/stages/plan.py) are skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
+shows the lineage, the materializations, the runs grouped by invocation, and re-executes any of them.
+Partitions whose outputs are current by content hash (each stage's record, composed by lib/stages/plan.py) are
+skipped, so an interrupted run resumes; ``force=True`` recomputes everything.
 An output file that no longer matches its recorded sha256 is recomputed, with a warning naming it.
 
 Before any compute: the database is connected to once, and a stage that will capture checks that the
@@ -27,13 +28,13 @@ from typing import Any
 
 import dagster as dg
 
-from actgeo_assets.defs.jobs import INVOCATION_TAG, STAGE_JOBS, execute_stage_job, new_invocation_id
+from actgeo_assets.defs.jobs import INVOCATION_TAG, execute_stage_job, new_invocation_id
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
+from actgeo_assets.defs.pipeline import Stage, job_stages, run_stages, specs_for, stage
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
-from actgeo_assets.lib.stages.plan import plan
-from actgeo_assets.lib.store.layout import RunLayout
+from actgeo_assets.lib.stages.plan import Plan, plan
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -143,6 +144,13 @@ def register_partitions(instance: dg.DagsterInstance, settings: RunSettings) -> 
             instance.add_dynamic_partitions(name, new)
 
 
+def run_plan(resource: ActgeoResource, names: list[str] | None = None) -> Plan:
+    """The plan of the stages ``names`` (default: those `actgeo run` plans) and their upstream, for the
+    resource's settings, files and database."""
+    names = names if names is not None else [s.name for s in run_stages()]
+    return plan(resource.settings(), resource.layout(), specs_for(names), database_url=resource.db_url())
+
+
 def materialize_run(
     resource: ActgeoResource,
     instance: dg.DagsterInstance,
@@ -150,12 +158,17 @@ def materialize_run(
     force: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Materialize raw_activations, activation_mean, normalized, edge_tiles, components, component_cards.
-
-    Returns the components summary record plus wall times per step.
-    """
+    """Materialize the stages `actgeo run` plans (defs/pipeline.py, ``in_run``), stale partitions only, in
+    lineage order. Returns the components summary record plus wall times per step."""
     with database_url_env(resource):
         return _materialize_run(resource, instance, force=force, echo=echo)
+
+
+def _selection(st: Stage, planned: list[str]) -> list[str]:
+    """What one launch of ``st``'s job runs: ``st`` and the later stages of the same job that `actgeo run` plans
+    (the merge job: components, then component_cards, which its new labels make stale anyway)."""
+    members = [s.name for s in job_stages(st.job)]
+    return [n for n in members[members.index(st.name):] if n in planned]
 
 
 def _materialize_run(
@@ -166,32 +179,27 @@ def _materialize_run(
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
     settings = resource.settings()
+    planned = [s.name for s in run_stages()]
     fail_killed_runs(instance, echo)
-    preflight(resource, force or bool(plan(settings, resource.layout()).raw))
+    first = run_plan(resource).first_stage(among=planned)
+    preflight(resource, force or (first is not None and first[0] == planned[0]))
     register_partitions(instance, settings)
     times: dict[str, float] = {}
     warned: set[str] = set()
-    # Each step is a run of the stage's job in the Definitions (defs/jobs.py), its settings in the run config,
-    # all of this invocation's runs under one tag.
+    # Each step is a run of the stage's job in the Definitions, its settings in the run config, all of this
+    # invocation's runs under one tag.
     run_config = {**RUN_CONFIG, "resources": {"actgeo": {"config": resource_run_config(resource)}}}
     tags = {INVOCATION_TAG: new_invocation_id(), "actgeo/profile": settings.profile, PID_TAG: str(os.getpid()),
             HOST_TAG: socket.gethostname()}
-    merged = False
 
-    def run(asset: str, partition: str | None = None) -> None:
-        nonlocal merged
-        label = f"{asset}[{partition}]" if partition else asset
-        if asset == "components":
-            label = "components + component_cards"
+    def run(name: str, partition: str | None = None) -> list[str]:
+        st = stage(name)
+        selection = _selection(st, planned)
+        label = " + ".join(selection) + (f"[{partition}]" if partition else "")
         t0 = time.perf_counter()
         try:
-            # `component_cards` alone: the cards part of stage_merge
-            result = execute_stage_job(
-                STAGE_JOBS["components" if asset == "component_cards" else asset].name, instance,
-                run_config=run_config, tags=tags, partition_key=partition,
-                asset_selection=["component_cards"] if asset == "component_cards" else None,
-            )
-            merged = merged or asset == "components"
+            result = execute_stage_job(st.job, instance, run_config=run_config, tags=tags, partition_key=partition,
+                                       asset_selection=selection)
         except (ValueError, OSError, dg.DagsterError) as exc:
             echo(f"  {label:<44} FAILED")
             raise _failure(instance, label, exc) from exc
@@ -200,31 +208,33 @@ def _materialize_run(
         peak = getrusage(RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
         echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s  (peak RSS so far "
              f"{peak:.2f} GiB)")
+        return selection
 
     echo(f"actgeo: {settings.describe()}")
     echo(f"        data in {resource.layout().root}")
     t_all = time.perf_counter()
     if force:
-        for asset, parts in (("raw_activations", settings.shard_keys), ("activation_mean", [None]),
-                             ("normalized", settings.shard_keys), ("edge_tiles", settings.pair_keys),
-                             ("components", [None])):
-            for part in parts:
-                run(asset, part)
+        done: set[str] = set()
+        for st in run_stages():
+            if st.name in done or not st.spec.enabled(settings):
+                continue
+            for key in st.spec.keys(settings):
+                ran = run(st.name, key)
+            done.update(ran)
     # Stage by stage: re-plan after each stage, since its outputs make the next stage stale.
-    done: set[str] = set()
-    while (stage := (todo := plan(settings, resource.layout())).first_stage()) is not None:
+    finished: set[str] = set()
+    while (next_stage := (todo := run_plan(resource)).first_stage(among=planned)) is not None:
         for problem in todo.problems:
             if problem not in warned:
                 warned.add(problem)
                 echo(f"  warning: {problem}")
-        asset, parts = stage
-        if asset in done:
-            raise RuntimeError(f"{asset} is still stale after it ran: {parts}")
+        name, parts = next_stage
+        if name in finished:
+            raise RuntimeError(f"{name} is still stale after it ran: {todo.reason(name)}")
+        if not force:
+            echo(f"  {name}: {todo.reason(name)}")
         for part in parts:
-            run(asset, part)
-        done.add(asset)
-    if not merged:
-        run("component_cards")  # cheap, and card settings (ranks, contexts) are not part of the plan
+            finished.update(run(name, part))
     times["total"] = time.perf_counter() - t_all
     record = load_record(settings, resource.layout())
     return {**record.to_json(), "times": times, "report": str(resource.layout().report),
@@ -249,15 +259,13 @@ def materialize_layer_sweep(
     force: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the ``layer_sweep`` job (asset ``layer_geometry``) like a stage job of `actgeo run`, then, when
-    the run's components are current, re-render its cards so the report shows the new section. Like a
-    current stage of `actgeo run`, a comparison that ``layers/`` already holds for these settings (same key,
-    files matching their recorded sha256) is not computed again unless ``force``.
+    """Run the ``layers_job`` like a stage of `actgeo run` (skipped when ``layers/`` is current for these
+    settings, unless ``force``), then re-render the cards when the plan says they are stale and everything else
+    `actgeo run` plans is current (the report shows the layer comparison only when it is current).
 
     Returns ``{"files": {name: path}, "cards": bool (the report shows the section), "current": bool (nothing
     was computed), "seconds": float}``."""
-    from actgeo_assets.defs.jobs import LAYER_SWEEP_JOB
-    from actgeo_assets.lib.stages.layers import FILES, layers_current
+    from actgeo_assets.lib.stages.layers import FILES
 
     with database_url_env(resource):
         settings, layout = resource.settings(), resource.layout()
@@ -268,21 +276,24 @@ def materialize_layer_sweep(
         echo(f"actgeo: layers {list(settings.compare_layers)} of {settings.model}, {settings.compare_budget:,} "
              f"activations")
         t0 = time.perf_counter()
-        current = not force and layers_current(settings, layout)
+        planned = [s.name for s in run_stages()]
+        todo = run_plan(resource, [*planned, "layers"])
+        current = not force and todo.is_current("layers")
         if current:
-            echo(f"  {'layer_geometry':<44} current ({layout.layers_file('layers.json')} matches these settings; "
+            echo(f"  {'layers':<44} current ({layout.layers_file('layers.json')} matches these settings; "
                  "--force computes it again)")
         else:
             try:
-                execute_stage_job(LAYER_SWEEP_JOB.name, instance, run_config=run_config, tags=tags)
+                execute_stage_job(stage("layers").job, instance, run_config=run_config, tags=tags)
             except (ValueError, OSError, dg.DagsterError) as exc:
-                raise _failure(instance, "layer_geometry", exc) from exc
-            echo(f"  {'layer_geometry':<44} ok in {time.perf_counter() - t0:6.1f} s")
-        cards = current and _report_shows_layers(layout)
-        if not cards and layout.summary.exists() and plan(settings, layout).first_stage() is None:
+                raise _failure(instance, "layers", exc) from exc
+            echo(f"  {'layers':<44} ok in {time.perf_counter() - t0:6.1f} s")
+            todo = run_plan(resource, [*planned, "layers"])
+        cards = todo.is_current("component_cards") and todo.is_current("layers")
+        if todo.first_stage(among=planned) == ("component_cards", [None]):
             t1 = time.perf_counter()
             try:
-                execute_stage_job(STAGE_JOBS["components"].name, instance, run_config=run_config, tags=tags,
+                execute_stage_job(stage("component_cards").job, instance, run_config=run_config, tags=tags,
                                   asset_selection=["component_cards"])
             except (ValueError, OSError, dg.DagsterError) as exc:
                 raise _failure(instance, "component_cards", exc) from exc
@@ -290,11 +301,3 @@ def materialize_layer_sweep(
             cards = True
         return {"files": {name: layout.layers_file(name) for name in FILES}, "cards": cards, "current": current,
                 "seconds": time.perf_counter() - t0}
-
-
-def _report_shows_layers(layout: RunLayout) -> bool:
-    """Whether the run's report exists and holds the layer comparison section (rendered after ``layers/``)."""
-    try:
-        return layout.report.exists() and 'id="layers-h"' in layout.report.read_text(encoding="utf-8")
-    except OSError:
-        return False

@@ -3,8 +3,9 @@ for the merge, and a nightly schedule as the backstop.
 
 - ``shard_sensor`` watches the corpus source: it registers the shards (one per corpus file with
   ``shard_by="file"``) and their pairs as dynamic partitions, drops removed ones, and requests the earliest
-  stage of stale work by content hash (lib/stages/plan.py): capture and normalization of new or changed
-  shards, the activation mean when ``center_l2`` needs it, and only the tiles whose shards changed. It
+  stage of stale work among the stages declared ``sensor=True`` (defs/pipeline.py), by content hash
+  (lib/stages/plan.py): capture and normalization of new or changed shards, the activation mean when
+  ``center_l2`` needs it, and only the tiles whose shards changed. It
   requests at most ``SENSOR_MAX_RUNS_PER_TICK`` runs a tick (creating a run costs the daemon about half a
   second, so 210 tiles at once made one tick of two minutes), topping the stage up on later ticks with its
   partitions that have no queued or running run; a later stage waits until the runs of the one before it
@@ -12,12 +13,11 @@ for the merge, and a nightly schedule as the backstop.
   requested again while its inputs are unchanged (the run carries ``actgeo/inputs``, a fingerprint of the
   settings and of the shard sources it reads): a bad file does not fail every 15 s forever; changing the
   file, the settings, or re-executing the run from the UI retries it.
-- ``components`` and ``component_cards`` carry ``AutomationCondition.eager()``: once the tiles are in,
-  ``default_automation_condition_sensor`` re-merges and re-renders the cards.
+- The stages declared ``eager=True`` (``components``, ``component_cards``) carry an eager automation condition:
+  once the tiles are in, ``default_automation_condition_sensor`` re-merges and re-renders the cards.
 - Both sensors run by default (``make ui`` starts the daemon that ticks them every 15 s), so a file added
   to a file-sharded corpus folder becomes new shards, tiles, components and cards without a click.
-- ``actgeo_nightly`` re-materializes ``components`` and ``component_cards`` daily, in case an automation
-  tick was missed.
+- ``actgeo_nightly`` re-materializes the eager stages daily, in case an automation tick was missed.
 """
 
 import hashlib
@@ -26,10 +26,11 @@ from typing import Any
 
 import dagster as dg
 
-from actgeo_assets.defs.jobs import STAGE_JOBS
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
+from actgeo_assets.defs.pipeline import JOBS, eager_stages, sensor_stages, specs_for, stage
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.stages.plan import plan, source_fingerprints
+from actgeo_assets.lib.stages.activations import source_fingerprints
+from actgeo_assets.lib.stages.plan import plan
 
 SENSOR_TAG = "actgeo/sensor"
 #: Fingerprint of what a sensor run reads (settings + its shards' sources): a failed run is retried only when
@@ -39,24 +40,20 @@ INPUTS_TAG = "actgeo/inputs"
 PARTITION_TAG = "dagster/partition"
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
-MERGE_ASSETS = dg.AssetSelection.assets("components", "component_cards")
-
-#: The stages the sensor requests, each its job (defs/jobs.py; a job holds assets of one partitions
-#: definition). They run with the Definitions' executor; under a K8sRunLauncher each run is its own pod.
-SENSOR_STAGES = ("raw_activations", "activation_mean", "normalized", "edge_tiles")
+#: The stages the sensor requests (``sensor=True`` in defs/pipeline.py), each by its job. They run with the
+#: Definitions' executor: on Kubernetes each step in its own pod (defs/k8s.py).
+SENSOR_STAGES = tuple(s.name for s in sensor_stages())
 #: Seconds between the sensors' evaluations: each stage of new work waits for one tick.
 SENSOR_INTERVAL_S = 15
-#: Runs the shard sensor requests in one tick at most. The daemon creates each requested run in the tick (an
-#: execution plan from the code server, the run's record, the queue): ~0.57 s a run on a busy 2-core machine,
-#: so the 210 tiles of 20 shards in one tick took 119 s before this cap (benchmarks/dagster_scale.py, stale
-#: phase; now 21 ticks of ~6 s, benchmarks/results/dagster_scale.md). Later ticks (every SENSOR_INTERVAL_S) add
-#: the rest, faster than the queue (two runs at a time) drains them.
+#: Runs the shard sensor requests in one tick at most: the daemon creates each requested run within the tick, so
+#: an uncapped tick over hundreds of tiles would block it for minutes (benchmarks/results/dagster_scale.md).
+#: Later ticks (every SENSOR_INTERVAL_S) add the rest, faster than the queue drains them.
 SENSOR_MAX_RUNS_PER_TICK = 10
 
 
 @dg.sensor(
     name="shard_sensor",
-    jobs=[STAGE_JOBS[a] for a in SENSOR_STAGES],
+    jobs=list({stage(a).job: JOBS[stage(a).job] for a in SENSOR_STAGES}.values()),
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
@@ -78,12 +75,13 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     if writer := _writer(layout.lock):  # `make demo` while `make ui` runs: its runs would only fail
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason(f"waiting: {writer} is writing {layout.root.parent}"))
-    stage = plan(settings, layout, fingerprints).first_stage()
-    if stage is None or stage[0] == "components":  # the merge is left to declarative automation
-        return dg.SensorResult(dynamic_partitions_requests=requests,
-                               skip_reason=dg.SkipReason("every shard, mean and tile is current"))
-    asset, parts = stage
-    job = STAGE_JOBS[asset].name
+    todo = plan(settings, layout, specs_for(SENSOR_STAGES), memo={"fingerprints": fingerprints})
+    next_stage = todo.first_stage(among=SENSOR_STAGES)
+    if next_stage is None:  # what follows is left to declarative automation
+        return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=dg.SkipReason(
+            f"every partition of {', '.join(SENSOR_STAGES)} is current"))
+    asset, parts = next_stage
+    job = stage(asset).job
     if any(run.job_name != job for run in active):
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
@@ -154,7 +152,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 nightly_merge = dg.ScheduleDefinition(
     name="actgeo_nightly",
     cron_schedule="0 3 * * *",
-    target=MERGE_ASSETS,
+    target=dg.AssetSelection.assets(*[s.name for s in eager_stages()]),
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Backstop: re-merge the tiles and re-render the cards once a day.",
 )

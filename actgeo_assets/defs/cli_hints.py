@@ -15,12 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: What each partitioned asset is partitioned by, and its keys (from the run's settings).
-_PARTITIONED = {
-    "raw_activations": ("dataset shard", "actgeo_shards", "shard_keys"),
-    "normalized": ("dataset shard", "actgeo_shards", "shard_keys"),
-    "edge_tiles": ("pair of shards (i <= j)", "actgeo_shard_pairs", "pair_keys"),
-}
+
+def partitioned() -> dict[str, tuple[str, str, str]]:
+    """Partitioned asset -> (what it is partitioned by, its dynamic partitions' name, the settings property
+    listing its keys), from the pipeline's declaration."""
+    from actgeo_assets.defs.pipeline import STAGES, partition_hint
+    from actgeo_assets.lib.stages.record import SHARDS
+
+    return {s.name: (str(partition_hint(s.name)), s.partitions_def.name,
+                     "shard_keys" if s.spec.partitions == SHARDS else "pair_keys")
+            for s in STAGES if s.partitions_def is not None}
 
 
 def _is_asset_materialize(argv: Sequence[str]) -> bool:
@@ -68,11 +72,12 @@ def partition_hint(message: str, argv: Sequence[str]) -> str | None:
     if not (missing or unknown):
         return None
     selected = [s.strip() for s in (_option(argv, "--select") or "").split(",") if s.strip()]
-    partitioned = [a for a in selected if a in _PARTITIONED] or ["raw_activations"]
+    table = partitioned()
+    chosen = [a for a in selected if a in table] or [next(iter(table))]
     target = " ".join(_other_args(argv[3:]))
     lines = []
-    for asset in partitioned:
-        what, name, attr = _PARTITIONED[asset]
+    for asset in chosen:
+        what, name, attr = table[asset]
         keys = _keys(attr)
         shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
         lines.append(f"{asset} is partitioned: one partition per {what} (dynamic partitions {name}"

@@ -1,9 +1,5 @@
-"""The local jobs: one per pipeline stage, and how `actgeo run` launches them.
-
-Each stage is a job of the Definitions (so the UI lists it, shows its runs under its name and re-executes
-them): ``stage_capture`` and ``stage_normalize`` per shard, ``stage_mean``, ``stage_tiles`` per shard pair,
-and ``stage_merge`` (``components`` then ``component_cards``). The shard sensor (automation.py) requests
-the first four; `actgeo run` (runner.py) runs the stale partitions of each, in lineage order.
+"""How `actgeo run` launches the pipeline's jobs (defs/pipeline.py: ``capture_job``, ``mean_job``,
+``normalize_job``, ``tiles_job``, ``merge_job``, ``layers_job``, ``lookup_job``) in the calling process.
 
 :func:`execute_stage_job` is what a Dagster run worker does for a launched run, in the calling process:
 the run is created in the instance with the job's origin in the code location that `make ui` serves
@@ -25,47 +21,12 @@ from typing import Any
 
 import dagster as dg
 
-from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
-
 #: Groups the runs of one `actgeo run` (filter the UI's run list by it).
 INVOCATION_TAG = "actgeo/invocation"
 #: The module of the Definitions, and the name `dagster dev -m` gives its code location.
 DEFINITIONS_MODULE = "actgeo_assets.definitions"
 #: Override when the UI loads the code location under another name (a workspace.yaml's location_name).
 LOCATION_ENV = "ACTGEO_CODE_LOCATION"
-
-STAGE_JOBS: dict[str, Any] = {
-    "raw_activations": dg.define_asset_job(
-        "stage_capture", selection=["raw_activations"], partitions_def=shard_partitions,
-        description="Capture the residual stream of one shard (one partition per run).",
-    ),
-    "activation_mean": dg.define_asset_job(
-        "stage_mean", selection=["activation_mean"],
-        description="Mean raw activation over all shards (needed by center_l2).",
-    ),
-    "normalized": dg.define_asset_job(
-        "stage_normalize", selection=["normalized"], partitions_def=shard_partitions,
-        description="Normalize one shard (one partition per run).",
-    ),
-    "edge_tiles": dg.define_asset_job(
-        "stage_tiles", selection=["edge_tiles"], partitions_def=pair_partitions,
-        description="Maximum spanning forest of one shard pair's tile (one partition per run).",
-    ),
-    "components": dg.define_asset_job(
-        "stage_merge", selection=["components", "component_cards"],
-        description="Merge all tiles into the components, then the cards, the HTML report and the SQL rows.",
-    ),
-}
-"""Asset that a stage starts with -> its job."""
-
-#: The layer sweep (asset ``layer_geometry``, `actgeo layers`): its own job, never one of the stages that
-#: `actgeo run` and the sensors plan, so it does not slow the demo.
-LAYER_SWEEP_JOB: Any = dg.define_asset_job(
-    "layer_sweep", selection=["layer_geometry"],
-    description="Capture compare_layers in one forward pass and compare their geometry under l2, center_l2 and "
-    "rmsnorm (table, figure, the report's section).",
-)
-
 
 def new_invocation_id() -> str:
     """A readable, unique id for one `actgeo run`: local time and 6 random hex digits."""

@@ -1,29 +1,19 @@
-"""Kubernetes: GPU step tags and the cluster jobs (one per partitions definition), run by the
-``k8s_job_executor`` (one pod per step). Locally, ``Definitions(executor=in_process_executor)`` stays the
-default for every other job; these jobs only run where the instance has a ``K8sRunLauncher``
-(deploy/helm/values.yaml).
+"""Kubernetes: the pod each step gets, by what its stage runs on (``runs_on`` in defs/pipeline.py).
 
-Order of the jobs for one run of the study:
-``cluster_capture`` (every shard) -> ``cluster_mean`` -> ``cluster_normalize`` (every shard) ->
-``cluster_tiles`` (every shard pair) -> ``cluster_merge``. Capture and normalization are separate
-jobs because ``center_l2`` (the demo profile's normalization) needs the mean over *all* shards before
-any shard can be normalized.
+On the ``k8s`` deployment the Definitions' executor is dagster-k8s' ``k8s_job_executor`` (one pod per step), so
+every run (the sensors', the schedule's, automation's, a UI backfill's or launch) runs each step in its own pod.
+A step's pod is the run launcher's container context (image, env, secrets, the data volume, the settings file:
+deploy/helm/values.yaml) merged with the ``dagster-k8s/config`` op tag of its asset, which dagster-k8s
+deep-merges on top: GPU steps get one whole GPU on a GPU node, the merge steps a larger CPU pod, other steps the
+run launcher's size. Executors other than dagster-k8s' ignore the tag, so it is set on every deployment.
 
-Nothing here touches Kubernetes at import time: dagster-k8s (and the Kubernetes client, ~0.7 s of imports
-in every run process) is imported only when :func:`cluster_jobs` builds the jobs, which only the ``k8s``
-deployment's Definitions do; the executor reads its config when a run starts.
+Nothing here imports dagster-k8s: definitions.py imports it only for the ``k8s`` deployment.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
-
-import dagster as dg
-
-from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
-from actgeo_assets.lib.config.constants import GPU_POOL  # noqa: F401 - the pool of GPU_ASSETS, named with them
 
 # GPU nodes: the NVIDIA GPU operator / GPU feature discovery labels them `nvidia.com/gpu.present=true`,
 # and managed clusters (GKE, AKS, EKS with the NVIDIA device plugin) taint them `nvidia.com/gpu:NoSchedule`.
@@ -33,9 +23,9 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
 ]
 
-# One step pod of a GPU-bound asset: one whole GPU (extended resources need requests == limits), host
-# memory for the model / two shards, and placement on a GPU node. Keys are the Kubernetes Python client's
-# snake_case names, as dagster-k8s expects.
+#: The pod of a GPU step: one whole GPU (extended resources need requests == limits), host memory for the model
+#: or two shards, and placement on a GPU node. Keys are the Kubernetes Python client's snake_case names, as
+#: dagster-k8s expects.
 GPU_STEP_K8S_CONFIG: dict[str, Any] = {
     "container_config": {
         "resources": {
@@ -49,16 +39,9 @@ GPU_STEP_K8S_CONFIG: dict[str, Any] = {
     },
 }
 
-# For the asset engineer: `@dg.asset(..., op_tags=GPU_STEP_TAGS)` on raw_activations and edge_tiles.
-# The k8s_job_executor reads the `dagster-k8s/config` op tag of each step; other executors ignore it.
-GPU_STEP_TAGS: dict[str, Any] = {"dagster-k8s/config": GPU_STEP_K8S_CONFIG}
-
-# The assets whose steps need a GPU (and run in the GPU_POOL pool).
-GPU_ASSETS = ("raw_activations", "edge_tiles", "layer_geometry")
-
-# The merge steps (CPU nodes): `components` holds O(N) labels plus every tile forest at once, and
-# `component_cards` runs the model's own next-token predictions on the CPU (the full profile's Gemma 2 2B
-# in float32 is about 10 GB). Every other step pod gets the run launcher's size (deploy/helm/values.yaml).
+#: The pod of a merge step (CPU node): `components` holds O(N) labels plus every tile forest at once, and
+#: `component_cards` runs the model's own next-token predictions on the CPU (the full profile's Gemma 2 2B in
+#: float32 is about 10 GB).
 MERGE_STEP_K8S_CONFIG: dict[str, Any] = {
     "container_config": {
         "resources": {
@@ -67,57 +50,13 @@ MERGE_STEP_K8S_CONFIG: dict[str, Any] = {
         },
     },
 }
-MERGE_ASSETS = ("components", "component_cards")
+
+#: The op tag dagster-k8s reads for a step's pod.
+K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
-def gpu_step_config(*op_names: str) -> dict[str, Any]:
-    """Executor run config that pins the given steps to GPU pods (`per_step_k8s_config`).
-
-    It repeats what GPU_STEP_TAGS says on the assets themselves, so the cluster jobs ask for a GPU
-    whether or not the op tags are in place; dagster-k8s deep-merges the two (lists de-duplicated).
-    """
-    return {"per_step_k8s_config": {name: copy.deepcopy(GPU_STEP_K8S_CONFIG) for name in op_names}}
-
-
-def step_k8s_config(*op_names: str) -> dict[str, Any]:
-    """`per_step_k8s_config` of a cluster job: GPU pods for GPU_ASSETS, larger CPU pods for MERGE_ASSETS;
-    other steps are absent (they get the run launcher's resources)."""
-    config = gpu_step_config(*[n for n in op_names if n in GPU_ASSETS])["per_step_k8s_config"]
-    config.update({n: copy.deepcopy(MERGE_STEP_K8S_CONFIG) for n in op_names if n in MERGE_ASSETS})
-    return {"per_step_k8s_config": config}
-
-
-def _job(name: str, selection: list[str], description: str, partitions: Any = None) -> Any:
-    from dagster_k8s import k8s_job_executor
-
-    gpu_ops = [a for a in selection if a in GPU_ASSETS]
-    sized_ops = [a for a in selection if a in GPU_ASSETS or a in MERGE_ASSETS]
-    return dg.define_asset_job(
-        name=name,
-        selection=dg.AssetSelection.assets(*selection),
-        partitions_def=partitions,
-        executor_def=k8s_job_executor,
-        # Default run config (editable in the launchpad): GPU pods for the GPU-bound steps, larger CPU pods
-        # for the merge. Namespace, secrets and the shared data volume come from deploy/helm/values.yaml
-        # (actgeo.clusterRunConfig shows a complete run config).
-        config={"execution": {"config": step_k8s_config(*sized_ops)}} if sized_ops else None,
-        tags={"actgeo/gpu": "true"} if gpu_ops else None,
-        description=description,
-    )
-
-
-@functools.cache
-def cluster_jobs() -> tuple[Any, ...]:
-    """The Kubernetes jobs, in the order of one run of the study (built once)."""
-    return (
-        _job("cluster_capture", ["raw_activations"],
-             "Capture one dataset shard in its own GPU pod (Kubernetes).", shard_partitions),
-        _job("cluster_mean", ["activation_mean"],
-             "Mean raw activation over all captured shards (CPU pod); needed before center_l2 normalization."),
-        _job("cluster_normalize", ["normalized"],
-             "Normalize one shard and run its geometry check (CPU pod).", shard_partitions),
-        _job("cluster_tiles", ["edge_tiles"],
-             "Maximum spanning forest of one shard pair's tile in its own GPU pod (Kubernetes).", pair_partitions),
-        _job("cluster_merge", ["components", "component_cards"],
-             "Kruskal merge of all tile forests, summary, sweep, figures and cards (CPU pods)."),
-    )
+def step_tags(runs_on: str) -> dict[str, Any] | None:
+    """The op tags of a step that runs on ``runs_on`` (``gpu``, ``cpu`` or ``merge``): its pod's config, or None
+    for a step that takes the run launcher's pod size."""
+    config = {"gpu": GPU_STEP_K8S_CONFIG, "merge": MERGE_STEP_K8S_CONFIG, "cpu": None}[runs_on]
+    return {K8S_CONFIG_TAG: copy.deepcopy(config)} if config else None

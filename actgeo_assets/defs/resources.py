@@ -4,7 +4,7 @@ The settings fields of :class:`ActgeoResource` are derived from ``RunSettings`` 
 list of settings: one field per ``RunSettings`` field, of the same type (a tuple as a list), default None
 ("keep the profile's value"), described in the launchpad by the field's doc. Every value the resource is
 given (launchpad, a ``dg.EnvVar``, Python) passes the same validation as ``--set`` and settings files
-(``lib.settings.validate_settings``), when the resource is built; the settings file and the database URL
+(``lib.config.settings.validate_settings``), when the resource is built; the settings file and the database URL
 are checked when a run's resources are set up, before any asset computes.
 """
 
@@ -15,25 +15,14 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, create_model
 
-from actgeo_assets.lib.config.settings import (
-    CONFIG_KEYS,
-    LOCATIONS,
-    SETTINGS,
-    RunSettings,
-    check_database_url,
-    mask_url,
-    parse_text,
-    read_settings_file,
-    resolve_settings,
-    validate_settings,
-)
-from actgeo_assets.lib.store.layout import RunLayout, resolve_data_dir
+from actgeo_assets.lib.config.secrets import mask_url
+from actgeo_assets.lib.config.settings import CONFIG_KEYS, LOCATIONS, SETTINGS, RunSettings, validate_settings
+from actgeo_assets.lib.config.sources import CONFIG_ENV, DATABASE_URL_ENV, Layer, parse_text
+from actgeo_assets.lib.store.layout import RunLayout
+from actgeo_assets.lib.store.run import RunContext, resolve_run
 
-#: Environment variable of the database URL: definitions.py wires ``database_url`` to it with ``dg.EnvVar``,
-#: so a password never shows in the launchpad or the resource's config in the UI.
-DATABASE_URL_ENV = "ACTGEO_DATABASE_URL"
-#: Environment variable of the settings file, read when settings are asked for (never at import).
-CONFIG_ENV = "ACTGEO_CONFIG"
+__all__ = ["CONFIG_ENV", "DATABASE_URL_ENV", "RESOURCE_SOURCE", "ActgeoResource"]
+
 #: How a message names values given to the resource (launchpad or Python).
 RESOURCE_SOURCE = "resource config"
 
@@ -76,26 +65,19 @@ class ActgeoResource(_SettingFields):
             yield name, (mask_url(value) if name == "database_url" and plain else value)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Check every setting and the database URL when a run's resources are set up (before compute)."""
-        self.settings()
-        self.db_url()
+        """Check every setting, the database URL, and that the database accepts a connection, when a run's
+        resources are set up (before compute): a run that cannot reach its database fails here, naming the
+        URL with its password hidden."""
+        from actgeo_assets.lib.outputs.sql import check_database
 
-    # --- sources, each validated by lib.settings
+        check_database(self.context().database_url)
 
-    def _file(self) -> tuple[str, dict[str, Any]]:
-        """(source label, validated values) of the settings file; parsed once per file version."""
-        if self.config_file:
-            path, label = self.config_file, f"config file {self.config_file}"
-        else:
-            path = dg.EnvVar(CONFIG_ENV).get_value() or ""
-            label = f"config file {path} (${CONFIG_ENV})"
-        return label, (read_settings_file(path, label) if path else {})
+    # --- the run, resolved by the library (lib/store/run.py) from the resource's sources
 
-    def _own(self) -> list[tuple[str, dict[str, Any]]]:
-        """Layers of the resource's own values: plain values, then each field given as a ``dg.EnvVar`` that
-        Dagster has not resolved (a resource used outside a run), read as text like ``--set``."""
-        plain: dict[str, Any] = {}
-        layers: list[tuple[str, dict[str, Any]]] = []
+    def _env_layers(self) -> list[Layer]:
+        """Layers of the fields given as a ``dg.EnvVar`` that Dagster has not resolved (a resource used
+        outside a run), read as text like ``--set``."""
+        layers: list[Layer] = []
         for name in CONFIG_KEYS:
             value = getattr(self, name)
             if _is_env_var(value):
@@ -103,44 +85,25 @@ class ActgeoResource(_SettingFields):
                 text = value.get_value()
                 if text is not None:
                     layers.append((source, {name: parse_text(name, str(text), source)}))
-            elif value is not None:
-                plain[name] = value
-        return [(RESOURCE_SOURCE, plain), *layers]
+        return layers
 
-    def _layers(self) -> list[tuple[str, dict[str, Any]]]:
-        return [self._file(), *self._own()]
+    def context(self) -> RunContext:
+        """The run of the settings file (``config_file``, else ``$ACTGEO_CONFIG``), the resource's plain values
+        and its ``dg.EnvVar`` fields, later winning (:func:`~actgeo_assets.lib.store.run.resolve_run`)."""
+        plain = {name: getattr(self, name) for name in CONFIG_KEYS if not _is_env_var(getattr(self, name))}
+        return resolve_run(self.config_file or None, plain, source=RESOURCE_SOURCE, layers=self._env_layers())
 
     # --- what the assets use
 
     def settings(self) -> RunSettings:
-        return resolve_settings(self._layers())
+        return self.context().settings
 
     def layout(self) -> RunLayout:
-        data_dir = _pick(self._layers(), "data_dir")
-        return RunLayout(data_dir[0] if data_dir else "data", self.settings().profile)
+        return self.context().layout
 
     def db_url(self) -> str:
         """The field (definitions.py sets it to ``dg.EnvVar("ACTGEO_DATABASE_URL")`` when that is set), else
         ``$ACTGEO_DATABASE_URL`` (a resource built in Python, or launchpad config, which replaces the
-        Definitions' values), else the settings file's, else a SQLite file in ``data_dir``. Checked to parse
-        as a SQLAlchemy URL; a message shows it with the password hidden."""
-        own = _pick(self._own(), "database_url")
-        if own:
-            return check_database_url(*own)
-        env = dg.EnvVar(DATABASE_URL_ENV).get_value()
-        if env:
-            return check_database_url(env, f"environment ${DATABASE_URL_ENV}")
-        from_file = _pick([self._file()], "database_url")
-        if from_file:
-            return from_file[0]  # validated when the file was read
-        data_dir = _pick(self._layers(), "data_dir")
-        path = resolve_data_dir(data_dir[0] if data_dir else "data") / "actgeo.sqlite"
-        return f"sqlite:///{path}"
-
-
-def _pick(layers: list[tuple[str, dict[str, Any]]], name: str) -> tuple[Any, str] | None:
-    """(value, source) of ``name`` in the last layer that sets it."""
-    for source, values in reversed(layers):
-        if values.get(name) is not None:
-            return values[name], source
-    return None
+        Definitions' values), else the settings file's, else a SQLite file in ``data_dir`` (not on
+        Kubernetes). Checked to parse as a SQLAlchemy URL; a message shows it with the password hidden."""
+        return self.context().database_url

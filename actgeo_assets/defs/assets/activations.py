@@ -3,11 +3,10 @@
 import dagster as dg
 
 from actgeo_assets.defs.cores import step_settings
-from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import table_md
-from actgeo_assets.defs.partitions import materialize_each, shard_partitions
+from actgeo_assets.defs.partitions import materialize_each
+from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.activations import (
     capture_shard,
     compute_mean,
@@ -19,16 +18,7 @@ from actgeo_assets.lib.stages.activations import (
 NORM_TOLERANCE = 1e-5
 
 
-@dg.asset(
-    partitions_def=shard_partitions,
-    group_name=GROUP,
-    kinds={"pytorch", "numpy"},
-    pool=GPU_POOL,
-    op_tags=GPU_STEP_TAGS,
-    code_version="capture-1",
-    description="Residual stream after decoder block `layer` of one dataset shard: float32 .npy, "
-    "token table (parquet) and JSON sidecar with sha256. The forward pass stops at the captured layer.",
-)
+@dg.asset(**asset_args("raw_activations"), kinds={"pytorch", "numpy"})
 def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     settings, layout = step_settings(context, actgeo.settings()), actgeo.layout()
 
@@ -48,13 +38,7 @@ def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
     return materialize_each(context, capture)
 
 
-@dg.asset(
-    deps=[dg.AssetDep("raw_activations", partition_mapping=dg.AllPartitionMapping())],
-    group_name=GROUP,
-    kinds={"numpy"},
-    code_version="mean-1",
-    description="Mean raw activation over all shards (float64 [d]); `center_l2` subtracts it.",
-)
+@dg.asset(**asset_args("activation_mean"), kinds={"numpy"})
 def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     mean = compute_mean(actgeo.settings(), actgeo.layout())
     context.log.info(f"mean over all shards: dim {mean.dim}, |mean| {mean.norm:.3f}")
@@ -64,17 +48,12 @@ def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
 
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    deps=["raw_activations", "activation_mean"],
-    group_name=GROUP,
+    **asset_args("normalized"),
     kinds={"numpy"},
-    code_version="normalize-1",
     check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset="normalized",
                                    description="sampled median pairwise cosine stays below the threshold"),
                  dg.AssetCheckSpec("unit_norms", asset="normalized", blocking=True,
                                    description="every stored row has L2 norm 1 within 1e-5 (float64)")],
-    description="Unit rows (float32) of one shard after `l2`, `center_l2` or `rmsnorm`, with geometry "
-    "diagnostics; zero-norm or non-finite rows are excluded and counted.",
 )
 def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()

@@ -3,18 +3,14 @@
 import dagster as dg
 
 from actgeo_assets.defs.metadata import card_md, served_url, table_value
+from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.constants import GROUP
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
 
 
 @dg.asset(
-    deps=["components"],
-    group_name=GROUP,
+    **asset_args("component_cards"),
     kinds={"html", "sql"},
-    code_version="cards-1",
-    # not after a failed blocking check of `components`
-    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     check_specs=[
         dg.AssetCheckSpec("cards_cover_ranks", asset="component_cards", blocking=True,
                           description="one card for every configured rank (card_ranks) that the run has, in order"),
@@ -23,8 +19,6 @@ from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
         dg.AssetCheckSpec("sql_rows_match_cards", asset="component_cards", blocking=True,
                           description="the SQL tables' rows of this run are the cards' and sub-component cards' (rank, size) pairs"),
     ],
-    description="Cards of representative token contexts (exact token highlighted) for components of the "
-    "configured ranks, an offline HTML report, and rows in the SQL table `actgeo_components`.",
 )
 def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()

@@ -3,7 +3,6 @@
 import dagster as dg
 import numpy as np
 
-from actgeo_assets.defs.k8s import GPU_STEP_TAGS
 from actgeo_assets.defs.metadata import (
     INLINE_FIGURE_PX,
     SCALING_SHOWN,
@@ -17,9 +16,9 @@ from actgeo_assets.defs.metadata import (
     sweep_table,
     table_md,
 )
-from actgeo_assets.defs.partitions import materialize_each, pair_partitions
+from actgeo_assets.defs.partitions import materialize_each
+from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.graph import (
     compute_tile,
     invalidate_components,
@@ -29,19 +28,7 @@ from actgeo_assets.lib.stages.graph import (
 )
 
 
-@dg.asset(
-    partitions_def=pair_partitions,
-    # A tile reads exactly its two shards; Dagster has no built-in pair mapping, so lineage is drawn to
-    # all `normalized` partitions and the tile's own shards are named in its partition key.
-    deps=[dg.AssetDep("normalized", partition_mapping=dg.AllPartitionMapping())],
-    group_name=GROUP,
-    kinds={"pytorch"},
-    pool=GPU_POOL,
-    op_tags=GPU_STEP_TAGS,
-    code_version="tile-forest-1",
-    description="Maximum spanning forest of the edges with cosine >= min_threshold between two shards "
-    "(tiled GEMM, never the similarity matrix or the edge list): at most n_a + n_b - 1 edges.",
-)
+@dg.asset(**asset_args("edge_tiles"), kinds={"pytorch"})
 def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     settings, layout = actgeo.settings(), actgeo.layout()
 
@@ -66,20 +53,14 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
 
 
 @dg.asset(
-    deps=[dg.AssetDep("edge_tiles", partition_mapping=dg.AllPartitionMapping())],
-    group_name=GROUP,
+    **asset_args("components"),
     kinds={"numpy", "scipy"},
-    code_version="kruskal-1",
-    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec("sizes_sum_to_n", asset="components", blocking=True,
                           description="the component sizes add up to the number of activations N"),
         dg.AssetCheckSpec("float64_spot_check", asset="components", blocking=True,
                           description="sampled pairs: float64 cosine >= t implies same component"),
     ],
-    description="Kruskal merge of all tile forests = the exact single-linkage hierarchy; canonical labels "
-    "at the threshold, the study's summary, a fine threshold sweep with the percolation transition, the "
-    "N-scaling curve from the tile forests, the study side by side, and Figure 1.",
 )
 def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
     settings, layout = actgeo.settings(), actgeo.layout()

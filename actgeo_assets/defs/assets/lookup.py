@@ -1,23 +1,16 @@
-"""neighbour_index: a faiss index of the run's normalized rows, for `actgeo which` (which component a new
-text's tokens join)."""
+"""lookup: a faiss index of the run's normalized rows, for `actgeo lookup` (which component a new text's
+tokens join)."""
 
 import dagster as dg
 
 from actgeo_assets.defs.metadata import fmt
+from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.constants import GROUP
 from actgeo_assets.lib.stages.lookup import build_neighbour_index
 
 
-@dg.asset(
-    deps=[dg.AssetDep("normalized", partition_mapping=dg.AllPartitionMapping()), "components"],
-    group_name=GROUP,
-    kinds={"faiss"},
-    code_version="flat-ip-1",
-    description="faiss IndexFlatIP of every normalized row (global row order, as components/labels.npy), "
-    "read by `actgeo which`: faiss proposes neighbours, float64 decides the component a token joins.",
-)
-def neighbour_index(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
+@dg.asset(**asset_args("lookup"), kinds={"faiss"})
+def lookup(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
     built = build_neighbour_index(actgeo.settings(), actgeo.layout())
     context.log.info(f"{built.index_type} of {built.rows:,} x {built.dim} in {built.seconds:.2f}s: {built.path}")
     return dg.MaterializeResult(metadata={

@@ -78,7 +78,7 @@ from actgeo_assets.lib.store.layout import atomic_path, sha256_file
 log = logging.getLogger(__name__)
 
 #: Bump when the recipe changes so cached corpora are rebuilt.
-_RECIPE_VERSION = 2
+RECIPE_VERSION = 2
 _CHUNK_CHARS = 6000
 _MIN_CHARS = 200
 _MAX_DOCS_PER_SOURCE = 1500
@@ -456,7 +456,7 @@ BUILTIN_SOURCES: tuple[tuple[str, str | None, str | None, Callable[[Path | None]
 def _builtin(cache_dir: Path) -> list[Document]:
     cached = (
         cache_dir
-        / f"builtin-pile-like-v{_RECIPE_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}.parquet"
+        / f"builtin-pile-like-v{RECIPE_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}.parquet"
     )
     if cached.exists():
         table = pd.read_parquet(cached)

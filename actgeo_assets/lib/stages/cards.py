@@ -1,5 +1,7 @@
 """Stage of the asset in defs/assets/cards.py: cards of the run's components, the HTML report and the SQL
-rows, and the audit that they describe one run."""
+rows, and the audit that they describe one run. Its record (``cards/cards.json``, :class:`CardsRecord`) says
+what the cards were built from: the labels, the card settings, the layer comparison shown (if any) and the
+database the rows went to."""
 
 from __future__ import annotations
 
@@ -11,20 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import (
+from actgeo_assets.lib.analysis.baseline import token_baseline
+from actgeo_assets.lib.analysis.cards import Card, CardList, build_cards, giant_subcards
+from actgeo_assets.lib.analysis.readout import (
     READOUT_MEMBERS,
     TOP_PREDICTIONS,
-    Card,
-    CardList,
     Predictor,
     Readout,
-    build_cards,
-    giant_subcards,
     hidden_token_ids,
-    next_token_column,
     readout_rows,
-    token_baseline,
 )
+from actgeo_assets.lib.analysis.tokens import next_token_column
+from actgeo_assets.lib.config.secrets import mask_url
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
 from actgeo_assets.lib.outputs.explorer import write_explorer
@@ -32,8 +32,9 @@ from actgeo_assets.lib.outputs.report import write_report
 from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents, write_results
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
-from actgeo_assets.lib.stages.layers import layer_section
-from actgeo_assets.lib.store.layout import RunLayout, save_json
+from actgeo_assets.lib.stages.layers import LAYERS, layer_section
+from actgeo_assets.lib.stages.record import Inputs, StageSpec, expected_inputs, input_field
+from actgeo_assets.lib.store.layout import RunLayout, save_json, sha256_file
 from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
@@ -53,6 +54,35 @@ class RunCards:
     baseline: dict[str, Any] | None = None  # lib.cards.token_baseline of the run
     duplicates: dict[str, Any] | None = None  # duplicate documents found in the corpus (counts)
     explorer: Path | None = None  # the interactive page (lib/outputs/explorer.py), next to the report
+
+
+def card_settings(settings: RunSettings) -> dict[str, Any]:
+    """The settings that decide the cards beyond the components themselves."""
+    return {"card_ranks": settings.card_ranks, "contexts_per_card": settings.contexts_per_card,
+            "subcard_threshold": settings.subcard_threshold, "subcard_ranks": settings.subcard_ranks}
+
+
+@dataclass(frozen=True)
+class CardsRecord:
+    """The input fields and file hashes of ``cards/cards.json`` (which also holds the cards themselves)."""
+
+    run_key: dict[str, Any] = input_field(lambda i: i.settings.run_key())
+    labels_sha256: str | None = input_field(lambda i: i.upstream["components"].get(None))
+    card_settings: dict[str, Any] = input_field(lambda i: card_settings(i.settings))
+    layers_sha256: str | None = input_field(lambda i: i.upstream["layers"].get(None))  # the section shown
+    database: str | None = input_field(lambda i: mask_url(i.database_url) if i.database_url else None)
+    report_sha256: str = ""
+    explorer_sha256: str = ""
+
+
+CARDS = StageSpec(
+    # raw_activations and normalized: the cards read the token tables, the kept masks and the rows
+    name="component_cards", partitions=None, upstream=("raw_activations", "normalized", "components", "layers"),
+    record=CardsRecord, version="cards-1", output_field="report_sha256",
+    sidecar=lambda layout, _: layout.cards,
+    files=lambda layout, _, meta: [(layout.report, meta.get("report_sha256")),
+                                   (layout.explorer, meta.get("explorer_sha256"))],
+)
 
 
 @dataclass(frozen=True)
@@ -121,15 +151,21 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
         )
     baseline = token_baseline(labels, tokens)
     duplicates = corpus_duplicates(settings, layout)
-    save_json(layout.cards, {"run_id": settings.run_id(), "run_key": settings.run_key(),
-                             "cards": [c.to_dict() for c in cards],
-                             "subcard_threshold": settings.subcard_threshold,
-                             "subcards": [c.to_dict() for c in subcards],
-                             "token_baseline": baseline, "corpus_duplicates": duplicates,
-                             "readout": {"model_next_members_cap": READOUT_MEMBERS,
-                                         "model_next_top_per_member": TOP_PREDICTIONS,
-                                         "logit_lens": "mean raw member activation minus the corpus mean, "
-                                                       "through the final norm and unembedding"}})
+    layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
+    inputs = expected_inputs(CardsRecord, Inputs(
+        settings, layout, None, {"components": {None: comps.record.labels_sha256},
+                                 "layers": {None: layers.output if layers.current else None}}, database_url))
+    # written again at the end with the inputs and the pages' hashes: an interrupted stage stays stale
+    cards_doc = {"run_id": settings.run_id(), "run_key": settings.run_key(),
+                 "cards": [c.to_dict() for c in cards],
+                 "subcard_threshold": settings.subcard_threshold,
+                 "subcards": [c.to_dict() for c in subcards],
+                 "token_baseline": baseline, "corpus_duplicates": duplicates,
+                 "readout": {"model_next_members_cap": READOUT_MEMBERS,
+                             "model_next_top_per_member": TOP_PREDICTIONS,
+                             "logit_lens": "mean raw member activation minus the corpus mean, "
+                                           "through the final norm and unembedding"}}
+    save_json(layout.cards, cards_doc)
     sweep = pd.read_csv(verified_component_file(layout, comps.record, "sweep"))
     # the explorer first, so the report's link to it never dangles
     explorer = write_explorer(
@@ -147,6 +183,8 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           layers_section=layer_section(settings, layout))
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates)
+    save_json(layout.cards, {**cards_doc, **inputs, "report_sha256": sha256_file(report),
+                             "explorer_sha256": sha256_file(explorer)})
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
                     summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer)
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actgeo_assets.lib.analysis.cards import RowsSource
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.store.layout import RunLayout, load_json, verify_file
+from actgeo_assets.lib.store.rows import RowsSource
 from actgeo_assets.lib.store.shards import RawShard, read_raw_shard
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import row_getter
 from actgeo_assets.lib.analysis.percolation import FINE_MAX, fine_thresholds, locate_transition, n_scaling
 from actgeo_assets.lib.analysis.study import STUDY_SETUP, compare_with_study
-from actgeo_assets.lib.config.settings import RunSettings, pair_key, split_pair_key
+from actgeo_assets.lib.config.keys import pair_key, split_pair_key
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import (
     ForestEdges,
     SingleLinkageForest,
@@ -31,6 +31,7 @@ from actgeo_assets.lib.outputs.figures import (
     size_spectrum_png,
 )
 from actgeo_assets.lib.stages.common import normalized_rows, run_rows, show_progress
+from actgeo_assets.lib.stages.record import PAIRS, Inputs, StageSpec, expected_inputs, input_field
 from actgeo_assets.lib.store.layout import (
     RunLayout,
     load_json,
@@ -42,6 +43,7 @@ from actgeo_assets.lib.store.layout import (
     verify_file,
 )
 from actgeo_assets.lib.store.lock import holds_writer_lock
+from actgeo_assets.lib.store.rows import row_getter
 
 #: The figures of the components, by name (files ``components/{name}.png``).
 FIGURES = ("size_spectrum", "percolation", "n_scaling", "cosine_histogram")
@@ -63,18 +65,44 @@ class EdgeTile:
     edge_counts: dict[str, int]  # graph edges (pairs with float64 cosine >= t) by exact threshold "t"
 
 
+def exact_thresholds(settings: RunSettings) -> tuple[float, ...]:
+    """The thresholds whose cuts are float64-exact: the run's and every listed sweep value."""
+    return tuple(sorted({settings.threshold, *settings.sweep}))
+
+
+def _pair_hashes(i: Inputs) -> list[str | None]:
+    a, b = split_pair_key(str(i.key))
+    shards = i.upstream["normalized"]
+    return [shards.get(a), shards.get(b)]
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """``tiles/{pair}.json``: the two normalized shards joined (their hashes), the forest's thresholds, and
+    the tile's counts and hash."""
+
+    normalized_sha256: list[str | None] = input_field(_pair_hashes)
+    min_threshold: float = input_field(lambda i: i.settings.min_threshold)
+    exact_at: list[float] = input_field(lambda i: list(exact_thresholds(i.settings)))
+    prune_at: float | None = input_field(lambda i: i.settings.prune_at)
+    edge_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # graph edges by exact threshold
+    pairs_total: int | None = None
+    pairs_computed: int | None = None
+    sha256: str = ""
+
+
 @dataclass(frozen=True)
 class ComponentsRecord:
     """``components/summary.json``: which run the components are of, and the study's summary of them."""
 
-    run_key: dict[str, Any]
     run_id: str
     description: str
     n: int
     summary: dict[str, Any]  # lib.graph.component_summary at the run's threshold
     precision: str
-    tile_sha256: dict[str, str | None]  # of every tile merged
     labels_sha256: str
+    run_key: dict[str, Any] = input_field(lambda i: i.settings.run_key())
+    tile_sha256: dict[str, str | None] = input_field(lambda i: dict(i.upstream["edge_tiles"]))  # every tile merged
     transition: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.percolation.Transition
     study: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.study.compare_with_study
     files_sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # forest, offsets, sweep, figures
@@ -132,11 +160,6 @@ class SpotCheck:
 
     def as_metadata(self) -> dict[str, int | float]:
         return dataclasses.asdict(self)
-
-
-def exact_thresholds(settings: RunSettings) -> tuple[float, ...]:
-    """The thresholds whose cuts are float64-exact: the run's and every listed sweep value."""
-    return tuple(sorted({settings.threshold, *settings.sweep}))
 
 
 def write_shard_forest(settings: RunSettings, layout: RunLayout, shard: str, unit: np.ndarray) -> dict[str, Any]:
@@ -207,11 +230,10 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
     path = layout.tile(pair)
     path.parent.mkdir(parents=True, exist_ok=True)
     forest.save(path)
-    shas = [load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)]
+    upstream = {"normalized": {s: load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)}}
     tile_sha = sha256_file(path)
-    save_json(layout.tile_meta(pair), {"normalized_sha256": shas, "min_threshold": settings.min_threshold,
-                                       "exact_at": list(exact_thresholds(settings)), "edge_counts": edge_counts,
-                                       "prune_at": settings.prune_at, "pairs_total": stats.get("pairs_total"),
+    save_json(layout.tile_meta(pair), {**expected_inputs(TileRecord, Inputs(settings, layout, pair, upstream)),
+                                       "edge_counts": edge_counts, "pairs_total": stats.get("pairs_total"),
                                        "pairs_computed": stats.get("pairs_computed"), "sha256": tile_sha})
     pairs = int(stats.get("pairs_computed", 0))
     return EdgeTile(pair=pair, forest_edges=int(len(forest.weight)), pairs_compared=int(pairs),
@@ -275,10 +297,11 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
         save_bytes(layout.figure(name), png)
     tile_sha = {p: load_json(layout.tile_meta(p)).get("sha256") if layout.tile_meta(p).exists() else None
                 for p in settings.pair_keys}
-    record = ComponentsRecord(run_key=settings.run_key(), run_id=settings.run_id(), description=settings.describe(),
-                              n=n, summary=summary, precision=PRECISION, tile_sha256=tile_sha,
-                              labels_sha256=labels_sha, transition=transition.as_dict(), study=study,
-                              files_sha256={k: sha256_file(f) for k, f in component_files(layout).items()})
+    inputs = expected_inputs(ComponentsRecord, Inputs(settings, layout, None, {"edge_tiles": tile_sha}))
+    record = ComponentsRecord(run_id=settings.run_id(), description=settings.describe(), n=n, summary=summary,
+                              precision=PRECISION, labels_sha256=labels_sha, transition=transition.as_dict(),
+                              study=study, files_sha256={k: sha256_file(f) for k, f in component_files(layout).items()},
+                              **inputs)
     save_json(layout.summary, record.to_json())
     return MergedComponents(record=record, sweep=sweep, scaling=scaling,
                             figures={k: layout.figure(k) for k in FIGURES})
@@ -401,3 +424,20 @@ def spot_check_edges(settings: RunSettings, layout: RunLayout, components: RunCo
     return SpotCheck(pairs_checked=int(sims.size), edges_in_sample=int(np.count_nonzero(linked)),
                      violations=violations + weight_bad, forest_edges_checked=int(len(pick)),
                      max_forest_weight_error=weight_err)
+
+
+TILES = StageSpec(
+    name="edge_tiles", partitions=PAIRS, upstream=("normalized",), record=TileRecord, version="tile-forest-1",
+    sidecar=lambda layout, pair: layout.tile_meta(str(pair)),
+    files=lambda layout, pair, meta: [(layout.tile(str(pair)), meta.get("sha256"))],
+)
+MERGE = StageSpec(
+    # `normalized`: the merge reads the shards' sizes, their forests (prune_at) and rows (the spot check, the
+    # histogram); their hashes reach it through the tiles
+    name="components", partitions=None, upstream=("normalized", "edge_tiles"), record=ComponentsRecord,
+    version="kruskal-1", output_field="labels_sha256",
+    sidecar=lambda layout, _: layout.summary,
+    files=lambda layout, _, meta: [(layout.labels, meta.get("labels_sha256")),
+                                   *((f, (meta.get("files_sha256") or {}).get(k))
+                                     for k, f in component_files(layout).items())],
+)

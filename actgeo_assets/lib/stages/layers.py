@@ -1,13 +1,15 @@
-"""Stage of the asset in defs/assets/layers.py (``layer_geometry``, job ``layer_sweep``): several layers of
-the corpus' first documents captured in one forward pass, compared across layers and normalizations
-(:mod:`actgeo_assets.lib.analysis.layers`), written under ``{profile}/layers/`` and shown as a section of the report.
+"""Stage of the asset ``layers`` (job ``layers``, `actgeo layers`): several layers of the corpus' first
+documents captured in one forward pass, compared across layers and normalizations
+(:mod:`actgeo_assets.lib.analysis.layers`), written under ``{profile}/layers/`` and shown as a section of the
+report (the cards stage reads it: ``component_cards`` declares ``layers`` upstream).
 
-Not part of the stage jobs `actgeo run` plans: it runs as its own job (``actgeo layers``), and the report
-includes its section whenever its files describe the run's model and corpus.
+Not part of what `actgeo run` plans: it runs as its own job (``actgeo layers``); the report includes its section
+whenever it is current for the run's settings (:data:`LAYERS`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -24,13 +26,14 @@ from actgeo_assets.lib.analysis.layers import (
     section_html,
 )
 from actgeo_assets.lib.capture.normalize import METHODS
-from actgeo_assets.lib.config.settings import RunSettings, SettingsError
-from actgeo_assets.lib.stages.activations import _cached_corpus
+from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.config.spec import SettingsError
+from actgeo_assets.lib.stages.activations import cached_corpus
 from actgeo_assets.lib.stages.common import load_run_model, show_progress
+from actgeo_assets.lib.stages.record import Inputs, StageSpec, expected_inputs, input_field
 from actgeo_assets.lib.store.layout import (
     RunLayout,
     atomic_path,
-    load_json,
     save_bytes,
     save_json,
     sha256_file,
@@ -76,24 +79,21 @@ def comparison_thresholds(settings: RunSettings) -> tuple[float, ...]:
     return tuple(sorted({*GRID, *settings.sweep, settings.threshold}))
 
 
+@dataclass(frozen=True)
+class LayersRecord:
+    """``layers/layers.json``: what the comparison was computed from, and the sha256 of each of its files."""
+
+    version: str = input_field(lambda i: LAYERS_VERSION)
+    compare_key: dict[str, Any] = input_field(lambda i: compare_key(i.settings))
+    thresholds: list[float] = input_field(lambda i: list(comparison_thresholds(i.settings)))
+    normalizations: list[str] = input_field(lambda i: list(METHODS))
+    files_sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # FILES by name
+
+
 def layers_current(settings: RunSettings, layout: RunLayout) -> bool:
-    """Whether ``layers/`` already holds the comparison these settings ask for: ``layers.json`` records the same
-    :func:`compare_key`, thresholds, normalizations and ``LAYERS_VERSION``, and every file of ``FILES`` exists
-    with the sha256 recorded for it (a missing, edited or truncated file makes it stale)."""
-    meta_path = layout.layers_file("layers.json")
-    if not meta_path.exists():
-        return False
-    try:
-        meta = load_json(meta_path)
-        recorded = meta.get("files_sha256", {})
-        return (meta.get("version") == LAYERS_VERSION and meta.get("compare_key") == compare_key(settings)
-                and meta.get("thresholds") == list(comparison_thresholds(settings))
-                and meta.get("normalizations") == list(METHODS)
-                and all(layout.layers_file(name).exists()
-                        and sha256_file(layout.layers_file(name)) == recorded.get(name) for name in FILES))
-    except (OSError, ValueError, AttributeError) as exc:
-        log.info("layer_geometry: %s unreadable (%s); computing the comparison again", meta_path, exc)
-        return False
+    """Whether ``layers/`` holds the comparison these settings ask for (:data:`LAYERS`' freshness: the same
+    inputs, and every file of ``FILES`` matching the sha256 recorded for it)."""
+    return LAYERS.freshness(Inputs(settings, layout, None, {})).current
 
 
 def reference_layer(settings: RunSettings) -> int:
@@ -133,7 +133,7 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
     loaded = load_run_model(settings, layout)
     check_layers(settings, loaded.n_layers, loaded.name)
     layers = tuple(sorted(settings.compare_layers))
-    docs = list(_cached_corpus(settings, str(layout.corpus_cache)))
+    docs = list(cached_corpus(settings, str(layout.corpus_cache)))
     cap = capture_layers(loaded, docs, layers=layers, context_len=settings.context_len,
                          budget=settings.compare_budget, batch_size=settings.batch_size,
                          exclude_bos=settings.exclude_bos, progress=show_progress())
@@ -166,8 +166,8 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
     stats = {k: v for k, v in cap.stats.items() if k in ("n_kept", "n_docs", "n_forward_tokens", "tokens_per_s",
                                                           "forward_seconds", "n_overflow_rows", "max_abs")}
     save_json(layout.layers_file("layers.json"), {
-        "version": LAYERS_VERSION, "compare_key": compare_key(settings), "n": cmp.n, "n_dropped": cmp.n_dropped, "layers": list(layers),
-        "thresholds": list(thresholds), "normalizations": list(METHODS), "reference_layer": cmp.reference_layer,
+        **expected_inputs(LayersRecord, Inputs(settings, layout, None, {})),
+        "n": cmp.n, "n_dropped": cmp.n_dropped, "layers": list(layers), "reference_layer": cmp.reference_layer,
         "landing_threshold": cmp.landing_threshold, "capture": stats, "seconds": round(seconds, 3),
         "files_sha256": sha,
     })
@@ -192,21 +192,23 @@ def _save_csv(path: Path, table: pd.DataFrame) -> None:
 
 
 def layer_section(settings: RunSettings, layout: RunLayout) -> str | None:
-    """The report's layer-comparison section, when ``layers/`` holds one for the run's model, corpus and
-    capture settings and its file matches the sha256 recorded with it; None otherwise (never an error: the
-    section is optional)."""
-    meta_path, path = layout.layers_file("layers.json"), layout.layers_file("section.html")
-    if not meta_path.exists() or not path.exists():
+    """The report's layer-comparison section when ``layers/`` is current for the run's settings (:data:`LAYERS`);
+    None otherwise (never an error: the section is optional)."""
+    fresh = LAYERS.freshness(Inputs(settings, layout, None, {}))
+    if not fresh.current:
+        log.info("report: no layer comparison section (%s)", fresh.why)
         return None
     try:
-        meta = load_json(meta_path)
-        if meta.get("compare_key") != compare_key(settings):
-            log.info("report: %s describes other settings; no layer comparison section", meta_path)
-            return None
-        if sha256_file(path) != meta.get("files_sha256", {}).get("section.html"):
-            log.warning("report: %s does not match its recorded sha256; no layer comparison section", path)
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:
+        return layout.layers_file("section.html").read_text(encoding="utf-8")
+    except OSError as exc:
         log.warning("report: cannot read the layer comparison (%s); no section", exc)
         return None
+
+
+LAYERS = StageSpec(
+    name="layers", partitions=None, upstream=(), record=LayersRecord, version=LAYERS_VERSION,
+    output_field="files_sha256/geometry.csv",
+    sidecar=lambda layout, _: layout.layers_file("layers.json"),
+    files=lambda layout, _, meta: [(layout.layers_file(name), (meta.get("files_sha256") or {}).get(name))
+                                   for name in FILES],
+)

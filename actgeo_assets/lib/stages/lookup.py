@@ -1,10 +1,10 @@
-"""Stage of the asset in defs/assets/lookup.py (``neighbour_index``) and of ``actgeo which``: a faiss index
-of the run's normalized rows, and which component each token of a new text joins at the run's threshold.
+"""Stage of the asset ``lookup`` (job ``lookup``) and of ``actgeo lookup``: a faiss index of the run's
+normalized rows, and which component each token of a new text joins at the run's threshold.
 
-The index (``index/neighbours.faiss``, a ``faiss.IndexFlatIP`` of the N unit rows in global row order) has
-a sidecar (``index/neighbours.json``) naming the run, the labels and the normalized shards it was built
-from, by sha256; :func:`index_problem` says why an index is not the current run's (missing, other run,
-shards or labels changed, file damaged), and nothing reads such an index.
+The index (``lookup/neighbours.faiss``, a ``faiss.IndexFlatIP`` of the N unit rows in global row order) has
+a sidecar (``lookup/neighbours.json``, :class:`LookupRecord`) naming the run, the labels and the normalized
+shards it was built from, by sha256; :func:`index_problem` says why an index is not the current run's
+(missing, other run, shards or labels changed, file damaged), and nothing reads such an index.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.cards import CONTEXT_CHARS, token_context
 from actgeo_assets.lib.analysis.lookup import Found, NeighbourIndex, build_flat_index, write_index
+from actgeo_assets.lib.analysis.tokens import CONTEXT_CHARS, token_context
 from actgeo_assets.lib.config.settings import RunSettings
+from actgeo_assets.lib.stages.activations import NORMALIZE
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, normalized_rows, read_raw
 from actgeo_assets.lib.stages.graph import RunComponents, load_components
+from actgeo_assets.lib.stages.plan import recorded_outputs
+from actgeo_assets.lib.stages.record import Inputs, StageSpec, expected_inputs, input_field
 from actgeo_assets.lib.store.layout import (
-    IntegrityError,
     RunLayout,
     load_json,
     save_json,
@@ -35,8 +37,8 @@ from actgeo_assets.lib.store.lock import holds_writer_lock
 
 INDEX_TYPE = "IndexFlatIP"
 #: How to build the index when it is missing or stale (named in errors).
-BUILD_HINT = ("`actgeo which --build-index ...` (or materialize the `neighbour_index` asset: "
-              "`dagster asset materialize -m actgeo_assets.definitions --select neighbour_index`)")
+BUILD_HINT = ("`actgeo lookup --build-index ...` (or materialize the `lookup` asset: "
+              "`dagster asset materialize -m actgeo_assets.definitions --select lookup`)")
 
 
 @dataclass(frozen=True)
@@ -104,29 +106,37 @@ def _normalized_record(settings: RunSettings, layout: RunLayout) -> dict[str, di
     return out
 
 
+@dataclass(frozen=True)
+class LookupRecord:
+    """``lookup/neighbours.json``: the run, labels and normalized shards the index was built from (sha256),
+    and the index's own size and hash."""
+
+    run_key: dict[str, Any] = input_field(lambda i: i.settings.run_key())
+    labels_sha256: str | None = input_field(lambda i: i.upstream["components"].get(None))
+    normalized_sha256: dict[str, str | None] = input_field(lambda i: dict(i.upstream["normalized"]))
+    sha256: str = ""
+
+
+LOOKUP = StageSpec(
+    name="lookup", partitions=None, upstream=("normalized", "components"), record=LookupRecord,
+    version="flat-ip-1",
+    sidecar=lambda layout, _: layout.lookup_meta,
+    files=lambda layout, _, meta: [(layout.lookup_index, meta.get("sha256"))],
+)
+
+
+def _lookup_inputs(settings: RunSettings, layout: RunLayout, comps: RunComponents) -> Inputs:
+    """The index's inputs as the run's sidecars record them (their files are verified when read)."""
+    return Inputs(settings, layout, None, {"normalized": recorded_outputs(NORMALIZE, settings, layout),
+                                           "components": {None: comps.record.labels_sha256}})
+
+
 def index_problem(settings: RunSettings, layout: RunLayout, comps: RunComponents | None = None) -> str | None:
-    """Why ``index/neighbours.faiss`` cannot answer for the current run (None: it can): missing, built for
+    """Why ``lookup/neighbours.faiss`` cannot answer for the current run (None: it can): missing, built for
     other settings, labels or normalized shards changed since, or the file damaged (sha256)."""
     comps = comps or load_components(settings, layout)  # ValueError: no finished run of these settings
-    meta_path, path = layout.neighbour_index_meta, layout.neighbour_index
-    if not meta_path.exists() or not path.exists():
-        return f"{path} is missing"
-    try:
-        meta = load_json(meta_path)
-    except ValueError:
-        return f"{meta_path} is unreadable"
-    if meta.get("run_key") != settings.run_key():
-        return f"{path} was built for other settings (run {meta.get('run_id')})"
-    if meta.get("labels_sha256") != comps.record.labels_sha256:
-        return f"{path} was built for other labels (the components were merged again since)"
-    normalized = {s: m.get("sha256") for s, m in _normalized_record(settings, layout).items()}
-    if meta.get("normalized_sha256") != normalized:
-        return f"{path} was built from other normalized shards"
-    try:
-        verify_file(path, meta.get("sha256"))
-    except IntegrityError as exc:
-        return f"{path} {exc.problem}"
-    return None
+    fresh = LOOKUP.freshness(_lookup_inputs(settings, layout, comps))
+    return None if fresh.current else fresh.why
 
 
 @holds_writer_lock
@@ -146,13 +156,13 @@ def build_neighbour_index(settings: RunSettings, layout: RunLayout) -> Neighbour
     index = build_flat_index(blocks, dim)
     if index.ntotal != len(comps.labels):
         raise ValueError(f"the index has {index.ntotal} rows but labels.npy {len(comps.labels)}: rerun `actgeo run`")
-    path = write_index(index, layout.neighbour_index)
+    path = write_index(index, layout.lookup_index)
     sha = sha256_file(path)
     seconds = time.perf_counter() - t0
     max_norm = 1.0 + max(float(m.get("max_norm_error", 0.0)) for m in norm.values())
-    save_json(layout.neighbour_index_meta, {
-        "run_id": settings.run_id(), "run_key": settings.run_key(), "labels_sha256": comps.record.labels_sha256,
-        "normalized_sha256": {s: m.get("sha256") for s, m in norm.items()}, "rows": int(index.ntotal),
+    save_json(layout.lookup_meta, {
+        **expected_inputs(LookupRecord, _lookup_inputs(settings, layout, comps)),
+        "run_id": settings.run_id(), "rows": int(index.ntotal),
         "dim": dim, "index_type": INDEX_TYPE, "max_norm": max_norm, "sha256": sha, "seconds": round(seconds, 3),
     })
     return NeighbourIndexBuild(path=path, rows=int(index.ntotal), dim=dim, index_type=INDEX_TYPE,
@@ -167,8 +177,8 @@ def load_neighbour_index(settings: RunSettings, layout: RunLayout, comps: RunCom
     problem = index_problem(settings, layout, comps)
     if problem:
         raise ValueError(f"no current neighbour index: {problem}; build it with {BUILD_HINT}")
-    meta = load_json(layout.neighbour_index_meta)
-    return NeighbourIndex.load(layout.neighbour_index, comps.labels, settings.threshold,
+    meta = load_json(layout.lookup_meta)
+    return NeighbourIndex.load(layout.lookup_index, comps.labels, settings.threshold,
                                max_norm=float(meta.get("max_norm", 1.0)), gpu=gpu)
 
 
@@ -263,7 +273,7 @@ def which_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, 
                                    token=str(tok["token"]), found=f, contexts=contexts))
     return WhichResult(text=text, run_id=settings.run_id(), description=settings.describe(),
                        threshold=settings.threshold, tokens=answers, queries=unit, kept=kept,
-                       sizes=np.bincount(comps.labels), index_path=layout.neighbour_index,
+                       sizes=np.bincount(comps.labels), index_path=layout.lookup_index,
                        index_rows=int(index.index.ntotal), device=index.device,
                        truncated=truncated, built=built)
 
@@ -296,7 +306,7 @@ def _component(result: WhichResult, label: int) -> str:
 def format_which(result: WhichResult, context_chars: int = 32) -> str:
     """The answer as people read it: one line per token (position, token, verdict), then its nearest
     members, each with its cosine, component rank and corpus context (the member token in brackets)."""
-    from actgeo_assets.lib.analysis.cards import quote_token
+    from actgeo_assets.lib.analysis.tokens import quote_token
 
     t = result.threshold
     lines = [f"run {result.run_id}: {result.description}",

@@ -167,7 +167,7 @@ class RunLayout:
 
     @property
     def layers_dir(self) -> Path:
-        """The layer_sweep job's files (asset ``layer_geometry``, ``lib/stages/layers.py``)."""
+        """The layer comparison's files (asset and job ``layers``, ``lib/stages/layers.py``)."""
         return self.root / "layers"
 
     def layers_file(self, name: str) -> Path:
@@ -177,14 +177,14 @@ class RunLayout:
         return self.layers_dir / name
 
     @property
-    def neighbour_index(self) -> Path:
-        """faiss IndexFlatIP of the N normalized rows in global row order (``neighbour_index``, `actgeo which`)."""
-        return self.root / "index" / "neighbours.faiss"
+    def lookup_index(self) -> Path:
+        """faiss IndexFlatIP of the N normalized rows in global row order (asset ``lookup``, `actgeo lookup`)."""
+        return self.root / "lookup" / "neighbours.faiss"
 
     @property
-    def neighbour_index_meta(self) -> Path:
+    def lookup_meta(self) -> Path:
         """The index's sidecar: run, labels and normalized shards it was built from (sha256), rows, dim."""
-        return self.root / "index" / "neighbours.json"
+        return self.root / "lookup" / "neighbours.json"
 
     @property
     def model_cache(self) -> Path:

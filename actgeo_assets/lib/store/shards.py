@@ -96,8 +96,10 @@ def write_raw_shard(
     result: CapturedRows,
     docs: Sequence[StoredDocument],
     meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write shard ``shard`` (see module docstring) and return its sidecar.
+    """Write shard ``shard`` (see module docstring) and return its sidecar (``extra``: more top-level fields
+    of the sidecar, e.g. a stage record's other input fields).
 
     ``docs`` may be the whole shard's documents; only those referenced by the token table are stored.
     ``meta`` holds the capture settings (``model`` and ``layer`` in it name the run; they default to the
@@ -159,6 +161,7 @@ def write_raw_shard(
         "n_docs": len(kept_docs),
         "sources": {str(k): int(v) for k, v in tokens["source"].value_counts().sort_index().items()},
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **jsonable(extra or {}),
     }
     save_json(sidecar_path, sidecar)
     return sidecar
