@@ -143,7 +143,7 @@ def add_settings_arguments(parser: Any,
                            set_help: str = "override a setting, e.g. --set budget=100000 --set normalization=l2",
                            ) -> None:
     """The arguments that name a run's settings and files, shared by every subcommand that works on a run:
-    ``--profile``, ``--data-dir``, ``--config``, ``--set`` (see :func:`resource_from_args`)."""
+    ``--profile``, ``--data-dir``, ``--config``, ``--set`` (see :func:`run_from_args`)."""
     parser.add_argument("--profile", default=None,
                         help="demo (default, offline CPU), full (the study) or scale (1,000,000 activations on a CPU)")
     parser.add_argument("--data-dir", default=None,
@@ -153,14 +153,29 @@ def add_settings_arguments(parser: Any,
                         help=set_help)
 
 
+def _given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's values given on the command line (``--profile``, ``--data-dir``, ``--set``), validated. A
+    relative ``--data-dir`` is taken from the working directory."""
+    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
+    return {"profile": args.profile, "data_dir": data_dir, **parse_set_overrides(args.set)}
+
+
+def run_from_args(args: argparse.Namespace) -> Any:
+    """The run (``lib.store.run.RunContext``: settings, layout, database URL) of
+    :func:`add_settings_arguments`' values over the settings file (``--config``, else ``$ACTGEO_CONFIG``),
+    resolved by the library as the Dagster resource resolves it (``SettingsError`` names the bad value and
+    where it came from)."""
+    from actgeo_assets.lib.store.run import resolve_run
+
+    return resolve_run(args.config or None, _given_values(args), source="command line")
+
+
 def resource_from_args(args: argparse.Namespace) -> Any:
     """The ``ActgeoResource`` of :func:`add_settings_arguments`' values (validated; ``SettingsError`` names the
-    bad value and where it came from). A relative ``--data-dir`` is taken from the working directory."""
+    bad value and where it came from), for the subcommands that materialize through Dagster."""
     from actgeo_assets.defs.resources import ActgeoResource
 
-    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
-    resource = ActgeoResource(config_file=args.config, profile=args.profile, data_dir=data_dir,
-                              **parse_set_overrides(args.set))
+    resource = ActgeoResource(config_file=args.config, **_given_values(args))
     resource.settings()
     return resource
 
@@ -176,7 +191,7 @@ def parse_set_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as validated resource fields (``lib.settings.parse_assignments``: typed by
     the setting, checked like every other source). A ``SettingsError`` (a ValueError) names the item, the
     setting and the bad value, e.g. ``bad --set 'threshold=true': threshold must be a number, got True``."""
-    from actgeo_assets.lib.config.settings import parse_assignments
+    from actgeo_assets.lib.config.sources import parse_assignments
 
     return parse_assignments(items)
 
@@ -186,8 +201,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # dagster is imported only for this subcommand
     import os
 
-    from actgeo_assets.defs.resources import DATABASE_URL_ENV
-    from actgeo_assets.lib.config.settings import mask_url
+    from actgeo_assets.lib.config.secrets import mask_url
+    from actgeo_assets.lib.config.sources import DATABASE_URL_ENV
     from actgeo_assets.lib.outputs.report import format_summary
     from actgeo_assets.lib.store.lock import data_dir_lock
     from actgeo_assets.runner import materialize_run, open_instance
@@ -230,8 +245,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.outputs.export import ACTIVATION_COLUMNS, export_dataset
     from actgeo_assets.lib.outputs.results import open_run
 
-    resource = resource_from_args(args)
-    settings, layout = resource.settings(), resource.layout()
+    ctx = run_from_args(args)
+    settings, layout = ctx.settings, ctx.layout
     run = open_run(layout.root)
     if run.run_id != settings.run_id():
         raise ValueError(f"{layout.root} holds run {run.run_id} ({run.description}), not the run of the current "
@@ -272,8 +287,8 @@ def _cmd_which(args: argparse.Namespace) -> int:
         which_text,
     )
 
-    resource = resource_from_args(args)
-    settings, layout = resource.settings(), resource.layout()
+    ctx = run_from_args(args)
+    settings, layout = ctx.settings, ctx.layout
     if args.k < 0:
         raise ValueError(f"--k must be >= 0, got {args.k}")
     if not args.text.strip():

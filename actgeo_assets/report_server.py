@@ -4,7 +4,7 @@ Dagster UI), so that the ``report_url`` link of ``component_cards`` opens with o
 
     python -m actgeo_assets.report_server [--port 3001] [--data-dir DIR]
 
-It serves the data directory (the ``actgeo`` resource's ``data_dir``: ``data`` in the project root unless a
+It serves the data directory (the run's ``data_dir``, as the ``actgeo`` resource resolves it: ``data`` in the project root unless a
 settings file says otherwise) read-only, and only the files a report is made of (``.html``, ``.png``,
 ``.json``, ``.csv``; no listings, nothing outside the directory): never the activations or the database.
 ``/`` redirects to the report of the resource's profile.
@@ -94,12 +94,12 @@ def scaled_png(path: Path, width: int) -> bytes:
 
 
 def default_data_dir() -> tuple[Path, str]:
-    """(data directory, profile) of the Definitions' ``actgeo`` resource (its settings file, if any)."""
-    from actgeo_assets.defs.resources import ActgeoResource
+    """(data directory, profile) of the run the deployment's settings name (``$ACTGEO_CONFIG``, if set), as
+    the ``actgeo`` resource resolves them (``lib.store.run.resolve_run``)."""
+    from actgeo_assets.lib.store.run import resolve_run
 
-    resource = ActgeoResource()
-    layout = resource.layout()
-    return layout.root.parent, resource.settings().profile
+    run = resolve_run()
+    return run.data_dir, run.settings.profile
 
 
 def main(argv: Sequence[str] | None = None) -> int:

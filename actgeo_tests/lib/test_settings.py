@@ -12,20 +12,22 @@ import pytest
 import yaml
 
 from actgeo_assets.lib.config import settings as settings_module
+from actgeo_assets.lib.config.profiles import PROFILES
+from actgeo_assets.lib.config.secrets import mask_url
 from actgeo_assets.lib.config.settings import (
     CONFIG_KEYS,
-    PROFILES,
     SETTING_NAMES,
     SETTINGS,
     RunSettings,
-    SettingsError,
+    validate_settings,
+)
+from actgeo_assets.lib.config.sources import (
     check_database_url,
-    mask_url,
     parse_assignments,
     read_settings_file,
     resolve_settings,
-    validate_settings,
 )
+from actgeo_assets.lib.config.spec import SettingsError
 from actgeo_assets.lib.outputs import sql as sqlstore
 
 # (setting, bad value as Python/YAML gives it, what the message must say)

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from actgeo_assets.lib.analysis.cards import Card
 from actgeo_assets.lib.analysis.tokens import Context
-from actgeo_assets.lib.config.settings import RunSettings, run_id_of
+from actgeo_assets.lib.config.keys import run_id_of
+from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.outputs.sql import read_components, read_runs, read_subcomponents, write_results
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 

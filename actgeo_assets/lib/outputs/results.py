@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from actgeo_assets.lib.analysis.cards import Card
-from actgeo_assets.lib.config.settings import PROFILES, SETTINGS, RunSettings, resolve_settings
+from actgeo_assets.lib.config.profiles import PROFILES
+from actgeo_assets.lib.config.settings import SETTINGS, RunSettings
+from actgeo_assets.lib.config.sources import resolve_settings
 from actgeo_assets.lib.graph import SingleLinkageForest
 from actgeo_assets.lib.outputs.sql import COMPONENT_JSON, component_row, components_table, subcomponents_table
 from actgeo_assets.lib.store.layout import RunLayout, load_json, resolve_data_dir, verify_file

@@ -35,7 +35,8 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from actgeo_assets.lib.analysis.cards import Card
-from actgeo_assets.lib.config.settings import mask_passwords, mask_url, run_id_of
+from actgeo_assets.lib.config.keys import run_id_of
+from actgeo_assets.lib.config.secrets import mask_passwords, mask_url
 from actgeo_assets.lib.store.layout import json_default
 
 metadata = sa.MetaData()

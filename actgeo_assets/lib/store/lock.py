@@ -66,7 +66,7 @@ def process_alive(pid: int) -> bool:
 
 def holder_info(command: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Who takes the lock: this process' PID, host, command line (passwords hidden) and start time."""
-    from actgeo_assets.lib.config.settings import mask_passwords
+    from actgeo_assets.lib.config.secrets import mask_passwords
 
     cmd = command if command is not None else " ".join(os.path.basename(a) if i == 0 else a
                                                        for i, a in enumerate(sys.argv))
