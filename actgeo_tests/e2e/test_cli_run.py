@@ -9,18 +9,15 @@ import pytest
 
 from actgeo_assets.cli import main
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import tiny_set_args
 
 
 def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     model = tiny_gemma2(tmp_path)
-    argv = ["run", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", "layer=2",
-            "--set", f"corpus={FIXTURE}", "--set", "budget=600", "--set", "n_shards=2",
-            "--set", "context_len=48", "--set", "threshold=0.6", "--set", "min_threshold=0.4",
-            "--set", "card_ranks=[2, 4]", "--database-url", f"sqlite:///{tmp_path}/db-x7q2.sqlite"]
+    argv = ["run", "--data-dir", str(tmp_path / "data"), *tiny_set_args(model=model),
+            "--database-url", f"sqlite:///{tmp_path}/db-x7q2.sqlite"]
     monkeypatch.delenv("ACTGEO_DATABASE_URL", raising=False)
     assert main(argv) == 0
     out = capsys.readouterr().out

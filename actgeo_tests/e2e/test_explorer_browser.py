@@ -1,37 +1,27 @@
-"""The explorer of a run built by the real pipeline (tiny model), opened from disk in headless chromium: a
-spectrum click opens the right card, the slider at a sweep threshold shows sweep.csv's counts, an icicle node
-and a percolation point open theirs, and the typed sentence's lookup command is shown. Screenshots go to
-test-output/explorer-*.png."""
+"""The explorer of the shared tiny run (``support/tiny_run.py``: every stage of the pipeline), opened from
+disk in headless chromium: a spectrum click opens the right card, the slider at a sweep threshold shows
+sweep.csv's counts, an icicle node and a percolation point open theirs, and the typed sentence's lookup
+command is shown. Screenshots go to test-output/explorer-*.png."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.outputs.explorer import read_embedded
-from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
-from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import FinishedRun
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    """A small run (2 shards, 800 rows) through the runner: the cards stage writes the explorer."""
-    tmp = tmp_path_factory.mktemp("explorer-e2e")
-    resource = ActgeoResource(
-        profile="demo", data_dir=str(tmp / "data"), model=tiny_gemma2(tmp / "model"), layer=2, corpus=str(FIXTURE),
-        n_shards=2, budget=800, context_len=48, batch_size=4, normalization="center_l2", threshold=0.6,
-        min_threshold=0.4, sweep=[0.4, 0.5, 0.6, 0.7, 0.8], card_ranks=[2, 6], contexts_per_card=3,
-    )
-    record = materialize_run(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
-    return resource.layout(), record
+def run(tiny_runs: Callable[..., FinishedRun]):
+    """(layout, components record) of a tiny run of 800 rows: the cards stage writes the explorer. More
+    components than carded ranks (2..6), so the spectrum's last rank has a compact card built for the page."""
+    built = tiny_runs(budget=800, card_ranks=[2, 6])
+    return built.layout, built.record
 
 
 def test_the_cards_stage_writes_the_explorer_and_the_report_links_it(run) -> None:

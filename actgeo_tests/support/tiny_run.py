@@ -8,7 +8,7 @@ n_shards=3)``), so the difference is visible where it is needed.
 
 - :func:`tiny_values`: the settings as plain values (resource fields, a settings file's keys);
 - :func:`tiny_settings`: the same as a validated :class:`RunSettings`;
-- :func:`tiny_set_args`: the same as ``--set KEY=VALUE`` arguments of the CLI;
+- :func:`tiny_assignments`, :func:`tiny_set_args`: the same as ``KEY=VALUE`` texts and as CLI arguments;
 - :func:`finished_tiny_run`: a finished run of those settings, every stage of ``lib/stages`` run in
   lineage without Dagster (capture, mean, normalize, tiles, merge, cards), built once per process and
   settings, so every module that asks for the same settings shares one run (about 10 s on 2 cores).
@@ -54,13 +54,18 @@ def tiny_settings(**overrides: Any) -> RunSettings:
     return resolve_settings([("tiny run", tiny_values(**overrides))])
 
 
+def tiny_assignments(**overrides: Any) -> list[str]:
+    """:func:`tiny_values` as ``KEY=VALUE`` texts of ``--set`` (lists as ``[a, b]``), ``profile`` included."""
+    return [f"{key}={json.dumps(value) if isinstance(value, list | tuple) else value}"
+            for key, value in tiny_values(**overrides).items()]
+
+
 def tiny_set_args(**overrides: Any) -> list[str]:
-    """:func:`tiny_values` as CLI arguments ``["--set", "KEY=VALUE", ...]`` (lists as ``[a, b]``); ``profile``
-    becomes ``--profile``."""
-    values = tiny_values(**overrides)
-    args = ["--profile", str(values.pop("profile"))] if "profile" in values else []
-    for key, value in values.items():
-        args += ["--set", f"{key}={json.dumps(value) if isinstance(value, list | tuple) else value}"]
+    """:func:`tiny_values` as CLI arguments ``["--set", "KEY=VALUE", ...]``; ``profile`` as ``--profile``."""
+    args: list[str] = []
+    for item in tiny_assignments(**overrides):
+        key, _, value = item.partition("=")
+        args += ["--profile", value] if key == "profile" else ["--set", item]
     return args
 
 
