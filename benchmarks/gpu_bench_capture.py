@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.documents import Document
     from actgeo_assets.lib.capture.model import LoadedModel
     from actgeo_assets.lib.capture.residual import capture_activations
     from actgeo_assets.lib.store.layout import atomic_path

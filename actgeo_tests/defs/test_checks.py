@@ -13,7 +13,7 @@ import pytest
 from actgeo_assets.definitions import ASSETS
 from actgeo_assets.defs.partitions import SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.residual import CaptureResult
 from actgeo_assets.lib.config.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.store.shards import write_raw_shard

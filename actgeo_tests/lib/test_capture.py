@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.model import decoder_layers
 from actgeo_assets.lib.capture.residual import TOKEN_COLUMNS, capture_activations, next_block_norm
 

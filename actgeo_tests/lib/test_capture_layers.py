@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.model import decoder_layers
 from actgeo_assets.lib.capture.residual import capture_activations, capture_layers
 

@@ -11,14 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.capture.corpus import (
-    BUILTIN_SOURCES,
-    Document,
-    find_duplicates,
-    load_corpus,
-    shard_budgets,
-    shard_documents,
-)
+from actgeo_assets.lib.capture.builtin_corpus import BUILTIN_SOURCES
+from actgeo_assets.lib.capture.corpus import load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.documents import Document
+from actgeo_assets.lib.capture.duplicates import find_duplicates
 from actgeo_assets.lib.config.settings import RunSettings
 
 
@@ -89,10 +85,10 @@ def test_unreachable_hub_says_so(tmp_path, monkeypatch) -> None:
 
 
 def test_builtin_falls_back_loudly_without_downloads(tmp_path, monkeypatch, caplog) -> None:
-    import actgeo_assets.lib.capture.corpus as corpus
+    import actgeo_assets.lib.capture.builtin_corpus as corpus
 
     monkeypatch.setattr(corpus, "_fetch", lambda archive, dest: None)
-    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.corpus"):
+    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.builtin_corpus"):
         docs = load_corpus(RunSettings(), tmp_path)
     sources = {d.source for d in docs}
     local = {"CPython standard library code", "Python language reference", "Debian licence texts"}
@@ -129,7 +125,7 @@ def test_builtin_pile_like_mix(model_cache) -> None:
 
 
 def test_chunks_cut_at_paragraphs_and_keep_all_text() -> None:
-    from actgeo_assets.lib.capture.corpus import _chunks
+    from actgeo_assets.lib.capture.builtin_corpus import _chunks
 
     text = "\n\n".join(f"para {i} " + "x" * 50 for i in range(40))
     pieces = _chunks(text, limit=300)

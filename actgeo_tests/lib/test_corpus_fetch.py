@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import actgeo_assets.lib.capture.corpus as corpus
+import actgeo_assets.lib.capture.builtin_corpus as corpus
 
 
 def test_every_archive_is_pinned_and_none_is_built() -> None:
@@ -82,7 +82,7 @@ def test_a_file_off_its_pin_is_replaced_or_refused(tmp_path, monkeypatch, caplog
 
     monkeypatch.setattr(corpus, "_index_download", fake_download)
     (dest / archive.filename).write_bytes(b"tampered!!!!!!!")  # same size, other bytes
-    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.corpus"):
+    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.builtin_corpus"):
         got = corpus._fetch(archive, dest)
     assert got is not None and got.read_bytes() == good
     assert "demo-1.0.tar.gz does not match its pinned sha256" in caplog.text
@@ -90,7 +90,7 @@ def test_a_file_off_its_pin_is_replaced_or_refused(tmp_path, monkeypatch, caplog
     (dest / archive.filename).unlink()
     served["bytes"] = b"a compromised mirror"
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.corpus"):
+    with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.builtin_corpus"):
         assert corpus._fetch(archive, dest) is None
     assert not (dest / archive.filename).exists()  # never left where a reader would take it
     assert "downloaded" in caplog.text and "removed, not used" in caplog.text

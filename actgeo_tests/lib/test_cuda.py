@@ -74,7 +74,7 @@ def test_cuda_threshold_edge_pairs_stay_exact() -> None:
 
 
 def test_cuda_bf16_capture_matches_cpu_float32(tmp_path) -> None:
-    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.documents import Document
     from actgeo_assets.lib.capture.model import load_model
     from actgeo_assets.lib.capture.residual import capture_activations
     from actgeo_tests.support.tiny_model import tiny_gemma2
@@ -95,7 +95,7 @@ def test_cuda_bf16_capture_matches_cpu_float32(tmp_path) -> None:
 
 def test_cuda_full_profile_shape_end_to_end(tmp_path) -> None:
     """Layer 12 of a 14-layer Gemma 2, bf16 capture on the GPU, l2, components on the GPU == brute force."""
-    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.documents import Document
     from actgeo_assets.lib.capture.model import load_model
     from actgeo_assets.lib.capture.residual import capture_activations
     from actgeo_tests.support.tiny_model import tiny_gemma2

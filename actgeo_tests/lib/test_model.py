@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.model import (
     decoder_layers,
     final_norm_and_unembed,

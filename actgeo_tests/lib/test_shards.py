@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.residual import CaptureResult
 from actgeo_assets.lib.config.constants import TOKEN_COLUMNS
 from actgeo_assets.lib.store.layout import RunLayout

