@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.outputs.explorer import read_embedded
+from actgeo_assets.lib.outputs.explorer_page import read_embedded
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
 from actgeo_tests.support.tiny_run import FinishedRun
 

@@ -6,7 +6,6 @@ brute force; cuts above prune_at are refused; the tiles compute fewer pairs than
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -14,27 +13,25 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.settings import SettingsError
+from actgeo_assets.lib.config.spec import SettingsError
 from actgeo_assets.lib.graph import SingleLinkageForest, component_summary
-from actgeo_assets.lib.outputs.explorer import read_embedded
+from actgeo_assets.lib.outputs.explorer_page import read_embedded
 from actgeo_assets.lib.stages.plan import plan
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import tiny_values
 
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("pruned")
-    resource = ActgeoResource(
-        # the scale profile (pruned, no sub-cards) shrunk to the tiny model
-        profile="scale", data_dir=str(tmp / "data"), model=tiny_gemma2(tmp / "model"), layer=2, corpus=str(FIXTURE),
-        n_shards=3, budget=1200, context_len=48, batch_size=4, normalization="center_l2", threshold=0.5,
-        min_threshold=0.4, sweep=[0.4, 0.45, 0.5], prune_at=0.5, n_landmarks=50, card_ranks=[2, 4],
-        contexts_per_card=2,
-    )
+    # the scale profile (pruned at the threshold, no sub-cards: None keeps the profile's) on the tiny run,
+    # three shards so that tiles start from two shards' components
+    resource = ActgeoResource(data_dir=str(tmp / "data"), **tiny_values(
+        profile="scale", model=tiny_gemma2(tmp / "model"), n_shards=3, budget=1200, threshold=0.5,
+        sweep=[0.4, 0.45, 0.5], prune_at=0.5, n_landmarks=50, subcard_threshold=None, card_ranks=[2, 4],
+        contexts_per_card=2))
     record = materialize_run(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
     return resource, record
 

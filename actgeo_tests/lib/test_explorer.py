@@ -14,10 +14,10 @@ from actgeo_assets.lib.outputs.explorer import (
     MAX_LEVEL_NODES,
     card_key,
     explorer_data,
-    read_embedded,
     spectrum_ranks,
     write_explorer,
 )
+from actgeo_assets.lib.outputs.explorer_page import read_embedded
 from actgeo_assets.lib.store.layout import RunLayout, save_csv, save_json, save_npy
 from actgeo_tests.support.oracle import brute_force_labels, clustered
 

@@ -1,0 +1,334 @@
+"""The explorer's page (``cards/explorer.html``): the data of :func:`~.explorer.explorer_data` embedded as
+JSON in ``<script type="application/json" id="explorer-data">``, drawn by inline SVG and vanilla JavaScript
+(no external file, no network), styled like the report (:data:`~.report.REPORT_CSS`). The stable hooks the
+page offers are listed in :mod:`.explorer`."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from actgeo_assets.lib.outputs.report import REPORT_CSS
+
+
+def render_explorer(data: Mapping[str, Any], title: str = "actgeo explorer") -> str:
+    """The page: ``data`` (:func:`explorer_data`) embedded as JSON, drawn by the inline script."""
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    back = (f'<a id="report-link" href="{_esc(data["report_href"])}">the full report</a> \u00b7 '
+            if data.get("report_href") else "")
+    parts = {"CSS": REPORT_CSS + _EXPLORER_CSS, "TITLE": _esc(title), "DESCRIPTION": _esc(data.get("description", "")),
+             "BACK": back, "DATA": blob, "SCRIPT": _SCRIPT}
+    # one pass, so text from the data is never substituted again
+    return re.sub(r"__(CSS|TITLE|DESCRIPTION|BACK|DATA|SCRIPT)__", lambda m: parts[m.group(1)], _PAGE)
+
+
+def _esc(s: str) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def read_embedded(html_text: str) -> dict[str, Any]:
+    """The data embedded in an explorer page (what :func:`explorer_data` returned)."""
+    start = html_text.index('<script type="application/json" id="explorer-data">')
+    start = html_text.index(">", start) + 1
+    return json.loads(html_text[start: html_text.index("</script>", start)])
+
+
+_EXPLORER_CSS = """
+body{max-width:1500px}
+.xgrid{display:grid;grid-template-columns:minmax(0,1fr) minmax(340px,36%);gap:1.2rem;align-items:start}
+#card-panel{position:sticky;top:.5rem;max-height:calc(100vh - 1rem);overflow:auto;border:1px solid #d5dce4;
+ border-radius:8px;padding:.6rem .8rem;background:#fff}
+#card-title{font-weight:600;font-size:.95rem;margin:.2rem 0}
+#card-panel .hint{color:#6b7784;font-size:.9rem}
+svg{width:100%;height:auto;display:block;font-family:system-ui,sans-serif}
+svg .axis{stroke:#9aa6b2;stroke-width:1}svg .grid{stroke:#eef1f5}svg text{fill:#44505c;font-size:11px;pointer-events:none}
+svg text.halo{paint-order:stroke;stroke:#fff;stroke-width:4px;stroke-linejoin:round}
+svg .pt,svg .perc-pt{cursor:pointer}svg .pt:hover,svg .perc-pt:hover{stroke:#000;stroke-width:2}
+svg .sel{stroke:#d35400;stroke-width:3}
+svg rect.node{cursor:pointer;stroke:#fff;stroke-width:.6}svg rect.node:hover{fill-opacity:.75}
+svg rect.node.sel{stroke:#d35400;stroke-width:2.5}
+.slider-row{display:flex;gap:1rem;align-items:center;flex-wrap:wrap}
+#threshold-slider{width:min(520px,100%)}
+#slider-threshold{font-weight:700;font-variant-numeric:tabular-nums;font-size:1.1rem}
+ol#s-top10{columns:5;font-variant-numeric:tabular-nums;font-size:.9rem;margin:.3rem 0}
+#which-command{display:block;padding:.4rem .6rem;background:#f4f6f9;border:1px solid #dde3ea;border-radius:4px;
+ font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
+#which-input{width:min(620px,100%);font-size:1rem;padding:.25rem .4rem}
+.legend{font-size:.85rem;color:#44505c}.legend i{display:inline-block;width:.8em;height:.8em;margin:0 .25em}
+@media (max-width:900px){.xgrid{grid-template-columns:1fr}#card-panel{position:static;max-height:none}}
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__</title><style>__CSS__</style></head><body>
+<h1>__TITLE__</h1>
+<p class="runline">__DESCRIPTION__</p>
+<p class="meta">__BACK__Click a point of the size spectrum or of the percolation curve, or a node of the
+giant's hierarchy, to open that component's card on the right.</p>
+<div class="xgrid"><main>
+<h2 id="spectrum-h">Size spectrum at the run's threshold</h2>
+<p class="meta" id="spectrum-note"></p>
+<svg id="spectrum" viewBox="0 0 640 330" role="img" aria-label="component size vs rank, log-log"></svg>
+<h2 id="percolation-h">Percolation curve</h2>
+<p class="meta" id="percolation-note"></p>
+<svg id="percolation" viewBox="0 0 640 380" role="img" aria-label="largest-component fraction and number of
+components vs threshold"></svg>
+<h2 id="slider-h">Components at a threshold</h2>
+<div class="slider-row"><input type="range" id="threshold-slider" min="0" max="0" step="1" value="0"
+ aria-label="cosine threshold"><span>cosine \u2265 <output id="slider-threshold"></output></span>
+ <span class="meta" id="slider-exact"></span>
+ <button id="slider-giant" type="button">open the largest component's card</button></div>
+<table id="slider-table"><tbody>
+<tr><th>components</th><td class="num" id="s-n-components"></td></tr>
+<tr><th>largest component</th><td class="num" id="s-largest"></td></tr>
+<tr><th>second largest</th><td class="num" id="s-second"></td></tr>
+<tr><th>singletons</th><td class="num" id="s-singletons"></td></tr>
+<tr><th>non-singleton components besides the largest</th><td class="num" id="s-non-singleton"></td></tr>
+</tbody></table>
+<div class="meta">Top-10 sizes</div><ol id="s-top10"></ol>
+<p class="meta" id="slider-note"></p>
+<h2 id="icicle-h">Inside the largest component: its sub-components at rising thresholds</h2>
+<p class="meta" id="icicle-note"></p>
+<svg id="icicle" viewBox="0 0 1100 300" role="img" aria-label="the giant's hierarchy"></svg>
+<h2 id="which-h">Which component does a sentence of mine fall into?</h2>
+<p class="meta">Type a sentence: the command below (<code>.venv/bin/actgeo</code> in the project's folder; add
+the <code>--config</code> or <code>--set</code> options the run was made with, if any) captures it with the
+run's model and settings and says, token by token, which of this run's components it joins.</p>
+<input id="which-input" type="text" placeholder="The House of Commons met today."
+ aria-label="a sentence to look up">
+<code id="which-command"></code> <button id="which-copy" type="button">copy</button>
+<span class="meta" id="which-copied"></span>
+</main>
+<aside id="card-panel" data-key=""><div id="card-title"></div><div id="card-body">
+<p class="hint">No card open yet: click a point or a node.</p></div></aside></div>
+<script type="application/json" id="explorer-data">__DATA__</script>
+<script>__SCRIPT__</script>
+</body></html>
+"""
+
+_SCRIPT = r"""
+"use strict";
+const D = JSON.parse(document.getElementById("explorer-data").textContent);
+const NS = "http://www.w3.org/2000/svg";
+const fmt = (v) => Number(v).toLocaleString("en-US");
+const fixed = (t) => Number(t).toFixed(2);
+function el(tag, attrs, parent, text) {
+  const e = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+function tip(e, text) { el("title", {}, e, text); return e; }
+let selected = null;
+function openCard(key, from) {
+  const c = key && D.cards[key];
+  const panel = document.getElementById("card-panel");
+  if (!c) return;
+  panel.dataset.key = key;
+  document.getElementById("card-title").textContent = c.title + (c.full ? "" : " (compact card)");
+  document.getElementById("card-body").innerHTML = c.html;
+  if (selected) selected.classList.remove("sel");
+  selected = from || null;
+  if (selected) selected.classList.add("sel");
+  if (window.matchMedia("(max-width: 900px)").matches) panel.scrollIntoView({behavior: "smooth"});
+}
+
+// ---- size spectrum (log-log)
+(function spectrum() {
+  const svg = document.getElementById("spectrum");
+  const P = D.spectrum, W = 640, H = 330, L = 58, R = 14, T = 12, B = 40;
+  if (!P.length) return;
+  const maxR = Math.max(...P.map(p => p[0])), maxS = Math.max(...P.map(p => p[1]));
+  const lx = (r) => L + (W - L - R) * Math.log10(r) / Math.max(Math.log10(maxR), 1e-9);
+  const ly = (s) => H - B - (H - B - T) * Math.log10(s) / Math.max(Math.log10(maxS), 1e-9);
+  for (let k = 0; Math.pow(10, k) <= maxR; k++) {
+    el("line", {x1: lx(10 ** k), x2: lx(10 ** k), y1: T, y2: H - B, class: "grid"}, svg);
+    el("text", {x: lx(10 ** k), y: H - B + 15, "text-anchor": "middle"}, svg, fmt(10 ** k));
+  }
+  for (let k = 0; Math.pow(10, k) <= maxS; k++) {
+    el("line", {x1: L, x2: W - R, y1: ly(10 ** k), y2: ly(10 ** k), class: "grid"}, svg);
+    el("text", {x: L - 6, y: ly(10 ** k) + 4, "text-anchor": "end"}, svg, fmt(10 ** k));
+  }
+  el("line", {x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis"}, svg);
+  el("line", {x1: L, x2: L, y1: T, y2: H - B, class: "axis"}, svg);
+  el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle"}, svg, "rank (1 = largest)");
+  el("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle",
+              transform: `rotate(-90 14 ${(T + H - B) / 2})`}, svg, "size (rows)");
+  el("polyline", {points: P.map(p => `${lx(p[0])},${ly(p[1])}`).join(" "), fill: "none",
+                  stroke: "#7f8c9a", "stroke-width": 1}, svg);
+  for (const [rank, size, key] of P) {
+    const c = el("circle", {cx: lx(rank), cy: ly(size), r: rank === 1 ? 6 : 4, class: "pt",
+                            fill: D.cards[key] && D.cards[key].full ? "#1f5f99" : "#7fb3d5",
+                            "data-rank": rank, "data-size": size, "data-key": key}, svg);
+    tip(c, `rank ${fmt(rank)}: ${fmt(size)} rows` + (D.cards[key] && D.cards[key].full ? " (full card)" : ""));
+    c.addEventListener("click", () => openCard(key, c));
+  }
+  document.getElementById("spectrum-note").textContent =
+    `${fmt(D.n_components)} components of ${fmt(D.n)} activations at cosine \u2265 ${D.threshold}. ` +
+    `Shown: ranks 1-${Math.min(50, D.n_components)} and the first and last rank of every size ` +
+    `(${fmt(P.length)} points; dark: a full card of the report, light: a compact card built for this page).`;
+})();
+
+// ---- percolation curve: largest fraction (top) and number of components (bottom) vs threshold
+let percMarker = null;
+(function percolation() {
+  const svg = document.getElementById("percolation");
+  const S = D.sweep, W = 640, L = 64, R = 14, panels = [[10, 160], [200, 340]];
+  if (!S.length) return;
+  const t0 = S[0].threshold, t1 = S[S.length - 1].threshold;
+  const x = (t) => L + (W - L - R) * (t - t0) / Math.max(t1 - t0, 1e-9);
+  const maxC = Math.max(...S.map(r => r.n_components));
+  const nice = (v) => { const p = 10 ** Math.floor(Math.log10(v)), m = v / p;
+                        return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10) * p; };
+  const cStep = nice(maxC / 4), cTop = Math.ceil(maxC / cStep) * cStep;
+  const series = [["largest_fraction", 1, 0.25, "largest-component fraction", (v) => v.toFixed(2), "#c0392b", true],
+                  ["n_components", cTop, cStep, "number of components", fmt, "#1f5f99", false]];
+  series.forEach(([col, top, step, name, tf, colour, right], i) => {
+    const [y0, y1] = panels[i];
+    const y = (v) => y1 - (y1 - y0) * v / top;
+    for (let v = 0; v <= top + 1e-9; v += step) {
+      el("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid"}, svg);
+      el("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end"}, svg, tf(v));
+    }
+    el("line", {x1: L, x2: L, y1: y0, y2: y1, class: "axis"}, svg);
+    el("line", {x1: L, x2: W - R, y1: y1, y2: y1, class: "axis"}, svg);
+    el("text", {x: right ? W - R - 4 : L + 6, y: y0 + 12, "text-anchor": right ? "end" : "start"}, svg, name)
+      .setAttribute("style", `fill:${colour};font-weight:600`);
+    el("polyline", {points: S.map(r => `${x(r.threshold)},${y(r[col])}`).join(" "), fill: "none",
+                    stroke: colour, "stroke-width": 1.5}, svg);
+    for (const r of S) {
+      const c = el("circle", {cx: x(r.threshold), cy: y(r[col]), r: r.exact ? 4.5 : 3, class: "perc-pt",
+                              fill: colour, "data-threshold": fixed(r.threshold), "data-key": r.giant || ""}, svg);
+      tip(c, `cosine \u2265 ${fixed(r.threshold)}: ${fmt(r.n_components)} components, largest ${fmt(r.largest)} ` +
+             `(${(100 * r.largest_fraction).toFixed(1)}%), second largest ${fmt(r.second_largest)}` +
+             (r.exact ? ", exact threshold" : ""));
+      if (r.giant) c.addEventListener("click", () => { openCard(r.giant, c); setSlider(r.threshold); });
+    }
+  });
+  for (let k = Math.ceil(t0 / 0.05 - 1e-6); k * 0.05 <= t1 + 1e-6; k++) {
+    el("line", {x1: x(k * 0.05), x2: x(k * 0.05), y1: 340, y2: 345, class: "axis"}, svg);
+    el("text", {x: x(k * 0.05), y: 356, "text-anchor": "middle"}, svg, fixed(k * 0.05));
+  }
+  el("text", {x: (L + W - R) / 2, y: 375, "text-anchor": "middle"}, svg, "cosine threshold");
+  el("line", {x1: x(D.threshold), x2: x(D.threshold), y1: 10, y2: 340, stroke: "#333",
+              "stroke-dasharray": "4 3", "pointer-events": "none"}, svg);
+  // label on the side with room (the threshold is the sweep's last point in a pruned run)
+  const thLeft = x(D.threshold) > (L + W - R) / 2;
+  el("text", {x: thLeft ? x(D.threshold) - 4 : x(D.threshold) + 4, y: 192, "text-anchor": thLeft ? "end" : "start",
+              class: "halo"}, svg, `run's threshold ${D.threshold}`);
+  if (D.transition) {
+    const tc = D.transition.t_c;
+    el("rect", {x: x(tc) - 3, y: 10, width: 6, height: 330, fill: "#7d3c98", "fill-opacity": 0.15,
+                id: "transition-band", "pointer-events": "none"}, svg);
+    const left = x(tc) > (L + W - R) / 2;
+    el("text", {x: left ? x(tc) - 5 : x(tc) + 5, y: 216, "text-anchor": left ? "end" : "start", class: "halo"}, svg,
+       D.transition.at_or_above ? `transition \u2265 ${fixed(tc)} (beyond the pruned range)`
+                                : `transition ${fixed(tc)} (second largest peaks)`)
+      .setAttribute("style", "fill:#7d3c98");
+  }
+  percMarker = el("line", {x1: 0, x2: 0, y1: 10, y2: 340, stroke: "#d35400", "stroke-width": 2,
+                           "stroke-opacity": 0.6, id: "slider-line", "pointer-events": "none"}, svg);
+  percMarker.xOf = x;
+  document.getElementById("percolation-note").textContent =
+    `From the run's sweep (components/sweep.csv), ${S.length} thresholds; big points: thresholds the forest is ` +
+    `exact at (${D.exact_at.join(", ")}), small: within its error bound ${D.error_bound.toExponential(1)} of ` +
+    "the float64 rule. A click opens the largest component's card at that threshold. " +
+    (D.transition ? D.transition.words : "");
+})();
+
+// ---- the slider
+const slider = document.getElementById("threshold-slider");
+function showSlider(i) {
+  const s = D.slider[i];
+  if (!s) return;
+  document.getElementById("slider-threshold").textContent = fixed(s.threshold);
+  document.getElementById("s-n-components").textContent = fmt(s.n_components);
+  document.getElementById("s-largest").textContent =
+    `${fmt(s.largest)} (${(100 * s.largest_fraction).toFixed(1)}% of ${fmt(D.n)})`;
+  document.getElementById("s-second").textContent = fmt(s.second_largest);
+  document.getElementById("s-singletons").textContent = fmt(s.singletons);
+  document.getElementById("s-non-singleton").textContent = fmt(s.non_singleton);
+  document.getElementById("s-top10").innerHTML = s.top.map(v => `<li>${fmt(v)}</li>`).join("");
+  document.getElementById("slider-exact").textContent =
+    s.exact ? "exact threshold" : `exact within ${D.error_bound.toExponential(1)}`;
+  slider.dataset.threshold = fixed(s.threshold);
+  if (percMarker) {
+    const xx = percMarker.xOf(s.threshold);
+    percMarker.setAttribute("x1", xx); percMarker.setAttribute("x2", xx);
+  }
+}
+function setSlider(t) {
+  let best = 0;
+  D.slider.forEach((s, i) => { if (Math.abs(s.threshold - t) < Math.abs(D.slider[best].threshold - t)) best = i; });
+  slider.value = best; showSlider(best);
+}
+slider.max = Math.max(D.slider.length - 1, 0);
+slider.value = D.slider_start;
+slider.addEventListener("input", () => showSlider(Number(slider.value)));
+document.getElementById("slider-giant").addEventListener("click",
+  () => { const s = D.slider[Number(slider.value)]; if (s) openCard(s.giant, null); });
+showSlider(D.slider_start);
+document.getElementById("slider-note").textContent =
+  "Computed in this page's build from the merged forest (components/forest.npz) cut at each threshold of the " +
+  "sweep; the percolation curve above is sweep.csv: the two agree at every threshold.";
+
+// ---- icicle of the giant's sub-components
+(function icicle() {
+  const svg = document.getElementById("icicle");
+  const I = D.icicle, L = 56, RH = 34, T = 4, scale = 1;
+  const H = T + RH * I.levels.length + 4;
+  svg.setAttribute("viewBox", `0 0 ${L + I.width + 6} ${H}`);
+  const colours = ["#1f5f99", "#2e86c1", "#5dade2", "#85c1e9", "#aed6f1", "#d6eaf8", "#ebf5fb"];
+  I.levels.forEach((t, li) => {
+    el("text", {x: L - 8, y: T + RH * li + RH / 2 + 4, "text-anchor": "end"}, svg, `\u2265 ${fixed(t)}`);
+  });
+  for (const nd of I.nodes) {
+    const y = T + RH * nd.level, w = nd.w * scale;
+    const r = el("rect", {x: L + nd.x * scale, y: y, width: w, height: RH - 4, class: "node",
+                          fill: colours[Math.min(nd.level, colours.length - 1)], "data-id": nd.id,
+                          "data-key": nd.key, "data-size": nd.size, "data-threshold": fixed(nd.t)}, svg);
+    tip(r, `cosine \u2265 ${fixed(nd.t)}: sub-component ${nd.sub_rank} of the run's largest, ${fmt(nd.size)} rows ` +
+           `(${(100 * nd.size / I.giant).toFixed(1)}% of it)`);
+    r.addEventListener("click", () => openCard(nd.key, r));
+    if (w > 34) {
+      const lab = el("text", {x: L + nd.x * scale + 4, y: y + RH / 2 + 2, "pointer-events": "none"}, svg, fmt(nd.size));
+      lab.setAttribute("style", nd.level < 3 ? "fill:#fff" : "fill:#1d232a");
+    }
+  }
+  document.getElementById("icicle-note").textContent =
+    `Top row: the run's largest component (${fmt(I.giant)} rows at cosine \u2265 ${D.threshold}). Each row below ` +
+    `raises the threshold by 0.05 (up to ${fixed(I.levels[I.levels.length - 1])}); single linkage only splits, ` +
+    `so each block lies under the one it came from. Width is proportional to size; only sub-components of at ` +
+    `least ${fmt(I.min_size)} rows are drawn (at most 60 per row, and at least a few pixels wide), so a gap is ` +
+    `rows that fell into smaller pieces or singletons. Rows at thresholds the forest is not exact at ` +
+    `(${D.exact_at.join(", ")} are) are within its error bound. A click opens the block's card.` +
+    (D.exact_up_to !== null && I.levels[I.levels.length - 1] >= D.exact_up_to - 1e-9
+      ? ` This run's forest was pruned at ${D.exact_up_to} (prune_at): it is exact only up to there, so the ` +
+        `sub-components above it were not computed; a run without prune_at shows them.` : "");
+})();
+
+// ---- which component does my sentence join?
+(function which() {
+  const input = document.getElementById("which-input"), out = document.getElementById("which-command");
+  const quote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
+  const show = () => {
+    out.textContent = "actgeo which " + (D.which_args ? D.which_args + " " : "") + quote(input.value || input.placeholder);
+  };
+  input.addEventListener("input", show);
+  show();
+  document.getElementById("which-copy").addEventListener("click", async () => {
+    const note = document.getElementById("which-copied");
+    try { await navigator.clipboard.writeText(out.textContent); note.textContent = "copied"; }
+    catch (e) {
+      const r = document.createRange(); r.selectNodeContents(out);
+      const s = window.getSelection(); s.removeAllRanges(); s.addRange(r);
+      note.textContent = "selected: press Ctrl+C";
+    }
+  });
+})();
+"""
