@@ -1,21 +1,16 @@
-"""deploy/: the Postgres instance config against a real server, the Kubernetes jobs' executor config,
-and the Helm / compose / Docker / workspace files. No cluster and no Docker engine are needed."""
+"""Kubernetes: the jobs' executor config and every pod dagster-k8s builds from deploy/helm/values.yaml. No
+cluster is needed. deploy/'s files themselves (instance, values, install block, compose, images):
+test_deploy_files.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
-
-from actgeo_tests.support.postgres import postgres_available, running_postgres
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CLUSTER_JOB_NAMES = ["cluster_capture", "cluster_mean", "cluster_normalize", "cluster_tiles", "cluster_merge"]
@@ -23,80 +18,6 @@ CLUSTER_JOB_NAMES = ["cluster_capture", "cluster_mean", "cluster_normalize", "cl
 
 def _yaml(name: str):
     return yaml.safe_load((DEPLOY / name).read_text())
-
-
-# --------------------------------------------------------------------------------------------------
-# 1. deploy/dagster.yaml against a real PostgreSQL server
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-def test_deploy_instance_stores_runs_and_events_in_postgres(tmp_path, monkeypatch):
-    assert postgres_available(), (
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: `make test` installs Debian's postgresql"
-    )
-    from dagster._core.launcher import DefaultRunLauncher
-    from dagster._core.run_coordinator import QueuedRunCoordinator
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-
-    with running_postgres() as url:
-        u = make_url(url)
-        home = tmp_path / "dagster_home"
-        home.mkdir()
-        shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_PG_HOST", u.host)
-        monkeypatch.setenv("DAGSTER_PG_PORT", str(u.port))
-        monkeypatch.setenv("DAGSTER_PG_USER", u.username)
-        monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused-trust-auth")
-        monkeypatch.setenv("DAGSTER_PG_DB", u.database)
-
-        instance = dg.DagsterInstance.get()
-        engine = sa.create_engine(url)
-        try:
-            assert isinstance(instance.run_storage, PostgresRunStorage)
-            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-            assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-            assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
-            assert isinstance(instance.run_launcher, DefaultRunLauncher)
-
-            concurrency = instance.get_concurrency_config()
-            assert concurrency.pool_config.default_pool_limit == 1
-            assert concurrency.run_queue_config.max_concurrent_runs == 4
-            assert {"key": "actgeo/gpu", "value": "true", "limit": 2} in (
-                concurrency.run_queue_config.tag_concurrency_limits
-            )
-
-            @dg.asset(pool="actgeo_gpu")
-            def deploy_probe() -> dg.MaterializeResult:
-                return dg.MaterializeResult(metadata={"answer": 42})
-
-            result = dg.materialize([deploy_probe], instance=instance)
-            assert result.success
-
-            with engine.connect() as conn:
-                runs = conn.execute(sa.text("SELECT run_id, status FROM runs")).all()
-                assert (result.run_id, "SUCCESS") in [tuple(r) for r in runs]
-                events = dict(conn.execute(
-                    sa.text("SELECT dagster_event_type, count(*) FROM event_logs WHERE run_id = :r "
-                            "GROUP BY dagster_event_type"), {"r": result.run_id},
-                ).all())
-            assert events.get("ASSET_MATERIALIZATION") == 1
-            assert events.get("PIPELINE_SUCCESS") == 1
-
-            # The materialization reads back through the instance, and the GPU pool has dagster.yaml's
-            # default limit, enforced when a run is dequeued (run granularity: no step claims, so no step
-            # busy-waits on the pool inside a started run).
-            latest = instance.get_latest_materialization_event(dg.AssetKey("deploy_probe"))
-            assert latest is not None and latest.run_id == result.run_id
-            assert concurrency.pool_config.pool_granularity.value == "run"
-            assert concurrency.run_queue_config.should_block_op_concurrency_limited_runs
-            pool = instance.event_log_storage.get_concurrency_info("actgeo_gpu")
-            assert pool.limit == 1 and pool.using_default_limit
-            assert pool.claimed_slots == []
-        finally:
-            instance.dispose()
-            engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,108 +405,9 @@ def test_run_and_step_pods_get_env_secrets_volume_and_user(chart_pods):
         assert bool(pod.tolerations) is gpu, name
 
 
-def test_install_steps_create_every_secret_the_values_name():
-    """deploy/README.md's install block creates, before `helm upgrade`, each Secret the values reference,
-    with no password written in it (random or taken from a required variable)."""
-    values = _yaml("helm/values.yaml")
-    (deployment,) = values["dagster-user-deployments"]["deployments"]
-    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    referenced = {values["global"]["postgresqlSecretName"], values["postgresql"]["existingSecret"],
-                  *_names(deployment.get("envSecrets")), *_names(launcher.get("envSecrets"))}
-    assert referenced == {"actgeo-postgresql", "actgeo-secrets"}
-
-    text = (DEPLOY / "README.md").read_text()
-    block = text.split("## 3. Kubernetes", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    install = block.index("helm upgrade --install")
-    commands = block[:install].replace("\\\n", " ")
-    created = re.findall(r"kubectl -n actgeo create secret generic (\S+)", commands)
-    assert set(created) == referenced and len(created) == len(referenced)
-    for literal in re.findall(r"--from-literal=(\S+?)=(\"[^\"]*\"|\S+)", commands):
-        assert re.fullmatch(r'"\$\((openssl rand -hex \d+)\)"|"\$\{[A-Z_]+:\?[^}]+\}"', literal[1]), literal
-    # the values' own header gives the same steps
-    header = (DEPLOY / "helm/values.yaml").read_text().split("\nglobal:", 1)[0]
-    for name in referenced:
-        assert f"create secret generic {name}" in header, name
-
-
-def test_daemon_command_names_the_charts_deployment_and_namespace():
-    text = (DEPLOY / "README.md").read_text()
-    execs = re.findall(r"kubectl (.*?)exec (deploy/\S+)", text)
-    assert execs == [("-n actgeo ", f"deploy/{RELEASE}-dagster-daemon")]
-
-
-def test_queue_keeps_threaded_dequeue_and_the_rendered_instance_is_valid(tmp_path):
-    """The chart's dagster.yaml run_coordinator and concurrency sections (templates/helpers/instance/
-    _run-coordinator.tpl and _concurrency.tpl) from the values: Dagster accepts them together, and the
-    daemon dequeues with threads."""
-    from dagster._core.instance.config import dagster_instance_config
-
-    values = _yaml("helm/values.yaml")
-    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    concurrency = values["concurrency"]
-    # what _run-coordinator.tpl renders with `concurrency.enabled` (falsy values are left out)
-    config: dict = {}
-    if queued.get("maxConcurrentRuns") is not None:
-        config["max_concurrent_runs"] = queued["maxConcurrentRuns"]
-    for key, out in [("tagConcurrencyLimits", "tag_concurrency_limits"),
-                     ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
-                     ("dequeueUseThreads", "dequeue_use_threads"), ("dequeueNumWorkers", "dequeue_num_workers")]:
-        if queued.get(key):
-            config[out] = queued[key]
-    if queued.get("blockOpConcurrencyLimitedRuns"):
-        block = queued["blockOpConcurrencyLimitedRuns"]
-        config["block_op_concurrency_limited_runs"] = {
-            "enabled": block["enabled"], "op_concurrency_slot_buffer": block["opConcurrencySlotBuffer"]}
-    assert config == {"dequeue_use_threads": True, "dequeue_num_workers": 4}
-    instance_yaml = {
-        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
-                            "config": config},
-        "concurrency": {
-            "pools": {"default_limit": concurrency["pools"]["defaultLimit"],
-                      "granularity": concurrency["pools"]["granularity"]},
-            "runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"],
-                     "tag_concurrency_limits": concurrency["runs"]["tagConcurrencyLimits"]},
-        },
-    }
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
-    checked, _ = dagster_instance_config(str(tmp_path), "dagster.yaml")
-    assert checked["run_coordinator"]["config"]["dequeue_use_threads"] is True
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(overrides=instance_yaml, temp_dir=str(tmp_path / "home")) as instance:
-        coordinator = instance.run_coordinator
-        assert coordinator.dequeue_use_threads is True and coordinator.dequeue_num_workers == 4
-        queue = instance.get_concurrency_config().run_queue_config
-        assert queue.max_concurrent_runs == 16
-        assert {"key": "actgeo/gpu", "value": "true", "limit": 8} in queue.tag_concurrency_limits
-
-
 # --------------------------------------------------------------------------------------------------
 # 3. Helm values, compose, Dockerfiles, workspace
 # --------------------------------------------------------------------------------------------------
-
-
-def test_helm_values_name_gpu_pool_postgres_and_k8s_launcher():
-    values = _yaml("helm/values.yaml")
-    text = (DEPLOY / "helm/values.yaml").read_text()
-    assert "nvidia.com/gpu" in text
-    (deployment,) = values["dagster-user-deployments"]["deployments"]
-    assert deployment["port"] == 4000
-    assert deployment["codeServerArgs"] == ["-m", "actgeo_assets.definitions"]
-    assert values["runLauncher"]["type"] == "K8sRunLauncher"
-    assert values["postgresql"]["enabled"] is True
-    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
-    assert values["concurrency"]["enabled"] is True
-    assert values["concurrency"]["pools"]["defaultLimit"] >= 1
-    assert {"key": "actgeo/gpu", "value": "true", "limit": 8} in values["concurrency"]["runs"]["tagConcurrencyLimits"]
-    # concurrency.runs and the coordinator's own limits exclude each other in Dagster 1.13
-    assert values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] is None
-    # "actgeo_gpu" is the pool the GPU assets name; the Helm file and the assets must agree
-    assert "actgeo_gpu" in text
-    # run pods and step pods see the shared data volume where ActgeoResource.data_dir points
-    mounts = values["runLauncher"]["config"]["k8sRunLauncher"]["volumeMounts"]
-    assert {"name": "actgeo-data", "mountPath": "/opt/dagster/app/data"} in mounts
-    data_dir = values["actgeo"]["clusterRunConfig"]["resources"]["actgeo"]["config"]["data_dir"]
-    assert data_dir == "/opt/dagster/app/data"
 
 
 def test_gpu_assets_are_in_the_pool_the_deploy_limits():
@@ -596,110 +418,9 @@ def test_gpu_assets_are_in_the_pool_the_deploy_limits():
     assert {k for k, p in pools.items() if p == GPU_POOL} == set(GPU_ASSETS)
 
 
-def test_compose_has_the_four_services():
-    compose = _yaml("docker-compose.yaml")
-    services = compose["services"]
-    assert set(services) == {"postgres", "actgeo-code", "webserver", "daemon"}
-    code = services["actgeo-code"]
-    assert code["command"][:3] == ["dagster", "code-server", "start"]
-    assert "4000" in code["command"]
-    assert services["webserver"]["command"][0] == "dagster-webserver"
-    assert services["daemon"]["command"][:2] == ["dagster-daemon", "run"]
-    for name in ("actgeo-code", "webserver", "daemon"):
-        env = services[name]["environment"]
-        assert {"DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
-                "DAGSTER_PG_PORT"} <= set(env), name
-        assert env["DAGSTER_PG_HOST"] == "postgres"
-    assert any(v.startswith("actgeo-data:") for v in code["volumes"])
-
-
-def test_dockerfiles_pin_torch_and_start_the_code_server():
-    cmd = '["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "actgeo_assets.definitions"]'
-    cpu = (DEPLOY / "Dockerfile").read_text()
-    assert cpu.startswith("#") and re.search(r"^FROM python:3\.11-slim$", cpu, re.M)
-    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu
-    assert "pip install '.[cpu]'" in cpu
-    assert f"CMD {cmd}" in cpu
-
-    cuda = (DEPLOY / "Dockerfile.cuda").read_text()
-    assert re.search(r"nvidia/cuda:12\.\d+(\.\d+)?-runtime", cuda)
-    assert re.search(r"ARG TORCH_CUDA=cu12\d", cuda)
-    assert 'pip install torch==2.13.0 --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"' in cuda
-    assert "pip install '.[gpu]'" in cuda  # the gpu extra: faiss-gpu-cu12 instead of faiss-cpu
-    assert f"CMD {cmd}" in cuda
-
-    # The pins agree with pyproject.toml.
-    pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
-    assert '"torch==2.13.0"' in pyproject
-
-
-def test_workspace_points_at_the_code_server():
-    workspace = _yaml("workspace.yaml")
-    (entry,) = workspace["load_from"]
-    assert entry["grpc_server"] == {"host": "actgeo-code", "port": 4000, "location_name": "actgeo"}
-    compose = _yaml("docker-compose.yaml")
-    assert "actgeo-code" in compose["services"]
-
-
-def test_deploy_dagster_yaml_is_valid_instance_config():
-    """Schema-level check without a server: Dagster's own instance-config validation."""
-    from dagster._core.instance.config import dagster_instance_config
-
-    config, _ = dagster_instance_config(str(DEPLOY), "dagster.yaml")
-    assert set(config["storage"]) == {"postgres"}
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["concurrency"]["pools"]["default_limit"] == 1
-    assert "config" not in config["run_coordinator"] or not config["run_coordinator"]["config"]
-
-
 # --------------------------------------------------------------------------------------------------
 # 4. No default password, no root, runs killed mid-way are failed by the daemon
 # --------------------------------------------------------------------------------------------------
-
-
-def test_no_default_password_anywhere():
-    """Compose refuses to start without ACTGEO_PG_PASSWORD (``${VAR:?message}``: an error, not a fallback);
-    the Helm values read an existing Secret and carry no password."""
-    text = (DEPLOY / "docker-compose.yaml").read_text()
-    compose = _yaml("docker-compose.yaml")
-    passwords = [compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]]
-    passwords += [compose["services"][name]["environment"]["DAGSTER_PG_PASSWORD"]
-                  for name in ("actgeo-code", "webserver", "daemon")]
-    for value in passwords:
-        assert re.fullmatch(r"\$\{ACTGEO_PG_PASSWORD:\?[^}]+\}", value), value
-    assert not re.search(r"\$\{[A-Z_]*PASSWORD[A-Z_]*:?-", text)  # no ${...:-default} for a password
-
-    values = _yaml("helm/values.yaml")
-    assert values["generatePostgresqlPasswordSecret"] is False  # the chart reads, never generates, a Secret
-    secret = values["global"]["postgresqlSecretName"]
-    assert secret and values["postgresql"]["existingSecret"] == secret  # the bundled server reads it too
-    assert values["postgresql"]["postgresqlPassword"] == ""  # the chart's default password is not used
-    for path in DEPLOY.rglob("*"):
-        if path.is_file():
-            body = path.read_text().lower()
-            for weak in ("change-me", "changeme", ":-actgeo}", "password: actgeo", "postgresqlpassword: test"):
-                assert weak not in body, (path, weak)
-
-
-def test_images_run_as_a_non_root_user():
-    for name in ("Dockerfile", "Dockerfile.cuda"):
-        text = (DEPLOY / name).read_text()
-        users = re.findall(r"^USER\s+(\S+)", text, re.M)
-        assert users, name
-        uid = users[-1].split(":")[0]
-        assert uid not in ("root", "0"), name
-        # the last USER comes after every RUN (nothing installs as that user) and before the CMD
-        last_user = text.rindex("\nUSER ")
-        assert text.rindex("\nRUN ") < last_user < text.rindex("\nCMD "), name
-        assert re.search(r"useradd .*--uid 10001", text) and "chown -R actgeo:actgeo /opt/dagster/app/data" in text
-    (deployment,) = _yaml("helm/values.yaml")["dagster-user-deployments"]["deployments"]
-    pod = deployment["podSecurityContext"]
-    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001 and pod["fsGroup"] == 10001
-
-
-def test_instance_monitors_runs():
-    assert _yaml("dagster.yaml")["run_monitoring"]["enabled"] is True
-    assert _yaml("helm/values.yaml")["dagsterDaemon"]["runMonitoring"]["enabled"] is True
 
 
 def test_backfills_are_one_run_per_stage_locally_and_per_partition_on_kubernetes(monkeypatch) -> None:
