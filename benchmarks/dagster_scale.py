@@ -175,8 +175,8 @@ def page_checks(n_shards: int, invocation: str) -> dict[str, tuple[str, Callable
         page.get_by_text("pairs_compared", exact=True).first.wait_for()
 
     def runs(page: Any) -> None:
-        page.get_by_text("stage_merge", exact=True).first.wait_for()
-        page.get_by_text("stage_tiles", exact=True).first.wait_for()
+        page.get_by_text("merge_job", exact=True).first.wait_for()
+        page.get_by_text("tiles_job", exact=True).first.wait_for()
 
     def components(page: Any) -> None:  # the summary metadata of the merge
         page.get_by_text("n_components", exact=True).first.wait_for()

@@ -32,9 +32,9 @@ from actgeo_tests.support.dagster_ui import dagster_ui, free_port  # noqa: E402
 
 #: The assets `make demo` materializes (and the faiss index that `actgeo which` builds on demand).
 PIPELINE = ["raw_activations", "activation_mean", "normalized", "edge_tiles", "components", "component_cards",
-            "neighbour_index"]
+            "lookup"]
 #: What "Materialize all" on the lineage page selects: every asset of the Definitions.
-EVERYTHING = [*PIPELINE, "layer_geometry"]
+EVERYTHING = [*PIPELINE, "layers"]
 
 LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack }
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 for name in chosen:
                     t = times[name]
-                    t["cli"].append(run_cli(env, layers="layer_geometry" in selections[name]))
+                    t["cli"].append(run_cli(env, layers="layers" in selections[name]))
                     last[name] = materialize_all(ui, selections[name])
                     t["ui"].append(last[name]["seconds"])
                     t["done"].append(last[name]["seconds_to_completed"])
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "loop every 2 s); the backfill is the one \"Materialize all\" launches (all partitions), timed from its "
         "launch to the end of its last run. The command line does the same work: `pipeline` = the assets "
         "`make demo` builds (+ `neighbour_index`, 1 s) against `actgeo run --profile demo --force`; `everything` "
-        "= the lineage page's selection (+ `layer_geometry`) against that plus `actgeo layers`.",
+        "= the lineage page's selection (+ `layers`) against that plus `actgeo layers`.",
         "",
         "| selection | command line, median s (runs) | \"Materialize all\", median s (runs) | ratio |",
         "|---|---|---|---|",

@@ -27,7 +27,15 @@ from typing import Any
 import dagster as dg
 
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
-from actgeo_assets.defs.pipeline import JOBS, eager_stages, sensor_stages, specs_for, stage
+from actgeo_assets.defs.pipeline import (
+    JOBS,
+    STAGES,
+    Stage,
+    build_jobs,
+    eager_stages,
+    sensor_stages,
+    specs_for,
+)
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.activations import source_fingerprints
 from actgeo_assets.lib.stages.plan import plan
@@ -51,14 +59,30 @@ SENSOR_INTERVAL_S = 15
 SENSOR_MAX_RUNS_PER_TICK = 10
 
 
-@dg.sensor(
-    name="shard_sensor",
-    jobs=list({stage(a).job: JOBS[stage(a).job] for a in SENSOR_STAGES}.values()),
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
-)
-def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) -> dg.SensorResult:
+def build_shard_sensor(stages: tuple[Stage, ...] = STAGES) -> dg.SensorDefinition:
+    """The shard sensor of a pipeline declaration: it targets the jobs of the stages declared ``sensor=True``
+    and requests their stale partitions, earliest stage first."""
+    names = tuple(s.name for s in sensor_stages(stages))
+    jobs = JOBS if stages is STAGES else build_jobs(stages)
+    by_name = {s.name: s for s in stages}
+
+    @dg.sensor(
+        name="shard_sensor",
+        jobs=list({by_name[a].job: jobs[by_name[a].job] for a in names}.values()),
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
+    )
+    def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) -> dg.SensorResult:
+        return _evaluate(context, actgeo, names, stages)
+
+    return shard_sensor
+
+
+def _evaluate(context: dg.SensorEvaluationContext, actgeo: ActgeoResource, names: tuple[str, ...],
+              stages: tuple[Stage, ...]) -> dg.SensorResult:
+    """One tick of the shard sensor over the stages ``names`` of ``stages``."""
+    by_name = {s.name: s for s in stages}
     settings, layout = actgeo.settings(), actgeo.layout()
     fingerprints = source_fingerprints(settings)
     requests: list = []
@@ -75,13 +99,13 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     if writer := _writer(layout.lock):  # `make demo` while `make ui` runs: its runs would only fail
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason(f"waiting: {writer} is writing {layout.root.parent}"))
-    todo = plan(settings, layout, specs_for(SENSOR_STAGES), memo={"fingerprints": fingerprints})
-    next_stage = todo.first_stage(among=SENSOR_STAGES)
+    todo = plan(settings, layout, specs_for(names, stages), memo={"fingerprints": fingerprints})
+    next_stage = todo.first_stage(among=names)
     if next_stage is None:  # what follows is left to declarative automation
         return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=dg.SkipReason(
-            f"every partition of {', '.join(SENSOR_STAGES)} is current"))
+            f"every partition of {', '.join(names)} is current"))
     asset, parts = next_stage
-    job = stage(asset).job
+    job = by_name[asset].job
     if any(run.job_name != job for run in active):
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
@@ -102,6 +126,10 @@ def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) ->
     runs = [dg.RunRequest(job_name=job, partition_key=p,
                           tags={SENSOR_TAG: context.sensor_name, INPUTS_TAG: inputs[p]}) for p in batch]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+
+shard_sensor = build_shard_sensor()
 
 
 def inputs_fingerprint(run_key: dict[str, Any], fingerprints: dict[str, str], partition: str | None) -> str:

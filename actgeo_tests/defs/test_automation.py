@@ -99,10 +99,10 @@ def test_new_shard_recomputes_only_its_tiles(tmp_path: Path, model_dir: str) -> 
     instance = dg.DagsterInstance.ephemeral()
 
     first = _drain(resource, instance)
-    assert sorted(p for j, p in first if j == "stage_capture") == ["shard-a", "shard-b"]
-    assert sorted(p for j, p in first if j == "stage_tiles") == [
+    assert sorted(p for j, p in first if j == "capture_job") == ["shard-a", "shard-b"]
+    assert sorted(p for j, p in first if j == "tiles_job") == [
         "shard-a__shard-a", "shard-a__shard-b", "shard-b__shard-b"]
-    assert not any(j == "stage_mean" for j, _ in first), "l2 needs no mean"
+    assert not any(j == "mean_job" for j, _ in first), "l2 needs no mean"
     # the daemon's first evaluation only sets the cursor (eager reacts to updates after it)
     cursor, requested = _automation(instance)
     assert requested == set()
@@ -116,9 +116,9 @@ def test_new_shard_recomputes_only_its_tiles(tmp_path: Path, model_dir: str) -> 
     # a third shard file arrives
     shutil.copy(files[2], corpus / files[2].name)
     second = _drain(resource, instance)
-    assert [p for j, p in second if j == "stage_capture"] == ["shard-c"]
-    assert [p for j, p in second if j == "stage_normalize"] == ["shard-c"]
-    assert sorted(p for j, p in second if j == "stage_tiles") == [
+    assert [p for j, p in second if j == "capture_job"] == ["shard-c"]
+    assert [p for j, p in second if j == "normalize_job"] == ["shard-c"]
+    assert sorted(p for j, p in second if j == "tiles_job") == [
         "shard-a__shard-c", "shard-b__shard-c", "shard-c__shard-c"]
     assert len(second) == 5
     # declarative automation now wants the merge and the cards
@@ -140,4 +140,4 @@ def test_new_shard_recomputes_only_its_tiles(tmp_path: Path, model_dir: str) -> 
         fh.write(json.dumps({"text": "A new document about licences and code. " * 20,
                              "meta": {"pile_set_name": "Github"}}) + "\n")
     third = _drain(resource, instance)
-    assert [p for j, p in third if j == "stage_capture"] == ["shard-b"]
+    assert [p for j, p in third if j == "capture_job"] == ["shard-b"]

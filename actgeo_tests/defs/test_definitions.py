@@ -1,4 +1,4 @@
-"""The Definitions load: seven assets in lineage, their partitions, the resource derived from RunSettings."""
+"""The Definitions load: eight assets in lineage, their partitions, the resource derived from RunSettings."""
 
 from __future__ import annotations
 
@@ -30,17 +30,18 @@ def test_asset_keys_and_lineage() -> None:
     g = _graph()
     keys = {k.to_user_string() for k in g.get_all_asset_keys()}
     assert keys == {"raw_activations", "activation_mean", "normalized", "edge_tiles", "components",
-                    "component_cards", "neighbour_index", "layer_geometry"}
+                    "component_cards", "lookup", "layers"}
     parents = {k.to_user_string(): {p.to_user_string() for p in g.get(k).parent_keys}
                for k in g.get_all_asset_keys()}
     assert parents["raw_activations"] == set()
     assert parents["activation_mean"] == {"raw_activations"}
     assert parents["normalized"] == {"raw_activations", "activation_mean"}
     assert parents["edge_tiles"] == {"normalized"}
-    assert parents["components"] == {"edge_tiles"}
-    assert parents["component_cards"] == {"components"}
-    assert parents["neighbour_index"] == {"normalized", "components"}
-    assert parents["layer_geometry"] == set()  # the layer sweep captures its own activations
+    # the merge reads the shards' sizes, forests and rows; the cards the token tables, rows and the layer section
+    assert parents["components"] == {"edge_tiles", "normalized"}
+    assert parents["component_cards"] == {"raw_activations", "normalized", "components", "layers"}
+    assert parents["lookup"] == {"normalized", "components"}
+    assert parents["layers"] == set()  # the layer sweep captures its own activations
 
 
 def test_partitions() -> None:
@@ -56,7 +57,7 @@ def test_partitions() -> None:
     assert pdef("activation_mean") is None
     assert pdef("components") is None
     assert pdef("component_cards") is None
-    assert pdef("neighbour_index") is None
+    assert pdef("lookup") is None
 
 
 def test_checks_declared() -> None:

@@ -1,4 +1,4 @@
-"""The layer sweep on the tiny model: the Definitions' job `layer_sweep` (asset `layer_geometry`) runs as its
+"""The layer sweep on the tiny model: the Definitions' job `layer_sweep` (asset `layers`) runs as its
 own run, its table agrees with an independent single-layer capture and a float64 brute force, the report of a
 finished run gains the section, `actgeo layers` prints the table, and a layer beyond the model's depth is
 refused by name."""
@@ -41,8 +41,8 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
     out = materialize_layer_sweep(resource, instance, echo=lambda s: None)
     assert out["cards"]  # the run was finished, so its cards (and report) were rendered again
     jobs = [r.job_name for r in instance.get_runs()]
-    assert jobs.count("layer_sweep") == 1 and jobs.count("stage_merge") == 2
-    meta = instance.get_latest_materialization_event(dg.AssetKey("layer_geometry")).asset_materialization.metadata
+    assert jobs.count("layers_job") == 1 and jobs.count("merge_job") == 2
+    meta = instance.get_latest_materialization_event(dg.AssetKey("layers")).asset_materialization.metadata
     assert meta["n"].value == 200 and meta["reference_layer"].value == 1 and "at_0.6" in meta
 
     layers_dir = data / "demo" / "layers"
@@ -116,13 +116,13 @@ def test_actgeo_layers_reuses_a_current_comparison(model: str, tmp_path: Path, c
         return capsys.readouterr().out, meta.stat().st_mtime_ns
 
     out, first = run("--set", "compare_budget=120")
-    assert "layer_geometry" in out and "ok in" in out
+    assert "layers" in out and "ok in" in out
     def results() -> pd.DataFrame:  # the table without its timing column
         return pd.read_csv(layers_dir / "geometry.csv").drop(columns="seconds")
 
     table, raw = results(), (layers_dir / "geometry.csv").read_bytes()
     out, again = run("--set", "compare_budget=120")
-    assert again == first and "current (" in out and "ok in" not in out.split("layer_geometry")[1].splitlines()[0]
+    assert again == first and "current (" in out and "ok in" not in out.split("layers")[1].splitlines()[0]
     assert (layers_dir / "geometry.csv").read_bytes() == raw
     assert "layers x normalizations at cosine 0.7 (120 tokens)" in out  # the table is still printed
     out, forced = run("--set", "compare_budget=120", "--force")

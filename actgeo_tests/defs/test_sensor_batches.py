@@ -19,7 +19,7 @@ from actgeo_assets.defs.automation import (
     SENSOR_TAG,
     shard_sensor,
 )
-from actgeo_assets.defs.jobs import STAGE_JOBS
+from actgeo_assets.defs.pipeline import stage
 from actgeo_assets.defs.resources import ActgeoResource
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
@@ -52,7 +52,7 @@ def _queue(instance: dg.DagsterInstance, job: str, partitions: list[str | None],
 def test_requests_are_capped_and_topped_up_without_repeats(resource: ActgeoResource) -> None:
     assert SENSOR_MAX_RUNS_PER_TICK < N_SHARDS / 2
     expected = [f"shard-{i:03d}" for i in range(N_SHARDS)]
-    capture = STAGE_JOBS["raw_activations"].name
+    capture = stage("raw_activations").job
     requested: list[str] = []
     with dg.instance_for_test() as instance:
         for _ in range(N_SHARDS):  # enough ticks; each must add something until every shard is queued
@@ -77,20 +77,20 @@ def test_requests_are_capped_and_topped_up_without_repeats(resource: ActgeoResou
 
 def test_waits_for_another_stages_runs(resource: ActgeoResource) -> None:
     with dg.instance_for_test() as instance:
-        _queue(instance, STAGE_JOBS["edge_tiles"].name, ["shard-000__shard-001"])
+        _queue(instance, stage("edge_tiles").job, ["shard-000__shard-001"])
         result = _tick(resource, instance)
         assert not result.run_requests
         assert result.skip_reason.skip_message == "waiting for the previous stage's runs"
         # runs without the sensor's tag (`actgeo run`, the UI) are not the sensor's to wait for
         with dg.instance_for_test() as other:
-            create_run_for_test(other, job_name=STAGE_JOBS["edge_tiles"].name, status=dg.DagsterRunStatus.STARTED)
+            create_run_for_test(other, job_name=stage("edge_tiles").job, status=dg.DagsterRunStatus.STARTED)
             assert len(_tick(resource, other).run_requests) == SENSOR_MAX_RUNS_PER_TICK
 
 
 def test_a_failed_partition_is_not_retried_until_its_inputs_change(resource: ActgeoResource) -> None:
     """A run that failed (a bad file, a bug) is not requested every tick forever: only when what it reads
     changes (here: the settings), or when the user re-executes it. A canceled run is requested again."""
-    capture = STAGE_JOBS["raw_activations"].name
+    capture = stage("raw_activations").job
     with dg.instance_for_test() as instance:
         first = _tick(resource, instance)
         assert all(len(r.tags[INPUTS_TAG]) == 16 for r in first.run_requests)
@@ -108,7 +108,7 @@ def test_a_failed_partition_is_not_retried_until_its_inputs_change(resource: Act
 
 
 def test_the_skip_reason_names_a_failed_partition(resource: ActgeoResource) -> None:
-    capture = STAGE_JOBS["raw_activations"].name
+    capture = stage("raw_activations").job
     one = ActgeoResource(profile="demo", data_dir=resource.data_dir, model=resource.model, layer=2,
                          corpus=resource.corpus, n_shards=1, budget=100)
     with dg.instance_for_test() as instance:

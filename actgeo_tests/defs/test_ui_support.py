@@ -257,4 +257,4 @@ def test_shard_sensor_waits_while_actgeo_run_writes(tmp_path: Path) -> None:
     assert "waiting: PID" in result.skip_reason.skip_message and "actgeo run --profile demo" in (
         result.skip_reason.skip_message)
     result = shard_sensor(context)  # released: the (empty) data directory is stale, captures are requested
-    assert [r.job_name for r in result.run_requests] == ["stage_capture"] * 4
+    assert [r.job_name for r in result.run_requests] == ["capture_job"] * 4

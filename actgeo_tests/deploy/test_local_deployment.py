@@ -169,7 +169,7 @@ def test_queued_run_launched_by_daemon_in_its_own_process(tmp_path: Path, monkey
 
             # queued with no daemon yet: nothing dequeues it
             submitted = time.time()
-            run_id = client.submit_job_execution("stage_capture", repository_location_name=LOCATION,
+            run_id = client.submit_job_execution("capture_job", repository_location_name=LOCATION,
                                                  tags={"dagster/partition": "shard-000"})
             assert client.get_run_status(run_id) == dg.DagsterRunStatus.QUEUED
 

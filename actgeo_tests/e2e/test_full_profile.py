@@ -3,8 +3,6 @@ Gemma2 with 14 layers and a local corpus instead of Gemma 2 2B and pile-10k."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -14,16 +12,16 @@ from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.config.settings import PROFILES
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
+from actgeo_tests.support.paths import MINI_CORPUS
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("full")
+    # the full profile's own settings (not the tiny run's): what this test checks is that they carry over
     resource = ActgeoResource(profile="full", data_dir=str(tmp / "data"), model=tiny_gemma2(tmp, n_layers=14),
-                              corpus=str(FIXTURE), budget=2_000, batch_size=8, contexts_per_card=2)
+                              corpus=str(MINI_CORPUS), budget=2_000, batch_size=8, contexts_per_card=2)
     record = materialize_run(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
     return resource, record
 

@@ -7,7 +7,6 @@ cards with the labels, and the SQL rows with the cards.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -19,20 +18,16 @@ from actgeo_assets.lib.outputs.report import format_summary
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import tiny_values
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("e2e")
     model_dir = tiny_gemma2(tmp / "model")
-    resource = ActgeoResource(
-        profile="demo", data_dir=str(tmp / "data"), model=model_dir, layer=2, corpus=str(FIXTURE),
-        n_shards=3, budget=1200, context_len=48, batch_size=4, normalization="center_l2",
-        threshold=0.6, min_threshold=0.4, sweep=[0.4, 0.5, 0.6, 0.7, 0.8], card_ranks=[2, 6],
-        contexts_per_card=3,
-    )
+    # three shards (six tiles) and ranks up to 6: more partitions and cards than the tiny run's
+    resource = ActgeoResource(data_dir=str(tmp / "data"),
+                              **tiny_values(model=model_dir, n_shards=3, budget=1200, card_ranks=[2, 6]))
     instance = dg.DagsterInstance.ephemeral()
     record = materialize_run(resource, instance, echo=lambda s: None)
     return resource, instance, record

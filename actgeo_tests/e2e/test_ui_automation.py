@@ -96,7 +96,7 @@ def test_a_dropped_file_becomes_shards_tiles_components_and_cards(tmp_path: Path
         assert len(_since(ui, "components", t0)) >= 1
         launched_by = {(r["jobName"], {t["key"]: t["value"] for t in r["tags"]}.get("dagster/sensor_name"))
                        for r in runs if r["startTime"] and r["startTime"] > t0}
-        assert ("stage_capture", "shard_sensor") in launched_by
+        assert ("capture_job", "shard_sensor") in launched_by
         assert any(sensor == "default_automation_condition_sensor" for _, sensor in launched_by), launched_by
 
         with chromium_context(viewport=(1400, 1000), timeout_ms=60_000) as ctx:

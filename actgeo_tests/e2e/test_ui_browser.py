@@ -88,9 +88,9 @@ def test_runner_runs_are_stage_jobs_grouped_and_reexecutable(dagster_ui) -> None
     runs = ui.graphql(INVOCATION_RUNS, {"tag": tag})["runsOrError"]["results"]
     jobs = sorted(r["jobName"] for r in runs)
     # 2 shards: 2 captures, the mean, 2 normalizations, 3 tiles, one merge (components + cards)
-    assert jobs == ["stage_capture"] * 2 + ["stage_mean", "stage_merge"] + ["stage_normalize"] * 2 + ["stage_tiles"] * 3
+    assert jobs == ["capture_job"] * 2 + ["mean_job", "merge_job"] + ["normalize_job"] * 2 + ["tiles_job"] * 3
     assert {r["status"] for r in runs} == {"SUCCESS"}
-    capture = next(r for r in runs if r["jobName"] == "stage_capture")
+    capture = next(r for r in runs if r["jobName"] == "capture_job")
     # the run's job is the Definitions' own: the UI can re-execute it (the same settings, from the run config)
     launched = ui.graphql("""mutation($id: String!) { launchPipelineReexecution(
         reexecutionParams: {parentRunId: $id, strategy: ALL_STEPS}) {
@@ -103,8 +103,8 @@ def test_runner_runs_are_stage_jobs_grouped_and_reexecutable(dagster_ui) -> None
         page = ctx.new_page()
         page.goto(ui.url(f"/runs?q%5B0%5D=tag%3Aactgeo%2Finvocation%3D{tag}"))
         skip_community_dialog(page)
-        page.get_by_text("stage_merge").first.wait_for()
-        assert page.get_by_text("stage_capture").count() >= 1
+        page.get_by_text("merge_job").first.wait_for()
+        assert page.get_by_text("capture_job").count() >= 1
         _shot(page, "ui-runs-of-one-invocation.png")
         # a capture run: "Re-execute" is offered, and its stderr holds the asset's log lines
         page.goto(ui.url(f"/runs/{capture['runId']}"))
@@ -216,7 +216,7 @@ def test_only_local_jobs_and_automation_on(dagster_ui) -> None:
     (repo,) = data["repositoriesOrError"]["nodes"]
     assert repo["location"]["name"] == "actgeo_assets.definitions"  # the origin the runner's runs carry
     jobs = {j["name"] for j in repo["jobs"]}
-    assert {"stage_capture", "stage_mean", "stage_normalize", "stage_tiles", "stage_merge"} <= jobs
+    assert {"capture_job", "mean_job", "normalize_job", "tiles_job", "merge_job"} <= jobs
     assert not [j for j in jobs if j.startswith("cluster_")]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
     assert sensors == {"shard_sensor": "RUNNING", "default_automation_condition_sensor": "RUNNING"}
@@ -262,8 +262,8 @@ def test_materialize_all_is_one_run_per_stage(dagster_ui) -> None:
     assert {r["status"] for r in runs} == {"SUCCESS"}
     stages = sorted(tuple(sorted(a["path"][-1] for a in r["assetSelection"])) for r in runs)
     # capture, layer sweep, mean, normalization, tiles, and the merge: one run each
-    assert stages == sorted([("raw_activations",), ("layer_geometry",), ("activation_mean",), ("normalized",),
-                             ("edge_tiles",), ("component_cards", "components", "neighbour_index")]), stages
+    assert stages == sorted([("raw_activations",), ("layers",), ("activation_mean",), ("normalized",),
+                             ("edge_tiles",), ("component_cards", "components", "lookup")]), stages
     capture = next(r for r in runs if r["assetSelection"] == [{"path": ["raw_activations"]}])
     tags = {t["key"]: t["value"] for t in capture["tags"]}
     assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
