@@ -25,15 +25,16 @@ from actgeo_tests.support.dagster_ui import (
     instance_home,
     skip_community_dialog,
 )
+from actgeo_tests.support.paths import MINI_CORPUS
 from actgeo_tests.support.tiny_model import tiny_gemma2
+from actgeo_tests.support.tiny_run import tiny_values
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 pytestmark = pytest.mark.browser
 
 
 def _split_fixture(folder: Path) -> list[Path]:
     """Three corpus files of 14 documents each."""
-    lines = FIXTURE.read_text().splitlines()
+    lines = MINI_CORPUS.read_text().splitlines()
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for i, name in enumerate(("a", "b", "c")):
@@ -54,10 +55,10 @@ def test_a_dropped_file_becomes_shards_tiles_components_and_cards(tmp_path: Path
     corpus.mkdir()
     for f in files[:2]:
         shutil.copy(f, corpus / f.name)
-    config = {"profile": "demo", "data_dir": str(data), "model": tiny_gemma2(tmp_path / "model"), "layer": 2,
-              "corpus": str(corpus), "shard_by": "file", "budget_per_shard": 250, "context_len": 48,
-              "batch_size": 4, "normalization": "l2", "threshold": 0.6, "min_threshold": 0.4,
-              "card_ranks": [2, 4], "contexts_per_card": 2}
+    # the tiny run on a corpus folder, one shard per file; l2 (no mean over all shards), so a new file's
+    # shard leaves the others' unit rows current
+    config = {"data_dir": str(data), **tiny_values(model=tiny_gemma2(tmp_path / "model"), corpus=str(corpus),
+                                                   shard_by="file", budget_per_shard=250, normalization="l2")}
     cfg = tmp_path / "actgeo.yaml"
     cfg.write_text(yaml.safe_dump(config))
     env = {"DAGSTER_HOME": str(instance_home(tmp_path / "home")), "ACTGEO_CONFIG": str(cfg),

@@ -21,9 +21,8 @@ from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_
 from actgeo_tests.support.dagster_ui import dagster_ui as start_ui
 from actgeo_tests.support.dagster_ui import environ, free_port, instance_home, skip_community_dialog
 from actgeo_tests.support.tiny_model import tiny_gemma2
+from actgeo_tests.support.tiny_run import tiny_values
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "actgeo_tests" / "fixtures" / "mini_corpus.jsonl"
 pytestmark = pytest.mark.browser
 
 
@@ -35,12 +34,10 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("ui")
     home = instance_home(tmp / "dagster_home")
     data = tmp / "data"
-    config = {
-        "profile": "demo", "data_dir": str(data), "model": tiny_gemma2(tmp / "model"), "layer": 2,
-        "corpus": str(FIXTURE), "n_shards": 2, "budget": 400, "context_len": 32, "batch_size": 4,
-        "threshold": 0.6, "min_threshold": 0.4, "card_ranks": [2, 4], "contexts_per_card": 2,
-        "compare_layers": [0, 1, 2], "compare_budget": 120,  # the tiny model's layers, for "Materialize all"
-    }
+    # the tiny run at 400 rows (the UI materializes it twice), with a layer sweep the tiny model can run
+    # (its layers 0..2), for "Materialize all"
+    config = {"data_dir": str(data), **tiny_values(model=tiny_gemma2(tmp / "model"), budget=400,
+                                                   compare_layers=[0, 1, 2], compare_budget=120)}
     cfg = tmp / "actgeo.yaml"
     cfg.write_text(yaml.safe_dump(config))
     env = {"DAGSTER_HOME": str(home), "ACTGEO_CONFIG": str(cfg), "ACTGEO_REPORT_URL": f"http://127.0.0.1:{free_port()}"}

@@ -10,7 +10,6 @@ end in the library: capture on the GPU, normalize, components on the GPU == floa
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ import torch
 
 from actgeo_assets.lib.graph import cosine_components, single_linkage_forest
 from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
+from actgeo_tests.support.paths import MINI_CORPUS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 
 
 
@@ -80,7 +79,7 @@ def test_cuda_bf16_capture_matches_cpu_float32(tmp_path) -> None:
     from actgeo_tests.support.tiny_model import tiny_gemma2
 
     path = tiny_gemma2(tmp_path, n_layers=14, hidden=128)
-    texts = [json.loads(line)["text"] for line in FIXTURE.read_text().splitlines()]
+    texts = [json.loads(line)["text"] for line in MINI_CORPUS.read_text().splitlines()]
     docs = [Document(i, t, "fixture") for i, t in enumerate(texts)]
     kw = dict(layer=12, context_len=128, budget=1_500, batch_size=8, progress=False, out_dtype=np.float32)
     gpu_model = load_model(path, tmp_path / "cache", device="cuda")
@@ -101,7 +100,7 @@ def test_cuda_full_profile_shape_end_to_end(tmp_path) -> None:
     from actgeo_tests.support.tiny_model import tiny_gemma2
 
     path = tiny_gemma2(tmp_path, n_layers=14, hidden=128)
-    texts = [json.loads(line)["text"] for line in FIXTURE.read_text().splitlines()]
+    texts = [json.loads(line)["text"] for line in MINI_CORPUS.read_text().splitlines()]
     docs = [Document(i, t, "fixture") for i, t in enumerate(texts)]
     res = capture_activations(load_model(path, tmp_path / "cache", device="cuda"), docs, layer=12,
                               context_len=256, budget=3_000, batch_size=8, progress=False)
