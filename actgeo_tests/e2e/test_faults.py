@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 
 from actgeo_assets.cli import main
+from actgeo_tests.support.paths import MINI_CORPUS as FIXTURE
+from actgeo_tests.support.paths import REPO as ROOT
 from actgeo_tests.support.tiny_model import tiny_gemma2
+from actgeo_tests.support.tiny_run import tiny_assignments
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "actgeo_tests" / "fixtures" / "mini_corpus.jsonl"
-SETTINGS = ["layer=2", f"corpus={FIXTURE}", "budget=600", "n_shards=2", "context_len=48", "threshold=0.6",
-            "min_threshold=0.4", "card_ranks=[2, 4]"]
+#: The tiny run's settings as ``--set`` texts (the model is each baseline's own).
+SETTINGS = tiny_assignments()
 
 
 @dataclass(frozen=True)
