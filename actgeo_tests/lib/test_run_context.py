@@ -51,3 +51,13 @@ def test_database_url_order_and_the_kubernetes_rule(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as exc:
         _ = resolve_run(environ={"ACTGEO_DATABASE_URL": "postgresql://u:s3cr3t@h:port/db"}).database_url
     assert "s3cr3t" not in str(exc.value) and "environment $ACTGEO_DATABASE_URL" in str(exc.value)
+
+
+def test_relative_data_dir_is_taken_from_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actgeo_assets.lib.store.layout import project_root
+
+    repo = Path(__file__).resolve().parents[2]
+    assert project_root() == repo  # lib/store/layout.py sits three folders below it
+    monkeypatch.chdir(tmp_path)
+    run = resolve_run(environ={})
+    assert run.layout.root == repo / "data" / "demo" and run.database_url == f"sqlite:///{repo / 'data' / 'actgeo.sqlite'}"

@@ -47,7 +47,7 @@ import numpy as np
 def project_root() -> Path | None:
     """The source checkout this package runs from (the folder with ``pyproject.toml`` above the package, as
     `make` and ``pip install -e .`` use it), or None for an installed package (e.g. the Docker image)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # actgeo_assets/lib/store/layout.py
     return root if (root / "pyproject.toml").is_file() and (root / "actgeo_assets").is_dir() else None
 
 
