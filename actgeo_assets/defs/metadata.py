@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import base64
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dagster as dg
-import numpy as np
 
+from actgeo_assets.lib.analysis.numbers import round_number as fmt  # the library's one number rule
 from actgeo_assets.lib.outputs.report import summary_rows
-
-
-def fmt(v: Any) -> Any:
-    """A number as people read it: floats to 4 significant digits (0.9161333333333334 -> 0.9161), integral
-    floats as integers; anything else unchanged."""
-    if isinstance(v, bool) or not isinstance(v, float | np.floating):
-        return v.item() if isinstance(v, np.integer) else v
-    if not math.isfinite(v):
-        return str(v)
-    return int(v) if float(v).is_integer() and abs(v) < 1e15 else float(f"{v:.4g}")
-
 
 #: Short column headers for the asset pages' tables (the metadata panel is about 400 px wide).
 SHORT_HEADERS = {"n_components": "comps", "largest_fraction": "giant share", "second_largest": "2nd",

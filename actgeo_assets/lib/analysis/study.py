@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from actgeo_assets.lib.analysis.numbers import format_number
+
 #: The study's setup, in this project's setting names.
 STUDY_SETUP: dict[str, Any] = {
     "model": "google/gemma-2-2b",
@@ -37,10 +39,10 @@ def compare_with_study(run_key: Mapping[str, Any], summary: Mapping[str, Any]) -
     differences = [f"{k}: study {STUDY_SETUP[k]!r}, this run {run[k]!r}" for k in STUDY_SETUP
                    if run[k] != STUDY_SETUP[k]]
     context = run_key.get("context_len")
-    rows = [(k, _fmt(STUDY_SETUP[k]), _fmt(run[k])) for k in STUDY_SETUP]
-    rows += [("context length (tokens)", "not stated", _fmt(context)),
-             ("components", _fmt(STUDY_RESULTS["n_components"]), _fmt(summary.get("n_components"))),
-             ("largest component", f"~{STUDY_RESULTS['largest']:,}", _fmt(summary.get("largest"))),
+    rows = [(k, format_number(STUDY_SETUP[k]), format_number(run[k])) for k in STUDY_SETUP]
+    rows += [("context length (tokens)", "not stated", format_number(context)),
+             ("components", format_number(STUDY_RESULTS["n_components"]), format_number(summary.get("n_components"))),
+             ("largest component", f"~{STUDY_RESULTS['largest']:,}", format_number(summary.get("largest"))),
              ("largest fraction", f"~{STUDY_RESULTS['largest_fraction']:.1%}",
               f"{float(summary.get('largest_fraction', 0.0)):.1%}")]
     comparable = not differences
@@ -55,11 +57,3 @@ def compare_with_study(run_key: Mapping[str, Any], summary: Mapping[str, Any]) -
                    + n_note)
     return {"rows": rows, "differences": differences, "comparable": comparable, "verdict": verdict,
             "layer_convention": LAYER_CONVENTION}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)

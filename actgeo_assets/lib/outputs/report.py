@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from actgeo_assets.lib.analysis.cards import Card
+from actgeo_assets.lib.analysis.numbers import format_number
 from actgeo_assets.lib.analysis.tokens import plain_python, quote_token
 from actgeo_assets.lib.store.layout import atomic_path
 
@@ -105,18 +106,6 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if v.is_integer() and abs(v) >= 1:
-            return f"{int(v):,}"
-        return f"{v:.4g}" if abs(v) < 1 else f"{v:,.4f}".rstrip("0").rstrip(".")
-    return str(v)
-
-
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -134,13 +123,13 @@ def _figure(key: str, png: bytes, caption: str) -> str:
 def _run_table(run_key: Mapping[str, Any], precision: str | None) -> str:
     run_key = {**run_key, **({"precision": precision} if precision else {})}
     keys = [k for k in RUN_FIELDS if k in run_key] + sorted(k for k in run_key if k not in RUN_FIELDS)
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(run_key[k]))}</td></tr>" for k in keys)
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(format_number(run_key[k]))}</td></tr>" for k in keys)
     return f'<table id="run-key">{rows}</table>'
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
     rows = "".join(
-        f'<tr data-key="{_e(k)}"><th>{_e(name)}</th><td class="num">{_e(_fmt(summary[k]))}</td></tr>'
+        f'<tr data-key="{_e(k)}"><th>{_e(name)}</th><td class="num">{_e(format_number(summary[k]))}</td></tr>'
         for k, name in SUMMARY_FIELDS if k in summary
     )
     return f'<table id="summary">{rows}</table>'
@@ -168,7 +157,7 @@ def _scaling_section(scaling: pd.DataFrame | None, figures: Mapping[str, bytes])
                            "Largest-component fraction and number of components vs N; dashed: the study's N."))
     cols = list(scaling.columns)
     head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
-    body = "".join("<tr>" + "".join(f'<td class="num">{_e(_fmt(plain_python(r[c])))}</td>' for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f'<td class="num">{_e(format_number(plain_python(r[c])))}</td>' for c in cols) + "</tr>"
                    for r in scaling.to_dict("records"))
     out.append(f'<table id="n-scaling"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     return out
@@ -192,7 +181,7 @@ def _sweep_table(sweep: pd.DataFrame, threshold: float | None, table_id: str = "
     body = []
     for rec in sweep.sort_values("threshold").to_dict("records") if "threshold" in cols else []:
         chosen = threshold is not None and abs(float(rec["threshold"]) - float(threshold)) < 1e-9
-        cells = "".join(f'<td class="num">{_e(_fmt(plain_python(rec[c])))}</td>' for c in cols)
+        cells = "".join(f'<td class="num">{_e(format_number(plain_python(rec[c])))}</td>' for c in cols)
         body.append(f'<tr{" class=chosen" if chosen else ""}>{cells}</tr>')
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -278,10 +267,10 @@ def _baseline_section(baseline: Mapping[str, Any] | None, duplicates: Mapping[st
             ("... from one document", _pct(b.get("share_one_document"))),
             ("mean token purity (share of the most frequent token string)", _pct(b.get("mean_token_purity"))),
             ("their members / distinct token strings", f"{b.get('n_members', 0):,} / {b.get('n_token_strings', 0):,}"),
-            ("homogeneity (each component is one token string)", _fmt(b.get("homogeneity"))),
-            ("completeness (each token string is one component)", _fmt(b.get("completeness"))),
-            ("V-measure", _fmt(b.get("v_measure"))),
-            ("adjusted mutual information", _fmt(b.get("ami"))),
+            ("homogeneity (each component is one token string)", format_number(b.get("homogeneity"))),
+            ("completeness (each token string is one component)", format_number(b.get("completeness"))),
+            ("V-measure", format_number(b.get("v_measure"))),
+            ("adjusted mutual information", format_number(b.get("ami"))),
         ]
         out += ['<h2 id="baseline-h">Token-identity baseline</h2>',
                 '<p class="meta">How much of the partition is "the same token string": the agreement of the '
