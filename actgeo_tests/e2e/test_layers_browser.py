@@ -9,15 +9,15 @@ import pytest
 from actgeo_assets.lib.analysis.layers import compare_geometry, giant_fraction_png, section_html
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.outputs.report import write_report
-from actgeo_tests.lib.test_depth import _layers
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
+from actgeo_tests.support.synthetic import layer_acts
 
 
 @pytest.mark.browser
 def test_layers_section_in_chromium(tmp_path) -> None:
     require_chromium()
     settings = RunSettings()
-    acts, weights = _layers()
+    acts, weights = layer_acts()
     cmp = compare_geometry(acts, ["l2", "center_l2", "rmsnorm"], (0.5, 0.6, 0.7, 0.8, 0.9), norm_weights=weights,
                            reference_layer=4, top_k=3, device="cpu")
     png = giant_fraction_png(cmp.table, "three test layers")

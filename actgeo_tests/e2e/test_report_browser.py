@@ -25,15 +25,15 @@ from actgeo_assets.lib.outputs.figures import (
     size_spectrum_png,
 )
 from actgeo_assets.lib.outputs.report import write_report
-from actgeo_tests.lib.test_cards import tiny_run
 from actgeo_tests.support.browser import TEST_OUTPUT, chromium_context, require_chromium
+from actgeo_tests.support.synthetic import card_rows
 
 
 @pytest.mark.browser
 def test_report_in_chromium(tmp_path) -> None:
     require_chromium()
     settings = RunSettings()
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     tokens = tokens.copy()
     tokens["next_token"] = next_token_column(tokens)
     vocab = [".", " House", "<unused1>", "\n"]

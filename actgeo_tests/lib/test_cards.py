@@ -24,67 +24,11 @@ from actgeo_assets.lib.analysis.readout import (
 from actgeo_assets.lib.analysis.tokens import next_token_column, quote_token, select_contexts
 from actgeo_assets.lib.graph import canonical_labels, component_summary
 from actgeo_assets.lib.store.rows import row_getter
+from actgeo_tests.support.synthetic import card_rows
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-
-
-def tiny_run() -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """20 rows in 3 dims, 4 documents.
-
-    label 0 (giant, rows 0-9) near e0; label 1 (rank 2, rows 10-15) near e1 with known cosines;
-    label 2 (rank 3, rows 16-18, all ' self' in one Github doc); label 3 a singleton (row 19).
-    Rank 2's members by cosine to their mean: 10 (doc A) > 11 (A) > 12 (A) ~ 13 (B) > 15 (C) > 14 (B), so the
-    most central member of each document is 10 (A), 13 (B), 15 (C), and the next most central is 11.
-    """
-    labels = np.array([0] * 10 + [1] * 6 + [2] * 3 + [3], dtype=np.int64)
-    x = np.zeros((20, 3))
-    x[:10] = [1, 0.05, 0]
-    x[:10, 2] = np.linspace(0, 0.1, 10)
-    # rank 2: tilt away from e1 grows in the order 10, 11, 13, 12, 15, 14
-    tilt = {10: 0.0, 11: 0.05, 13: -0.1, 12: 0.15, 15: -0.2, 14: 0.25}
-    for r, a in tilt.items():
-        x[r] = [0, 1, a]
-    x[16:19] = [0.1, 0, 1]
-    x[19] = [-1, 0, 0]
-    unit = _unit(x)
-
-    text_a = "line one\n\nline two\n\nline three\n\nend"
-    text_b = "alpha\n\nbeta\n\ngamma"
-    text_c = "<b>x</b>\n\ny"
-    text_g = "class A:\n    def f(self):\n        return self.x + self.y\n"
-    docs = pd.DataFrame({
-        "doc_id": [1, 2, 3, 4],
-        "source": ["Pile-CC", "Wikipedia (en)", "Github", "Github"],
-        "text": [text_a, text_b, text_c, text_g],
-    })
-    spans: list[tuple[int, int, int]] = []  # (doc, start, end)
-    for i in range(10):
-        spans.append((1, i % 5, i % 5 + 1))
-    a_nl = [i for i in range(len(text_a)) if text_a.startswith("\n\n", i) and (i == 0 or text_a[i - 1] != "\n")]
-    b_nl = [i for i in range(len(text_b)) if text_b.startswith("\n\n", i) and (i == 0 or text_b[i - 1] != "\n")]
-    c_nl = text_c.index("\n\n")
-    # rows 10, 11, 12 in doc A; 13, 14 in doc B; 15 in doc C; all '\n\n'
-    spans += [(1, a_nl[0], a_nl[0] + 2), (1, a_nl[1], a_nl[1] + 2), (1, a_nl[2], a_nl[2] + 2),
-              (2, b_nl[0], b_nl[0] + 2), (2, b_nl[1], b_nl[1] + 2), (3, c_nl, c_nl + 2)]
-    selfs = [i - 1 for i in range(len(text_g)) if text_g.startswith("self", i)]  # ' self' / '(self'
-    spans += [(4, s, s + 5) for s in selfs[:3]]
-    spans.append((4, 0, 5))
-    doc_text = dict(zip(docs.doc_id, docs.text, strict=True))
-    doc_src = dict(zip(docs.doc_id, docs.source, strict=True))
-    tokens = pd.DataFrame({
-        "row": np.arange(20),
-        "doc_id": [d for d, _, _ in spans],
-        "position": np.arange(20) % 7,
-        "token_id": np.arange(20) + 100,
-        "token": [doc_text[d][s:e] for d, s, e in spans],
-        "char_start": [s for _, s, _ in spans],
-        "char_end": [e for _, _, e in spans],
-        "source": [doc_src[d] for d, _, _ in spans],
-    })
-    tokens.loc[16:18, "token"] = " self"  # the token table's text (not the span) is what top_tokens count
-    return labels, unit, tokens, docs
 
 
 def test_select_contexts_central_then_diverse() -> None:
@@ -97,7 +41,7 @@ def test_select_contexts_central_then_diverse() -> None:
 
 
 def test_build_cards_selection_and_fields() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 3), contexts_per_card=4,
                         threshold=0.7)
     assert [c.rank for c in cards] == [2, 3] and not cards.notes
@@ -124,7 +68,7 @@ def test_build_cards_selection_and_fields() -> None:
 
 
 def test_build_cards_notes_missing_ranks_and_shards_equal_callable() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     shards = [(0, unit[:7]), (7, unit[7:15]), (15, unit[15:])]
     a = build_cards(labels, shards, tokens, docs, ranks=(2, 20), threshold=0.7)
     b = build_cards(labels, lambda i: unit[i], tokens, docs, ranks=(2, 20), threshold=0.7)
@@ -138,7 +82,7 @@ def test_build_cards_notes_missing_ranks_and_shards_equal_callable() -> None:
 
 
 def test_build_cards_rejects_mismatched_tokens() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     with pytest.raises(ValueError, match="tokens table has 19 rows"):
         build_cards(labels, unit.__getitem__, tokens.iloc[:19], docs, threshold=0.7)
     with pytest.raises(ValueError, match="lacks columns"):
@@ -215,7 +159,7 @@ def test_next_token_readout_tiny_model() -> None:
 
 
 def test_build_cards_lens_reads_the_mean_minus_the_corpus_mean() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     raw = unit * 7.0 + np.array([0.0, 0.0, 30.0])  # a big shared offset: the raw mean reads 't2' everywhere
     unembed = torch.eye(3)
 
@@ -276,7 +220,7 @@ def test_next_token_column_against_a_lookup() -> None:
 
 
 def test_cards_show_next_tokens_model_predictions_and_purity() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     tokens = tokens.copy()
     tokens["next_token"] = [f"n{r % 3}" if r % 4 else None for r in range(len(tokens))]
     calls: list[np.ndarray] = []
@@ -379,7 +323,7 @@ def test_token_baseline_against_plain_counting() -> None:
 
 
 def test_giant_subcards() -> None:
-    labels, unit, tokens, docs = tiny_run()
+    labels, unit, tokens, docs = card_rows()
     giant = np.flatnonzero(labels == 0)
     sub = np.array([7, 7, 7, 3, 3, 9, 9, 9, 9, 1])  # non-canonical labels at a higher threshold
     cards = giant_subcards(sub, giant, unit.__getitem__, tokens, docs, higher_threshold=0.9, ranks=(1, 5))

@@ -15,22 +15,10 @@ from actgeo_assets.lib.analysis.layers import (
     landing_table,
     mean_pairwise_cosine,
 )
-from actgeo_tests.support.oracle import brute_force_labels, clustered
+from actgeo_tests.support.oracle import brute_force_labels
+from actgeo_tests.support.synthetic import layer_acts
 
 THRESHOLDS = (0.5, 0.7, 0.9)
-
-
-def _layers() -> tuple[dict[int, np.ndarray], dict[int, dict]]:
-    """Three 'layers' of 240 rows in 16 dims: clusters, rescaled per row, plus a massive shared dimension
-    (grown with depth) that makes plain L2 see every pair as similar; and a Gemma-style norm weight each."""
-    rng = np.random.default_rng(7)
-    acts, weights = {}, {}
-    for i, layer in enumerate((1, 4, 6)):
-        x = clustered(240, 16, seed=layer).astype(np.float64) * rng.lognormal(0, 0.5, (240, 1))
-        x[:, 3] += 2.0 * (i + 1)
-        acts[layer] = x.astype(np.float32)
-        weights[layer] = {"weight": rng.uniform(-0.5, 1.5, 16).astype(np.float32), "kind": "gemma", "eps": 1e-6}
-    return acts, weights
 
 
 def _reference_unit(x: np.ndarray, method: str, weight: dict) -> np.ndarray:
@@ -44,7 +32,7 @@ def _reference_unit(x: np.ndarray, method: str, weight: dict) -> np.ndarray:
 
 
 def test_components_and_mean_cosine_equal_float64_brute_force() -> None:
-    acts, weights = _layers()
+    acts, weights = layer_acts()
     cmp = compare_geometry(acts, ["l2", "center_l2", "rmsnorm"], THRESHOLDS, norm_weights=weights,
                            reference_layer=4, device="cpu")
     t = cmp.table
@@ -102,7 +90,7 @@ def test_landing_table_hand_built() -> None:
 
 
 def test_landing_in_comparison_and_figure() -> None:
-    acts, weights = _layers()
+    acts, weights = layer_acts()
     cmp = compare_geometry(acts, ["center_l2", "l2"], (0.6, 0.8), reference_layer=1, landing_threshold=0.8,
                            top_k=4, device="cpu")
     land = cmp.landing
@@ -118,7 +106,7 @@ def test_landing_in_comparison_and_figure() -> None:
 
 
 def test_bad_input_is_named() -> None:
-    acts, weights = _layers()
+    acts, weights = layer_acts()
     with pytest.raises(ValueError, match="each must be one of"):
         compare_geometry(acts, ["l1"], THRESHOLDS)
     with pytest.raises(ValueError, match=r"rmsnorm needs the next block's norm weight of layers \[1, 4, 6\]"):
@@ -134,7 +122,7 @@ def test_bad_input_is_named() -> None:
 
 
 def test_rows_dropped_anywhere_are_dropped_everywhere() -> None:
-    acts, _ = _layers()
+    acts, _ = layer_acts()
     acts = {k: v.copy() for k, v in acts.items()}
     acts[4][10] = np.nan  # layer 4 cannot normalize row 10
     cmp = compare_geometry(acts, ["l2"], (0.7,), device="cpu")
