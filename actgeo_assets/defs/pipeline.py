@@ -93,7 +93,8 @@ STAGES: tuple[Stage, ...] = (
           description="Cards of representative token contexts (exact token highlighted) for components of the "
           "configured ranks, an offline HTML report (with the layer comparison when `layers` is current), and "
           "rows in the SQL table `actgeo_components`."),
-    Stage(LOOKUP, job="lookup_job", in_run=False,
+    # the index holds every normalized row (1,000,000 x 2,304 float32: 9 GB in the study): the larger pod
+    Stage(LOOKUP, job="lookup_job", runs_on=BIG_CPU, in_run=False,
           description="faiss IndexFlatIP of every normalized row (global row order, as components/labels.npy), "
           "read by `actgeo lookup`: faiss proposes neighbours, float64 decides the component a token joins."),
 )

@@ -1,28 +1,28 @@
-"""Kubernetes: the jobs' executor config and every pod dagster-k8s builds from deploy/helm/values.yaml. No
-cluster is needed. deploy/'s files themselves (instance, values, install block, compose, images):
-test_deploy_files.py."""
+"""Kubernetes: what every launcher starts and the pod each step gets, from the Definitions loaded as on
+Kubernetes and deploy/helm/values.yaml resolved by dagster-k8s itself. No cluster is needed. deploy/'s files
+themselves (instance, values, install block, compose, images): test_deploy_files.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
+from actgeo_assets.defs.pipeline import BIG_CPU, GPU, JOBS, STAGES, eager_stages
+from actgeo_tests.support.tiny_run import tiny_values
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-CLUSTER_JOB_NAMES = ["cluster_capture", "cluster_mean", "cluster_normalize", "cluster_tiles", "cluster_merge"]
+#: The pod kind of each stage's step, from the declaration (deploy/README.md's table names the same kinds).
+POD_KIND = {s.name: {GPU: "GPU step pod", BIG_CPU: "merge step pod"}.get(s.runs_on, "CPU step pod") for s in STAGES}
 
 
 def _yaml(name: str):
     return yaml.safe_load((DEPLOY / name).read_text())
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. Kubernetes jobs: definitions load, executor config validates, GPU step pods are built
-# --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +33,31 @@ def defs():
     return build_defs("k8s")
 
 
-def test_local_definitions_hold_no_cluster_job():
+def _all_jobs(definitions: dg.Definitions) -> dict[str, dg.JobDefinition]:
+    return {j.name: j for j in definitions.get_repository_def().get_all_jobs()}
+
+
+def test_local_definitions_run_in_process():
     from actgeo_assets.definitions import build_defs, defs
 
     for local in (defs, build_defs(None), build_defs("local")):
-        jobs = {j.name: j for j in local.get_repository_def().get_all_jobs()}
-        assert not [n for n in jobs if n.startswith("cluster_")]
+        jobs = _all_jobs(local)
+        assert set(JOBS) <= set(jobs)
         assert {j.executor_def.name for j in jobs.values()} == {"in_process"}
     with pytest.raises(ValueError, match=r"ACTGEO_DEPLOYMENT is 'kube'; expected one of local, k8s"):
         build_defs("kube")
 
 
-def test_k8s_deployment_loads_the_cluster_jobs_from_its_environment(tmp_path):
-    """What the code server and the run pods of the Helm chart load: the variable set in helm/values.yaml."""
-    import os
+def test_every_job_on_kubernetes_runs_its_steps_in_pods(defs):
+    """The declared jobs, the implicit asset job (UI launches, backfills, declarative automation) and the
+    schedule's job: every one of them has dagster-k8s' executor, and the same job names as locally."""
+    jobs = _all_jobs(defs)
+    assert set(JOBS) <= set(jobs) and "__ASSET_JOB" in jobs
+    assert {name: j.executor_def.name for name, j in jobs.items()} == dict.fromkeys(jobs, "k8s")
+
+
+def test_k8s_deployment_loads_from_the_pods_environment(tmp_path):
+    """What the code server and every run pod of the Helm chart load: the variable set in helm/values.yaml."""
     import subprocess
     import sys
 
@@ -55,14 +66,13 @@ def test_k8s_deployment_loads_the_cluster_jobs_from_its_environment(tmp_path):
     assert {"name": "ACTGEO_DEPLOYMENT", "value": "k8s"} in deployment["env"]
     assert "ACTGEO_DEPLOYMENT=k8s" in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"]
     code = ("from actgeo_assets.definitions import defs\n"
-            "print(sorted(j.name + ':' + j.executor_def.name for j in defs.get_repository_def().get_all_jobs()\n"
-            "             if j.name.startswith('cluster_')))")
+            "print(sorted({j.executor_def.name for j in defs.get_repository_def().get_all_jobs()}))")
     env = {**os.environ, "ACTGEO_DEPLOYMENT": "k8s", "DAGSTER_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
                          cwd=DEPLOY.parent)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == str(sorted(f"{n}:k8s" for n in CLUSTER_JOB_NAMES))
-    # compose runs everything in its code server (DefaultRunLauncher): no cluster jobs there
+    assert out.stdout.strip().splitlines()[-1] == "['k8s']"
+    # compose runs everything in its code server (DefaultRunLauncher): the local deployment
     compose = _yaml("docker-compose.yaml")
     assert "ACTGEO_DEPLOYMENT" not in compose["services"]["actgeo-code"].get("environment", {})
 
@@ -78,188 +88,87 @@ def test_local_definitions_do_not_import_dagster_k8s() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "ACTGEO_DEPLOYMENT": "local"}).stdout.splitlines()
     assert out[0] == "[]", out[0]
-    assert "cluster_capture" not in out[1] and "stage_capture" in out[1]
+    assert "capture_job" in out[1]
 
 
-def test_cluster_jobs_use_the_k8s_executor(defs):
-    from actgeo_assets.defs.k8s import cluster_jobs
+def test_what_each_launcher_starts_on_kubernetes(defs, tmp_path: Path) -> None:
+    """The shard sensor (evaluated on a fresh data directory), the automation sensor, the schedule and a UI
+    backfill: which job each starts, with which executor and default run config (a launcher adds none)."""
+    from actgeo_assets.defs.resources import ActgeoResource
 
-    assert sorted(j.name for j in cluster_jobs()) == sorted(CLUSTER_JOB_NAMES)
-    expect = {
-        "cluster_capture": ({"raw_activations"}, "actgeo_shards"),
-        "cluster_mean": ({"activation_mean"}, None),
-        "cluster_normalize": ({"normalized"}, "actgeo_shards"),
-        "cluster_tiles": ({"edge_tiles"}, "actgeo_shard_pairs"),
-        "cluster_merge": ({"components", "component_cards"}, None),
-    }
-    for name, (assets, partitions) in expect.items():
-        job = defs.resolve_job_def(name)
-        assert job.executor_def.name == "k8s", name
-        keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-        assert keys == assets, name
-        assert (job.partitions_def.name if job.partitions_def else None) == partitions, name
-    # Everything else stays in-process locally.
-    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
-
-
-def test_deploy_run_config_validates_against_every_cluster_job(defs):
-    from actgeo_assets.defs.k8s import GPU_STEP_K8S_CONFIG
-
-    run_config = _yaml("helm/values.yaml")["actgeo"]["clusterRunConfig"]
-    for name in CLUSTER_JOB_NAMES:
-        resolved = dg.validate_run_config(defs.resolve_job_def(name), run_config)
-        k8s = resolved["execution"]["k8s"]
-        assert k8s["job_namespace"] == "actgeo"
-        for op in ("raw_activations", "edge_tiles"):
-            step = k8s["per_step_k8s_config"][op]
-            assert step["container_config"] == GPU_STEP_K8S_CONFIG["container_config"], op
-            assert step["pod_spec_config"] == GPU_STEP_K8S_CONFIG["pod_spec_config"], op
-        assert resolved["resources"]["actgeo"]["config"]["profile"] == "full"
-
-    # The schema is the k8s executor's: a misspelt key is refused.
-    with pytest.raises(dg.DagsterInvalidConfigError):
-        dg.validate_run_config(defs.resolve_job_def("cluster_tiles"),
-                               {"execution": {"config": {"job_namespce": "actgeo"}}})
+    resource = ActgeoResource(data_dir=str(tmp_path / "data"), **tiny_values(model="unused-model"))
+    sensor = defs.resolve_sensor_def("shard_sensor")
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"actgeo": resource},
+                                      sensor_name="shard_sensor", definitions=defs)
+    result = sensor(context)
+    started = {r.job_name for r in result.run_requests}
+    assert started == {"capture_job"}, started  # nothing captured yet: the first stage, one run per shard
+    assert all(not r.run_config for r in result.run_requests)  # the job's defaults: the pods get the settings
+    assert {j.name for j in sensor.targets and [defs.resolve_job_def(t.job_name) for t in sensor.targets]} == {
+        s.job for s in STAGES if s.sensor}
+    for target in sensor.targets:
+        assert defs.resolve_job_def(target.job_name).executor_def.name == "k8s", target.job_name
+    # declarative automation and a UI backfill launch (subsets of) the implicit asset job
+    automation = defs.resolve_sensor_def("default_automation_condition_sensor")
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    assets = {k.to_user_string(): defs.resolve_assets_def(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {k for k, a in assets.items() if a.automation_conditions_by_key.get(dg.AssetKey(k))} == {
+        s.name for s in eager_stages()}
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "k8s"
+    for name, a in assets.items():  # each partition of a backfill is its own run on Kubernetes
+        assert a.backfill_policy is None, name
+    schedule = defs.resolve_schedule_def("actgeo_nightly")
+    assert defs.resolve_job_def(schedule.job_name).executor_def.name == "k8s"
 
 
-def test_gpu_jobs_default_to_gpu_step_pods(defs):
-    from actgeo_assets.defs.k8s import GPU_STEP_K8S_CONFIG
+def test_backfills_are_one_run_per_stage_locally_and_per_partition_on_kubernetes() -> None:
+    """Locally a backfill runs each stage declared one_run_backfill as one run (one process, one model load);
+    on Kubernetes each partition stays its own run, so a backfill spreads the shards and tiles over pods."""
+    from actgeo_assets.definitions import build_defs
 
-    for name, op in [("cluster_capture", "raw_activations"), ("cluster_tiles", "edge_tiles")]:
-        job = defs.resolve_job_def(name)
-        assert job.tags.get("actgeo/gpu") == "true"
-        default = job.partitioned_config.get_run_config_for_partition_key("shard-000")
-        assert default["execution"]["config"]["per_step_k8s_config"] == {op: GPU_STEP_K8S_CONFIG}
-        dg.validate_run_config(job, default)
-    for name in ["cluster_mean", "cluster_normalize", "cluster_merge"]:
-        assert "actgeo/gpu" not in defs.resolve_job_def(name).tags
+    local, k8s = build_defs("local"), build_defs("k8s")
+    one_run = {s.name for s in STAGES if s.one_run_backfill}
+    assert one_run == {"raw_activations", "normalized", "edge_tiles"}
+    for s in STAGES:
+        expected = dg.BackfillPolicy.single_run() if s.name in one_run else None
+        assert local.resolve_assets_def(s.name).backfill_policy == expected, s.name
+        assert k8s.resolve_assets_def(s.name).backfill_policy is None, s.name
 
 
-def test_gpu_step_tags_build_a_gpu_pod():
-    """GPU_STEP_TAGS as op tags (what the asset engineer adds) plus the per-step config: the step Job that
-    dagster-k8s builds requests one GPU and lands on a GPU node."""
-    from dagster_k8s.container_context import K8sContainerContext
-    from dagster_k8s.job import (
-        DagsterK8sJobConfig,
-        UserDefinedDagsterK8sConfig,
-        construct_dagster_k8s_job,
-        get_user_defined_k8s_config,
-    )
+def test_gpu_stages_are_in_the_pool_the_deploy_limits():
+    from actgeo_assets.definitions import pipeline_assets
+    from actgeo_assets.lib.config.constants import GPU_POOL
 
-    from actgeo_assets.defs.k8s import GPU_STEP_K8S_CONFIG, GPU_STEP_TAGS, gpu_step_config
-
-    @dg.asset(op_tags=GPU_STEP_TAGS)
-    def gpu_probe() -> None: ...
-
-    step_tags = gpu_probe.op.tags  # what the executor sees as the step's tags: JSON strings
-    from_tags = get_user_defined_k8s_config({k: v if isinstance(v, str) else json.dumps(v)
-                                             for k, v in step_tags.items()})
-    per_step = UserDefinedDagsterK8sConfig.from_dict(
-        gpu_step_config("gpu_probe")["per_step_k8s_config"]["gpu_probe"])
-    merged = K8sContainerContext(run_k8s_config=from_tags).merge(K8sContainerContext(run_k8s_config=per_step))
-    job = construct_dagster_k8s_job(
-        DagsterK8sJobConfig(job_image="actgeo:test", dagster_home="/opt/dagster/dagster_home"),
-        ["dagster", "api", "execute_step"], "dagster-step-probe", user_defined_k8s_config=merged.run_k8s_config,
-    )
-    pod = job.spec.template.spec
-    resources = pod.containers[0].resources
-    assert resources.limits["nvidia.com/gpu"] == "1" and resources.requests["nvidia.com/gpu"] == "1"
-    assert pod.node_selector == GPU_STEP_K8S_CONFIG["pod_spec_config"]["node_selector"]
-    assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+    pools = {a.key.to_user_string(): a.op.pool for a in pipeline_assets()}
+    assert {k for k, p in pools.items() if p == GPU_POOL} == {s.name for s in STAGES if s.runs_on == GPU}
+    assert {s.name for s in STAGES if s.runs_on == GPU} == {"raw_activations", "edge_tiles", "layers"}
 
 
 # --------------------------------------------------------------------------------------------------
-# 2b. What each pod gets: helm/values.yaml as the chart renders it, resolved by dagster-k8s itself
+# What each pod gets: helm/values.yaml as the chart renders it, resolved by dagster-k8s itself
 # --------------------------------------------------------------------------------------------------
 
 RELEASE, NAMESPACE = "actgeo", "actgeo"  # `helm upgrade --install actgeo dagster/dagster -n actgeo`
 IMAGE = "registry.example.com/actgeo:0.1.0-cu128"
-# A kubeconfig that is never contacted: K8sRunLauncher and the step handler load one when they are built.
-_KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: none, user: {token: unused}}]
-contexts: [{name: none, context: {cluster: none, user: none}}]
-current-context: none
-"""
 
 
-def _names(refs) -> list[str]:
-    return [r["name"] for r in refs or [] if "name" in r]
-
-
-def _chart_run_launcher(values: dict, kubeconfig: Path) -> dict:
-    """The instance's `run_launcher` as the chart renders it (dagster chart 1.13,
-    templates/helpers/instance/_run-launcher.tpl, `dagsterYaml.runLauncher.k8s`), with a kubeconfig in
-    place of the in-cluster config."""
-    v = values["runLauncher"]["config"]["k8sRunLauncher"]
-    config: dict = {
-        "load_incluster_config": False,
-        "kubeconfig_file": str(kubeconfig),
-        "job_namespace": v.get("jobNamespace") or NAMESPACE,
-        "image_pull_policy": v["imagePullPolicy"],
-        "service_account_name": f"{RELEASE}-dagster",
-        "dagster_home": "/opt/dagster/dagster_home",
-        "instance_config_map": f"{RELEASE}-dagster-instance",
-        "postgres_password_secret": values["global"]["postgresqlSecretName"],
-    }
-    if v.get("envConfigMaps"):
-        config["env_config_maps"] = _names(v["envConfigMaps"])
-    if v.get("envSecrets"):
-        config["env_secrets"] = _names(v["envSecrets"])
-    for key, out in [("envVars", "env_vars"), ("volumeMounts", "volume_mounts"), ("volumes", "volumes"),
-                     ("labels", "labels"), ("resources", "resources"), ("schedulerName", "scheduler_name"),
-                     ("securityContext", "security_context")]:
-        if v.get(key):
-            config[out] = v[key]
-    if v.get("runK8sConfig"):
-        run_k8s = v["runK8sConfig"]
-        config["run_k8s_config"] = {
-            out: run_k8s[key] for key, out in [
-                ("containerConfig", "container_config"), ("podSpecConfig", "pod_spec_config"),
-                ("podTemplateSpecMetadata", "pod_template_spec_metadata"),
-                ("jobSpecConfig", "job_spec_config"), ("jobMetadata", "job_metadata"),
-            ] if run_k8s.get(key)
-        }
-    return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
-
-
-def _chart_container_context(values: dict) -> dict | None:
-    """The container context the code server reports with every run: what the user-deployments chart
-    passes in DAGSTER_CONTAINER_CONTEXT (`dagsterUserDeployments.k8sContainerContext`) when
-    includeConfigInLaunchedRuns is on (the chart's default when the key is absent), else none."""
-    (d,) = values["dagster-user-deployments"]["deployments"]
-    if not (d.get("includeConfigInLaunchedRuns") or {"enabled": True})["enabled"]:
-        return None
-    k8s: dict = {
-        "image_pull_policy": d["image"]["pullPolicy"],
-        "env_config_maps": [f"{RELEASE}-dagster-user-deployments-{d['name']}-user-env",
-                            *_names(d.get("envConfigMaps"))],
-        "namespace": NAMESPACE,
-        "service_account_name": f"{RELEASE}-dagster-user-deployments-user-deployments",
-    }
-    if d.get("envSecrets"):
-        k8s["env_secrets"] = _names(d["envSecrets"])
-    for key, out in [("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("labels", "labels"),
-                     ("resources", "resources"), ("schedulerName", "scheduler_name")]:
-        if d.get(key):
-            k8s[out] = d[key]
-    if isinstance(d.get("env"), list):
-        k8s["env"] = d["env"]
-    return {"k8s": k8s}
-
-
-def _readme_pod_sizes() -> dict[str, tuple[dict, dict]]:
-    """deploy/README.md's table "What each pod gets": pod kind -> (requests, limits)."""
+def _readme_pod_table() -> dict[str, tuple[dict, dict, set[str]]]:
+    """deploy/README.md's table of pod sizes ("What each pod gets"): pod kind -> (requests, limits, the steps
+    it names)."""
     text = (DEPLOY / "README.md").read_text()
     section = text.split("### What each pod gets", 1)[1].split("\n### ", 1)[0]
+    table = section.split("| pod | steps |", 1)[1].split("\n\n", 1)[0]
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in section.splitlines() if line.startswith("| ") and not line.startswith("| pod ")]
+            for line in table.splitlines()[2:] if line.startswith("| ")]
 
     def quantities(cell: str) -> dict:
         return dict(item.split(": ") for item in cell.split(", "))
 
-    return {row[0]: (quantities(row[2]), quantities(row[3])) for row in rows}
+    return {row[0]: (quantities(row[2]), quantities(row[3]), set(re.findall(r"`(\w+)`", row[1]))) for row in rows}
+
+
+def _readme_pod_sizes() -> dict[str, tuple[dict, dict]]:
+    return {kind: (req, lim) for kind, (req, lim, _) in _readme_pod_table().items()}
 
 
 def _resources(job) -> tuple[dict, dict]:
@@ -269,10 +178,11 @@ def _resources(job) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def chart_pods(defs, tmp_path_factory):
-    """Every kind of pod of a cluster run, built by dagster-k8s from the values as the chart renders them:
-    the run pod by K8sRunLauncher.launch_run (the Job it would create), each step pod by the k8s_job_executor's
-    step handler (launcher settings, then executor config, then the step's `dagster-k8s/config` op tag, then
-    `per_step_k8s_config`) and construct_dagster_k8s_job, as K8sStepHandler.launch_step does."""
+    """Every kind of pod of every job (the declared ones and the implicit asset job of UI launches, backfills and
+    automation), with the default run config every launcher uses, built by dagster-k8s from the values as the
+    chart renders them: the run pod by K8sRunLauncher.launch_run (the Job it would create), each step pod by the
+    k8s_job_executor's step handler (launcher settings, then executor config, then the step's
+    `dagster-k8s/config` op tag) and construct_dagster_k8s_job, as K8sStepHandler.launch_step does."""
     from types import SimpleNamespace
     from unittest import mock
 
@@ -286,16 +196,20 @@ def chart_pods(defs, tmp_path_factory):
     from dagster_k8s import k8s_job_executor
     from dagster_k8s.job import construct_dagster_k8s_job
 
+    from actgeo_tests.support.helm import chart_run_launcher
+
     values = _yaml("helm/values.yaml")
     tmp = tmp_path_factory.mktemp("chart")
-    (tmp / "kubeconfig").write_text(_KUBECONFIG)
-    run_config = values["actgeo"]["clusterRunConfig"]
-    container_context = _chart_container_context(values)
+    run_config: dict = {}  # what the sensors, the schedule, automation and backfills launch with
+    # the code server hands no container context to runs (includeConfigInLaunchedRuns off): the launcher's count
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": False}
+    container_context = None
     pods: dict = {}
-    with dg.instance_for_test(overrides={"run_launcher": _chart_run_launcher(values, tmp / "kubeconfig")},
+    with dg.instance_for_test(overrides={"run_launcher": chart_run_launcher(tmp, RELEASE, NAMESPACE)},
                               temp_dir=str(tmp)) as instance:
         launcher = instance.run_launcher
-        for job_name in CLUSTER_JOB_NAMES:
+        for job_name in [*JOBS, "__ASSET_JOB"]:
             job = defs.resolve_job_def(job_name)
             origin = JobPythonOrigin(job_name, RepositoryPythonOrigin(
                 executable_path="/usr/local/bin/python",
@@ -339,9 +253,10 @@ def test_every_pod_gets_the_size_deploy_readme_states(chart_pods):
     values, pods = chart_pods
     stated = _readme_pod_sizes()
     assert set(stated) == {"run pod", "CPU step pod", "GPU step pod", "merge step pod", "code server"}
-    kinds = {"raw_activations": "GPU step pod", "edge_tiles": "GPU step pod",
-             "components": "merge step pod", "component_cards": "merge step pod",
-             "activation_mean": "CPU step pod", "normalized": "CPU step pod"}
+    kinds = POD_KIND
+    named = {kind: steps for kind, (_, _, steps) in _readme_pod_table().items()}
+    for name, kind in POD_KIND.items():  # the README names each stage's step under the pod it gets
+        assert name in named[kind], (name, kind, named)
     seen = set()
     for (what, name), (job, _) in pods.items():
         if what == "run":
@@ -363,20 +278,6 @@ def test_every_pod_gets_the_size_deploy_readme_states(chart_pods):
     code = deployment["resources"]
     assert ({k: str(v) for k, v in code["requests"].items()}, {k: str(v) for k, v in code["limits"].items()}) \
         == stated["code server"]
-    assert _chart_container_context(values) is None, "includeConfigInLaunchedRuns hands the code server's size"
-
-
-def test_jobs_default_step_sizes_match_the_deploy_run_config(defs):
-    """Backfills and the sensor launch with the jobs' default run config, not actgeo.clusterRunConfig: both
-    size the same steps the same way."""
-    stated = _yaml("helm/values.yaml")["actgeo"]["clusterRunConfig"]["execution"]["config"]["per_step_k8s_config"]
-    for name in CLUSTER_JOB_NAMES:
-        job = defs.resolve_job_def(name)
-        default = (job.partitioned_config.get_run_config_for_partition_key("shard-000")
-                   if job.partitioned_config else job.run_config) or {}
-        per_step = default.get("execution", {}).get("config", {}).get("per_step_k8s_config", {})
-        ops = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-        assert per_step == {op: config for op, config in stated.items() if op in ops}, name
 
 
 def test_run_and_step_pods_get_env_secrets_volume_and_user(chart_pods):
@@ -389,7 +290,13 @@ def test_run_and_step_pods_get_env_secrets_volume_and_user(chart_pods):
         (container,) = pod.containers
         env = {e.name: e.value for e in container.env}
         assert env["ACTGEO_DEPLOYMENT"] == "k8s" and env["HF_HOME"] == "/opt/dagster/app/data/hf-cache", name
-        assert [s.secret_ref.name for s in container.env_from if s.secret_ref] == ["actgeo-secrets"], name
+        # the deployment's settings file (its profile) and its database reach every pod, not only the code server
+        assert env["ACTGEO_CONFIG"] == "/etc/actgeo/settings.yaml", name
+        assert [s.secret_ref.name for s in container.env_from if s.secret_ref] == ["actgeo-database",
+                                                                                  "actgeo-hf-token"], name
+        assert [(m.mount_path, m.read_only) for m in container.volume_mounts if m.name == "actgeo-settings"] == [
+            ("/etc/actgeo", True)], name
+        assert [v.config_map.name for v in pod.volumes if v.name == "actgeo-settings"] == ["actgeo-settings"], name
         assert env.get("DAGSTER_PG_PASSWORD") is None  # from the Secret, never a value
         pg = next(e for e in container.env if e.name == "DAGSTER_PG_PASSWORD")
         assert pg.value_from.secret_key_ref.name == values["global"]["postgresqlSecretName"], name
@@ -400,36 +307,6 @@ def test_run_and_step_pods_get_env_secrets_volume_and_user(chart_pods):
         security = pod.security_context
         assert (security.run_as_non_root, security.run_as_user, security.fs_group) == (True, 10001, 10001), name
         assert job.spec.ttl_seconds_after_finished == 86400, name
-        gpu = what == "step" and name.split(".")[0] in ("raw_activations", "edge_tiles")
+        gpu = what == "step" and POD_KIND.get(name.split(".")[0]) == "GPU step pod"
         assert (pod.node_selector == {"nvidia.com/gpu.present": "true"}) is gpu, name
         assert bool(pod.tolerations) is gpu, name
-
-
-# --------------------------------------------------------------------------------------------------
-# 3. Helm values, compose, Dockerfiles, workspace
-# --------------------------------------------------------------------------------------------------
-
-
-def test_gpu_assets_are_in_the_pool_the_deploy_limits():
-    from actgeo_assets.definitions import ASSETS
-    from actgeo_assets.defs.k8s import GPU_ASSETS, GPU_POOL
-
-    pools = {a.key.to_user_string(): a.op.pool for a in ASSETS}
-    assert {k for k, p in pools.items() if p == GPU_POOL} == set(GPU_ASSETS)
-
-
-# --------------------------------------------------------------------------------------------------
-# 4. No default password, no root, runs killed mid-way are failed by the daemon
-# --------------------------------------------------------------------------------------------------
-
-
-def test_backfills_are_one_run_per_stage_locally_and_per_partition_on_kubernetes(monkeypatch) -> None:
-    """Locally a backfill runs each partitioned stage as one run (one process, one model load); on Kubernetes
-    each partition stays its own run, so a backfill spreads the shards and tiles over pods."""
-    from actgeo_assets.definitions import SINGLE_RUN_BACKFILL, build_defs
-
-    local, k8s = build_defs("local"), build_defs("k8s")
-    for key in SINGLE_RUN_BACKFILL:
-        assert local.resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.single_run(), key
-        assert k8s.resolve_assets_def(key).backfill_policy is None, key
-    assert set(SINGLE_RUN_BACKFILL) == {"raw_activations", "normalized", "edge_tiles"}

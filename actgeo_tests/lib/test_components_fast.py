@@ -4,16 +4,15 @@ N not a multiple of the tile, thresholds near -1 and 1; the bound itself against
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from actgeo_assets.lib.graph import cosine_components
 from actgeo_assets.lib.graph import lowrank as LR
 from actgeo_tests.support.oracle import brute_force_labels, clustered, unit
+from actgeo_tests.support.paths import REPO
 
-DEMO_SHARD = Path(__file__).resolve().parents[2] / "data" / "demo" / "normalized" / "shard-000.npy"
+DEMO_SHARD = REPO / "data" / "demo" / "normalized" / "shard-000.npy"
 
 
 def straddling(t: float, deltas: list[float], d: int, seed: int = 3) -> np.ndarray:

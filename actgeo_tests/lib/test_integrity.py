@@ -17,8 +17,7 @@ import pytest
 import actgeo_assets.lib.store.layout as layout_mod
 from actgeo_assets.lib.store.layout import IntegrityError, save_json, save_npy, sha256_file, verify_file
 from actgeo_assets.lib.store.lock import DataDirBusy, data_dir_lock
-
-ROOT = Path(__file__).resolve().parents[2]
+from actgeo_tests.support.paths import REPO as ROOT
 
 
 def test_verify_file_catches_every_change(tmp_path: Path) -> None:
