@@ -182,7 +182,7 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
 
     from actgeo_assets.definitions import ASSETS
     from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.config.settings import parse_assignments
+    from actgeo_assets.lib.config.sources import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "normalized" / "shard-001.npy"
@@ -204,7 +204,7 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
 
     from actgeo_assets.definitions import local_assets
     from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.config.settings import parse_assignments
+    from actgeo_assets.lib.config.sources import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "raw" / "shard-001.npy"
@@ -308,7 +308,7 @@ def test_kill_during_capture_then_concurrent_run_refused_then_heals(baseline: Ba
 
         from actgeo_assets.definitions import ASSETS
         from actgeo_assets.defs.resources import ActgeoResource
-        from actgeo_assets.lib.config.settings import parse_assignments
+        from actgeo_assets.lib.config.sources import parse_assignments
 
         resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
         with pytest.raises(ValueError, match=rf"is in use by PID {proc.pid}"):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.config.settings import PROFILES
+from actgeo_assets.lib.config.profiles import PROFILES
 from actgeo_assets.runner import materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.paths import MINI_CORPUS

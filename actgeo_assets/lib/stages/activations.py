@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.capture.corpus import Document, load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.corpus import load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.normalize import geometry_diagnostics, normalize_rows, shards_mean
 from actgeo_assets.lib.config.constants import RAW_DTYPE
 from actgeo_assets.lib.config.settings import RunSettings
@@ -128,7 +129,7 @@ def source_fingerprints(settings: RunSettings) -> dict[str, str]:
     elif path.is_file():
         fp = _hash_files([path])
     elif settings.corpus.startswith("builtin:"):
-        from actgeo_assets.lib.capture.corpus import RECIPE_VERSION
+        from actgeo_assets.lib.capture.builtin_corpus import RECIPE_VERSION
 
         fp = f"{settings.corpus}:recipe-v{RECIPE_VERSION}"
     else:

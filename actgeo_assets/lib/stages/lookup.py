@@ -186,7 +186,7 @@ def _query_rows(settings: RunSettings, layout: RunLayout, text: str) -> tuple[pd
                                                                                    bool]:
     """The text's token table, its unit rows (float32 [m, d], the run's model, layer and normalization with
     the run's stored mean or norm weight), the kept mask (bool [n]) and whether it was truncated."""
-    from actgeo_assets.lib.capture.corpus import Document
+    from actgeo_assets.lib.capture.documents import Document
     from actgeo_assets.lib.capture.normalize import normalize_rows
     from actgeo_assets.lib.capture.residual import capture_activations
     from actgeo_assets.lib.store.shards import read_next_norm
