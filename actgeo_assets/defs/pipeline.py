@@ -149,14 +149,14 @@ def _dep(stage_: Stage, upstream: Stage) -> dg.AssetDep:
 def automation_condition(stage_: Stage, stages: tuple[Stage, ...] = STAGES) -> dg.AutomationCondition | None:
     """Eager stages react to their nearest upstream only (an upstream that is also upstream of another of its
     upstreams is ignored: the merge waits for the tiles, not for each shard), never run after a failed blocking
-    check upstream, and do not wait for an upstream that `actgeo run` does not plan (the cards do not need the
-    layer comparison)."""
+    check upstream, and do not wait for an upstream that `actgeo run` does not plan or that some runs do without
+    (the cards do not need the layer comparison, nor the mean of an ``l2`` run)."""
     if not stage_.eager:
         return None
     by_name = {s.name: s for s in stages}
     ups = stage_.spec.upstream
     indirect = [u for u in ups if any(u in ancestors(o, stages) for o in ups if o != u)]
-    optional = [u for u in ups if not by_name[u].in_run]
+    optional = [u for u in ups if not by_name[u].in_run or by_name[u].spec.optional]
     condition = dg.AutomationCondition.eager()
     if indirect:
         condition = condition.ignore(dg.AssetSelection.assets(*indirect))

@@ -39,7 +39,7 @@ def test_asset_keys_and_lineage() -> None:
     assert parents["edge_tiles"] == {"normalized"}
     # the merge reads the shards' sizes, forests and rows; the cards the token tables, rows and the layer section
     assert parents["components"] == {"edge_tiles", "normalized"}
-    assert parents["component_cards"] == {"raw_activations", "normalized", "components", "layers"}
+    assert parents["component_cards"] == {"raw_activations", "activation_mean", "normalized", "components", "layers"}
     assert parents["lookup"] == {"normalized", "components"}
     assert parents["layers"] == set()  # the layer sweep captures its own activations
 

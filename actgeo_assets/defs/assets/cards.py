@@ -43,7 +43,7 @@ def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         # how much of the partition is "same token string", and the duplicate documents dropped
         "token_baseline": dg.MetadataValue.json({k: v for k, v in (result.baseline or {}).items() if k != "mixed"}),
         "corpus_duplicates": dg.MetadataValue.json(result.duplicates or {}),
-    })
+    }, data_version=dg.DataVersion(result.report_sha256))
     for check in audit_cards(settings, actgeo.db_url(), result):
         yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)
 

@@ -30,11 +30,12 @@ from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
 from actgeo_assets.lib.outputs.explorer import write_explorer
 from actgeo_assets.lib.outputs.report import write_report
 from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents, write_results
+from actgeo_assets.lib.stages.activations import MEAN
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
 from actgeo_assets.lib.stages.layers import LAYERS, layer_section
 from actgeo_assets.lib.stages.record import Inputs, StageSpec, expected_inputs, input_field
-from actgeo_assets.lib.store.layout import RunLayout, save_json, sha256_file
+from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, sha256_file
 from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
@@ -54,6 +55,7 @@ class RunCards:
     baseline: dict[str, Any] | None = None  # lib.cards.token_baseline of the run
     duplicates: dict[str, Any] | None = None  # duplicate documents found in the corpus (counts)
     explorer: Path | None = None  # the interactive page (lib/outputs/explorer.py), next to the report
+    report_sha256: str = ""  # the stage's output hash (CARDS.output_field), the asset's data version
 
 
 def card_settings(settings: RunSettings) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class CardsRecord:
     run_key: dict[str, Any] = input_field(lambda i: i.settings.run_key())
     labels_sha256: str | None = input_field(lambda i: i.upstream["components"].get(None))
     card_settings: dict[str, Any] = input_field(lambda i: card_settings(i.settings))
+    mean_sha256: str | None = input_field(lambda i: i.upstream["activation_mean"].get(None))  # the logit lens
     layers_sha256: str | None = input_field(lambda i: i.upstream["layers"].get(None))  # the section shown
     database: str | None = input_field(lambda i: mask_url(i.database_url) if i.database_url else None)
     report_sha256: str = ""
@@ -76,8 +79,10 @@ class CardsRecord:
 
 
 CARDS = StageSpec(
-    # raw_activations and normalized: the cards read the token tables, the kept masks and the rows
-    name="component_cards", partitions=None, upstream=("raw_activations", "normalized", "components", "layers"),
+    # raw_activations, activation_mean and normalized: the cards read the token tables, the corpus mean (the
+    # logit lens), the kept masks and the rows
+    name="component_cards", partitions=None,
+    upstream=("raw_activations", "activation_mean", "normalized", "components", "layers"),
     record=CardsRecord, version="cards-1", output_field="report_sha256",
     sidecar=lambda layout, _: layout.cards,
     files=lambda layout, _, meta: [(layout.report, meta.get("report_sha256")),
@@ -154,6 +159,7 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
     inputs = expected_inputs(CardsRecord, Inputs(
         settings, layout, None, {"components": {None: comps.record.labels_sha256},
+                                 "activation_mean": {None: _mean_sha256(settings, layout)},
                                  "layers": {None: layers.output if layers.current else None}}, database_url))
     # written again at the end with the inputs and the pages' hashes: an interrupted stage stays stale
     cards_doc = {"run_id": settings.run_id(), "run_key": settings.run_key(),
@@ -183,10 +189,12 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           layers_section=layer_section(settings, layout))
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates)
-    save_json(layout.cards, {**cards_doc, **inputs, "report_sha256": sha256_file(report),
+    report_sha = sha256_file(report)
+    save_json(layout.cards, {**cards_doc, **inputs, "report_sha256": report_sha,
                              "explorer_sha256": sha256_file(explorer)})
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
-                    summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer)
+                    summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer,
+                    report_sha256=report_sha)
 
 
 def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, offsets: dict[str, int]) -> Readout | None:
@@ -205,6 +213,13 @@ def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, off
     return Readout(predict=_predictor(settings, layout, loaded, tokens, hidden), final_norm=norm, unembed=unembed,
                    center=_corpus_mean(settings, layout, offsets), tokenizer=loaded.tokenizer, hidden=hidden,
                    members=READOUT_MEMBERS, softcap=final_logit_softcap(loaded))
+
+
+def _mean_sha256(settings: RunSettings, layout: RunLayout) -> str | None:
+    """The hash of the activation mean the logit lens reads (None when the run has no mean stage)."""
+    if not MEAN.enabled(settings) or not layout.mean_meta.exists():
+        return None
+    return MEAN.output(load_json(layout.mean_meta))
 
 
 def _corpus_mean(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]) -> np.ndarray:

@@ -80,6 +80,11 @@ class Freshness:
     damaged: bool = False
 
 
+def always(settings: RunSettings) -> bool:
+    """The default of :attr:`StageSpec.enabled`: every run needs the stage."""
+    return True
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -106,8 +111,13 @@ class StageSpec:
     files: Callable[[RunLayout, Key, Mapping[str, Any]], list[tuple[Path, str | None]]]
     version: str
     output_field: str = "sha256"
-    enabled: Callable[[RunSettings], bool] = lambda settings: True
+    enabled: Callable[[RunSettings], bool] = always
     check: Callable[[Inputs, Mapping[str, Any]], str | None] | None = None
+
+    @property
+    def optional(self) -> bool:
+        """Whether some runs do without this stage (its output may never exist)."""
+        return self.enabled is not always
 
     def keys(self, settings: RunSettings) -> list[Key]:
         """The partition keys of this stage for ``settings`` ([None] when it has no partitions)."""
