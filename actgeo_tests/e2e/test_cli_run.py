@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from actgeo_assets.cli import main
+from actgeo_tests.support.env import unset_env
 from actgeo_tests.support.tiny_model import tiny_gemma2
 from actgeo_tests.support.tiny_run import tiny_set_args
 
@@ -18,7 +19,7 @@ def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.Capt
     model = tiny_gemma2(tmp_path)
     argv = ["run", "--data-dir", str(tmp_path / "data"), *tiny_set_args(model=model),
             "--database-url", f"sqlite:///{tmp_path}/db-x7q2.sqlite"]
-    monkeypatch.delenv("ACTGEO_DATABASE_URL", raising=False)
+    unset_env(monkeypatch, "ACTGEO_DATABASE_URL")  # restored after the test: --database-url sets it
     assert main(argv) == 0
     out = capsys.readouterr().out
     for line in ("components", "largest", "non-singleton components besides it", "singletons",

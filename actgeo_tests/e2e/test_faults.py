@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from actgeo_assets.cli import main
+from actgeo_tests.support.env import unset_env
 from actgeo_tests.support.paths import MINI_CORPUS as FIXTURE
 from actgeo_tests.support.paths import REPO as ROOT
 from actgeo_tests.support.tiny_model import tiny_gemma2
@@ -79,8 +80,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("DAGSTER_HOME", "ACTGEO_DATABASE_URL", "ACTGEO_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+    unset_env(monkeypatch, "DAGSTER_HOME", "ACTGEO_DATABASE_URL", "ACTGEO_CONFIG")
     return monkeypatch
 
 
