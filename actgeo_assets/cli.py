@@ -1,5 +1,5 @@
 """The ``actgeo`` command: ``run`` (materialize a run), ``components`` (the graph engine on your own .npy),
-``which`` (the component a text's tokens join), ``export`` (a run as Parquet for ``datasets``), ``layers``
+``lookup`` (alias ``which``: the component a text's tokens join), ``export`` (a run as Parquet for ``datasets``), ``layers``
 (geometry across layers and normalizations).
 
     actgeo components ACTS.npy --threshold 0.7 [--normalize none|l2|center_l2]
@@ -275,7 +275,7 @@ def add_export_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_export)
 
 
-def _cmd_which(args: argparse.Namespace) -> int:
+def _cmd_lookup(args: argparse.Namespace) -> int:
     """Which component each token of a text joins, in the finished run of the current settings."""
     import json
 
@@ -292,12 +292,12 @@ def _cmd_which(args: argparse.Namespace) -> int:
     if args.k < 0:
         raise ValueError(f"--k must be >= 0, got {args.k}")
     if not args.text.strip():
-        raise ValueError("the text is empty: give some text to place, e.g. actgeo which \"my hon. Friend\"")
+        raise ValueError("the text is empty: give some text to place, e.g. actgeo lookup \"my hon. Friend\"")
     problem = index_problem(settings, layout)  # also: ValueError when the run has no finished components
     if problem and not args.build_index:
-        raise ValueError(f"no current neighbour index: {problem}; build it with {BUILD_HINT}")
+        raise ValueError(f"no current lookup index: {problem}; build it with {BUILD_HINT}")
     if problem:
-        print(f"actgeo which: building the neighbour index ({problem})", file=sys.stderr)
+        print(f"actgeo lookup: building the lookup index ({problem})", file=sys.stderr)
     result = which_text(settings, layout, args.text, k=args.k, build=args.build_index)
     if args.json:
         for answer in result.tokens:
@@ -307,9 +307,9 @@ def _cmd_which(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_which_parser(sub: Any) -> None:
+def add_lookup_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "which",
+        "lookup", aliases=["which"],
         help="which component of the finished run each token of a text joins (exact, float64)",
         description="Capture TEXT with the run's model, layer and normalization; per token, the component it "
                     "joins at the run's threshold, 'a new singleton', or the components it bridges, with its "
@@ -319,15 +319,16 @@ def add_which_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per token, one per line")
     p.add_argument("--k", type=int, default=3, help="nearest members shown per token (default 3)")
     p.add_argument("--no-build-index", dest="build_index", action="store_false",
-                   help="fail instead of building the neighbour index when it is missing or stale")
+                   help="fail instead of building the lookup index when it is missing or stale")
     p.add_argument("--build-index", dest="build_index", action="store_true",
-                   help="build the neighbour index when it is missing or stale (the default)")
+                   help="build the lookup index when it is missing or stale (the default)")
     add_settings_arguments(p, "a setting the run was made with, as given to `actgeo run`")
-    p.set_defaults(func=_cmd_which, build_index=True)
+    p.set_defaults(func=_cmd_lookup, build_index=True)
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    """Run the layer sweep (job ``layer_sweep``) for the current settings and print its table."""
+    """Run the layer comparison (asset ``layers``, job ``layers_job``) for the current settings and print its
+    table."""
     import pandas as pd
 
     from actgeo_assets.lib.store.lock import data_dir_lock
@@ -370,7 +371,7 @@ def add_layers_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_layers)
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser, add_export_parser, add_which_parser,
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser, add_export_parser, add_lookup_parser,
                                                 add_layers_parser]
 """Each adds one subparser (``sub.add_parser(...)``) and sets ``func(args) -> int``."""
 

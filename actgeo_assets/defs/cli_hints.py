@@ -58,9 +58,9 @@ def _other_args(args: Sequence[str]) -> list[str]:
 
 def _keys(attr: str) -> list[str]:
     try:
-        from actgeo_assets.defs.resources import ActgeoResource
+        from actgeo_assets.lib.store.run import resolve_run
 
-        return list(getattr(ActgeoResource().settings(), attr))
+        return list(getattr(resolve_run().settings, attr))
     except (ValueError, OSError, TypeError):  # a broken settings file: the message still names the command
         return []
 

@@ -251,11 +251,32 @@ def test_database_url_sources(tmp_path, monkeypatch) -> None:
     assert SECRET not in str(exc.value)
 
 
-def test_wired_env_var_resolves_in_a_run(monkeypatch) -> None:
-    monkeypatch.setenv("ACTGEO_DATABASE_URL", SECRET_URL)
+def test_wired_env_var_resolves_in_a_run(monkeypatch, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'wired-7c1e.sqlite'}"
+    monkeypatch.setenv("ACTGEO_DATABASE_URL", url)
     ran: list = []
     dg.materialize([_probe(ran)], resources={"actgeo": ActgeoResource(database_url=dg.EnvVar("ACTGEO_DATABASE_URL"))})
-    assert ran == [SECRET_URL]
+    assert ran == [url]
+
+
+def test_a_run_that_cannot_reach_its_database_fails_naming_it(monkeypatch, tmp_path) -> None:
+    """Before any compute, with the password masked; on Kubernetes a pod without a database URL fails too,
+    never falling back to a SQLite file on the volume."""
+    monkeypatch.delenv("ACTGEO_CONFIG", raising=False)
+    monkeypatch.setenv("ACTGEO_DATABASE_URL", SECRET_URL)  # db.example does not resolve
+    ran: list = []
+    resource = ActgeoResource(data_dir=str(tmp_path), database_url=dg.EnvVar("ACTGEO_DATABASE_URL"))
+    with pytest.raises(dg.DagsterResourceFunctionError) as exc:
+        dg.materialize([_probe(ran)], resources={"actgeo": resource})
+    cause = str(exc.value.__cause__)
+    assert "cannot connect to the database 'postgresql://user:***@db.example:5432/actgeo'" in cause
+    assert SECRET not in cause and ran == []
+    monkeypatch.delenv("ACTGEO_DATABASE_URL")
+    monkeypatch.setenv("ACTGEO_DEPLOYMENT", "k8s")
+    with pytest.raises(dg.DagsterResourceFunctionError) as exc:
+        dg.materialize([_probe(ran)], resources={"actgeo": ActgeoResource(data_dir=str(tmp_path))})
+    assert "ACTGEO_DATABASE_URL" in str(exc.value.__cause__), exc.value.__cause__
+    assert ran == [] and not list(tmp_path.rglob("*.sqlite"))
 
 
 _SHOW_CONFIG = """

@@ -70,7 +70,7 @@ class RunContext:
             raise SettingsError(
                 f"{DATABASE_URL_ENV} is unset in this pod and the settings file names no database_url; on "
                 f"Kubernetes ({DEPLOYMENT_ENV}=k8s) there is no SQLite fallback: set {DATABASE_URL_ENV} "
-                "(the actgeo-secrets Secret) to the run's database", names=("database_url",))
+                "(the actgeo-database Secret) to the run's database", names=("database_url",))
         return f"sqlite:///{self.data_dir / SQLITE_FILE}"
 
 
