@@ -110,3 +110,17 @@ def _anchors(path: Path) -> set[str]:
     text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
             for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_stage_table_is_the_declaration() -> None:
+    """docs/ARCHITECTURE.md's table of the `STAGES` rows says what defs/pipeline.py declares."""
+    from actgeo_assets.defs.pipeline import STAGES
+
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    header = "| asset | `job` | `runs_on` | `in_run` | `sensor` | `eager` | `one_run_backfill` |"
+    assert header in text
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]]
+    shown = {r[0].strip("`"): (r[1].strip("`"), r[2].strip("`"), *(c == "yes" for c in r[3:7])) for r in rows}
+    declared = {s.name: (s.job, s.runs_on, s.in_run, s.sensor, s.eager, s.one_run_backfill) for s in STAGES}
+    assert shown == declared
