@@ -4,7 +4,7 @@ Everything here is derived from the pipeline's declaration (defs/pipeline.py); a
 steps execute and how a backfill is split into runs:
 
 - ``local`` (default: `make ui`, `actgeo run`, docker compose): steps run in the run's process
-  (in-process executor: a multiprocess executor costs ~30 s of start-up per run on a 2-core machine), and a
+  (in-process executor: a multiprocess executor starts a process per step, slow on a small machine), and a
   backfill of a stage with ``one_run_backfill`` is one run over all its partitions;
 - ``k8s`` (deploy/helm/values.yaml sets ``ACTGEO_DEPLOYMENT=k8s`` on the code server and on every run and step
   pod): dagster-k8s' ``k8s_job_executor`` runs each step in its own pod, sized by its asset's op tags

@@ -5,8 +5,8 @@
 the run is created in the instance with the job's origin in the code location that `make ui` serves
 (``dagster dev -m actgeo_assets.definitions``), its settings in the run config (so "Re-execute" in the UI
 runs the same settings), and executed with compute-log capture (the run page's stdout/stderr). No process
-is started per run: a cold run worker costs 7-10 s on a 2-core machine, and the model stays loaded across
-the capture runs of one invocation.
+is started per run (a cold run worker costs seconds), and the model stays loaded across the capture runs of
+one invocation.
 """
 
 from __future__ import annotations

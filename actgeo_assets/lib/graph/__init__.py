@@ -73,7 +73,8 @@ Devices
 -------
 ``device="auto"`` runs on CUDA when torch sees one (all sub-tiles on the GPU, tf32 GEMM with the float64
 recheck band, sub-tile forests reduced on the GPU by Boruvka, only forest edges come back), else on the
-CPU (numpy/OpenBLAS fp32 GEMM, which measured as fast as torch here, and scipy's spanning-tree code).
+CPU (numpy/OpenBLAS fp32 GEMM, as fast as torch's on a CPU: benchmarks/RESULTS.md; and scipy's
+spanning-tree code).
 ``device="torch-cpu"`` runs the GPU code path on the CPU (for tests). Labels at exact thresholds are the
 same on every device.
 """

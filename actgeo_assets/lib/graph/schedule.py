@@ -165,7 +165,7 @@ def run_pass(
 
     # A loop, not a recursive closure: a nested function that calls itself is a reference cycle, which would
     # keep this pass' rows (xa, xb: a shard's memory map, or its unit rows in memory) alive until Python's cyclic
-    # GC happened to run (measured: +125 MB per partition of the scale run, 15 GiB of RSS over its tiles).
+    # GC happened to run (docs/PROFILES.md has what it cost the 1,000,000 run).
     todo = (np.arange(na, dtype=np.int64), None if within else np.arange(na, na + nb, dtype=np.int64))
     while todo is not None:
         todo = visit(*todo)
