@@ -171,7 +171,7 @@ def compare_layers(settings: RunSettings, layout: RunLayout) -> LayerGeometry:
         "landing_threshold": cmp.landing_threshold, "capture": stats, "seconds": round(seconds, 3),
         "files_sha256": sha,
     })
-    log.info("layer_geometry: %d tokens, layers %s, %d rows of comparison in %.1fs", cmp.n, layers,
+    log.info("layers: %d tokens, layers %s, %d rows of comparison in %.1fs", cmp.n, layers,
              len(cmp.table), seconds)
     return LayerGeometry(comparison=cmp, layers=layers, thresholds=thresholds, files=files, sha256=sha,
                          capture=stats, seconds=seconds)
