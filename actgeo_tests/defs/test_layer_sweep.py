@@ -30,6 +30,14 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return tiny_gemma2(tmp_path_factory.mktemp("tiny-layers"))
 
 
+def _read(settings, cache_dir):
+    """The run's corpus, read with the fields the library takes."""
+    from actgeo_assets.lib.capture.corpus import read_corpus
+
+    return read_corpus(settings.corpus, cache_dir, split=settings.corpus_split, text_field=settings.text_field,
+                       dedup=settings.dedup)
+
+
 def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
     resource = ActgeoResource(data_dir=str(data), model=model, compare_layers=[3, 0, 1], compare_budget=200, **RUN)
@@ -56,11 +64,10 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
 
     # independent check of one layer: a single-layer capture of the corpus' first 200 tokens, L2 in float64,
     # the float64 brute force
-    from actgeo_assets.lib.capture.corpus import load_corpus
     from actgeo_assets.lib.capture.model import load_model
     from actgeo_assets.lib.capture.residual import capture_activations
 
-    docs = list(load_corpus(resource.settings(), data / "_corpus"))
+    docs = list(_read(resource.settings(), data / "_corpus"))
     loaded = load_model(model, tmp_path / "cache", device="cpu", threads=1)
     raw = capture_activations(loaded, docs, layer=3, context_len=48, budget=200, batch_size=4, progress=False).acts
     x = raw.astype(np.float64)

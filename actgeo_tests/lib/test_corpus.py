@@ -12,10 +12,16 @@ import pandas as pd
 import pytest
 
 from actgeo_assets.lib.capture.builtin_corpus import BUILTIN_SOURCES
-from actgeo_assets.lib.capture.corpus import load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.corpus import read_corpus, shard_budgets, shard_documents
 from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.duplicates import find_duplicates
 from actgeo_assets.lib.config.settings import RunSettings
+
+
+def _read(settings, cache_dir):
+    """The run's corpus, read with the fields the library takes."""
+    return read_corpus(settings.corpus, cache_dir, split=settings.corpus_split, text_field=settings.text_field,
+                       dedup=settings.dedup)
 
 
 def _settings(corpus: str, **kw) -> RunSettings:
@@ -47,7 +53,7 @@ def test_local_jsonl_with_pile_meta(tmp_path) -> None:
     ]
     f = tmp_path / "c.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    docs = load_corpus(_settings(str(f)), tmp_path / "cache")
+    docs = _read(_settings(str(f)), tmp_path / "cache")
     # the Pile's own part names are the analogue of themselves
     assert docs == [Document(0, "first doc", "Pile-CC", "Pile-CC"), Document(1, "third doc", "FreeLaw", "FreeLaw")]
 
@@ -57,31 +63,31 @@ def test_local_folder_parquet_and_txt(tmp_path) -> None:
     d.mkdir()
     pd.DataFrame({"body": ["a b c", "d e f"], "source": ["x", "y"]}).to_parquet(d / "a.parquet")
     (d / "b.txt").write_text("plain text file")
-    docs = load_corpus(_settings(str(d), text_field="body"), tmp_path / "cache")
+    docs = _read(_settings(str(d), text_field="body"), tmp_path / "cache")
     assert [(x.doc_id, x.text, x.source) for x in docs] == [
         (0, "a b c", "x"),
         (1, "d e f", "y"),
         (2, "plain text file", "b"),
     ]
     with pytest.raises(ValueError, match="no text field 'text'"):
-        load_corpus(_settings(str(d)), tmp_path / "cache")
+        _read(_settings(str(d)), tmp_path / "cache")
 
 
 def test_empty_corpus_is_named(tmp_path) -> None:
     f = tmp_path / "empty.jsonl"
     f.write_text(json.dumps({"text": ""}) + "\n")
     with pytest.raises(ValueError, match="empty.jsonl.*is empty"):
-        load_corpus(_settings(str(f)), tmp_path)
+        _read(_settings(str(f)), tmp_path)
     with pytest.raises(ValueError, match="unsupported type"):
         (tmp_path / "x.csv").write_text("text\nhello")
-        load_corpus(_settings(str(tmp_path / "x.csv")), tmp_path)
+        _read(_settings(str(tmp_path / "x.csv")), tmp_path)
 
 
 def test_unreachable_hub_says_so(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="hub is unreachable.*local"):
-        load_corpus(_settings("no-such-owner/no-such-dataset-xyz"), tmp_path)
+        _read(_settings("no-such-owner/no-such-dataset-xyz"), tmp_path)
 
 
 def test_builtin_falls_back_loudly_without_downloads(tmp_path, monkeypatch, caplog) -> None:
@@ -89,7 +95,7 @@ def test_builtin_falls_back_loudly_without_downloads(tmp_path, monkeypatch, capl
 
     monkeypatch.setattr(corpus, "_fetch", lambda archive, dest: None)
     with caplog.at_level(logging.WARNING, logger="actgeo_assets.lib.capture.builtin_corpus"):
-        docs = load_corpus(RunSettings(), tmp_path)
+        docs = _read(RunSettings(), tmp_path)
     sources = {d.source for d in docs}
     local = {"CPython standard library code", "Python language reference", "Debian licence texts"}
     assert sources in (local, local - {"Debian licence texts"})
@@ -105,7 +111,7 @@ def test_builtin_falls_back_loudly_without_downloads(tmp_path, monkeypatch, capl
 @pytest.mark.slow
 def test_builtin_pile_like_mix(model_cache) -> None:
     cache = model_cache.parent / "corpus"
-    docs = load_corpus(RunSettings(), cache)
+    docs = _read(RunSettings(), cache)
     counts = Counter(d.source for d in docs)
     assert set(counts) == {s for s, _, _, _ in BUILTIN_SOURCES}  # every source, named for what it is
     analogue = {d.source: d.pile_analogue for d in docs}
@@ -119,7 +125,7 @@ def test_builtin_pile_like_mix(model_cache) -> None:
     assert dups.by_source["CPython standard library code"]["near"] >= 1
     first = docs[: len(counts)]
     assert len({d.source for d in first}) == len(counts)  # any prefix is a mix
-    again = load_corpus(RunSettings(), cache)  # from the cached parquet
+    again = _read(RunSettings(), cache)  # from the cached parquet
     assert again == docs
     assert list(cache.glob("builtin-pile-like-*.parquet"))
 
@@ -194,12 +200,12 @@ def test_dedup_setting_drops_or_keeps_duplicates(tmp_path) -> None:
             {"text": body.upper(), "source": "c"}, {"text": body.replace("word7 ", "WORD 7 "), "source": "a"}]
     f = tmp_path / "c.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    kept = load_corpus(_settings(str(f)), tmp_path / "cache")
+    kept = _read(_settings(str(f)), tmp_path / "cache")
     assert [(d.doc_id, d.source) for d in kept] == [(0, "a"), (1, "b")]  # renumbered, first copies kept
     d = kept.duplicates.to_dict()
     assert (d["n_documents"], d["n_exact_duplicates"], d["n_near_duplicates"], d["n_kept"]) == (4, 1, 1, 2)
     assert d["dropped"] and kept.duplicates.exact == {2: 0} and kept.duplicates.near == {3: 0}
-    everything = load_corpus(_settings(str(f), dedup=False), tmp_path / "cache")
+    everything = _read(_settings(str(f), dedup=False), tmp_path / "cache")
     assert len(everything) == 4 and not everything.duplicates.dropped
     assert everything.duplicates.to_dict()["n_kept"] == 4 and everything.duplicates.exact == {2: 0}
     assert RunSettings().dedup and RunSettings().capture_key()["dedup"] is True

@@ -34,7 +34,6 @@ from actgeo_assets.lib.capture.builtin_corpus import load_builtin
 from actgeo_assets.lib.capture.documents import Document, documents_from
 from actgeo_assets.lib.capture.duplicates import Duplicates, find_duplicates
 from actgeo_assets.lib.config.constants import CORPUS_SUFFIXES, DEMO_CORPUS
-from actgeo_assets.lib.config.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +83,6 @@ def read_corpus(corpus: str, cache_dir: str | os.PathLike[str], *, split: str = 
         kept = [d for i, d in enumerate(docs) if i not in gone]
         docs = [dataclasses.replace(d, doc_id=i) for i, d in enumerate(kept)]
     return Corpus(docs, dups)
-
-
-def load_corpus(settings: RunSettings, cache_dir: str | os.PathLike[str]) -> Corpus:
-    """:func:`read_corpus` of the run's ``corpus``, ``corpus_split``, ``text_field`` and ``dedup``."""
-    return read_corpus(settings.corpus, cache_dir, split=settings.corpus_split, text_field=settings.text_field,
-                       dedup=settings.dedup)
 
 
 def shard_documents(docs: Sequence[Document], n_shards: int) -> list[list[Document]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actgeo_assets.lib.capture.corpus import load_corpus, shard_budgets, shard_documents
+from actgeo_assets.lib.capture.corpus import read_corpus, shard_budgets, shard_documents
 from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.normalize import geometry_diagnostics, normalize_rows, shards_mean
 from actgeo_assets.lib.config.constants import RAW_DTYPE
@@ -140,7 +140,8 @@ def source_fingerprints(settings: RunSettings) -> dict[str, str]:
 @functools.lru_cache(maxsize=8)
 def _cached_corpus_and_duplicates(settings: RunSettings, cache_dir: str,
                                   stamp: tuple[int, int]) -> tuple[tuple[Document, ...], dict[str, Any]]:
-    corpus = load_corpus(settings, Path(cache_dir))
+    corpus = read_corpus(settings.corpus, Path(cache_dir), split=settings.corpus_split,
+                         text_field=settings.text_field, dedup=settings.dedup)
     return tuple(corpus), corpus.duplicates.to_dict() if corpus.duplicates is not None else {}
 
 
