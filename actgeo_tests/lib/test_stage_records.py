@@ -87,3 +87,19 @@ def test_damaged_output_and_changed_settings_name_why(tiny_runs, tmp_path: Path)
     # another database: only the cards (their SQL rows go there)
     planned = plan(run.settings, run.layout, PIPELINE, database_url="sqlite:////elsewhere.sqlite")
     assert planned.first_stage(among=[s.name for s in PIPELINE if s is not LAYERS]) == ("component_cards", [None])
+
+
+def test_a_run_written_before_the_records_loads_and_recomputes_only_what_they_lack(tiny_runs, tmp_path: Path) -> None:
+    """A data directory written before the cards had a record (cards.json without its input fields) and before
+    the lookup moved to lookup/: every stage with its fields is current, the cards are recomputed once, and the
+    reason names what the old record lacks."""
+    run = tiny_runs()
+    layout = _copy(run, tmp_path)
+    old = {k: v for k, v in load_json(layout.cards).items()
+           if k not in ("labels_sha256", "card_settings", "mean_sha256", "layers_sha256", "database",
+                        "report_sha256", "explorer_sha256")}
+    save_json(layout.cards, old)
+    planned = plan(run.settings, layout, PIPELINE, database_url=run.db_url)
+    assert planned.first_stage(among=[s.name for s in PIPELINE if s is not LAYERS]) == ("component_cards", [None])
+    assert "records labels_sha256='<absent>'" in planned.reason("component_cards")
+    assert not planned.problems  # nothing damaged: an older record, not a broken file
