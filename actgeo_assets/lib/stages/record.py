@@ -64,9 +64,10 @@ def input_names(record: type) -> tuple[str, ...]:
 
 
 def expected_inputs(record: type, inputs: Inputs) -> dict[str, Any]:
-    """The values of ``record``'s input fields for ``inputs``, as they read back from JSON."""
-    return jsonable({f.name: f.metadata["input"](inputs) for f in dataclasses.fields(record)
-                     if "input" in f.metadata})
+    """The values of ``record``'s input fields for ``inputs``, as they read back from JSON, in declaration
+    order (the first one that differs is the one a stale output is blamed on)."""
+    return {f.name: jsonable(f.metadata["input"](inputs)) for f in dataclasses.fields(record)
+            if "input" in f.metadata}
 
 
 @dataclass(frozen=True)
