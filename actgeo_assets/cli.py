@@ -282,9 +282,9 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.stages.lookup import (
         BUILD_HINT,
         answer_json,
-        format_which,
+        format_lookup,
         index_problem,
-        which_text,
+        lookup_text,
     )
 
     ctx = run_from_args(args)
@@ -298,12 +298,12 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
         raise ValueError(f"no current lookup index: {problem}; build it with {BUILD_HINT}")
     if problem:
         print(f"actgeo lookup: building the lookup index ({problem})", file=sys.stderr)
-    result = which_text(settings, layout, args.text, k=args.k, build=args.build_index)
+    result = lookup_text(settings, layout, args.text, k=args.k, build=args.build_index)
     if args.json:
         for answer in result.tokens:
             print(json.dumps(answer_json(result, answer), ensure_ascii=False))
     else:
-        print(format_which(result))
+        print(format_lookup(result))
     return 0
 
 

@@ -39,23 +39,35 @@ def pipeline_assets() -> list[dg.AssetsDefinition]:
     return [found[name] for name in declared]
 
 
-def build_defs(deployment: str | None = None) -> dg.Definitions:
-    """The Definitions for ``deployment`` (one of :data:`DEPLOYMENTS`; None or empty: ``local``)."""
+def _deployment(deployment: str | None) -> str:
     deployment = deployment or "local"
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"${DEPLOYMENT_ENV} is {deployment!r}; expected one of {', '.join(DEPLOYMENTS)}")
+    return deployment
+
+
+def deployment_assets(deployment: str | None = None) -> list[dg.AssetsDefinition]:
+    """:func:`pipeline_assets` as ``deployment`` serves them: locally, ``BackfillPolicy.single_run()`` on the
+    stages declared ``one_run_backfill``; on Kubernetes one run per partition (Dagster's default)."""
     assets = pipeline_assets()
+    if _deployment(deployment) != "local":
+        return assets
+    one_run = {s.name for s in STAGES if s.one_run_backfill}
+    return [a.with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
+            if a.key.to_user_string() in one_run else a for a in assets]
+
+
+def build_defs(deployment: str | None = None) -> dg.Definitions:
+    """The Definitions for ``deployment`` (one of :data:`DEPLOYMENTS`; None or empty: ``local``)."""
+    deployment = _deployment(deployment)
     if deployment == "local":
-        one_run = {s.name for s in STAGES if s.one_run_backfill}
-        assets = [a.with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
-                  if a.key.to_user_string() in one_run else a for a in assets]
         executor: dg.ExecutorDefinition = dg.in_process_executor
     else:
         from dagster_k8s import k8s_job_executor
 
         executor = k8s_job_executor
     return dg.Definitions(
-        assets=assets,
+        assets=deployment_assets(deployment),
         jobs=list(JOBS.values()),
         sensors=[shard_sensor, automation_sensor],
         schedules=[nightly_merge],

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from actgeo_tests.support.dagster_ui import dagster_ui, free_port  # noqa: E402
 
-#: The assets `make demo` materializes (and the faiss index that `actgeo which` builds on demand).
+#: The assets `make demo` materializes (and the faiss index that `actgeo lookup` builds on demand).
 PIPELINE = ["raw_activations", "activation_mean", "normalized", "edge_tiles", "components", "component_cards",
             "lookup"]
 #: What "Materialize all" on the lineage page selects: every asset of the Definitions.

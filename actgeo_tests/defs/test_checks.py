@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.definitions import ASSETS
+from actgeo_assets.definitions import pipeline_assets
 from actgeo_assets.defs.partitions import SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.capture.documents import Document
@@ -45,8 +45,8 @@ def test_near_complete_geometry_warns(tmp_path: Path, normalization: str, near: 
     _massive_dim_shard(resource)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(SHARDS, ["shard-000"])
-    dg.materialize(ASSETS, selection=["activation_mean"], instance=instance, resources={"actgeo": resource})
-    result = dg.materialize(ASSETS, selection=["normalized"], partition_key="shard-000", instance=instance,
+    dg.materialize(pipeline_assets(), selection=["activation_mean"], instance=instance, resources={"actgeo": resource})
+    result = dg.materialize(pipeline_assets(), selection=["normalized"], partition_key="shard-000", instance=instance,
                             resources={"actgeo": resource})
     assert result.success
     geometry = _check(instance, "graph_not_near_complete")

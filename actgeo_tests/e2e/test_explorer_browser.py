@@ -126,7 +126,7 @@ def test_explorer_in_chromium(run) -> None:
 
         # the lookup command, quoted for a POSIX shell
         page.locator("#which-input").fill("it's the House")
-        assert page.locator("#which-command").inner_text() == "actgeo which 'it'\\''s the House'"
+        assert page.locator("#lookup-command").inner_text() == "actgeo lookup 'it'\\''s the House'"
         page.screenshot(path=str(TEST_OUTPUT / "explorer-full.png"), full_page=True)
     assert not errors, errors
     assert all(u.startswith("file://") for u in requests), requests  # nothing fetched: self-contained

@@ -180,7 +180,7 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
     fails naming the file instead of computing from it; the next `actgeo run` heals it."""
     import dagster as dg
 
-    from actgeo_assets.definitions import ASSETS
+    from actgeo_assets.definitions import pipeline_assets
     from actgeo_assets.defs.resources import ActgeoResource
     from actgeo_assets.lib.config.sources import parse_assignments
 
@@ -190,7 +190,7 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
     resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
     instance = dg.DagsterInstance.ephemeral()
     with pytest.raises(ValueError, match=rf"{target}.* is corrupted or was changed"):
-        dg.materialize(ASSETS, selection=["components"], instance=instance, resources={"actgeo": resource})
+        dg.materialize(pipeline_assets(), selection=["components"], instance=instance, resources={"actgeo": resource})
     capsys.readouterr()
     _assert_healed(baseline, data, *_run(baseline, data, capsys))
 
@@ -202,7 +202,7 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
     unmaterialized, the error names the damaged file, and the next `actgeo run` heals it."""
     import dagster as dg
 
-    from actgeo_assets.definitions import local_assets
+    from actgeo_assets.definitions import deployment_assets
     from actgeo_assets.defs.resources import ActgeoResource
     from actgeo_assets.lib.config.sources import parse_assignments
 
@@ -214,7 +214,7 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
     instance.add_dynamic_partitions("actgeo_shards", ["shard-000", "shard-001"])
     key = dg.AssetKey("normalized")
     both = {"dagster/asset_partition_range_start": "shard-000", "dagster/asset_partition_range_end": "shard-001"}
-    result = dg.materialize(local_assets(), selection=["normalized"], instance=instance,
+    result = dg.materialize(deployment_assets("local"), selection=["normalized"], instance=instance,
                             resources={"actgeo": resource}, tags=both, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -227,7 +227,7 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert any("partition shard-001 failed" in m and "(shard-000) are recorded" in m for m in logs)
     # a run of the failed partition alone (still damaged) fails and records nothing
-    one = dg.materialize(local_assets(), selection=["normalized"], instance=instance, partition_key="shard-001",
+    one = dg.materialize(deployment_assets("local"), selection=["normalized"], instance=instance, partition_key="shard-001",
                          resources={"actgeo": resource}, raise_on_error=False)
     assert not one.success and instance.get_materialized_partitions(key) == {"shard-000"}
     capsys.readouterr()
@@ -306,13 +306,13 @@ def test_kill_during_capture_then_concurrent_run_refused_then_heals(baseline: Ba
         # a materialization started elsewhere (the UI, a sensor) is refused as well, naming the holder
         import dagster as dg
 
-        from actgeo_assets.definitions import ASSETS
+        from actgeo_assets.definitions import pipeline_assets
         from actgeo_assets.defs.resources import ActgeoResource
         from actgeo_assets.lib.config.sources import parse_assignments
 
         resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
         with pytest.raises(ValueError, match=rf"is in use by PID {proc.pid}"):
-            dg.materialize(ASSETS, selection=["components"], instance=dg.DagsterInstance.ephemeral(),
+            dg.materialize(pipeline_assets(), selection=["components"], instance=dg.DagsterInstance.ephemeral(),
                            resources={"actgeo": resource})
         capsys.readouterr()
     finally:
@@ -333,9 +333,9 @@ def test_kill_during_tiles_heals(baseline: Baseline, tmp_path: Path, env, capsys
 
 
 def test_correctness_checks_are_blocking() -> None:
-    from actgeo_assets.definitions import ASSETS
+    from actgeo_assets.definitions import pipeline_assets
 
-    blocking = {spec.name: spec.blocking for a in ASSETS for spec in a.check_specs}
+    blocking = {spec.name: spec.blocking for a in pipeline_assets() for spec in a.check_specs}
     assert blocking == {"unit_norms": True, "graph_not_near_complete": False, "sizes_sum_to_n": True,
                         "float64_spot_check": True, "cards_cover_ranks": True,
                         "consistent_with_components": True, "sql_rows_match_cards": True}

@@ -1,6 +1,6 @@
 """The lookup's Dagster and CLI side on the shared tiny run (``support/tiny_run.py``): the `neighbour_index`
-asset's metadata, and `actgeo which --json` through the CLI's main function, every answer against a float64
-brute force. The library side (``which_text``, the index) is tested in ``lib/`` without Dagster."""
+asset's metadata, and `actgeo lookup --json` through the CLI's main function, every answer against a float64
+brute force. The library side (``lookup_text``, the index) is tested in ``lib/`` without Dagster."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ def _run_rows(resource: ActgeoResource) -> tuple[np.ndarray, np.ndarray, pd.Data
 
 
 def test_neighbour_index_asset_metadata(run) -> None:
-    from actgeo_assets.definitions import ASSETS
+    from actgeo_assets.definitions import pipeline_assets
 
     resource, instance, _ = run
-    result = dg.materialize(ASSETS, selection=["neighbour_index"], instance=instance, resources={"actgeo": resource})
+    result = dg.materialize(pipeline_assets(), selection=["lookup"], instance=instance, resources={"actgeo": resource})
     assert result.success
-    meta = result.asset_materializations_for_node("neighbour_index")[0].metadata
+    meta = result.asset_materializations_for_node("lookup")[0].metadata
     n = len(np.load(resource.layout().labels))
     assert meta["rows"].value == n and meta["dim"].value == 64 and meta["index_type"].text == "IndexFlatIP"
-    assert meta["bytes"].value == resource.layout().neighbour_index.stat().st_size > n * 64 * 4
+    assert meta["bytes"].value == resource.layout().lookup_index.stat().st_size > n * 64 * 4
 
 
 def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,9 +61,9 @@ def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
         assert {"text", "position", "rank", "label_id", "verdict", "nearest"} <= set(obj)
         assert len(obj["nearest"]) == 2
     # the JSON's rows are the brute force's: recapture is deterministic, so compare with the library's queries
-    from actgeo_assets.lib.stages.lookup import which_text
+    from actgeo_assets.lib.stages.lookup import lookup_text
 
-    queries = which_text(settings, layout, TEXT, k=0, gpu=False).queries
+    queries = lookup_text(settings, layout, TEXT, k=0, gpu=False).queries
     for obj, q in zip(objs, queries, strict=True):
         comps, _, _ = _expect(x, labels, q, settings.threshold)
         assert obj["label_id"] == (int(comps[0]) if len(comps) else None)
@@ -74,4 +74,4 @@ def test_cli_which_json(run, capsys: pytest.CaptureFixture[str]) -> None:
     layout.lookup_index.unlink()
     assert main([*base, "--no-build-index"]) == 2
     err = capsys.readouterr().err
-    assert "is missing" in err and "neighbour_index" in err
+    assert "is missing" in err and "lookup" in err

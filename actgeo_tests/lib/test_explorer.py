@@ -157,7 +157,7 @@ def test_page_is_self_contained_and_escaped(small_run) -> None:
     assert "<script src" not in text and "<link" not in text and "http://" not in text.replace(
         "http://www.w3.org/2000/svg", "")
     assert len(text) < 2_000_000
-    assert data["which_args"] == "--profile t"  # the lookup command names the run's profile (not the default)
+    assert data["lookup_args"] == "--profile t"  # the lookup command names the run's profile (not the default)
     # the corpus' markup round-trips as escaped text, and the page's placeholders in it are never substituted
     assert any("&lt;/script&gt;" in c["html"] for c in data["cards"].values())
     assert any("__SCRIPT__" in c["html"] for c in data["cards"].values())

@@ -6,12 +6,12 @@ import dagster as dg
 from actgeo_assets.defs.metadata import fmt
 from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
-from actgeo_assets.lib.stages.lookup import build_neighbour_index
+from actgeo_assets.lib.stages.lookup import build_lookup_index
 
 
 @dg.asset(**asset_args("lookup"), kinds={"faiss"})
 def lookup(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    built = build_neighbour_index(actgeo.settings(), actgeo.layout())
+    built = build_lookup_index(actgeo.settings(), actgeo.layout())
     context.log.info(f"{built.index_type} of {built.rows:,} x {built.dim} in {built.seconds:.2f}s: {built.path}")
     return dg.MaterializeResult(metadata={
         "rows": built.rows,

@@ -21,7 +21,7 @@ What it shows:
   threshold (never above the forest's ``exact_up_to`` nor the sweep's top), each node a sub-component of
   the run's largest component of at least ``min_size`` rows, drawn inside its parent (single linkage
   nests), each opening its card;
-- how to look up a typed sentence (``actgeo which '...'``, ready to copy).
+- how to look up a typed sentence (``actgeo lookup '...'``, ready to copy).
 
 Cards come from ``cards.json`` where the run has one for that component (the full card: model predictions,
 logit lens); every other component gets a compact card built here (size, documents, sources, top tokens,
@@ -33,7 +33,7 @@ Stable hooks: ``#explorer-data``, ``svg#spectrum circle.pt[data-rank]``, ``svg#p
 circle.perc-pt[data-threshold]``, ``#threshold-slider`` with ``#slider-threshold``, ``#s-n-components``,
 ``#s-largest``, ``#s-second``, ``#s-singletons``, ``#s-non-singleton``, ``#s-top10``; ``svg#icicle
 rect.node[data-id]``; ``#card-panel[data-key]`` holding ``#card-title`` and the card's ``section.card``;
-``#which-input`` and ``#which-command``.
+``#which-input`` and ``#lookup-command``.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def explorer_data(
     cards_doc: Mapping[str, Any] | None = None,
     description: str = "",
     report_href: str | None = "report.html",
-    which_args: str = "",
+    lookup_args: str = "",
 ) -> dict[str, Any]:
     """Everything the page shows, as JSON-serializable data (see the module docstring).
 
@@ -193,7 +193,7 @@ def explorer_data(
     parsed ``cards.json`` (its cards and sub-cards are shown where they match a component); ``rows``: the
     unit rows (``lib.cards.row_getter``), read to choose the most central contexts of compact cards (of an
     evenly spaced sample of at most :data:`CONTEXT_SAMPLE` members: "cos to mean" is to that sample's mean).
-    ``which_args``: what the page's ``actgeo which`` command adds to select this run (e.g. ``--profile full``).
+    ``lookup_args``: what the page's ``actgeo lookup`` command adds to select this run (e.g. ``--profile full``).
     Sizes: ``O(points + nodes + cards)``, independent of N beyond the caps."""
     labels = np.asarray(labels)
     n = int(labels.size)
@@ -296,7 +296,7 @@ def explorer_data(
             "exact_at": list(forest.exact_at), "error_bound": forest.error_bound,
             "report_href": report_href, "spectrum": spectrum, "sweep": sweep_rows, "slider": slider,
             "slider_start": run_i, "icicle": icicle, "cards": cards, "transition": transition,
-            "which_args": which_args}
+            "lookup_args": lookup_args}
 
 
 def _icicle(forest: SingleLinkageForest, labels: np.ndarray, t_run: float, top: float, labels_at: Any,
@@ -383,7 +383,7 @@ def write_explorer(
     cards_doc = load_json(layout.cards) if layout.cards.exists() else None
     data = explorer_data(forest, labels, sweep, tokens, docs, threshold=threshold, cards_doc=cards_doc, rows=rows,
                          description=description,
-                         which_args="" if layout.root.name == DEMO_PROFILE else f"--profile {layout.root.name}")
+                         lookup_args="" if layout.root.name == DEMO_PROFILE else f"--profile {layout.root.name}")
     out = Path(path) if path is not None else layout.explorer
     with atomic_path(out, ".html") as tmp:
         tmp.write_text(render_explorer(data), encoding="utf-8")

@@ -54,7 +54,7 @@ svg rect.node.sel{stroke:#d35400;stroke-width:2.5}
 #threshold-slider{width:min(520px,100%)}
 #slider-threshold{font-weight:700;font-variant-numeric:tabular-nums;font-size:1.1rem}
 ol#s-top10{columns:5;font-variant-numeric:tabular-nums;font-size:.9rem;margin:.3rem 0}
-#which-command{display:block;padding:.4rem .6rem;background:#f4f6f9;border:1px solid #dde3ea;border-radius:4px;
+#lookup-command{display:block;padding:.4rem .6rem;background:#f4f6f9;border:1px solid #dde3ea;border-radius:4px;
  font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
 #which-input{width:min(620px,100%);font-size:1rem;padding:.25rem .4rem}
 .legend{font-size:.85rem;color:#44505c}.legend i{display:inline-block;width:.8em;height:.8em;margin:0 .25em}
@@ -100,7 +100,7 @@ the <code>--config</code> or <code>--set</code> options the run was made with, i
 run's model and settings and says, token by token, which of this run's components it joins.</p>
 <input id="which-input" type="text" placeholder="The House of Commons met today."
  aria-label="a sentence to look up">
-<code id="which-command"></code> <button id="which-copy" type="button">copy</button>
+<code id="lookup-command"></code> <button id="which-copy" type="button">copy</button>
 <span class="meta" id="which-copied"></span>
 </main>
 <aside id="card-panel" data-key=""><div id="card-title"></div><div id="card-body">
@@ -314,10 +314,10 @@ document.getElementById("slider-note").textContent =
 
 // ---- which component does my sentence join?
 (function which() {
-  const input = document.getElementById("which-input"), out = document.getElementById("which-command");
+  const input = document.getElementById("which-input"), out = document.getElementById("lookup-command");
   const quote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
   const show = () => {
-    out.textContent = "actgeo which " + (D.which_args ? D.which_args + " " : "") + quote(input.value || input.placeholder);
+    out.textContent = "actgeo lookup " + (D.lookup_args ? D.lookup_args + " " : "") + quote(input.value || input.placeholder);
   };
   input.addEventListener("input", show);
   show();

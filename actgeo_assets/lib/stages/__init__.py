@@ -5,7 +5,7 @@
 - :mod:`.graph`: ``compute_tile``, ``merge_components``, ``load_components``, ``spot_check_edges``
   (edge_tiles, components);
 - :mod:`.cards`: ``build_run_cards``, ``audit_cards`` (component_cards);
-- :mod:`.lookup`: ``build_neighbour_index`` (lookup), ``which_text`` (`actgeo which`);
+- :mod:`.lookup`: ``build_lookup_index`` (lookup), ``lookup_text`` (`actgeo lookup`);
 - :mod:`.layers`: ``compare_layers`` (layers, job layer_sweep, `actgeo layers`), ``layer_section``;
 - :mod:`.common`: the run's model, its shards read back, rows of all shards by global index.
 

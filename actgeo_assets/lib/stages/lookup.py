@@ -42,8 +42,8 @@ BUILD_HINT = ("`actgeo lookup --build-index ...` (or materialize the `lookup` as
 
 
 @dataclass(frozen=True)
-class NeighbourIndexBuild:
-    """What :func:`build_neighbour_index` wrote: ``rows`` x ``dim`` float32 unit rows in ``path``
+class LookupIndexBuild:
+    """What :func:`build_lookup_index` wrote: ``rows`` x ``dim`` float32 unit rows in ``path``
     (``bytes`` on disk, sha256 ``sha256``), built in ``seconds``, for run ``run_id``."""
 
     path: Path
@@ -72,7 +72,7 @@ class TokenAnswer:
 
 
 @dataclass(frozen=True)
-class WhichResult:
+class LookupResult:
     """Every token of one text, answered against run ``run_id`` at ``threshold``.
 
     ``queries``: float32 [m, d] the text's unit rows (row i belongs to ``tokens[kept[i]]``); ``sizes``:
@@ -92,7 +92,7 @@ class WhichResult:
     index_rows: int
     device: str
     truncated: bool
-    built: NeighbourIndexBuild | None = None
+    built: LookupIndexBuild | None = None
 
 
 def _normalized_record(settings: RunSettings, layout: RunLayout) -> dict[str, dict[str, Any]]:
@@ -140,7 +140,7 @@ def index_problem(settings: RunSettings, layout: RunLayout, comps: RunComponents
 
 
 @holds_writer_lock
-def build_neighbour_index(settings: RunSettings, layout: RunLayout) -> NeighbourIndexBuild:
+def build_lookup_index(settings: RunSettings, layout: RunLayout) -> LookupIndexBuild:
     """Index the run's normalized rows (every shard, global row order, as ``labels.npy``) in a
     ``faiss.IndexFlatIP``; writes ``index/neighbours.faiss`` and its sidecar. ValueError when the run's
     components or normalized shards are missing or of other settings."""
@@ -165,7 +165,7 @@ def build_neighbour_index(settings: RunSettings, layout: RunLayout) -> Neighbour
         "run_id": settings.run_id(), "rows": int(index.ntotal),
         "dim": dim, "index_type": INDEX_TYPE, "max_norm": max_norm, "sha256": sha, "seconds": round(seconds, 3),
     })
-    return NeighbourIndexBuild(path=path, rows=int(index.ntotal), dim=dim, index_type=INDEX_TYPE,
+    return LookupIndexBuild(path=path, rows=int(index.ntotal), dim=dim, index_type=INDEX_TYPE,
                                bytes=path.stat().st_size, seconds=seconds, sha256=sha, run_id=settings.run_id())
 
 
@@ -176,7 +176,7 @@ def load_neighbour_index(settings: RunSettings, layout: RunLayout, comps: RunCom
     comps = comps or load_components(settings, layout)
     problem = index_problem(settings, layout, comps)
     if problem:
-        raise ValueError(f"no current neighbour index: {problem}; build it with {BUILD_HINT}")
+        raise ValueError(f"no current lookup index: {problem}; build it with {BUILD_HINT}")
     meta = load_json(layout.lookup_meta)
     return NeighbourIndex.load(layout.lookup_index, comps.labels, settings.threshold,
                                max_norm=float(meta.get("max_norm", 1.0)), gpu=gpu)
@@ -248,18 +248,18 @@ class _CorpusContexts:
                 "source": c.source, "position": c.position, "left": c.left, "token": c.token, "right": c.right}
 
 
-def which_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, build: bool = True,
-               context_chars: int = CONTEXT_CHARS // 2, gpu: bool | None = None) -> WhichResult:
+def lookup_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, build: bool = True,
+               context_chars: int = CONTEXT_CHARS // 2, gpu: bool | None = None) -> LookupResult:
     """Capture ``text`` with the run's model, layer and normalization and answer, per token, which component
     of the run it joins at the run's threshold, with its ``k`` nearest members' contexts. ``build``: build
     the index when it is missing or stale (``result.built`` says so), else ValueError naming
     :data:`BUILD_HINT`. ValueError when the text is empty or the run has no finished components."""
     if not text.strip():
-        raise ValueError("the text is empty: give some text to place, e.g. actgeo which \"my hon. Friend\"")
+        raise ValueError("the text is empty: give some text to place, e.g. actgeo lookup \"my hon. Friend\"")
     comps = load_components(settings, layout)
     built = None
     if build and index_problem(settings, layout, comps):
-        built = build_neighbour_index(settings, layout)
+        built = build_lookup_index(settings, layout)
     index = load_neighbour_index(settings, layout, comps, gpu=gpu)
     tokens, unit, kept, truncated = _query_rows(settings, layout, text)
     found = dict(zip(np.flatnonzero(kept).tolist(), index.query(unit, k=k), strict=True))
@@ -271,14 +271,14 @@ def which_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, 
         contexts = [corpus.context(n.row, n.cosine, n.label, context_chars) for n in f.nearest] if f else []
         answers.append(TokenAnswer(position=int(tok["position"]), text=text[cs:ce] if ce > cs >= 0 else str(tok["token"]),
                                    token=str(tok["token"]), found=f, contexts=contexts))
-    return WhichResult(text=text, run_id=settings.run_id(), description=settings.describe(),
+    return LookupResult(text=text, run_id=settings.run_id(), description=settings.describe(),
                        threshold=settings.threshold, tokens=answers, queries=unit, kept=kept,
                        sizes=np.bincount(comps.labels), index_path=layout.lookup_index,
                        index_rows=int(index.index.ntotal), device=index.device,
                        truncated=truncated, built=built)
 
 
-def answer_json(result: WhichResult, answer: TokenAnswer) -> dict[str, Any]:
+def answer_json(result: LookupResult, answer: TokenAnswer) -> dict[str, Any]:
     """One token as JSON: ``text``, ``position``, ``verdict``, ``rank`` and ``label_id`` as in the SQL table
     ``actgeo_components`` (``rank = label_id + 1``, rank 1 the largest; null for a new singleton or an
     excluded row; for a bridge the largest component linked), ``size``, ``components`` (every component
@@ -298,12 +298,12 @@ def answer_json(result: WhichResult, answer: TokenAnswer) -> dict[str, Any]:
     }
 
 
-def _component(result: WhichResult, label: int) -> str:
+def _component(result: LookupResult, label: int) -> str:
     size = int(result.sizes[label])
     return f"rank {label + 1} (label_id {label}, {size:,} member{'s' if size != 1 else ''})"
 
 
-def format_which(result: WhichResult, context_chars: int = 32) -> str:
+def format_lookup(result: LookupResult, context_chars: int = 32) -> str:
     """The answer as people read it: one line per token (position, token, verdict), then its nearest
     members, each with its cosine, component rank and corpus context (the member token in brackets)."""
     from actgeo_assets.lib.analysis.tokens import quote_token

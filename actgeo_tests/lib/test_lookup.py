@@ -1,10 +1,10 @@
-"""`actgeo which` and the neighbour index: every verdict against a float64 brute force.
+"""`actgeo lookup` and the neighbour index: every verdict against a float64 brute force.
 
 Library level (no run): a query that is exactly a stored row joins its component, a far vector is a new
 singleton, a hand-built query within the threshold of two components bridges them, queries 1e-6 either
 side of the threshold land on the right side. Run level: the shared tiny run (``support/tiny_run.py``, built
 by the library's stages); every token of a text gets the components a dense float64 cosine against all
-normalized rows gives (labels from labels.npy). The `neighbour_index` asset and `actgeo which` through the CLI
+normalized rows gives (labels from labels.npy). The `neighbour_index` asset and `actgeo lookup` through the CLI
 are tested in ``e2e/test_lookup_dagster.py``.
 """
 
@@ -137,14 +137,14 @@ def _run_rows(run: FinishedRun) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     return run_rows(run.settings, run.layout)
 
 
-def test_which_text_matches_brute_force(run) -> None:
-    from actgeo_assets.lib.stages.lookup import answer_json, format_which, index_problem, which_text
+def test_lookup_text_matches_brute_force(run) -> None:
+    from actgeo_assets.lib.stages.lookup import answer_json, format_lookup, index_problem, lookup_text
 
     settings, layout = run.settings, run.layout
     layout.lookup_index.unlink(missing_ok=True)
-    with pytest.raises(ValueError, match="neighbour_index"):  # not built, not asked to build: names the command
-        which_text(settings, layout, TEXT, build=False)
-    result = which_text(settings, layout, TEXT, k=3, gpu=False)
+    with pytest.raises(ValueError, match="lookup"):  # not built, not asked to build: names the command
+        lookup_text(settings, layout, TEXT, build=False)
+    result = lookup_text(settings, layout, TEXT, k=3, gpu=False)
     assert result.built is not None and result.built.rows == result.index_rows
     assert index_problem(settings, layout) is None
     x, labels, tokens = _run_rows(run)
@@ -180,42 +180,42 @@ def test_which_text_matches_brute_force(run) -> None:
     # longer than context_len (40 tokens of this tokenizer): its first 39 tokens after <bos>, said so
     spans = "".join(a.text for a in result.tokens)
     assert result.truncated and len(result.tokens) == settings.context_len - 1 and TEXT.startswith(spans)
-    shown = format_which(result)
+    shown = format_lookup(result)
     assert f"cosine >= {t}" in shown and "only its start was captured" in shown
-    again = which_text(settings, layout, TEXT, k=1, gpu=False)
+    again = lookup_text(settings, layout, TEXT, k=1, gpu=False)
     assert again.built is None  # the index is current: not rebuilt
     np.testing.assert_array_equal(again.queries, result.queries)  # the capture is deterministic
 
 
 def test_damaged_index_is_never_read(run) -> None:
-    from actgeo_assets.lib.stages.lookup import build_neighbour_index, index_problem, load_neighbour_index
+    from actgeo_assets.lib.stages.lookup import build_lookup_index, index_problem, load_neighbour_index
 
     settings, layout = run.settings, run.layout
-    build_neighbour_index(settings, layout)
+    build_lookup_index(settings, layout)
     data = bytearray(layout.lookup_index.read_bytes())
     data[-5] ^= 0xFF
     layout.lookup_index.write_bytes(bytes(data))
     assert "corrupted" in index_problem(settings, layout)
-    with pytest.raises(ValueError, match="corrupted.*actgeo which"):
+    with pytest.raises(ValueError, match="corrupted.*actgeo lookup"):
         load_neighbour_index(settings, layout)
-    build_neighbour_index(settings, layout)
+    build_lookup_index(settings, layout)
     assert index_problem(settings, layout) is None
 
 
 def test_bridge_and_singleton_as_printed_and_json() -> None:
     from actgeo_assets.lib.analysis.lookup import Found, Neighbour
-    from actgeo_assets.lib.stages.lookup import TokenAnswer, WhichResult, answer_json, format_which
+    from actgeo_assets.lib.stages.lookup import LookupResult, TokenAnswer, answer_json, format_lookup
 
     near = (Neighbour(row=4, cosine=0.71, label=2),)
     bridge = Found(labels=np.array([0, 2]), n_linked=3, best_cosine=0.71, nearest=near)
     alone = Found(labels=np.array([], dtype=np.int64), n_linked=0, best_cosine=0.42, nearest=())
     ctx = {"row": 4, "rank": 3, "label_id": 2, "cosine": 0.71, "doc_id": 7, "source": "s", "position": 5,
            "left": "a ", "token": "b", "right": " c"}
-    result = WhichResult(text="x y", run_id="r", description="d", threshold=0.7,
+    result = LookupResult(text="x y", run_id="r", description="d", threshold=0.7,
                          tokens=[TokenAnswer(1, "x", "x", bridge, [ctx]), TokenAnswer(2, " y", " y", alone)],
                          queries=np.zeros((2, 4), np.float32), kept=np.ones(2, bool), sizes=np.array([9, 5, 2]),
                          index_path=Path("i.faiss"), index_rows=16, device="cpu", truncated=False)
-    text = format_which(result)
+    text = format_lookup(result)
     assert "bridges rank 1 (label_id 0, 9 members) and rank 3 (label_id 2, 2 members): 3 rows" in text
     assert "a new singleton: no row at cosine >= 0.7 (nearest: cosine 0.4200)" in text and "a [b] c" in text
     js = [answer_json(result, a) for a in result.tokens]
