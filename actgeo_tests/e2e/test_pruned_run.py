@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from actgeo_assets.defs.pipeline import specs_for
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.config.spec import SettingsError
 from actgeo_assets.lib.graph import SingleLinkageForest, component_summary
@@ -81,9 +82,11 @@ def test_pruned_tiles_skip_pairs_and_record_it(pruned) -> None:
 def test_switching_pruning_off_makes_normalized_and_tiles_stale(pruned) -> None:
     resource, _ = pruned
     settings = resource.settings()
-    todo = plan(settings.replace(prune_at=None), resource.layout())
-    assert todo.normalized == settings.shard_keys and todo.tiles == settings.pair_keys
-    assert not plan(settings, resource.layout()).tiles  # nothing stale for the settings it ran with
+    stages = specs_for(["edge_tiles"])
+    todo = plan(settings.replace(prune_at=None), resource.layout(), stages)
+    assert todo.stale["normalized"] == settings.shard_keys and todo.stale["edge_tiles"] == settings.pair_keys
+    assert "prune_at" in todo.reason("normalized")
+    assert plan(settings, resource.layout(), stages).first_stage() is None  # current for the settings it ran with
 
 
 def test_prune_at_rules() -> None:
