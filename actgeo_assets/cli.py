@@ -332,13 +332,13 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from actgeo_assets.lib.store.lock import data_dir_lock
-    from actgeo_assets.runner import materialize_layer_sweep, open_instance
+    from actgeo_assets.runner import materialize_layers, open_instance
 
     resource = resource_from_args(args)
     settings, layout = resource.settings(), resource.layout()
     instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
     with data_dir_lock(layout.lock):
-        out = materialize_layer_sweep(resource, instance, force=args.force)
+        out = materialize_layers(resource, instance, force=args.force)
     table = pd.read_csv(out["files"]["geometry.csv"])
     at = table[(table["threshold"] - settings.threshold).abs() < 1e-9]
     norms = list(dict.fromkeys(at["normalization"]))
@@ -363,7 +363,7 @@ def add_layers_parser(sub: Any) -> None:
         description="Capture compare_layers over the corpus' first compare_budget tokens in one forward pass; "
                     "per layer, normalization (l2, center_l2, rmsnorm) and threshold: mean pairwise cosine, "
                     "giant fraction, exact component counts; where the reference layer's top components land. "
-                    "Runs the Dagster job layer_sweep; the report gains a section.",
+                    "Runs the Dagster job layers_job; the report gains a section.",
     )
     add_settings_arguments(p, "a setting, e.g. --set compare_layers=3,6,9 --set compare_budget=2000")
     p.add_argument("--force", action="store_true",

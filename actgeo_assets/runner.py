@@ -255,7 +255,7 @@ def open_instance(warn: Callable[[str], None] = print) -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def materialize_layer_sweep(
+def materialize_layers(
     resource: ActgeoResource,
     instance: dg.DagsterInstance,
     *,

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians. The UI side is what `make ui` starts (`python -m actgeo_assets.dev`: `dagster dev`, backfill "
         "loop every 2 s); the backfill is the one \"Materialize all\" launches (all partitions), timed from its "
         "launch to the end of its last run. The command line does the same work: `pipeline` = the assets "
-        "`make demo` builds (+ `neighbour_index`, 1 s) against `actgeo run --profile demo --force`; `everything` "
+        "`make demo` builds (+ `lookup`, 1 s) against `actgeo run --profile demo --force`; `everything` "
         "= the lineage page's selection (+ `layers`) against that plus `actgeo layers`.",
         "",
         "| selection | command line, median s (runs) | \"Materialize all\", median s (runs) | ratio |",

@@ -158,9 +158,9 @@ class RunSettings:
                                                cosine=True)
     subcard_ranks: tuple[int, int] = _setting((1, 10), "[first, last] size ranks of the sub-components",
                                               ranks=True)
-    compare_layers: tuple[int, ...] = _setting((3, 6, 9, 12, 15), "layer_sweep job: layers captured in one "
+    compare_layers: tuple[int, ...] = _setting((3, 6, 9, 12, 15), "the layers asset: layers captured in one "
                                                "forward pass and compared (each below the model's depth)", min=0)
-    compare_budget: int = _setting(5_000, "layer_sweep job: activations compared, from the corpus' first "
+    compare_budget: int = _setting(5_000, "the layers asset: activations compared, from the corpus' first "
                                    "documents", min=2)
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@
   (edge_tiles, components);
 - :mod:`.cards`: ``build_run_cards``, ``audit_cards`` (component_cards);
 - :mod:`.lookup`: ``build_lookup_index`` (lookup), ``lookup_text`` (`actgeo lookup`);
-- :mod:`.layers`: ``compare_layers`` (layers, job layer_sweep, `actgeo layers`), ``layer_section``;
+- :mod:`.layers`: ``compare_layers`` (asset layers, job layers_job, `actgeo layers`), ``layer_section``;
 - :mod:`.common`: the run's model, its shards read back, rows of all shards by global index.
 
 Each stage reads what the previous one wrote (paths in :class:`~actgeo_assets.lib.store.layout.RunLayout`),

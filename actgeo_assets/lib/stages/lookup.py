@@ -142,7 +142,7 @@ def index_problem(settings: RunSettings, layout: RunLayout, comps: RunComponents
 @holds_writer_lock
 def build_lookup_index(settings: RunSettings, layout: RunLayout) -> LookupIndexBuild:
     """Index the run's normalized rows (every shard, global row order, as ``labels.npy``) in a
-    ``faiss.IndexFlatIP``; writes ``index/neighbours.faiss`` and its sidecar. ValueError when the run's
+    ``faiss.IndexFlatIP``; writes ``lookup/neighbours.faiss`` and its sidecar. ValueError when the run's
     components or normalized shards are missing or of other settings."""
     t0 = time.perf_counter()
     comps = load_components(settings, layout)
@@ -169,7 +169,7 @@ def build_lookup_index(settings: RunSettings, layout: RunLayout) -> LookupIndexB
                                bytes=path.stat().st_size, seconds=seconds, sha256=sha, run_id=settings.run_id())
 
 
-def load_neighbour_index(settings: RunSettings, layout: RunLayout, comps: RunComponents | None = None,
+def load_lookup_index(settings: RunSettings, layout: RunLayout, comps: RunComponents | None = None,
                          gpu: bool | None = None) -> NeighbourIndex:
     """The current run's index with its labels and threshold; ValueError naming the problem and
     :data:`BUILD_HINT` when it is missing or stale."""
@@ -260,7 +260,7 @@ def lookup_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3,
     built = None
     if build and index_problem(settings, layout, comps):
         built = build_lookup_index(settings, layout)
-    index = load_neighbour_index(settings, layout, comps, gpu=gpu)
+    index = load_lookup_index(settings, layout, comps, gpu=gpu)
     tokens, unit, kept, truncated = _query_rows(settings, layout, text)
     found = dict(zip(np.flatnonzero(kept).tolist(), index.query(unit, k=k), strict=True))
     corpus = _CorpusContexts(settings, layout, comps)
