@@ -16,7 +16,7 @@ import pytest
 from actgeo_assets.cli import main
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.store.layout import sha256_file
-from actgeo_assets.runner import RunFailed, materialize_layer_sweep, materialize_run
+from actgeo_assets.runner import RunFailed, materialize_layers, materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
 
@@ -46,7 +46,7 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
     report = data / "demo" / "cards" / "report.html"
     assert 'id="layers-h"' not in report.read_text()
 
-    out = materialize_layer_sweep(resource, instance, echo=lambda s: None)
+    out = materialize_layers(resource, instance, echo=lambda s: None)
     assert out["cards"]  # the run was finished, so its cards (and report) were rendered again
     jobs = [r.job_name for r in instance.get_runs()]
     assert jobs.count("layers_job") == 1 and jobs.count("merge_job") == 2
@@ -148,7 +148,7 @@ def test_layers_beyond_the_models_depth_are_refused(model: str, tmp_path: Path,
     resource = ActgeoResource(profile="demo", data_dir=str(tmp_path / "data"), model=model, corpus=str(FIXTURE),
                               context_len=32, compare_layers=[1, 3, 6], compare_budget=50)
     with pytest.raises(RunFailed, match=r"compare_layers \[1, 3, 6\]: \[6\] out of range .*n_layers=4"):
-        materialize_layer_sweep(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
+        materialize_layers(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
     assert not (tmp_path / "data" / "demo" / "layers" / "geometry.csv").exists()
     assert main(["layers", "--set", "compare_layers=3,-1"]) == 2
     assert "compare_layers values must be >= 0, got -1" in capsys.readouterr().err

@@ -188,7 +188,7 @@ def test_lookup_text_matches_brute_force(run) -> None:
 
 
 def test_damaged_index_is_never_read(run) -> None:
-    from actgeo_assets.lib.stages.lookup import build_lookup_index, index_problem, load_neighbour_index
+    from actgeo_assets.lib.stages.lookup import build_lookup_index, index_problem, load_lookup_index
 
     settings, layout = run.settings, run.layout
     build_lookup_index(settings, layout)
@@ -197,7 +197,7 @@ def test_damaged_index_is_never_read(run) -> None:
     layout.lookup_index.write_bytes(bytes(data))
     assert "corrupted" in index_problem(settings, layout)
     with pytest.raises(ValueError, match="corrupted.*actgeo lookup"):
-        load_neighbour_index(settings, layout)
+        load_lookup_index(settings, layout)
     build_lookup_index(settings, layout)
     assert index_problem(settings, layout) is None
 
