@@ -93,3 +93,6 @@ def test_library_test_folders_mirror_the_library() -> None:
     missing_init = sorted(str(f.relative_to(REPO)) for f in [LIB_TESTS, *(LIB_TESTS / n for n in folders)]
                           if not (f / "__init__.py").is_file())
     assert not missing_init, f"test folders that are no package: {missing_init}"
+    loose = sorted(p.name for p in LIB_TESTS.glob("test_*.py"))
+    assert not loose, f"library tests outside a package's folder: {loose}"
+    assert folders == packages, f"library packages without a test folder: {sorted(packages - folders)}"

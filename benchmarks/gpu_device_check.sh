@@ -13,7 +13,7 @@ PY=${PY:-python3}
 
 echo "== CUDA tests"
 timeout "${T_TESTS:-170}" $PY -m pytest -p no:cacheprovider -o addopts="" -q -m "not slow" \
-  actgeo_tests/lib/test_cuda.py actgeo_tests/lib/test_graph.py actgeo_tests/lib/test_capture.py \
+  actgeo_tests/lib/graph/test_cuda.py actgeo_tests/lib/graph/test_graph.py actgeo_tests/lib/capture/test_capture.py \
   2>&1 | tee "$OUT/pytest.log" | tail -40
 echo "pytest exit: ${PIPESTATUS[0]}"
 

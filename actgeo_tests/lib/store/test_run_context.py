@@ -56,7 +56,7 @@ def test_database_url_order_and_the_kubernetes_rule(tmp_path: Path) -> None:
 def test_relative_data_dir_is_taken_from_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from actgeo_assets.lib.store.layout import project_root
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     assert project_root() == repo  # lib/store/layout.py sits three folders below it
     monkeypatch.chdir(tmp_path)
     run = resolve_run(environ={})
