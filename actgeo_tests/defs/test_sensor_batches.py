@@ -21,17 +21,23 @@ from actgeo_assets.defs.automation import (
 )
 from actgeo_assets.defs.pipeline import stage
 from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_tests.support.tiny_run import tiny_values
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
 N_SHARDS = 25  # more than two ticks' worth of captures
+
+
+def _resource(data_dir: str, **overrides: object) -> ActgeoResource:
+    """The tiny run's settings with ``overrides`` over ``data_dir``; the model is never loaded (the sensor
+    only plans)."""
+    return ActgeoResource(data_dir=data_dir, **tiny_values(model=str(Path(data_dir).parent / "no-model"),
+                                                           **overrides))
 
 
 @pytest.fixture
 def resource(tmp_path: Path) -> ActgeoResource:
-    """Settings of 25 shards over an empty data directory: every capture is stale (nothing is computed here;
-    the sensor only plans)."""
-    return ActgeoResource(profile="demo", data_dir=str(tmp_path / "data"), model=str(tmp_path / "no-model"),
-                          layer=2, corpus=str(FIXTURE), n_shards=N_SHARDS, budget=2000)
+    """The tiny run in 25 shards over an empty data directory: every capture is stale (nothing is computed
+    here; the sensor only plans)."""
+    return _resource(str(tmp_path / "data"), n_shards=N_SHARDS)
 
 
 def _tick(resource: ActgeoResource, instance: dg.DagsterInstance) -> dg.SensorResult:
@@ -102,15 +108,13 @@ def test_a_failed_partition_is_not_retried_until_its_inputs_change(resource: Act
         assert "shard-003" not in again  # failed, inputs unchanged
         assert again[0] == "shard-004"  # canceled: requested again, before the shards never requested
         # the same failure, other inputs (another budget: another run key): requested again
-        changed = ActgeoResource(profile="demo", data_dir=resource.data_dir, model=resource.model, layer=2,
-                                 corpus=resource.corpus, n_shards=N_SHARDS, budget=2500)
+        changed = _resource(resource.data_dir, n_shards=N_SHARDS, budget=2500)
         assert "shard-003" in [r.partition_key for r in _tick(changed, instance).run_requests]
 
 
 def test_the_skip_reason_names_a_failed_partition(resource: ActgeoResource) -> None:
     capture = stage("raw_activations").job
-    one = ActgeoResource(profile="demo", data_dir=resource.data_dir, model=resource.model, layer=2,
-                         corpus=resource.corpus, n_shards=1, budget=100)
+    one = _resource(resource.data_dir, n_shards=1)
     with dg.instance_for_test() as instance:
         first = _tick(one, instance)
         _queue(instance, capture, ["shard-000"], first.run_requests)
