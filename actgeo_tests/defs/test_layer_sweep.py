@@ -19,10 +19,7 @@ from actgeo_assets.lib.store.layout import sha256_file
 from actgeo_assets.runner import RunFailed, materialize_layers, materialize_run
 from actgeo_tests.support.oracle import brute_force_labels
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
-RUN = dict(profile="demo", layer=1, corpus=str(FIXTURE), n_shards=1, budget=150, context_len=48, batch_size=4,
-           threshold=0.6, min_threshold=0.4, sweep=[0.4, 0.6], card_ranks=[2, 3], contexts_per_card=2)
+from actgeo_tests.support.tiny_run import tiny_set_args, tiny_values
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +37,9 @@ def _read(settings, cache_dir):
 
 def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    resource = ActgeoResource(data_dir=str(data), model=model, compare_layers=[3, 0, 1], compare_budget=200, **RUN)
+    # the tiny run at layer 1 (the comparison's reference layer), in one small shard: the run only has to finish
+    resource = ActgeoResource(data_dir=str(data), **tiny_values(model=model, layer=1, n_shards=1, budget=150,
+                                                                compare_layers=[3, 0, 1], compare_budget=200))
     instance = dg.DagsterInstance.ephemeral()
     materialize_run(resource, instance, echo=lambda s: None)
     report = data / "demo" / "cards" / "report.html"
@@ -94,9 +93,8 @@ def test_layer_sweep_job_table_and_report_section(model: str, tmp_path: Path) ->
 def test_actgeo_layers_prints_the_table(model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    argv = ["layers", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", f"corpus={FIXTURE}",
-            "--set", "context_len=32", "--set", "threshold=0.7", "--set", "compare_layers=0,2",
-            "--set", "compare_budget=120"]
+    argv = ["layers", "--data-dir", str(tmp_path / "data"),
+            *tiny_set_args(model=model, threshold=0.7, compare_layers=[0, 2], compare_budget=120)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "layers x normalizations at cosine 0.7 (120 tokens)" in out
@@ -113,8 +111,8 @@ def test_actgeo_layers_reuses_a_current_comparison(model: str, tmp_path: Path, c
     """A second `actgeo layers` with the same settings computes nothing (files untouched, "current"); --force,
     other settings and an edited file each compute the comparison again."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    base = ["layers", "--data-dir", str(tmp_path / "data"), "--set", f"model={model}", "--set", f"corpus={FIXTURE}",
-            "--set", "context_len=32", "--set", "threshold=0.7", "--set", "compare_layers=0,2"]
+    base = ["layers", "--data-dir", str(tmp_path / "data"),
+            *tiny_set_args(model=model, threshold=0.7, compare_layers=[0, 2])]
     layers_dir = tmp_path / "data" / "demo" / "layers"
     meta = layers_dir / "layers.json"
 
@@ -145,8 +143,8 @@ def test_actgeo_layers_reuses_a_current_comparison(model: str, tmp_path: Path, c
 
 def test_layers_beyond_the_models_depth_are_refused(model: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    resource = ActgeoResource(profile="demo", data_dir=str(tmp_path / "data"), model=model, corpus=str(FIXTURE),
-                              context_len=32, compare_layers=[1, 3, 6], compare_budget=50)
+    resource = ActgeoResource(data_dir=str(tmp_path / "data"),
+                              **tiny_values(model=model, compare_layers=[1, 3, 6], compare_budget=50))
     with pytest.raises(RunFailed, match=r"compare_layers \[1, 3, 6\]: \[6\] out of range .*n_layers=4"):
         materialize_layers(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
     assert not (tmp_path / "data" / "demo" / "layers" / "geometry.csv").exists()
