@@ -15,14 +15,14 @@ from actgeo_assets.definitions import defs
 from actgeo_assets.defs.automation import shard_sensor
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.runner import materialize_run
+from actgeo_tests.support.paths import MINI_CORPUS
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import tiny_values
 
 
 def _split_fixture(folder: Path) -> list[Path]:
     """Three shard files of 14 documents each."""
-    lines = FIXTURE.read_text().splitlines()
+    lines = MINI_CORPUS.read_text().splitlines()
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for i, name in enumerate(("a", "b", "c")):
@@ -82,11 +82,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _resource(model_dir: str, corpus: Path, data: Path) -> ActgeoResource:
-    return ActgeoResource(
-        profile="demo", data_dir=str(data), model=model_dir, layer=2, corpus=str(corpus), shard_by="file",
-        budget_per_shard=250, context_len=48, batch_size=4, normalization="l2", threshold=0.6,
-        min_threshold=0.4, card_ranks=[2, 4], contexts_per_card=2,
-    )
+    """The tiny run on a corpus folder, one shard per file of 250 activations; l2 (no mean over all shards), so
+    a new file's shard leaves the others' unit rows current."""
+    return ActgeoResource(data_dir=str(data), **tiny_values(model=model_dir, corpus=str(corpus), shard_by="file",
+                                                            budget_per_shard=250, normalization="l2"))
 
 
 def test_new_shard_recomputes_only_its_tiles(tmp_path: Path, model_dir: str) -> None:
