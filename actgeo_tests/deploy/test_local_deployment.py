@@ -25,11 +25,11 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from actgeo_tests.support.dagster_ui import free_port, wait_http
+from actgeo_tests.support.paths import REPO
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 from actgeo_tests.support.tiny_model import tiny_gemma2
+from actgeo_tests.support.tiny_run import tiny_values
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "actgeo_tests" / "fixtures" / "mini_corpus.jsonl"
 BIN = Path(sys.executable).parent
 LOCATION = "actgeo"  # deploy/workspace.yaml's location_name
 pytestmark = pytest.mark.postgres
@@ -99,9 +99,7 @@ def test_queued_run_launched_by_daemon_in_its_own_process(tmp_path: Path, monkey
     assert deploy_yaml["run_launcher"]["class"] == "DefaultRunLauncher"
     assert deploy_yaml["run_coordinator"]["class"] == "QueuedRunCoordinator"
     (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    settings = {"profile": "demo", "data_dir": str(tmp_path / "data"), "model": tiny_gemma2(tmp_path), "layer": 2,
-                "corpus": str(FIXTURE), "n_shards": 2, "budget": 500, "context_len": 48, "threshold": 0.6,
-                "min_threshold": 0.4, "card_ranks": [2, 5], "contexts_per_card": 2}
+    settings = {"data_dir": str(tmp_path / "data"), **tiny_values(model=tiny_gemma2(tmp_path))}
     (tmp_path / "actgeo.yaml").write_text(yaml.safe_dump(settings))
     grpc_port, web_port = free_port(), free_port()
     (home / "workspace.yaml").write_text(yaml.safe_dump(_workspace(grpc_port)))

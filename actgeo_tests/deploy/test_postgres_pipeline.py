@@ -13,11 +13,10 @@ from sqlalchemy.engine import make_url
 
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.runner import materialize_run
+from actgeo_tests.support.paths import REPO
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 from actgeo_tests.support.tiny_model import tiny_gemma2
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "actgeo_tests" / "fixtures" / "mini_corpus.jsonl"
+from actgeo_tests.support.tiny_run import tiny_values
 
 
 @pytest.mark.postgres
@@ -32,11 +31,8 @@ def test_pipeline_on_postgres_instance_and_table(tmp_path: Path, monkeypatch: py
                            ("DAGSTER_PG_USER", u.username), ("DAGSTER_PG_PASSWORD", "trust"),
                            ("DAGSTER_PG_DB", u.database)):
             monkeypatch.setenv(key, value)
-        resource = ActgeoResource(
-            data_dir=str(tmp_path / "data"), database_url=url, model=tiny_gemma2(tmp_path), layer=2,
-            corpus=str(FIXTURE), n_shards=2, budget=500, context_len=48, threshold=0.6, min_threshold=0.4,
-            card_ranks=[2, 5], contexts_per_card=2,
-        )
+        resource = ActgeoResource(data_dir=str(tmp_path / "data"), database_url=url,
+                                  **tiny_values(model=tiny_gemma2(tmp_path)))
         engine = sa.create_engine(url)
         instance = dg.DagsterInstance.get()
         try:
