@@ -21,18 +21,18 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from actgeo_assets.cli import main
 from actgeo_tests.support.env import unset_env
-from actgeo_tests.support.paths import MINI_CORPUS as FIXTURE
-from actgeo_tests.support.paths import REPO as ROOT
+from actgeo_tests.support.paths import MINI_CORPUS, REPO
 from actgeo_tests.support.tiny_model import tiny_gemma2
-from actgeo_tests.support.tiny_run import tiny_assignments
+from actgeo_tests.support.tiny_run import tiny_set_args, tiny_values
 
-#: The tiny run's settings as ``--set`` texts (the model is each baseline's own).
-SETTINGS = tiny_assignments()
+if TYPE_CHECKING:
+    from actgeo_assets.defs.resources import ActgeoResource
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,14 @@ class Baseline:
     printed: list[str]  # the summary block `actgeo run` printed
 
     def argv(self, data: Path, *more: str) -> list[str]:
-        sets = [a for s in [f"model={self.model}", *SETTINGS] for a in ("--set", s)]
-        return ["run", "--data-dir", str(data), *sets, *more]
+        """`actgeo run` of the tiny run (this baseline's model) on ``data``, then ``more``."""
+        return ["run", "--data-dir", str(data), *tiny_set_args(model=self.model), *more]
+
+    def resource(self, data: Path) -> ActgeoResource:
+        """The same settings as an ``ActgeoResource`` on ``data`` (dagster imported only where it is used)."""
+        from actgeo_assets.defs.resources import ActgeoResource
+
+        return ActgeoResource(data_dir=str(data), **tiny_values(model=self.model))
 
 
 def _printed_summary(out: str) -> list[str]:
@@ -181,13 +187,11 @@ def test_stage_reading_a_changed_file_names_it(baseline: Baseline, tmp_path: Pat
     import dagster as dg
 
     from actgeo_assets.definitions import pipeline_assets
-    from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.config.sources import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "normalized" / "shard-001.npy"
     _damage(target, "overwrite")
-    resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
+    resource = baseline.resource(data)
     instance = dg.DagsterInstance.ephemeral()
     with pytest.raises(ValueError, match=rf"{target}.* is corrupted or was changed"):
         dg.materialize(pipeline_assets(), selection=["components"], instance=instance, resources={"actgeo": resource})
@@ -203,13 +207,11 @@ def test_run_over_several_partitions_records_the_ones_it_finished(baseline: Base
     import dagster as dg
 
     from actgeo_assets.definitions import deployment_assets
-    from actgeo_assets.defs.resources import ActgeoResource
-    from actgeo_assets.lib.config.sources import parse_assignments
 
     data = _copy(baseline, tmp_path)
     target = data / "demo" / "raw" / "shard-001.npy"
     _damage(target, "flip")
-    resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
+    resource = baseline.resource(data)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("actgeo_shards", ["shard-000", "shard-001"])
     key = dg.AssetKey("normalized")
@@ -258,11 +260,11 @@ PAUSED_RUN = textwrap.dedent("""
 
 def _start_paused(baseline: Baseline, data: Path, home: Path, module: str, pattern: str,
                   log: Path) -> subprocess.Popen[str]:
-    script = PAUSED_RUN.format(root=str(ROOT), module=module, pattern=pattern)
+    script = PAUSED_RUN.format(root=str(REPO), module=module, pattern=pattern)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("ACTGEO_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-c", script, *baseline.argv(data)], stdout=subprocess.PIPE,
-                            stderr=log.open("w"), text=True, env=env, cwd=str(ROOT))
+                            stderr=log.open("w"), text=True, env=env, cwd=str(REPO))
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.strip() == "PAUSED":
@@ -307,10 +309,8 @@ def test_kill_during_capture_then_concurrent_run_refused_then_heals(baseline: Ba
         import dagster as dg
 
         from actgeo_assets.definitions import pipeline_assets
-        from actgeo_assets.defs.resources import ActgeoResource
-        from actgeo_assets.lib.config.sources import parse_assignments
 
-        resource = ActgeoResource(data_dir=str(data), **parse_assignments([f"model={baseline.model}", *SETTINGS]))
+        resource = baseline.resource(data)
         with pytest.raises(ValueError, match=rf"is in use by PID {proc.pid}"):
             dg.materialize(pipeline_assets(), selection=["components"], instance=dg.DagsterInstance.ephemeral(),
                            resources={"actgeo": resource})
@@ -379,7 +379,7 @@ def test_failed_card_check_fails_the_run(baseline: Baseline, tmp_path: Path, env
 
 def _few_docs(tmp_path: Path) -> Path:
     path = tmp_path / "two_docs.jsonl"
-    path.write_text("\n".join(FIXTURE.read_text().splitlines()[:2]) + "\n")
+    path.write_text("\n".join(MINI_CORPUS.read_text().splitlines()[:2]) + "\n")
     return path
 
 
