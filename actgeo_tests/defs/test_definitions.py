@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import typing
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,8 +17,7 @@ from actgeo_assets.definitions import defs
 from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.config.settings import SETTINGS, RunSettings
-
-REPO = Path(__file__).resolve().parents[2]
+from actgeo_tests.support.paths import REPO
 
 
 def _graph():

@@ -34,9 +34,7 @@ from actgeo_assets.defs.metadata import (
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.store.layout import project_root, resolve_data_dir
-
-REPO = Path(__file__).resolve().parents[2]
-
+from actgeo_tests.support.paths import REPO
 
 # --- numbers and tables
 

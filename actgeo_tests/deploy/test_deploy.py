@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from actgeo_assets.defs.pipeline import BIG_CPU, GPU, JOBS, STAGES, eager_stages
+from actgeo_tests.support.paths import REPO
 from actgeo_tests.support.tiny_run import tiny_values
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 #: The pod kind of each stage's step, from the declaration (deploy/README.md's table names the same kinds).
 POD_KIND = {s.name: {GPU: "GPU step pod", BIG_CPU: "merge step pod"}.get(s.runs_on, "CPU step pod") for s in STAGES}
 

@@ -20,10 +20,10 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from actgeo_tests.support import helm
+from actgeo_tests.support.paths import REPO
 from actgeo_tests.support.postgres import postgres_available, running_postgres
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+DEPLOY = REPO / "deploy"
 RELEASE, NAMESPACE = "actgeo", "actgeo"  # `helm upgrade --install actgeo dagster/dagster -n actgeo`
 DATA_DIR = "/opt/dagster/app/data"
 
@@ -300,7 +300,7 @@ def _run_install(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Comple
     (tmp_path / "install.sh").write_text(_install_block())
     base = {k: v for k, v in os.environ.items()
             if k not in ("ACTGEO_DATABASE_URL", "HF_TOKEN", "STORAGE_CLASS", "ACTGEO_IMAGE_REPO")}
-    done = subprocess.run(["bash", str(tmp_path / "install.sh")], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run(["bash", str(tmp_path / "install.sh")], cwd=REPO, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL,
                           env={**base, **env, "PATH": f"{stubs}:{os.environ['PATH']}", "ACTGEO_STUB_LOG": str(log)})
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -471,7 +471,7 @@ def test_one_image_tag_per_build():
 def test_build_context_and_git_leave_out_venv_data_and_secrets():
     """.dockerignore (build context = the repository root) leaves out what the images never copy; what they
     copy stays in. git ignores deploy/.env (compose's secrets)."""
-    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     for must in (".git", ".venv", "data", ".dagster_home", "test-output", "deploy/.env", ".pytest_cache",
                  ".ruff_cache", ".cache", "**/__pycache__"):
@@ -484,7 +484,7 @@ def test_build_context_and_git_leave_out_venv_data_and_secrets():
     assert copied == {"pyproject.toml", "README.md", "actgeo_assets"}
     for path in copied:
         assert not any(fnmatch(path, p) for p in patterns), path
-    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=ROOT, timeout=30)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=REPO, timeout=30)
     assert ignored.returncode == 0, "git does not ignore deploy/.env"
 
 
@@ -504,7 +504,7 @@ def test_dockerfiles_pin_torch_and_start_the_code_server():
     assert f"CMD {cmd}" in cuda
 
     # The pins agree with pyproject.toml.
-    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
 
 
