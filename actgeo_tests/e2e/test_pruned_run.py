@@ -31,8 +31,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory):
     # three shards so that tiles start from two shards' components
     resource = ActgeoResource(data_dir=str(tmp / "data"), **tiny_values(
         profile="scale", model=tiny_gemma2(tmp / "model"), n_shards=3, budget=1200, threshold=0.5,
-        sweep=[0.4, 0.45, 0.5], prune_at=0.5, n_landmarks=50, subcard_threshold=None, card_ranks=[2, 4],
-        contexts_per_card=2))
+        sweep=[0.4, 0.45, 0.5], prune_at=0.5, n_landmarks=50, subcard_threshold=None))
     record = materialize_run(resource, dg.DagsterInstance.ephemeral(), echo=lambda s: None)
     return resource, record
 
