@@ -236,8 +236,7 @@ def _materialize_run(
         for part in parts:
             finished.update(run(name, part))
     if not times:
-        echo(f"  every stage is current ({', '.join(planned)}: their recorded inputs and files match); "
-             "--force recomputes them")
+        echo("  every stage is current (their recorded inputs and files match); --force recomputes them")
     times["total"] = time.perf_counter() - t_all
     record = load_record(settings, resource.layout())
     return {**record.to_json(), "times": times, "report": str(resource.layout().report),

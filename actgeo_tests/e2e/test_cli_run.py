@@ -30,10 +30,11 @@ def test_actgeo_run_prints_the_study_summary(tmp_path: Path, capsys: pytest.Capt
     assert (tmp_path / "home").is_dir()  # runs recorded for `make ui`
     assert (tmp_path / "db-x7q2.sqlite").is_file()  # --database-url was used ...
     _assert_not_stored(tmp_path / "home", "db-x7q2")  # ... but never entered the runs' stored config
-    # second run: everything current, nothing but the cards recomputed
+    # second run: everything current, nothing recomputed
     assert main(argv) == 0
     again = capsys.readouterr().out
-    assert "raw_activations" not in again and "edge_tiles" not in again
+    assert "raw_activations" not in again and "edge_tiles" not in again and "component_cards" not in again
+    assert "every stage is current" in again
 
 
 @pytest.mark.parametrize("argv, message", [
