@@ -15,21 +15,8 @@ from actgeo_assets.definitions import defs
 from actgeo_assets.defs.automation import shard_sensor
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.runner import materialize_run
-from actgeo_tests.support.paths import MINI_CORPUS
 from actgeo_tests.support.tiny_model import tiny_gemma2
-from actgeo_tests.support.tiny_run import tiny_values
-
-
-def _split_fixture(folder: Path) -> list[Path]:
-    """Three shard files of 14 documents each."""
-    lines = MINI_CORPUS.read_text().splitlines()
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, name in enumerate(("a", "b", "c")):
-        f = folder / f"{name}.jsonl"
-        f.write_text("\n".join(lines[i * 14:(i + 1) * 14]) + "\n")
-        files.append(f)
-    return files
+from actgeo_tests.support.tiny_run import split_corpus, tiny_values
 
 
 def _tick(resource: ActgeoResource, instance: dg.DagsterInstance) -> list[tuple[str, str | None]]:
@@ -90,7 +77,7 @@ def _resource(model_dir: str, corpus: Path, data: Path) -> ActgeoResource:
 
 def test_new_shard_recomputes_only_its_tiles(tmp_path: Path, model_dir: str) -> None:
     corpus = tmp_path / "corpus"
-    files = _split_fixture(tmp_path / "all")
+    files = split_corpus(tmp_path / "all")
     corpus.mkdir()
     for f in files[:2]:
         shutil.copy(f, corpus / f.name)

@@ -25,23 +25,10 @@ from actgeo_tests.support.dagster_ui import (
     instance_home,
     skip_community_dialog,
 )
-from actgeo_tests.support.paths import MINI_CORPUS
 from actgeo_tests.support.tiny_model import tiny_gemma2
-from actgeo_tests.support.tiny_run import tiny_values
+from actgeo_tests.support.tiny_run import split_corpus, tiny_values
 
 pytestmark = pytest.mark.browser
-
-
-def _split_fixture(folder: Path) -> list[Path]:
-    """Three corpus files of 14 documents each."""
-    lines = MINI_CORPUS.read_text().splitlines()
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, name in enumerate(("a", "b", "c")):
-        f = folder / f"{name}.jsonl"
-        f.write_text("\n".join(lines[i * 14:(i + 1) * 14]) + "\n")
-        files.append(f)
-    return files
 
 
 def _since(ui, asset: str, t0: float) -> list[dict]:
@@ -50,7 +37,7 @@ def _since(ui, asset: str, t0: float) -> list[dict]:
 
 def test_a_dropped_file_becomes_shards_tiles_components_and_cards(tmp_path: Path) -> None:
     require_chromium()
-    files = _split_fixture(tmp_path / "all")
+    files = split_corpus(tmp_path / "all")
     corpus, data = tmp_path / "corpus", tmp_path / "data"
     corpus.mkdir()
     for f in files[:2]:

@@ -183,3 +183,16 @@ def drop_rows(root: Path, copy: Path, shard: str, rows: list[int]) -> None:
     summary["labels_sha256"] = sha256_file(copy / "components" / "labels.npy")
     summary["files_sha256"]["offsets"] = sha256_file(copy / "components" / "offsets.json")
     save_json(copy / "components" / "summary.json", summary)
+
+
+def split_corpus(folder: Path, names: tuple[str, ...] = ("a", "b", "c"), docs_per_file: int = 14) -> list[Path]:
+    """The fixture corpus split into one ``.jsonl`` file per name (``docs_per_file`` documents each) under
+    ``folder``: a corpus to run with ``shard_by="file"``."""
+    lines = MINI_CORPUS.read_text().splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, name in enumerate(names):
+        f = folder / f"{name}.jsonl"
+        f.write_text("\n".join(lines[i * docs_per_file:(i + 1) * docs_per_file]) + "\n")
+        files.append(f)
+    return files
