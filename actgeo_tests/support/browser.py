@@ -15,8 +15,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from actgeo_tests.support.paths import REPO
 
 CHROMIUM = os.environ.get("ACTGEO_CHROMIUM", "/usr/bin/chromium")
 
@@ -31,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 
 #: Screenshots and other test artefacts go here (repo root, ignored by git).
-TEST_OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+TEST_OUTPUT = REPO / "test-output"
 
 
 def chromium_missing() -> str | None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from actgeo_tests.support.paths import REPO
 
 
 def free_port() -> int:
