@@ -110,20 +110,6 @@ def stage(name: str) -> Stage:
         raise KeyError(f"no stage {name!r}: the pipeline declares {list(BY_NAME)}") from None
 
 
-def specs_for(names: Iterable[str], stages: tuple[Stage, ...] = STAGES) -> list[StageSpec]:
-    """The library specs of ``names`` and of every stage upstream of them, in declaration (lineage) order:
-    what the planner needs to judge those stages."""
-    by_name = {s.name: s for s in stages}
-    wanted: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            todo.extend(by_name[name].spec.upstream)
-    return [s.spec for s in stages if s.name in wanted]
-
-
 def ancestors(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
     """Every asset upstream of ``name``, transitively."""
     by_name = {s.name: s for s in stages}
@@ -135,6 +121,13 @@ def ancestors(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
             seen.add(up)
             todo.extend(by_name[up].spec.upstream)
     return seen
+
+
+def specs_for(names: Iterable[str], stages: tuple[Stage, ...] = STAGES) -> list[StageSpec]:
+    """The library specs of ``names`` and of every stage upstream of them, in declaration (lineage) order:
+    what the planner needs to judge those stages."""
+    wanted = {n for name in names for n in (name, *ancestors(name, stages))}
+    return [s.spec for s in stages if s.name in wanted]
 
 
 def _dep(stage_: Stage, upstream: Stage) -> dg.AssetDep:
