@@ -35,7 +35,7 @@ from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw,
 from actgeo_assets.lib.stages.graph import FIGURES, load_components, verified_component_file
 from actgeo_assets.lib.stages.layers import LAYERS, layer_section
 from actgeo_assets.lib.stages.record import Inputs, StageSpec, expected_inputs, input_field
-from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, sha256_file
+from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, save_parquet, sha256_file
 from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
@@ -76,6 +76,7 @@ class CardsRecord:
     database: str | None = input_field(lambda i: mask_url(i.database_url) if i.database_url else None)
     report_sha256: str = ""
     explorer_sha256: str = ""
+    members_sha256: str = ""  # cards/members.parquet: every activation with its component
 
 
 CARDS = StageSpec(
@@ -86,7 +87,8 @@ CARDS = StageSpec(
     record=CardsRecord, version="cards-1", output_field="report_sha256",
     sidecar=lambda layout, _: layout.cards,
     files=lambda layout, _, meta: [(layout.report, meta.get("report_sha256")),
-                                   (layout.explorer, meta.get("explorer_sha256"))],
+                                   (layout.explorer, meta.get("explorer_sha256")),
+                                   (layout.members, meta.get("members_sha256"))],
 )
 
 
@@ -115,6 +117,20 @@ def run_tokens(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]
         tables.append(tok)
         docs.append(raw.docs)
     return pd.concat(tables, ignore_index=True), pd.concat(docs, ignore_index=True).drop_duplicates("doc_id")
+
+
+#: The columns of ``cards/members.parquet``: the activation's global row (as labels.npy), its component at the
+#: run's threshold (0 = the largest), its document, source, position in the document, token and shard.
+MEMBER_COLUMNS = ("row", "component", "doc_id", "source", "position", "token_id", "token", "shard")
+
+
+def members_table(tokens: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """One row per activation (global row order): :data:`MEMBER_COLUMNS` from the run's token table and its
+    canonical labels (int64 [N])."""
+    if len(tokens) != len(labels):
+        raise ValueError(f"token table has {len(tokens)} rows but labels have {len(labels)}: rerun upstream")
+    table = tokens.assign(component=np.asarray(labels, dtype=np.int64))
+    return table.loc[:, list(MEMBER_COLUMNS)].reset_index(drop=True)
 
 
 @holds_writer_lock
@@ -189,9 +205,10 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           layers_section=layer_section(settings, layout))
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates)
+    save_parquet(layout.members, members_table(tokens, labels))
     report_sha = sha256_file(report)
     save_json(layout.cards, {**cards_doc, **inputs, "report_sha256": report_sha,
-                             "explorer_sha256": sha256_file(explorer)})
+                             "explorer_sha256": sha256_file(explorer), "members_sha256": sha256_file(layout.members)})
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
                     summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer,
                     report_sha256=report_sha)

@@ -157,6 +157,8 @@ class StageSpec:
         if self.check is not None and (why := self.check(inputs, meta)):
             return Freshness(False, why=why, damaged=True)
         for file, sha in self.files(inputs.layout, inputs.key, meta):
+            if not sha:  # written by a version of the stage that did not write (or hash) this file
+                return Freshness(False, why=f"{path} records no sha256 of {file.name}")
             try:
                 verify_file(file, sha)
             except IntegrityError as exc:

@@ -161,6 +161,12 @@ class RunLayout:
         return self.cards_dir / "report.html"
 
     @property
+    def members(self) -> Path:
+        """Every activation of the run with its component: row, component, document, source, position, token
+        (Parquet, one row per activation in global row order)."""
+        return self.cards_dir / "members.parquet"
+
+    @property
     def explorer(self) -> Path:
         """The interactive page of the run (``lib/outputs/explorer.py``), next to the report."""
         return self.cards_dir / "explorer.html"
@@ -237,6 +243,12 @@ def save_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` (e.g. a PNG)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_parquet(path: str | os.PathLike[str], table: Any) -> None:
+    """Atomically write a pandas DataFrame as Parquet (no index)."""
+    with atomic_path(path, ".parquet") as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def save_csv(path: str | os.PathLike[str], table: Any) -> None:
