@@ -42,7 +42,7 @@ from actgeo_assets.lib.analysis.labels import provisional_label
 from actgeo_assets.lib.analysis.readout import (
     NEXT_TOKENS,
     Readout,
-    next_token_readout,
+    component_lens,
     readout_sample,
     summarize_predictions,
 )
@@ -210,12 +210,10 @@ def _build_from_groups(
             assert readout is not None
             model_next = summarize_predictions([predictions[int(r)] for r in samples[g]], readout.tokenizer)
             n_read = int(samples[g].size)
-        ro = None
+        ro, lens_meta = None, None
         if lens:
-            assert readout is not None and raw_get is not None and readout.center is not None
-            direction = chunked_mean(raw_get, members) - np.asarray(readout.center, dtype=np.float64)
-            ro = next_token_readout(direction, readout.final_norm, readout.unembed, readout.tokenizer,  # type: ignore[arg-type]
-                                    softcap=readout.softcap, hidden=readout.hidden)
+            assert readout is not None and raw_get is not None
+            ro, lens_meta = component_lens(readout, raw_get, members)
         card = Card(
             rank=int(rank),
             label_id=int(label_id),
@@ -235,6 +233,8 @@ def _build_from_groups(
             model_next=model_next,
             model_next_members=n_read,
         )
+        if lens_meta is not None:
+            card.extra["lens"] = lens_meta
         card.provisional_label = provisional_label(card)
         cards.append(card)
     return cards

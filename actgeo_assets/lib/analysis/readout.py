@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from actgeo_assets.lib.graph.labels import members_by_label
+from actgeo_assets.lib.store.rows import chunked_mean
 
 #: The model's next-token distribution at global rows: ``rows int64 [m] -> [m]`` lists of ``(token id,
 #: probability)``, most probable first, special tokens left out.
@@ -101,6 +102,20 @@ def next_token_readout(
             logits[torch.as_tensor(sorted(hidden), dtype=torch.long)] = -torch.inf
         vals, ids = torch.topk(logits, min(k, logits.numel() - len(hidden)))
     return [(_decode(tokenizer, int(i)), float(v)) for v, i in zip(vals, ids, strict=True)]
+
+
+def component_lens(readout: Readout, raw_get: Callable[[np.ndarray], np.ndarray],
+                   members: np.ndarray) -> tuple[list[tuple[str, float]] | None, dict[str, Any] | None]:
+    """The card's mid-depth logit lens: ``(entries, meta)``. ``entries``: ``[(token, logit), ...]`` of the
+    members' mean raw activation minus ``readout.center`` (:func:`next_token_readout`); ``meta``: what a card
+    needs to say about them (JSON; None when nothing to say). ``raw_get`` maps ascending global rows
+    (int64 [m]) to raw rows [m, d]; ``members``: int64 [m] ascending global rows."""
+    if readout.final_norm is None or readout.unembed is None or readout.center is None:
+        return None, None
+    direction = chunked_mean(raw_get, members) - np.asarray(readout.center, dtype=np.float64)
+    entries = next_token_readout(direction, readout.final_norm, readout.unembed, readout.tokenizer,
+                                 softcap=readout.softcap, hidden=readout.hidden)
+    return entries, None
 
 
 def readout_sample(members: np.ndarray, cap: int = READOUT_MEMBERS) -> np.ndarray:
