@@ -33,7 +33,9 @@ Stable hooks: ``#explorer-data``, ``svg#spectrum circle.pt[data-rank]``, ``svg#p
 circle.perc-pt[data-threshold]``, ``#threshold-slider`` with ``#slider-threshold``, ``#s-n-components``,
 ``#s-largest``, ``#s-second``, ``#s-singletons``, ``#s-non-singleton``, ``#s-top10``; ``svg#icicle
 rect.node[data-id]``; ``#card-panel[data-key]`` holding ``#card-title`` and the card's ``section.card``;
-``#which-input`` and ``#lookup-command``.
+``#which-input`` and ``#lookup-command``; ``#card-index a.card-link[data-key]``: every full card of the
+report, one click away. ``explorer.html#card-2`` (the report's card id, ``card-{rank}`` or
+``card-{rank}-sub``) or ``explorer.html#<card key>`` opens that card when the page loads.
 """
 
 from __future__ import annotations
@@ -236,8 +238,12 @@ def explorer_data(
         return rank[0].upper() + rank[1:]
 
     def add(key: str, card: Card, t: float, label: int, full: bool) -> None:
+        sub = bool(card.subcomponent_of)
         cards[key] = {"title": title(t, label), "html": card_html(card), "full": full, "rank": card.rank,
-                      "size": card.size}
+                      "size": card.size,
+                      # the report's id of the card: explorer.html#card-2 opens the report's rank-2 card here
+                      "anchor": (f"card-{card.rank}{'-sub' if sub else ''}" if full else None),
+                      "label": f"sub-component {card.rank} at {t:g}" if sub else f"rank {card.rank}"}
 
     # full cards from cards.json: main cards at the run's threshold, sub-cards of the giant at theirs
     if cards_doc:

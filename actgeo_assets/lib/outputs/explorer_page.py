@@ -67,8 +67,9 @@ _PAGE = """<!DOCTYPE html>
 <title>__TITLE__</title><style>__CSS__</style></head><body>
 <h1>__TITLE__</h1>
 <p class="runline">__DESCRIPTION__</p>
-<p class="meta">__BACK__Click a point of the size spectrum or of the percolation curve, or a node of the
-giant's hierarchy, to open that component's card on the right.</p>
+<p class="meta">__BACK__Click a point of the size spectrum or of the percolation curve, a node of the
+giant's hierarchy, or a card of the report below, to open that component's card on the right.</p>
+<nav id="card-index" class="meta"></nav>
 <div class="xgrid"><main>
 <h2 id="spectrum-h">Size spectrum at the run's threshold</h2>
 <p class="meta" id="spectrum-note"></p>
@@ -138,6 +139,33 @@ function openCard(key, from) {
   if (window.matchMedia("(max-width: 900px)").matches) panel.scrollIntoView({behavior: "smooth"});
 }
 
+// ---- every full card of the report, one click away; explorer.html#<card key> opens one
+(function cardIndex() {
+  const nav = document.getElementById("card-index");
+  const full = Object.entries(D.cards).filter(([k, c]) => c.full);
+  if (!full.length) return;
+  nav.appendChild(document.createTextNode("The report's cards: "));
+  for (const [key, c] of full) {
+    const a = document.createElement("a");
+    a.href = "#" + (c.anchor || encodeURIComponent(key));
+    a.dataset.key = key;
+    a.className = "card-link";
+    a.textContent = c.label;
+    a.title = c.title;
+    a.addEventListener("click", (ev) => { ev.preventDefault(); openCard(key, null); history.replaceState(null, "", a.href); });
+    nav.appendChild(a);
+    nav.appendChild(document.createTextNode(" "));
+  }
+})();
+function openFromHash() {
+  const want = decodeURIComponent(location.hash.slice(1));
+  if (!want) return;
+  const key = D.cards[want] ? want : Object.keys(D.cards).find(k => D.cards[k].anchor === want);
+  if (key) openCard(key, null);
+}
+window.addEventListener("hashchange", openFromHash);
+window.addEventListener("DOMContentLoaded", openFromHash);
+
 // ---- size spectrum (log-log)
 (function spectrum() {
   const svg = document.getElementById("spectrum");
@@ -158,14 +186,14 @@ function openCard(key, from) {
   el("line", {x1: L, x2: L, y1: T, y2: H - B, class: "axis"}, svg);
   el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle"}, svg, "rank (1 = largest)");
   el("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle",
-              transform: `rotate(-90 14 ${(T + H - B) / 2})`}, svg, "size (rows)");
+              transform: `rotate(-90 14 ${(T + H - B) / 2})`}, svg, "size (activations)");
   el("polyline", {points: P.map(p => `${lx(p[0])},${ly(p[1])}`).join(" "), fill: "none",
                   stroke: "#7f8c9a", "stroke-width": 1}, svg);
   for (const [rank, size, key] of P) {
     const c = el("circle", {cx: lx(rank), cy: ly(size), r: rank === 1 ? 6 : 4, class: "pt",
                             fill: D.cards[key] && D.cards[key].full ? "#1f5f99" : "#7fb3d5",
                             "data-rank": rank, "data-size": size, "data-key": key}, svg);
-    tip(c, `rank ${fmt(rank)}: ${fmt(size)} rows` + (D.cards[key] && D.cards[key].full ? " (full card)" : ""));
+    tip(c, `rank ${fmt(rank)}: ${fmt(size)} activations` + (D.cards[key] && D.cards[key].full ? " (full card)" : ""));
     c.addEventListener("click", () => openCard(key, c));
   }
   document.getElementById("spectrum-note").textContent =
@@ -292,7 +320,7 @@ document.getElementById("slider-note").textContent =
     const r = el("rect", {x: L + nd.x * scale, y: y, width: w, height: RH - 4, class: "node",
                           fill: colours[Math.min(nd.level, colours.length - 1)], "data-id": nd.id,
                           "data-key": nd.key, "data-size": nd.size, "data-threshold": fixed(nd.t)}, svg);
-    tip(r, `cosine \u2265 ${fixed(nd.t)}: sub-component ${nd.sub_rank} of the run's largest, ${fmt(nd.size)} rows ` +
+    tip(r, `cosine \u2265 ${fixed(nd.t)}: sub-component ${nd.sub_rank} of the run's largest, ${fmt(nd.size)} activations ` +
            `(${(100 * nd.size / I.giant).toFixed(1)}% of it)`);
     r.addEventListener("click", () => openCard(nd.key, r));
     if (w > 34) {
@@ -301,11 +329,11 @@ document.getElementById("slider-note").textContent =
     }
   }
   document.getElementById("icicle-note").textContent =
-    `Top row: the run's largest component (${fmt(I.giant)} rows at cosine \u2265 ${D.threshold}). Each row below ` +
+    `Top row: the run's largest component (${fmt(I.giant)} activations at cosine \u2265 ${D.threshold}). Each row below ` +
     `raises the threshold by 0.05 (up to ${fixed(I.levels[I.levels.length - 1])}); single linkage only splits, ` +
     `so each block lies under the one it came from. Width is proportional to size; only sub-components of at ` +
-    `least ${fmt(I.min_size)} rows are drawn (at most 60 per row, and at least a few pixels wide), so a gap is ` +
-    `rows that fell into smaller pieces or singletons. Rows at thresholds the forest is not exact at ` +
+    `least ${fmt(I.min_size)} activations are drawn (at most 60 per row, and at least a few pixels wide), so a gap is ` +
+    `activations that fell into smaller pieces or singletons. Rows of the icicle at thresholds the forest is not exact at ` +
     `(${D.exact_at.join(", ")} are) are within its error bound. A click opens the block's card.` +
     (D.exact_up_to !== null && I.levels[I.levels.length - 1] >= D.exact_up_to - 1e-9
       ? ` This run's forest was pruned at ${D.exact_up_to} (prune_at): it is exact only up to there, so the ` +

@@ -192,8 +192,9 @@ def _chips(items: Iterable[tuple[str, str]], cls: str) -> str:
     return f'<ul class="chips {cls}">{lis}</ul>'
 
 
-def card_html(card: Card) -> str:
-    """One card as the report's HTML (the explorer shows the same markup)."""
+def card_html(card: Card, explorer_href: str | None = None) -> str:
+    """One card as the report's HTML (the explorer shows the same markup). ``explorer_href``: the run's
+    explorer, linked from the card's header to the same card there (``explorer.html#card-2``)."""
     mix = ", ".join(f"{_e(s)} {c:,}" for s, c in card.source_mix.items())
     sub = f" of rank {card.subcomponent_of} at t={card.threshold:g}" if card.subcomponent_of else ""
     docs = "1 document" if card.n_documents == 1 else f"{card.n_documents:,} documents"
@@ -201,6 +202,9 @@ def card_html(card: Card) -> str:
         f'<section class="card" id="card-{card.rank}{"-sub" if card.subcomponent_of else ""}" '
         f'data-rank="{card.rank}" data-size="{card.size}">',
         f"<header><h3>Rank {card.rank}{_e(sub)}</h3>"
+        + (f'<a class="meta in-explorer" href="{_e(explorer_href)}#card-{card.rank}{"-sub" if card.subcomponent_of else ""}">'
+           "open in the explorer</a>" if explorer_href else "")
+        +
         f'<span class="meta size">size {card.size:,}</span>'
         f'<span class="meta ndocs">{docs}</span>'
         f'<span class="meta mix">sources: {mix}</span>'
@@ -389,10 +393,10 @@ def render_report(
         out.append(f'<h2 id="cards-h">Component cards, ranks {lo}\u2013{hi}</h2>')
         out.append('<p class="meta">Labels are provisional guesses from the evidence shown (top tokens, '
                    "sources, number of documents); the highlighted span is the exact token.</p>")
-        out += [card_html(c) for c in main]
+        out += [card_html(c, explorer_href) for c in main]
     if subs:
         out.append('<h2 id="subcards-h">Sub-components of the largest component at a higher threshold</h2>')
-        out += [card_html(c) for c in subs]
+        out += [card_html(c, explorer_href) for c in subs]
     if layers_section:
         out.append(layers_section)
     notes = list(notes)
