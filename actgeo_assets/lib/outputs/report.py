@@ -44,7 +44,7 @@ SUMMARY_FIELDS = (
     ("n_components", "components"),
     ("largest", "largest component"),
     ("largest_fraction", "largest-component fraction"),
-    ("non_singleton", "non-singleton components outside the largest"),
+    ("non_singleton", "non-singleton components besides the largest"),
     ("singletons", "singletons"),
 )
 
@@ -80,6 +80,28 @@ p.ok{background:#eaf7ee;border-left:4px solid #27ae60;padding:.4rem .7rem}
 #transition{background:#f4effa;border-left:4px solid #7d3c98;padding:.4rem .7rem}
 details summary{cursor:pointer;color:#1f5f99;font-size:.9rem}
 """
+
+
+#: What each column of the sweep and N-scaling tables counts, as their headers say it (the files keep the
+#: short names: sweep.csv, scaling.csv).
+COLUMN_HEADERS = {
+    "threshold": "cosine threshold",
+    "n_components": "components",
+    "largest": "largest (activations)",
+    "largest_fraction": "largest / all activations",
+    "second_largest": "second largest (activations)",
+    "singletons": "singletons",
+    "non_singleton": "non-singleton components besides the largest",
+    "forest_edges": "forest edges at or above the threshold",
+    "exact": "exact cut",
+    "graph_edges": "linked pairs (graph edges)",
+    "shards": "first k shards",
+    "n": "activations",
+}
+
+
+def _header(column: str) -> str:
+    return f'<th class="num" data-column="{_e(column)}">{_e(COLUMN_HEADERS.get(column, column))}</th>'
 
 
 def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -156,7 +178,7 @@ def _scaling_section(scaling: pd.DataFrame | None, figures: Mapping[str, bytes])
         out.append(_figure("n_scaling", figures["n_scaling"],
                            "Largest-component fraction and number of components vs N; dashed: the study's N."))
     cols = list(scaling.columns)
-    head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
+    head = "".join(_header(c) for c in cols)
     body = "".join("<tr>" + "".join(f'<td class="num">{_e(format_number(plain_python(r[c])))}</td>' for c in cols) + "</tr>"
                    for r in scaling.to_dict("records"))
     out.append(f'<table id="n-scaling"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
@@ -177,7 +199,7 @@ def _study_section(study: Mapping[str, Any] | None) -> list[str]:
 
 def _sweep_table(sweep: pd.DataFrame, threshold: float | None, table_id: str = "sweep") -> str:
     cols = list(sweep.columns)
-    head = "".join(f'<th class="num">{_e(c)}</th>' for c in cols)
+    head = "".join(_header(c) for c in cols)
     body = []
     for rec in sweep.sort_values("threshold").to_dict("records") if "threshold" in cols else []:
         chosen = threshold is not None and abs(float(rec["threshold"]) - float(threshold)) < 1e-9
