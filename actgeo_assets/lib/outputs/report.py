@@ -163,7 +163,7 @@ def _sweep_section(sweep: pd.DataFrame, threshold: float | None) -> str:
         return _sweep_table(sweep, threshold)
     listed = sweep[sweep["exact"].astype(bool)]
     return (_sweep_table(listed, threshold)
-            + f'<details id="fine-sweep"><summary>Every threshold of the fine sweep ({len(sweep)} rows; '
+            + f'<details id="fine-sweep"><summary>Every threshold of the fine sweep ({len(sweep)} thresholds; '
             "cuts between the listed thresholds are exact up to the forest's error bound)</summary>"
             + _sweep_table(sweep, threshold, table_id="sweep-fine") + "</details>")
 
@@ -227,7 +227,7 @@ def card_html(card: Card, explorer_href: str | None = None) -> str:
         + (f'<a class="meta in-explorer" href="{_e(explorer_href)}#card-{card.rank}{"-sub" if card.subcomponent_of else ""}">'
            "open in the explorer</a>" if explorer_href else "")
         +
-        f'<span class="meta size">size {card.size:,}</span>'
+        f'<span class="meta size">{card.size:,} activation{"s" if card.size != 1 else ""}</span>'
         f'<span class="meta ndocs">{docs}</span>'
         f'<span class="meta mix">sources: {mix}</span>'
         + (f'<span class="meta purity">token purity {100 * card.token_purity:.0f}% \u00b7 '
@@ -235,7 +235,7 @@ def card_html(card: Card, explorer_href: str | None = None) -> str:
            if card.token_purity is not None and card.n_distinct_tokens is not None else "")
         + "</header>",
         f'<p class="plabel"><b>Provisional label:</b> {_e(card.provisional_label)}</p>',
-        '<div class="meta">Top tokens</div>',
+        '<div class="meta">Top token strings (activations of each)</div>',
         _chips(((quote_token(t), f"\u00d7{c:,}") for t, c in card.top_tokens), "top-tokens"),
     ]
     parts += _next_token_parts(card)
