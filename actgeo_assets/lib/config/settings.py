@@ -46,6 +46,10 @@ from actgeo_assets.lib.config.spec import SettingsError, SettingSpec, check_valu
 
 NORMALIZATIONS = ("l2", "center_l2", "rmsnorm")
 SHARD_MODES = ("split", "file")
+#: What a run does with the activations at the first positions of a context window (position < limit):
+#: keep them unmarked, keep and flag them on the cards and in the report's artefact section (the default),
+#: or exclude them from the graph (the normalize stage drops them from its kept mask).
+EARLY_POSITION_MODES = ("keep", "flag", "exclude")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 
@@ -134,6 +138,12 @@ class RunSettings:
     budget_per_shard: int | None = _setting(None, "shard_by=file: activations per shard file", min=1)
     context_len: int = _setting(128, "tokens per context window", min=2)
     exclude_bos: bool = _setting(True, "drop the beginning-of-sequence token's activation")
+    early_positions: str = _setting(
+        "flag", "activations at the first positions of a context window (position < early_position_limit; 0 is "
+        "<bos>): keep, flag (kept in the graph, counted on the cards and in the report) or exclude (left out of "
+        "the graph by the normalize stage)", choices=EARLY_POSITION_MODES)
+    early_position_limit: int = _setting(4, "positions below this are early (4: positions 1, 2 and 3 after <bos>)",
+                                         min=1)
     normalization: str = _setting("center_l2", "l2 | center_l2 | rmsnorm", choices=NORMALIZATIONS)
     threshold: float = _setting(0.7, "cosine threshold of the components, in (-1, 1]", cosine=True)
     min_threshold: float = _setting(0.5, "lowest cosine the forest covers, in (-1, threshold]", cosine=True)
@@ -216,7 +226,15 @@ class RunSettings:
             "min_threshold": self.min_threshold,
             # only when set: an unpruned run's id is what it was before pruning existed
             **({"prune_at": self.prune_at, "n_landmarks": self.n_landmarks} if self.prune_at is not None else {}),
+            # only when excluded (keep and flag change no graph result): existing run ids stay
+            **({"early_positions": self.early_positions, "early_position_limit": self.early_position_limit}
+               if self.early_positions == "exclude" else {}),
         }
+
+    def early_excluded_below(self) -> int | None:
+        """The position below which the normalize stage drops activations (``early_positions="exclude"``),
+        else None."""
+        return self.early_position_limit if self.early_positions == "exclude" else None
 
     def run_id(self) -> str:
         """Short stable hash of :meth:`run_key` (12 hex chars)."""

@@ -52,6 +52,9 @@ BAD_VALUES = [
     ("card_ranks", [5, 2], "card_ranks must be [first, last] with 1 <= first <= last, got [5, 2]"),
     ("card_ranks", [0, 3], "card_ranks must be [first, last] with 1 <= first <= last, got [0, 3]"),
     ("subcard_ranks", "1,10", "subcard_ranks must be two integers [first, last], got '1,10'"),
+    ("early_positions", "drop", "early_positions must be one of ('keep', 'flag', 'exclude'), got 'drop'"),
+    ("early_position_limit", 0, "early_position_limit must be >= 1, got 0"),
+    ("early_position_limit", 2.5, "early_position_limit must be an integer, got 2.5"),
     ("exclude_bos", "yes", "exclude_bos must be true or false, got 'yes'"),
     ("exclude_bos", 1, "exclude_bos must be true or false, got 1"),
     ("model", 123, "model must be a string, got 123"),
@@ -260,3 +263,22 @@ def test_lib_reads_no_environment_for_settings() -> None:
     for module in (settings_module, sqlstore):
         source = inspect.getsource(module)
         assert "os.environ" not in source and "getenv" not in source, module.__name__
+
+
+def test_early_positions_enter_the_run_key_only_when_excluded() -> None:
+    base = RunSettings()
+    assert (base.early_positions, base.early_position_limit) == ("flag", 4)
+    assert base.early_excluded_below() is None
+    # keep and flag change no graph result: the run key and id are what they were before the setting existed
+    for mode, limit in (("keep", 4), ("flag", 9), ("keep", 2)):
+        other = base.replace(early_positions=mode, early_position_limit=limit)
+        assert other.run_key() == base.run_key() and other.run_id() == base.run_id()
+        assert other.early_excluded_below() is None
+    assert "early_positions" not in base.run_key() and "early_position_limit" not in base.run_key()
+    ex = base.replace(early_positions="exclude")
+    assert ex.run_key() == {**base.run_key(), "early_positions": "exclude", "early_position_limit": 4}
+    assert ex.run_id() != base.run_id() and ex.early_excluded_below() == 4
+    ex6 = ex.replace(early_position_limit=6)
+    assert ex6.run_id() != ex.run_id() and ex6.early_excluded_below() == 6
+    assert validate_settings({"early_positions": "exclude", "early_position_limit": 3}, "test") == {
+        "early_positions": "exclude", "early_position_limit": 3}
