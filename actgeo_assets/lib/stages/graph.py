@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from actgeo_assets.lib.analysis.percolation import FINE_MAX, fine_thresholds, locate_transition, n_scaling
+from actgeo_assets.lib.analysis.resample import replicate_stats, shard_jackknife
 from actgeo_assets.lib.analysis.study import STUDY_SETUP, compare_with_study
 from actgeo_assets.lib.config.keys import pair_key, split_pair_key
 from actgeo_assets.lib.config.settings import RunSettings
@@ -103,7 +104,8 @@ class ComponentsRecord:
     labels_sha256: str
     run_key: dict[str, Any] = input_field(lambda i: i.settings.run_key())
     tile_sha256: dict[str, str | None] = input_field(lambda i: dict(i.upstream["edge_tiles"]))  # every tile merged
-    transition: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.percolation.Transition
+    transition: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.percolation.Transition (+ bridges)
+    uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.resample.shard_jackknife
     study: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.study.compare_with_study
     files_sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # forest, offsets, sweep, figures
 
@@ -263,9 +265,11 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
     labels = forest.labels_at(settings.threshold)
     summary = component_summary(labels, top=20)
     top = FINE_MAX if settings.prune_at is None else min(FINE_MAX, settings.prune_at)
-    sweep = forest.sweep(fine_thresholds(settings.min_threshold, exact_thresholds(settings), top=top))
+    fine = fine_thresholds(settings.min_threshold, exact_thresholds(settings), top=top)
+    sweep = forest.sweep(fine)
     sweep["graph_edges"] = graph_edge_counts([meta for _, meta in tiles.values()], sweep["threshold"])
-    transition = locate_transition(sweep, settings.threshold, cut_off_at=settings.prune_at)
+    # with the forest, the transition names the forest edges that carry the second-largest's jump (bridges)
+    transition = locate_transition(sweep, settings.threshold, cut_off_at=settings.prune_at, forest=forest)
     cosines = pair_cosine_sample(settings, layout, offsets, n)
     keys = list(settings.shard_keys)
 
@@ -275,6 +279,11 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
         return edges if extra is None else merge_forests([edges, extra], n).edges
 
     scaling = n_scaling([sizes[k] for k in keys], tile_of, settings.threshold)
+    # intervals: the jackknife over shards, each replicate the exact merge of the tiles of the shards it keeps
+    full = replicate_stats(forest, settings.threshold, fine, cut_off_at=settings.prune_at, sweep=sweep)
+    bridge_rows = [r for e in transition.bridges.get("edges", []) for r in e["rows"]]
+    uncertainty = shard_jackknife(keys, [sizes[k] for k in keys], tile_of, settings.threshold, fine, full,
+                                  cut_off_at=settings.prune_at, bridge_rows=bridge_rows)
     tiles.clear()  # the forests are merged and scaled: free them before the figures
     own.clear()
     study = compare_with_study(settings.run_key(), summary)
@@ -287,7 +296,8 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
     pngs = {
         "size_spectrum": size_spectrum_png(labels, title=settings.describe()),
         "percolation": percolation_png(sweep, title=settings.describe(), threshold=settings.threshold,
-                                       t_c=transition.t_c, t_c_lower_bound=transition.at_or_above),
+                                       t_c=transition.t_c, t_c_lower_bound=transition.at_or_above,
+                                       t_c_interval=t_c_interval(uncertainty)),
         "n_scaling": n_scaling_png(scaling, title=settings.describe(), study_n=STUDY_SETUP["n"]),
         "cosine_histogram": cosine_histogram_png(
             cosines, threshold=settings.threshold, n=n, title=settings.describe(),
@@ -300,11 +310,17 @@ def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponen
     inputs = expected_inputs(ComponentsRecord, Inputs(settings, layout, None, {"edge_tiles": tile_sha}))
     record = ComponentsRecord(run_id=settings.run_id(), description=settings.describe(), n=n, summary=summary,
                               precision=PRECISION, labels_sha256=labels_sha, transition=transition.as_dict(),
-                              study=study, files_sha256={k: sha256_file(f) for k, f in component_files(layout).items()},
+                              study=study, uncertainty=uncertainty, files_sha256={k: sha256_file(f) for k, f in component_files(layout).items()},
                               **inputs)
     save_json(layout.summary, record.to_json())
     return MergedComponents(record=record, sweep=sweep, scaling=scaling,
                             figures={k: layout.figure(k) for k in FIGURES})
+
+
+def t_c_interval(uncertainty: dict[str, Any]) -> tuple[float, float] | None:
+    """The transition threshold's interval from :func:`shard_jackknife`'s result, or None where it has none."""
+    q = next((q for q in uncertainty.get("quantities", []) if q["key"] == "t_c"), None)
+    return None if q is None or q.get("low") is None or q.get("high") is None else (q["low"], q["high"])
 
 
 def _global_tile(layout: RunLayout, pair: str, sizes: dict[str, int],
@@ -435,7 +451,7 @@ MERGE = StageSpec(
     # `normalized`: the merge reads the shards' sizes, their forests (prune_at) and rows (the spot check, the
     # histogram); their hashes reach it through the tiles
     name="components", partitions=None, upstream=("normalized", "edge_tiles"), record=ComponentsRecord,
-    version="kruskal-1", output_field="labels_sha256",
+    version="kruskal-2", output_field="labels_sha256",
     sidecar=lambda layout, _: layout.summary,
     files=lambda layout, _, meta: [(layout.labels, meta.get("labels_sha256")),
                                    *((f, (meta.get("files_sha256") or {}).get(k))
