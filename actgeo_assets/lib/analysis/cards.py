@@ -19,6 +19,10 @@ Inputs:
   position, token_id, token, char_start, char_end, source``), optionally ``next_token`` (the token at
   ``position + 1`` of the same document, None where the captured context ended: :func:`next_token_column`).
 - ``docs``: ``doc_id, source, text``.
+- ``inputs`` (optional): ``np.ndarray[uint64]`` [N], the model-input key of each activation
+  (:func:`~.inputs.input_keys` of the raw token tables, kept rows, global row order): cards then count their
+  distinct model inputs and never show one input twice; ``early`` (optional): ``np.ndarray[bool]`` [N], the
+  activations at the first positions of a window (:func:`~.inputs.early_mask`), counted on each card.
 
 Everything scales to N = 1e6: members of all requested components come from one ``argsort``; means and
 cosines are computed in chunks so even a card of the giant never materializes its rows at once.
@@ -81,7 +85,13 @@ class Card:
     mid-depth logit lens of the mean raw member activation minus the corpus mean, ``(token, logit)``.
     Token-identity baseline: ``token_purity`` is the share of members whose token string is the most
     frequent one, ``n_distinct_tokens`` the number of distinct token strings (``n_documents``: distinct
-    documents)."""
+    documents); ``recall``: ``{"token", "held", "total"}``, the top token string, the members that carry it and
+    its occurrences among all activations of the run (how much of that token the component captures).
+
+    Artefact controls (None when not computed): ``n_inputs``, the distinct model inputs among the members
+    (identical token ids from the window's start through the member's position: one activation computed
+    several times); ``n_early``, the members at the first positions of a window (``position <`` the run's
+    ``early_position_limit``)."""
 
     rank: int
     label_id: int
@@ -101,6 +111,14 @@ class Card:
     n_next_unknown: int = 0
     model_next: list[tuple[str, float, int]] | None = None
     model_next_members: int = 0
+    n_inputs: int | None = None
+    n_early: int | None = None
+    recall: dict[str, Any] | None = None
+
+    @property
+    def one_input(self) -> bool:
+        """Whether the card is ONE model input repeated (``size`` copies of one activation): an artefact."""
+        return self.n_inputs == 1 and self.size >= 2
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable dict (tuples become lists)."""
@@ -125,6 +143,9 @@ class Card:
         mn = d.get("model_next")
         d["model_next"] = None if mn is None else [(str(t), float(p), int(n)) for t, p, n in mn]
         d["source_mix"] = {str(k): int(v) for k, v in d.get("source_mix", {}).items()}
+        rc = d.get("recall")
+        d["recall"] = None if rc is None else {"token": str(rc["token"]), "held": int(rc["held"]),
+                                                "total": int(rc["total"])}
         return cls(**d)
 
 
@@ -161,6 +182,34 @@ def member_counts(tok: pd.DataFrame) -> tuple[list[tuple[str, int]], dict[str, i
     return counts, source_mix, next_tokens, n_unknown
 
 
+def _artefact_arrays(n: int, inputs: np.ndarray | None, early: np.ndarray | None
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``inputs`` (uint64 [n]) and ``early`` (bool [n]) checked; ValueError naming the one that does not fit."""
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        if inputs.shape != (n,) or inputs.dtype != np.uint64:
+            raise ValueError(f"inputs must be uint64 [{n}] (input_keys, global row order), got {inputs.dtype} "
+                             f"{inputs.shape}")
+    if early is not None:
+        early = np.asarray(early)
+        if early.shape != (n,) or early.dtype != bool:
+            raise ValueError(f"early must be bool [{n}] (early_mask, global row order), got {early.dtype} {early.shape}")
+    return inputs, early
+
+
+def tie_note(sizes: np.ndarray, last: int, what: str = "ranks") -> str | None:
+    """The note when the components just past the last carded rank tie with it: ``sizes`` int [C] non-increasing
+    (rank r has ``sizes[r - 1]``), ``last`` the last carded rank (1-based). None when there is no such tie."""
+    if last < 1 or last >= len(sizes) or sizes[last] != sizes[last - 1]:
+        return None
+    size = int(sizes[last - 1])
+    tied = np.flatnonzero(np.asarray(sizes) == size) + 1
+    a, b = int(tied[0]), int(tied[-1])
+    left = f"rank {b} gets" if b == last + 1 else f"ranks {last + 1}-{b} get"
+    return (f"{what} {a}-{b} all have {size:,} activation{'s' if size != 1 else ''}; cards stop at rank {last}, "
+            f"so {left} none")
+
+
 def _build_from_groups(
     groups: Sequence[tuple[int, int, np.ndarray]],
     rows: RowsSource,
@@ -174,9 +223,11 @@ def _build_from_groups(
     subcomponent_of: int | None,
     context_chars: int,
     notes: list[str],
+    inputs: np.ndarray | None = None,
+    early: np.ndarray | None = None,
 ) -> CardList:
     """Cards for ``groups = [(rank, label_id, members int64 [m] ascending global rows), ...]``, with
-    ``notes`` (each also logged)."""
+    ``notes`` (each also logged). ``tokens``: the whole run's table (the recall counts every activation)."""
     for note in notes:
         log.info("%s: %s", "giant_subcards" if subcomponent_of else "build_cards", note)
     get = row_getter(rows)
@@ -193,11 +244,13 @@ def _build_from_groups(
             predictions = dict(zip(wanted.tolist(), readout.predict(wanted), strict=True))
     lens = (readout is not None and readout.final_norm is not None and readout.unembed is not None
             and readout.center is not None and raw_get is not None)
+    totals = tokens["token"].astype(str).value_counts(sort=False) if groups else None  # the recall's denominators
     for g, (rank, label_id, members) in enumerate(groups):
         tok = tokens.iloc[members]
         mean = chunked_mean(get, members)
         cos = cosines_to_direction(get, members, mean)
-        pick = select_contexts(cos, tok["doc_id"].to_numpy(), contexts_per_card)
+        member_inputs = None if inputs is None else inputs[members]
+        pick = select_contexts(cos, tok["doc_id"].to_numpy(), contexts_per_card, member_inputs)
         picked = tok.iloc[pick]
         contexts = [
             token_context(texts.get(plain_python(r["doc_id"])), r, c, context_chars)
@@ -232,6 +285,10 @@ def _build_from_groups(
             n_next_unknown=n_unknown,
             model_next=model_next,
             model_next_members=n_read,
+            n_inputs=None if member_inputs is None else int(np.unique(member_inputs).size),
+            n_early=None if early is None else int(np.count_nonzero(early[members])),
+            recall=({"token": counts[0][0], "held": counts[0][1], "total": int(totals[counts[0][0]])}
+                    if counts and totals is not None else None),
         )
         if lens_meta is not None:
             card.extra["lens"] = lens_meta
@@ -252,6 +309,8 @@ def build_cards(
     readout: Readout | None = None,
     raw_rows: RowsSource | None = None,
     context_chars: int = CONTEXT_CHARS,
+    inputs: np.ndarray | None = None,
+    early: np.ndarray | None = None,
 ) -> CardList:
     """Cards for component ranks ``ranks[0]..ranks[1]`` (inclusive, 1-based; rank r has label r - 1).
 
@@ -259,7 +318,9 @@ def build_cards(
     activations, needed for the logit lens of :class:`Readout` (the members' raw mean minus the corpus
     mean goes through the model's final norm and unembedding); the model's next-token predictions need
     only ``readout.predict``. Ranks beyond the number of components are skipped and named in
-    ``result.notes`` (also logged); so is a lens that cannot be computed for want of ``raw_rows``.
+    ``result.notes`` (also logged); so is a lens that cannot be computed for want of ``raw_rows``, and a tie
+    at the last rank (components past it as large as the last carded one). ``inputs`` (uint64 [N]) and
+    ``early`` (bool [N]), global row order: see the module docstring (None: not computed).
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -270,6 +331,7 @@ def build_cards(
     n = labels.size
     n_comp = int(labels.max()) + 1 if n else 0
     tokens = prepare_tokens(tokens, n)
+    inputs, early = _artefact_arrays(n, inputs, early)
     notes: list[str] = []
     if hi > n_comp:
         skipped = f"{max(lo, n_comp + 1)}..{hi}" if max(lo, n_comp + 1) < hi else str(hi)
@@ -278,12 +340,16 @@ def build_cards(
         notes.append("logit lens skipped: raw (un-normalized) rows were not given")
     if readout is not None and readout.final_norm is not None and readout.center is None:
         notes.append("logit lens skipped: no corpus mean to read the components' directions against")
+    tie = tie_note(np.bincount(labels, minlength=n_comp), min(hi, n_comp)) if lo <= n_comp else None
+    if tie:
+        notes.append(tie)
     wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
     members = members_by_label(labels, wanted)
     groups = [(int(w) + 1, int(w), members[int(w)]) for w in wanted]
     return _build_from_groups(
         groups, rows, tokens, docs, contexts_per_card=contexts_per_card, threshold=threshold, readout=readout,
-        raw_rows=raw_rows, subcomponent_of=None, context_chars=context_chars, notes=notes,
+        raw_rows=raw_rows, subcomponent_of=None, context_chars=context_chars, notes=notes, inputs=inputs,
+        early=early,
     )
 
 
@@ -301,6 +367,8 @@ def giant_subcards(
     raw_rows: RowsSource | None = None,
     parent_rank: int = 1,
     context_chars: int = CONTEXT_CHARS,
+    inputs: np.ndarray | None = None,
+    early: np.ndarray | None = None,
 ) -> CardList:
     """Cards of the giant's sub-components at a higher threshold.
 
@@ -308,7 +376,8 @@ def giant_subcards(
     ``forest_labels_at_higher_t``: int [M] labels at ``higher_threshold`` of those rows (e.g.
     ``forest.labels_at(t_hi)[giant_members]``; single linkage nests, so each sub-component lies inside the
     giant). They are relabelled canonically within the giant; card ``rank`` r is the r-th largest
-    sub-component, ``label_id`` its canonical sub-label, ``subcomponent_of = parent_rank``.
+    sub-component, ``label_id`` its canonical sub-label, ``subcomponent_of = parent_rank``. ``tokens``,
+    ``inputs`` and ``early`` cover the whole run (global row order), as for :func:`build_cards`.
     """
     giant_members = np.asarray(giant_members, dtype=np.int64)
     sub = np.asarray(forest_labels_at_higher_t)
@@ -322,11 +391,16 @@ def giant_subcards(
     notes = []
     if hi > n_comp:
         notes.append(f"the giant has only {n_comp} sub-components at t={higher_threshold}; ranks up to {hi} requested")
+    tie = (tie_note(np.bincount(canon, minlength=n_comp), min(hi, n_comp), what="the giant's sub-component ranks")
+           if lo <= n_comp else None)
+    if tie:
+        notes.append(tie)
+    inputs, early = _artefact_arrays(len(tokens), inputs, early)
     wanted = np.arange(lo - 1, min(hi, n_comp), dtype=np.int64)
     local = members_by_label(canon, wanted)
     groups = [(int(w) + 1, int(w), giant_members[local[int(w)]]) for w in wanted]
     return _build_from_groups(
         groups, rows, prepare_tokens(tokens, len(tokens)), docs, contexts_per_card=contexts_per_card,
         threshold=higher_threshold, readout=readout, raw_rows=raw_rows, subcomponent_of=parent_rank,
-        context_chars=context_chars, notes=notes,
+        context_chars=context_chars, notes=notes, inputs=inputs, early=early,
     )

@@ -78,7 +78,8 @@ def input_keys(tokens: pd.DataFrame) -> np.ndarray:
         at = int(np.flatnonzero(bad)[0])
         d = doc_s[at]
         got = np.sort(pos[doc == d])
-        raise ValueError(f"input_keys: document {d!r} has positions {_span(got)}, not contiguous from 1 (or 0): "
+        name = d.item() if isinstance(d, np.generic) else d  # 1022, not np.int64(1022)
+        raise ValueError(f"input_keys: document {name!r} has positions {_span(got)}, not contiguous from 1 (or 0): "
                          "input keys need every captured position of the document up to each row (the raw token "
                          "table, before normalization drops rows)")
     id_bytes = ids[order].astype("<i8").tobytes()
@@ -134,8 +135,9 @@ def input_counts(labels: Any, keys: Any, tokens: pd.DataFrame | None = None, *, 
     - ``inputs_split``: distinct inputs whose activations lie in more than one component (0 unless the
       threshold is ~1: identical inputs have cosine ~1);
     - ``summary``: :func:`component_summary` of ``labels``; ``summary_distinct``: the same components with
-      each distinct input counted once (sizes = distinct inputs per component, ``n`` = ``n_inputs``; a
-      component that is one input repeated becomes a singleton there).
+      each distinct input counted once (sizes = distinct inputs per component, ``n`` their sum: ``n_inputs``,
+      plus one per extra component of a split input; a component that is one input repeated becomes a
+      singleton there).
     """
     lab = np.asarray(labels)
     k = np.asarray(keys)
@@ -176,7 +178,7 @@ def input_counts(labels: Any, keys: Any, tokens: pd.DataFrame | None = None, *, 
         "one_input_components": listed,
         "inputs_split": int((comps_per_input >= 2).sum()),
         "summary": component_summary(lab, top=top),
-        "summary_distinct": summary_from_sizes(sizes_distinct, int(uniq.size), top),
+        "summary_distinct": summary_from_sizes(sizes_distinct, int(pairs.shape[0]), top),
     }
 
 

@@ -1,5 +1,6 @@
 """Provisional labels: a guessed name for a component from its card's evidence alone (top tokens, source
-mix, number of documents, size), always worded as a guess, never invented semantics."""
+mix, number of documents, size), always worded as a guess, never invented semantics. A component that is
+one model input repeated (``n_inputs == 1``) is named as the artefact it is, not guessed at."""
 
 from __future__ import annotations
 
@@ -53,8 +54,13 @@ def provisional_label(card_evidence: Evidence | Mapping[str, Any]) -> str:
       >= 0.5 -> ``mostly in S``; else ``across n sources``. ``Github`` is written ``Github code``.
       With 2..3 documents, ``, only n documents`` is added.
     - always ends in `` (guess)``.
+
+    Except: a component of ``size >= 2`` whose members are ONE model input (``n_inputs == 1``) is labelled
+    :func:`one_input_label` (no guess: it is ``size`` copies of one activation, not a cluster).
     """
     ev = card_evidence.to_dict() if hasattr(card_evidence, "to_dict") else dict(card_evidence)
+    if ev.get("n_inputs") == 1 and int(ev.get("size") or 0) >= 2:
+        return one_input_label(ev)
     top = [(str(t), int(c)) for t, c in ev.get("top_tokens", [])]
     mix = sorted(((str(s), int(c)) for s, c in dict(ev.get("source_mix", {})).items()), key=lambda x: -x[1])
     size = int(ev.get("size") or sum(c for _, c in mix) or sum(c for _, c in top))
@@ -86,3 +92,17 @@ def provisional_label(card_evidence: Evidence | Mapping[str, Any]) -> str:
         if 2 <= n_docs <= FEW_DOCUMENTS:
             where += f", only {n_docs} documents"
     return f"{what} {where} (guess)"
+
+
+def one_input_label(ev: Mapping[str, Any]) -> str:
+    """The label of a component that is one model input repeated ``size`` times, e.g. ``one model input
+    repeated ×10 ('    ' at position 1): an artefact, not a cluster`` (the token and position from the top
+    token and the first context, when the evidence has them)."""
+    size = int(ev.get("size") or 0)
+    top = [str(t) for t, _ in ev.get("top_tokens", [])]
+    contexts = list(ev.get("contexts") or [])
+    position = contexts[0].get("position") if contexts and isinstance(contexts[0], Mapping) else None
+    what = ""
+    if top:
+        what = f" ({quote_token(top[0])}" + (f" at position {int(position)}" if position is not None else "") + ")"
+    return f"one model input repeated \u00d7{size:,}{what}: an artefact, not a cluster"

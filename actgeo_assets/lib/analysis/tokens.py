@@ -55,15 +55,24 @@ def visible(text: str) -> str:
     return text
 
 
-def select_contexts(cosines: np.ndarray, doc_ids: np.ndarray, k: int) -> np.ndarray:
+def select_contexts(cosines: np.ndarray, doc_ids: np.ndarray, k: int, inputs: np.ndarray | None = None) -> np.ndarray:
     """Positions (into ``cosines``) of ``k`` representative members: central and diverse.
 
     Members are ranked by cosine to the mean direction, descending (ties: lower position first). The first
     pass takes the most central member of each distinct document, in that order, until ``k`` are chosen;
     if there are fewer than ``k`` documents, the most central remaining members fill up. Returns int64
     [min(k, m)] in selection order (distinct documents first, each pass by descending cosine).
+
+    ``inputs`` (optional, one model-input key per member: :func:`~.inputs.input_keys`): only the most central
+    member of each distinct model input is a candidate, so no input is shown twice (a component of one input
+    repeated shows one context); fewer than ``k`` come back when there are fewer distinct inputs.
     """
     order = np.lexsort((np.arange(cosines.size), -cosines))
+    if inputs is not None:
+        keys = np.asarray(inputs)
+        if keys.shape != np.shape(cosines):
+            raise ValueError(f"inputs has shape {keys.shape}, cosines {np.shape(cosines)}: one key per member")
+        order = order[~pd.Series(keys[order]).duplicated().to_numpy()]
     docs_sorted = pd.Series(np.asarray(doc_ids, dtype=object)[order])
     first = ~docs_sorted.duplicated().to_numpy()
     picked = order[first][:k]

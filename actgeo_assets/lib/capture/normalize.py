@@ -9,7 +9,8 @@ Methods (``normalize_rows``):
   cancels under L2, so this is the direction of ``x * (1 + w)`` (Gemma) or ``x * w`` (Llama).
 
 Rows that are not finite, or whose vector to normalize has zero norm, are excluded (``kept[i] = False``)
-and counted by reason in the report; never silently. Work is done in float64 chunks so memory-mapped
+and counted by reason in the report; never silently. The caller may exclude more rows by a rule of its own
+(``exclude``: the run's early positions, ``early_positions="exclude"``), counted as ``early_position``. Work is done in float64 chunks so memory-mapped
 float16 inputs of ~1M x 2304 never get copied whole into a wider dtype.
 """
 
@@ -48,6 +49,7 @@ def normalize_rows(
     mean: np.ndarray | None = None,
     norm_weight: dict[str, Any] | None = None,
     out: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> NormalizeResult:
     """Unit-normalize the rows of ``x`` (``[n, d]``, any float dtype, may be memory-mapped).
 
@@ -55,7 +57,9 @@ def normalize_rows(
     (and the report says so). ``norm_weight`` is the dict of ``next_block_norm`` (``weight``, ``eps``,
     ``kind``, optional ``bias``) and is required by ``rmsnorm``. ``out``: optional writable float32
     ``[n, d]`` buffer (e.g. ``np.lib.format.open_memmap``) to fill instead of allocating; kept rows are
-    packed at its top and ``unit`` is ``out[:m]``.
+    packed at its top and ``unit`` is ``out[:m]``. ``exclude``: optional bool ``[n]``, rows to leave out
+    whatever their values (counted as ``early_position`` among finite, non-zero rows; the key is in the report
+    only when ``exclude`` is given).
 
     Raises ``ValueError`` for an unknown method, a non-2-D input, a mean of the wrong shape or a missing
     ``norm_weight``.
@@ -65,6 +69,10 @@ def normalize_rows(
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array [n, d], got shape {x.shape}")
     n, d = x.shape
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.shape != (n,) or exclude.dtype != bool:
+            raise ValueError(f"exclude must be a bool array of shape ({n},), got {exclude.dtype} {exclude.shape}")
     report: dict[str, Any] = {"method": method, "n_in": n, "d": d}
     mean64: np.ndarray | None = None
     if method == "center_l2":
@@ -106,7 +114,8 @@ def normalize_rows(
     kept = np.zeros(n, dtype=bool)
     non_finite: list[int] = []
     zero: list[int] = []
-    n_non_finite = n_zero = 0
+    early: list[int] = []
+    n_non_finite = n_zero = n_early = 0
     m = 0
     step = _chunk_rows(d)
     eps = float(norm_weight.get("eps", 1e-6)) if norm_weight else 0.0
@@ -127,6 +136,12 @@ def normalize_rows(
         n_zero += bad_zero.size
         non_finite.extend(bad_nf[: max(0, 10 - len(non_finite))].tolist())
         zero.extend(bad_zero[: max(0, 10 - len(zero))].tolist())
+        if exclude is not None:
+            dropped = good & exclude[lo : lo + chunk.shape[0]]
+            bad_early = np.flatnonzero(dropped) + lo
+            n_early += bad_early.size
+            early.extend(bad_early[: max(0, 10 - len(early))].tolist())
+            good = good & ~dropped
         k = int(good.sum())
         unit[m : m + k] = chunk[good] / norms[good, None]
         kept[lo : lo + chunk.shape[0]] = good
@@ -140,6 +155,9 @@ def normalize_rows(
             "dtype": "float32",
         }
     )
+    if exclude is not None:
+        report["excluded"]["early_position"] = n_early
+        report["first_excluded_rows"]["early_position"] = early
     return NormalizeResult(unit=unit[:m], kept=kept, report=report)
 
 

@@ -97,6 +97,8 @@ class NormalizedShard:
     normalization: str = input_field(lambda i: i.settings.normalization)
     mean_sha256: str | None = input_field(_mean_hash)  # center_l2 only
     prune_at: float | None = input_field(lambda i: i.settings.prune_at)  # when the shard forest was written
+    # early_positions="exclude": rows at positions below this are left out (None: every finite row is kept)
+    early_excluded_below: int | None = input_field(lambda i: i.settings.early_excluded_below())
     shard_forest_sha256: str | None = None  # of normalized/{shard}.forest.npz (prune_at only)
     shard_components: int | None = None  # components of the shard at prune_at (prune_at only)
 
@@ -267,7 +269,9 @@ def normalize_shard(settings: RunSettings, layout: RunLayout, shard: str) -> Nor
         raise ValueError(f"center_l2 needs {layout.mean}: materialize activation_mean first")
     mean = np.load(verify_file(layout.mean, load_json(layout.mean_meta).get("sha256"))) if centered else None
     norm = read_next_norm(layout) if settings.normalization == "rmsnorm" else None
-    res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm)
+    below = settings.early_excluded_below()  # early_positions="exclude": those rows stay out of the graph
+    exclude = None if below is None else raw.tokens["position"].to_numpy() < below
+    res = normalize_rows(raw.acts, settings.normalization, mean=mean, norm_weight=norm, exclude=exclude)
     diag = geometry_diagnostics(res.unit, threshold=settings.threshold, raw=raw.acts)
     save_npy(layout.normalized(shard), res.unit)
     save_npy(layout.kept(shard), res.kept)
