@@ -362,3 +362,105 @@ def test_build_cards_scales_without_python_loop_over_rows() -> None:
     cards = build_cards(labels, rows, tokens, docs, ranks=(1, 20), threshold=0.5)
     assert len(cards) == 20 and cards[0].size == n - 1000 and cards[1].size == 50
     assert 0 < len(calls) <= 200, len(calls)  # chunked fetches, not one per member (the giant has 199,000)
+
+
+def test_select_contexts_one_per_model_input() -> None:
+    cos = np.array([0.9, 0.8, 0.99, 0.7, 0.95, 0.97])
+    docs = np.array(["a", "a", "b", "b", "c", "d"])
+    inputs = np.array([1, 2, 3, 4, 3, 3], dtype=np.uint64)  # rows 2, 4 and 5 are one input in three documents
+    # by cosine: 2(b) 5(d) 4(c) 0(a) 1(a) 3(b); one per input: 2, 0, 1, 3; distinct documents first: 2, 0; then 1, 3
+    assert select_contexts(cos, docs, 6, inputs).tolist() == [2, 0, 1, 3]
+    assert select_contexts(cos, docs, 6).tolist() == [2, 5, 4, 0, 1, 3]  # without keys: the three copies
+    with pytest.raises(ValueError, match="one key per member"):
+        select_contexts(cos, docs, 6, inputs[:3])
+
+
+def _artefact_example() -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """card_rows with model-input keys: rank 3 (rows 16-18) is ONE input repeated; in rank 2 rows 10 (doc A)
+    and 13 (doc B) are one input; every other row its own. Early: positions < 4 (tokens' positions are
+    row % 7)."""
+    labels, unit, tokens, docs = card_rows()
+    inputs = np.arange(20, dtype=np.uint64) + np.uint64(500)
+    inputs[[16, 17, 18]] = np.uint64(7)
+    inputs[13] = inputs[10]
+    early = tokens["position"].to_numpy() < 4
+    return labels, unit, tokens, docs, inputs, early
+
+
+def test_cards_count_inputs_early_positions_and_recall() -> None:
+    labels, unit, tokens, docs, inputs, early = _artefact_example()
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(1, 3), contexts_per_card=6, threshold=0.7,
+                        inputs=inputs, early=early)
+    strings = tokens["token"].astype(str).tolist()
+    for card in cards:
+        members = np.flatnonzero(labels == card.label_id)
+        assert card.n_inputs == len(set(inputs[members].tolist()))
+        assert card.n_early == sum(int(tokens.loc[r, "position"]) < 4 for r in members)
+        top = card.top_tokens[0][0]
+        assert card.recall == {"token": top, "held": sum(strings[r] == top for r in members),
+                               "total": strings.count(top)}
+        shown = [inputs[c.row] for c in card.contexts]
+        assert len(shown) == len(set(shown)) == min(6, card.n_inputs)  # never one input twice
+    giant, rank2, rank3 = cards
+    assert (rank2.size, rank2.n_inputs, rank2.n_documents) == (6, 5, 3)
+    assert 10 in [c.row for c in rank2.contexts] and 13 not in [c.row for c in rank2.contexts]
+    assert (rank3.size, rank3.n_inputs, rank3.n_early) == (3, 1, 2) and rank3.one_input and not rank2.one_input
+    assert rank3.n_documents == 1 and len(rank3.contexts) == 1
+    assert rank3.provisional_label == (f"one model input repeated \u00d73 (' self' at position "
+                                       f"{rank3.contexts[0].position}): an artefact, not a cluster")
+    assert rank2.provisional_label == "'\\n\\n' separators mostly in Pile-CC, only 3 documents (guess)"
+    assert giant.recall["total"] == strings.count(giant.recall["token"])
+    # the dict round trip keeps the new fields; a card written before them reads back with None
+    assert Card.from_dict(json.loads(json.dumps(rank3.to_dict()))) == rank3
+    old = {k: v for k, v in rank2.to_dict().items() if k not in ("n_inputs", "n_early", "recall")}
+    back = Card.from_dict(old)
+    assert (back.n_inputs, back.n_early, back.recall) == (None, None, None) and not back.one_input
+    # without keys nothing is counted and contexts may repeat an input
+    plain = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(3, 3), threshold=0.7)
+    assert plain[0].n_inputs is None and plain[0].n_early is None and len(plain[0].contexts) == 3
+    assert plain[0].provisional_label == "' self' from one document (Github) (guess)"
+    with pytest.raises(ValueError, match="inputs must be uint64"):
+        build_cards(labels, unit.__getitem__, tokens, docs, threshold=0.7, inputs=inputs.astype(np.int64))
+    with pytest.raises(ValueError, match="early must be bool"):
+        build_cards(labels, unit.__getitem__, tokens, docs, threshold=0.7, early=early[:5])
+
+
+def test_subcards_count_inputs_against_the_whole_run() -> None:
+    labels, unit, tokens, docs, inputs, early = _artefact_example()
+    inputs[[5, 6, 7, 8]] = np.uint64(3)  # the giant's rows 5-8: one input
+    giant = np.flatnonzero(labels == 0)
+    sub = np.array([7, 7, 7, 3, 3, 9, 9, 9, 9, 1])
+    cards = giant_subcards(sub, giant, unit.__getitem__, tokens, docs, higher_threshold=0.9, ranks=(1, 2),
+                           inputs=inputs, early=early)
+    assert (cards[0].size, cards[0].n_inputs) == (4, 1) and cards[0].one_input
+    assert cards[0].n_early == sum(int(tokens.loc[r, "position"]) < 4 for r in (5, 6, 7, 8))
+    top = cards[0].top_tokens[0][0]
+    assert cards[0].recall["total"] == tokens["token"].astype(str).tolist().count(top)  # over the run, not the giant
+
+
+@pytest.mark.parametrize(
+    ("sizes", "ranks", "note"),
+    [
+        ([9, 5, 4, 4, 4, 4, 1], (2, 4), "ranks 3-6 all have 4 activations; cards stop at rank 4, so ranks 5-6 get none"),
+        ([9, 5, 4, 4, 1], (2, 3), "ranks 3-4 all have 4 activations; cards stop at rank 3, so rank 4 gets none"),
+        ([9, 5, 4, 4, 1], (2, 4), None),
+        ([9, 5, 4, 4], (2, 9), None),
+        ([9, 1, 1, 1], (1, 2), "ranks 2-4 all have 1 activation; cards stop at rank 2, so ranks 3-4 get none"),
+    ],
+)
+def test_ties_at_the_last_card_rank_are_noted(sizes: list[int], ranks: tuple[int, int], note: str | None) -> None:
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    n = labels.size
+    rng = np.random.default_rng(0)
+    unit = _unit(rng.standard_normal((n, 3)))
+    tokens = pd.DataFrame({"row": np.arange(n), "doc_id": np.arange(n) % 3, "position": np.arange(n) + 1,
+                           "token_id": np.zeros(n, dtype=np.int64), "token": ["t"] * n,
+                           "char_start": np.zeros(n, dtype=np.int64), "char_end": np.ones(n, dtype=np.int64),
+                           "source": ["Pile-CC"] * n})
+    docs = pd.DataFrame({"doc_id": [0, 1, 2], "source": "Pile-CC", "text": "t"})
+    cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=ranks, threshold=0.5)
+    ties = [x for x in cards.notes if "all have" in x]
+    assert ties == ([note] if note else [])
+    # independent: ranks past the last carded one whose size equals its size
+    last = min(ranks[1], len(sizes))
+    assert bool(ties) == any(s == sizes[last - 1] for s in sizes[last:])
