@@ -150,3 +150,18 @@ def test_diagnostics_stream_rows_and_match_whole_array_float64() -> None:
     direction = u.sum(axis=0) / np.linalg.norm(u.sum(axis=0))
     assert g["mean_direction"]["cosine_to_mean"]["mean"] == pytest.approx((u[unit_sample] @ direction).mean(),
                                                                           rel=1e-9)
+
+
+def test_rows_excluded_by_the_caller_are_counted(x) -> None:
+    y = x.astype(np.float32).copy()
+    y[3] = 0.0
+    exclude = np.zeros(len(y), dtype=bool)
+    exclude[[0, 3, 7, 299]] = True  # row 3 is zero anyway: counted there, not twice
+    res = normalize_rows(y, "l2", exclude=exclude)
+    assert res.report["excluded"] == {"non_finite": 0, "zero_norm": 1, "early_position": 3}
+    assert res.report["first_excluded_rows"]["early_position"] == [0, 7, 299]
+    assert res.kept.tolist() == [i not in (0, 3, 7, 299) for i in range(len(y))]
+    np.testing.assert_allclose(res.unit, _unit(y[res.kept].astype(np.float64)), atol=1e-6)
+    assert "early_position" not in normalize_rows(y, "l2").report["excluded"]
+    with pytest.raises(ValueError, match="exclude must be a bool array"):
+        normalize_rows(y, "l2", exclude=exclude[:5])
