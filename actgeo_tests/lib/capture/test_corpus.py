@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actgeo_assets.lib.capture.builtin_corpus import BUILTIN_SOURCES
+from actgeo_assets.lib.capture.builtin_corpus import BUILTIN_LABELS, BUILTIN_SOURCES
 from actgeo_assets.lib.capture.corpus import read_corpus, shard_budgets, shard_documents
 from actgeo_assets.lib.capture.documents import Document
 from actgeo_assets.lib.capture.duplicates import find_duplicates
@@ -113,18 +113,19 @@ def test_builtin_pile_like_mix(model_cache) -> None:
     cache = model_cache.parent / "corpus"
     docs = _read(RunSettings(), cache)
     counts = Counter(d.source for d in docs)
-    assert set(counts) == {s for s, _, _, _ in BUILTIN_SOURCES}  # every source, named for what it is
+    assert set(counts) == set(BUILTIN_LABELS)  # every source, named for what it is
     analogue = {d.source: d.pile_analogue for d in docs}
     assert analogue["UK House of Commons speeches"] == "EuroParl"
     assert analogue["Lee news corpus"] == "OpenWebText2"
-    assert analogue["Shakespeare's plays"] == "Gutenberg (PG-19)"
+    assert analogue["Shakespeare (Project Gutenberg)"] == analogue["Milton (Project Gutenberg)"] == "Gutenberg (PG-19)"
+    assert {d.work is not None for d in docs if d.pile_analogue == "Gutenberg (PG-19)"} == {True}
     assert analogue["English news articles (2017)"] == "Pile-CC"
     dups = docs.duplicates
     assert dups is not None and dups.dropped and len(docs) == dups.n_documents - len(dups.exact) - len(dups.near)
     assert len(dups.exact) >= 1 and len(dups.near) >= 1  # the stdlib's generated codec modules, for one
     assert dups.by_source["CPython standard library code"]["near"] >= 1
-    first = docs[: len(counts)]
-    assert len({d.source for d in first}) == len(counts)  # any prefix is a mix
+    first = docs[: len(BUILTIN_SOURCES)]  # one document of each entry (the Gutenberg archive is one entry)
+    assert len({d.source for d in first}) == len(BUILTIN_SOURCES)  # any prefix is a mix
     again = _read(RunSettings(), cache)  # from the cached parquet
     assert again == docs
     assert list(cache.glob("builtin-pile-like-*.parquet"))

@@ -107,3 +107,50 @@ def test_next_token_predictions_equal_the_full_models_logits(tiny_loaded) -> Non
     assert [q for _, q in hidden[0][0]] == pytest.approx([q for i, q in got[0][0] if i not in {top, 0, 1, 2}][:3])
     with pytest.raises(ValueError, match="outside"):
         next_token_predictions(tiny_loaded, seqs[:1], [[len(seqs[0])]])
+
+
+def _gguf(path, file_type: int | None) -> None:
+    """A minimal GGUF (one tensor) whose ``general.file_type`` is ``file_type`` (None: not written)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if file_type is not None:
+        writer.add_file_type(file_type)
+    writer.add_tensor("x", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_weights_format_names_the_quantization(tmp_path, tiny_loaded) -> None:
+    import json
+
+    import gguf
+
+    from actgeo_assets.lib.capture.model import weights_format
+    from actgeo_assets.lib.config.constants import DEMO_MODEL
+
+    # the demo: Q4_K_M by the package's file name (gemma-3-270m-q4_k_m.gguf)
+    assert weights_format(DEMO_MODEL, "float32") == (
+        "GGUF Q4_K_M (4-bit quantized), dequantized to float32 on conversion; run in float32")
+    # a file on disk: its general.file_type wins over its name (llama.cpp's enum, read back by gguf itself)
+    q8 = gguf.LlamaFileType.MOSTLY_Q8_0.value
+    _gguf(tmp_path / "model-f16.gguf", q8)
+    assert weights_format(str(tmp_path / "model-f16.gguf")).startswith("GGUF Q8_0 (8-bit quantized)")
+    _gguf(tmp_path / "named-Q5_K_S.gguf", None)  # no file type recorded: the name says
+    assert weights_format(str(tmp_path / "named-Q5_K_S.gguf")).startswith("GGUF Q5_K_S (5-bit quantized)")
+    _gguf(tmp_path / "plain.gguf", gguf.LlamaFileType.MOSTLY_BF16.value)
+    assert weights_format(str(tmp_path / "plain.gguf")) == "GGUF BF16 (not quantized), converted to float32"
+    # a Hugging Face folder: its config's quantization, else its dtype
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
+    assert weights_format(str(folder)) == "bfloat16 (not quantized)"
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes",
+                                                                             "load_in_4bit": True}}))
+    assert weights_format(str(folder), "bfloat16") == "bitsandbytes (4-bit quantized); run in bfloat16"
+    # a loaded model: its config and its compute dtype
+    assert weights_format(tiny_loaded).endswith("(not quantized); run in float32")
+    assert weights_format("google/gemma-2-2b") is None  # a hub id nothing local describes
