@@ -232,8 +232,8 @@ def describe_bridges(bridges: Mapping[str, Any], tokens: pd.DataFrame, context: 
     parts = []
     for e in bridges["edges"]:
         a, b = e["rows"]
-        parts.append(f"cosine {e['weight']:.4f} between {endpoint(int(a))} on the side of a {e['sizes'][0]:,}-"
-                     f"activation piece and {endpoint(int(b))} on the side of a {e['sizes'][1]:,}-activation piece")
+        parts.append(f"cosine {e['weight']:.4f} between {endpoint(int(a))}, in a piece of {e['sizes'][0]:,} "
+                     f"activations at {bridges['t_c']:.2f}, and {endpoint(int(b))}, in a piece of {e['sizes'][1]:,}")
     head = (f"The second-largest component at {bridges['t_c']:.2f} ({bridges['second_size']:,} activations) joins "
             f"the giant ({bridges['giant_size']:,} activations) at cosine {bridges['joined_at']:.4f} through "
             f"{'one forest edge' if n == 1 else f'{n} forest edges'}")

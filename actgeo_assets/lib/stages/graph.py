@@ -245,7 +245,9 @@ def compute_tile(settings: RunSettings, layout: RunLayout, pair: str) -> EdgeTil
 
 @holds_writer_lock
 def merge_components(settings: RunSettings, layout: RunLayout) -> MergedComponents:
-    """Merge all tile forests (Kruskal) into the single-linkage hierarchy; labels, summary, sweep, figures."""
+    """Merge all tile forests (Kruskal) into the single-linkage hierarchy; labels, summary, sweep, the transition
+    with the forest edges that carry it (``record.transition["bridges"]``), the shard jackknife's intervals
+    (``record.uncertainty``: each replicate the exact merge of the tiles of the shards it keeps), figures."""
     missing = [s for s in settings.shard_keys if not layout.normalized_meta(s).exists()]
     if missing:
         raise ValueError(f"normalized missing for shards {missing}: no {layout.normalized_meta(missing[0])}"
