@@ -154,6 +154,6 @@ def compare_with_study(run_key: Mapping[str, Any], summary: Mapping[str, Any], *
                     f"{float(plain_l2['largest_fraction']):.1%} of {int(plain_l2['n']):,} activations); this run "
                     f"uses {run['normalization']}.")
     if weights is not None and _quantized(weights):
-        verdict += f" This run's weights are {weights}; the study's are not quantized."
+        verdict += f" This run's weights: {weights}. The study's: not quantized."
     return {"rows": rows, "differences": differences, "comparable": comparable, "verdict": verdict,
             "layer_convention": LAYER_CONVENTION}

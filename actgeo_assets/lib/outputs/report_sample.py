@@ -42,7 +42,7 @@ def sample_section(sample: Mapping[str, Any]) -> str:
                   "counted after duplicate documents were dropped)")
     else:
         out_of = f"{_plural(used, 'document')}{where} (how many documents it holds is not recorded)"
-    order = (f" Documents are taken in corpus order: those used lie between doc_id {int(lo):,} and {int(hi):,}."
+    order = (f" Documents are taken in corpus order: the {used:,} used lie between doc_id {int(lo):,} and {int(hi):,}."
              if lo is not None else "")
     parts = [
         '<section id="sample">',

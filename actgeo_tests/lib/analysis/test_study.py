@@ -60,7 +60,7 @@ def test_rows_with_extras_say_plain_l2_and_the_quantization() -> None:
     assert "6 setup items differ" in cmp["verdict"]
     assert ("plain L2, gives this model 1 component at layer 9 and cosine 0.7 (the largest holds 100.0% of "
             "5,000 activations); this run uses center_l2.") in cmp["verdict"]
-    assert "This run's weights are GGUF Q4_K_M (4-bit quantized)" in cmp["verdict"]
+    assert cmp["verdict"].endswith(f"This run's weights: {Q4}. The study's: not quantized.")
     # the rows a browser test reads stay where they were: "components" is the first row naming components
     assert [q for q, _, _ in cmp["rows"] if "components" in q][0] == "components"
 

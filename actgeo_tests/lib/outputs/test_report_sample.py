@@ -77,7 +77,7 @@ def test_sentences_carry_the_samples_numbers() -> None:
     r = _read(sample_section(sample))
     text = " ".join(r.text["sample"].split())
     assert "These 27 activations come from 5 documents of the 200 of the corpus builtin:pile-like (2.5%;" in text
-    assert "between doc_id 0 and 4" in text
+    assert "the 5 used lie between doc_id 0 and 4" in text
     assert "first 8 tokens, <bos> included" in r.text["sample-windows"]
     per = r.text["sample-per-document"]
     assert "3 at least, median 7, at most 7 (mean 5.4)" in per
