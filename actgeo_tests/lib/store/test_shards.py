@@ -158,3 +158,12 @@ def test_mean_of_all_shards_opens_one_shard_at_a_time(tmp_path, monkeypatch) -> 
                                rtol=0, atol=1e-12)
     side = json.loads(layout.mean_meta.read_text())
     assert sorted(side["raw_sha256"]) == list(settings.shard_keys)
+
+
+def test_a_work_column_only_where_a_document_names_one(layout) -> None:
+    res, docs = _result()
+    docs = [Document(0, "hello world", "a", None, "Hamlet"), docs[1], Document(2, "unused", "c", None, "Comus")]
+    write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
+    shard = read_raw_shard(layout, "shard-000", expect=CAPTURE, verify=True)
+    assert list(shard.docs.columns) == ["doc_id", "source", "pile_analogue", "work", "text"]
+    assert shard.docs["work"].tolist() == ["Hamlet", None]  # the unused document is not stored
