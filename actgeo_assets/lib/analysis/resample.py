@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.analysis.percolation import locate_transition, transition_bridges
 from actgeo_assets.lib.graph import ForestEdges, SingleLinkageForest, merge_forests
 
 #: Most resampling units; more shards than this are grouped into this many consecutive groups.
@@ -72,17 +72,23 @@ def replicate_stats(forest: SingleLinkageForest, threshold: float, thresholds: S
                     cut_off_at: float | None = None, sweep: pd.DataFrame | None = None) -> dict[str, Any]:
     """The resampled quantities of one forest: component count (and per 1,000 activations), the giant's
     fraction and the second-largest component at ``threshold``, and the second-largest's peak ``t_c`` on the
-    sweep over ``thresholds`` (``t_c_at_or_above``: the peak is at the cut-off ``cut_off_at``, a lower bound).
-    ``sweep``: the forest's sweep when already computed."""
+    sweep over ``thresholds`` (``t_c_at_or_above``: the peak is at the cut-off ``cut_off_at``, a lower bound),
+    and the forest edges that join the peak's second-largest component to the giant (``bridge_count``,
+    ``bridge_weights``, ``bridge_rows``: the rows of ``forest``, pairs flattened; :func:`transition_bridges`;
+    0 / empty when they do not join or the peak is a lower bound). ``sweep``: the forest's sweep when already
+    computed."""
     sizes = forest.component_sizes_at(threshold)
     sw = forest.sweep(thresholds) if sweep is None else sweep
     tr = locate_transition(sw, threshold, cut_off_at=cut_off_at)
+    b = {} if tr.at_or_above else transition_bridges(forest, tr.t_c, tr.below)
+    edges = b.get("edges", []) if b.get("joined") else []
     return {"n": int(forest.n), "n_components": int(len(sizes)),
             "components_per_1000": 1000.0 * len(sizes) / forest.n,
             "largest_fraction": float(sizes[0]) / forest.n,
             "second_largest": int(sizes[1]) if len(sizes) > 1 else 0,
             "t_c": float(tr.t_c), "t_c_at_or_above": bool(tr.at_or_above),
-            "second_largest_at_t_c": int(tr.second_largest)}
+            "second_largest_at_t_c": int(tr.second_largest), "bridge_count": len(edges),
+            "bridge_weights": [e["weight"] for e in edges], "bridge_rows": [r for e in edges for r in e["rows"]]}
 
 
 def jackknife(estimate: float, replicates: Sequence[float], g: int, d: int = 1,
@@ -147,7 +153,7 @@ def shard_jackknife(shard_keys: Sequence[str], shard_sizes: Sequence[int],
     ``tile_of(i, j)`` (``i <= j``): the forest of shard pair (i, j) in global row ids, the diagonal one
     including the shard's own forest; ``thresholds``: the fine sweep's; ``full``: :func:`replicate_stats` of
     the whole run; ``bridge_rows``: the transition's bridge endpoints (each replicate says whether it holds
-    them all). Returns ``method`` (words), ``scheme``, ``units``, ``groups`` (shard keys per unit), ``n``,
+    them all; each replicate also names its own, :func:`replicate_stats`). Returns ``method`` (words), ``scheme``, ``units``, ``groups`` (shard keys per unit), ``n``,
     ``confidence``, ``possible``, ``replicates`` (one dict per replicate: ``left_out``, the quantities,
     ``bridge_kept``), ``quantities`` (per :data:`QUANTITIES`: ``key``, ``label``, ``estimate``, ``se``,
     ``mean``, ``bias``, ``low``, ``high``, ``t_multiplier``, ``replicates``, ``note``) and ``delete_two``
@@ -181,6 +187,7 @@ def shard_jackknife(shard_keys: Sequence[str], shard_sizes: Sequence[int],
         forest = merge_forests(parts, len(rows))
         st = replicate_stats(forest, threshold, thresholds, cut_off_at)
         kept_bridge = bool(np.all(local[bridge] >= 0)) if len(bridge) else None
+        st["bridge_rows"] = [int(rows[r]) for r in st["bridge_rows"]]  # the replicate's own bridge, global rows
         return {"left_out": [k for u in left for k in names[u]], **st, "bridge_kept": kept_bridge}
 
     reps = [replicate((u,)) for u in range(g)]

@@ -68,9 +68,18 @@ def _bridge_replicates(doc: Mapping[str, Any]) -> str:
     def tcs(rs: list[Mapping[str, Any]]) -> str:
         return ", ".join(f"{r['t_c']:.2f} ({r['second_largest_at_t_c']:,} activations)" for r in rs) or "none"
 
-    return (f" Of the {len(reps)} delete-one replicates, {len(kept)} keep both endpoints of the bridge edge"
-            f"{'s' if len(kept) != 1 else ''} (second-largest component's peak there: {tcs(kept)}) and "
-            f"{len(lost)} lose one (peak: {tcs(lost)}).")
+    plural = "s" if doc.get("estimate", {}).get("bridge_count", 1) != 1 else ""
+    out = (f" Of the {len(reps)} delete-one replicates, {len(kept)} keep both endpoints of the bridge edge"
+           f"{plural} (second-largest component's peak there: {tcs(kept)}) and "
+           f"{len(lost)} lose one (peak: {tcs(lost)}).")
+    counts = [r.get("bridge_count") for r in reps]
+    if all(c is not None for c in counts):
+        each = "; ".join(f"{'+'.join(r['left_out'])} out: {r['bridge_count']} edge"
+                         f"{'s' if r['bridge_count'] != 1 else ''}"
+                         + (f" ({', '.join(f'{w:.4f}' for w in sorted(r.get('bridge_weights', [])))})"
+                            if r.get("bridge_weights") else "") for r in reps)
+        out += f" In each replicate, the forest edges joining its peak's second-largest component to the giant: {each}."
+    return out
 
 
 def uncertainty_section(doc: Mapping[str, Any], bridges_text: str | None) -> str:

@@ -88,6 +88,12 @@ def test_delete_one_and_delete_two_replicates_and_intervals_match_brute_force() 
             for k, v in ref.items():
                 assert r[k] == pytest.approx(v), (scheme, c, k)
             assert r["bridge_kept"] == (0 not in c and 2 not in c)
+            # the replicate's own bridge: global rows of the shards it keeps, weights their float64 cosines
+            pairs = np.array(r["bridge_rows"]).reshape(-1, 2)
+            assert r["bridge_count"] == len(pairs) == len(r["bridge_weights"]) >= 1
+            assert all(np.searchsorted(bounds, v, side="right") - 1 not in c for v in pairs.ravel())
+            dots = np.einsum("ij,ij->i", x[pairs[:, 0]].astype(np.float64), x[pairs[:, 1]].astype(np.float64))
+            np.testing.assert_allclose(dots, r["bridge_weights"], atol=1e-5)
         quantities = doc["quantities"] if d == 1 else doc["delete_two"]["quantities"]
         tq = stats.t.ppf(0.975, 3)
         for q in quantities:

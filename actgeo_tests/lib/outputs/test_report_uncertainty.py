@@ -41,7 +41,8 @@ class _Table(HTMLParser):
 
 def _doc() -> dict:
     reps = [{"left_out": [f"shard-00{i}"], "n": 75, "t_c": 0.78 + 0.01 * i, "second_largest_at_t_c": 40 + i,
-             "bridge_kept": i % 2 == 0} for i in range(4)]
+             "bridge_kept": i % 2 == 0, "bridge_count": 1 + i % 2,
+             "bridge_weights": [0.7735] if i % 2 == 0 else [0.79, 0.77]} for i in range(4)]
     q = [{"key": "components_per_1000", "label": "components per 1,000 activations", "estimate": 193.83, "se": 10.1,
           "low": 161.56, "high": 226.1, "replicates": [208.18, 209.87, 220.84, 220.49], "note": ""},
          {"key": "largest_fraction", "label": "the giant's fraction", "estimate": 0.75517, "se": 0.0079, "low": 0.72999,
@@ -49,7 +50,7 @@ def _doc() -> dict:
          {"key": "t_c", "label": "transition threshold t_c", "estimate": 0.8, "se": 0.0, "low": 0.8, "high": 0.8,
           "replicates": [0.8] * 4, "note": "grid"}]
     return {"possible": True, "method": "Delete-one-shard jackknife over 4 shards <&>", "replicates": reps,
-            "quantities": q, "delete_two": None}
+            "quantities": q, "delete_two": None, "estimate": {"bridge_count": 1}}
 
 
 def test_intervals_table_shows_the_recorded_numbers() -> None:
@@ -68,8 +69,11 @@ def test_intervals_table_shows_the_recorded_numbers() -> None:
     assert "<script>" not in html_text and "&lt;script&gt;" in html_text and "&lt;&amp;&gt;" in html_text
     bridges = re.search(r'<p id="bridges">(.*?)</p>', html_text).group(1)
     assert bridges.startswith("cosine 0.7977 between")
-    assert ("2 keep both endpoints of the bridge edges (second-largest component&#x27;s peak there: 0.78 (40 "
+    assert ("2 keep both endpoints of the bridge edge (second-largest component&#x27;s peak there: 0.78 (40 "
             "activations), 0.80 (42 activations)) and 2 lose one") in bridges
+    assert ("In each replicate, the forest edges joining its peak&#x27;s second-largest component to the giant: "
+            "shard-000 out: 1 edge (0.7735); shard-001 out: 2 edges (0.7700, 0.7900); shard-002 out: 1 edge "
+            "(0.7735); shard-003 out: 2 edges (0.7700, 0.7900).") in bridges
     assert format_value("n_components", 4846.9) == "4,847" and format_value("t_c", None) == "n/a"
 
 

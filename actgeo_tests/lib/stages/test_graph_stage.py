@@ -63,4 +63,5 @@ def test_record_names_the_bridges_of_the_transition(tiny_runs) -> None:
     first, last = b["edges"][0]["rows"][0], b["edges"][-1]["rows"][1]
     assert lab[first] != lab[last]  # without the path's edges the second-largest and the giant stay apart
     assert (tr["kind"] == "bridge") == (b["count"] <= 3)
+    assert run.record["uncertainty"]["estimate"]["bridge_rows"] == [r for e in b["edges"] for r in e["rows"]]
     assert ("not a percolation transition" in tr["words"]) == (tr["kind"] == "bridge")
