@@ -30,6 +30,8 @@ import pandas as pd
 from actgeo_assets.lib.analysis.cards import Card
 from actgeo_assets.lib.analysis.numbers import format_number
 from actgeo_assets.lib.analysis.tokens import plain_python, quote_token
+from actgeo_assets.lib.outputs.report_artefacts import artefact_section, card_artefact_html, documents_phrase
+from actgeo_assets.lib.outputs.report_baselines import baseline_section, source_section
 from actgeo_assets.lib.store.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
@@ -219,7 +221,7 @@ def card_html(card: Card, explorer_href: str | None = None) -> str:
     explorer, linked from the card's header to the same card there (``explorer.html#card-2``)."""
     mix = ", ".join(f"{_e(s)} {c:,}" for s, c in card.source_mix.items())
     sub = f" of rank {card.subcomponent_of} at t={card.threshold:g}" if card.subcomponent_of else ""
-    docs = "1 document" if card.n_documents == 1 else f"{card.n_documents:,} documents"
+    docs = documents_phrase(card)
     parts = [
         f'<section class="card" id="card-{card.rank}{"-sub" if card.subcomponent_of else ""}" '
         f'data-rank="{card.rank}" data-size="{card.size}">',
@@ -228,7 +230,9 @@ def card_html(card: Card, explorer_href: str | None = None) -> str:
            "open in the explorer</a>" if explorer_href else "")
         +
         f'<span class="meta size">{card.size:,} activation{"s" if card.size != 1 else ""}</span>'
-        f'<span class="meta ndocs">{docs}</span>'
+        # a component of one repeated input says so in its inputs span (never its copies' documents as evidence)
+        + ("" if card.n_inputs == 1 and card.size > 1 else f'<span class="meta ndocs">{_e(docs)}</span>')
+        + card_artefact_html(card) +
         f'<span class="meta mix">sources: {mix}</span>'
         + (f'<span class="meta purity">token purity {100 * card.token_purity:.0f}% \u00b7 '
            f'{card.n_distinct_tokens:,} distinct token{"s" if card.n_distinct_tokens != 1 else ""}</span>'
@@ -275,57 +279,12 @@ def _next_token_parts(card: Card) -> list[str]:
     return parts
 
 
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * float(v):.1f}%"
-
-
 def _baseline_section(baseline: Mapping[str, Any] | None, duplicates: Mapping[str, Any] | None,
                       carded: set[int]) -> list[str]:
-    """The token-identity baseline, the largest components that span several distinct tokens, and the
-    duplicate documents of the corpus."""
-    out: list[str] = []
-    if baseline:
-        b = baseline
-        rows = [
-            ("non-singleton components besides the largest", f"{b.get('n_small', 0):,}"),
-            ("... of one token string", _pct(b.get("share_one_token"))),
-            ("... whose most frequent token string is at least half of the members", _pct(b.get("share_majority_token"))),
-            ("... from one document", _pct(b.get("share_one_document"))),
-            ("mean token purity (share of the most frequent token string)", _pct(b.get("mean_token_purity"))),
-            ("their members / distinct token strings", f"{b.get('n_members', 0):,} / {b.get('n_token_strings', 0):,}"),
-            ("homogeneity (each component is one token string)", format_number(b.get("homogeneity"))),
-            ("completeness (each token string is one component)", format_number(b.get("completeness"))),
-            ("V-measure", format_number(b.get("v_measure"))),
-            ("adjusted mutual information", format_number(b.get("ami"))),
-        ]
-        out += ['<h2 id="baseline-h">Token-identity baseline</h2>',
-                '<p class="meta">How much of the partition is "the same token string": the agreement of the '
-                "components with grouping the same activations by their token string (scikit-learn; 1 = "
-                "identical groupings). Computed over the members of the non-singleton components besides the "
-                "largest.</p>",
-                '<table id="baseline">' + "".join(f'<tr><th>{_e(k)}</th><td class="num">{_e(v)}</td></tr>'
-                                                  for k, v in rows) + "</table>"]
-        out += [f'<p class="meta">{_e(n)}</p>' for n in b.get("notes", [])]
-        mixed = b.get("mixed") or []
-        out.append('<h2 id="mixed-h">Components that span several distinct tokens</h2>')
-        if mixed:
-            out.append(f'<p class="meta">The largest of the {b.get("n_mixed", len(mixed)):,} components whose most '
-                       "frequent token string is under half of their members (rank: size rank at the run's "
-                       "threshold; a card below when carded).</p>")
-            head = ("<tr><th>rank</th><th>size</th><th>token purity</th><th>distinct tokens</th>"
-                    "<th>documents</th><th>top tokens</th><th>sources</th></tr>")
-            body = "".join(
-                f'<tr data-rank="{m["rank"]}"><td class="num">'
-                + (f'<a href="#card-{m["rank"]}">{m["rank"]}</a>' if m["rank"] in carded else f"{m['rank']}")
-                + f'</td><td class="num">{m["size"]:,}</td><td class="num">{_pct(m["token_purity"])}</td>'
-                f'<td class="num">{m["n_distinct_tokens"]:,}</td><td class="num">{m["n_documents"]:,}</td>'
-                f'<td class="tok">{_e(", ".join(f"{quote_token(t)} {c}" for t, c in m["top_tokens"]))}</td>'
-                f'<td>{_e(", ".join(f"{s} {c}" for s, c in m["sources"]))}</td></tr>'
-                for m in mixed)
-            out.append(f'<table id="mixed-components"><thead>{head}</thead><tbody>{body}</tbody></table>')
-        else:
-            out.append('<p id="mixed-components" class="meta">None: every non-singleton component besides the '
-                       "largest has a token string that is at least half of its members.</p>")
+    """The baselines (:mod:`.report_baselines`: token string, previous + current token string and position,
+    each over all activations, outside the giant and over the small components), the components that span
+    several distinct tokens, and the duplicate documents of the corpus."""
+    out: list[str] = [baseline_section(baseline, carded)] if baseline else []
     if duplicates:
         d = duplicates
         what = "dropped before capture" if d.get("dropped") else "kept (dedup is off)"
@@ -358,6 +317,8 @@ def render_report(
     title: str = "actgeo: components of the residual stream",
     explorer_href: str | None = None,
     layers_section: str | None = None,
+    sources: Mapping[str, Any] | None = None,
+    artefacts: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
     (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts);
@@ -382,6 +343,7 @@ def render_report(
         + "</section>",
         '<h2 id="summary-h">Summary</h2>',
         _summary_table(summary),
+        *([artefact_section(artefacts)] if artefacts else []),
         *_study_section(study),
         '<h2 id="top-sizes-h">Top-20 component sizes</h2>',
         '<ol id="top-sizes">' + "".join(f"<li>{int(s):,}</li>" for s in top[:20]) + "</ol>",
@@ -410,6 +372,8 @@ def render_report(
     main = [c for c in cards if not c.subcomponent_of]
     subs = [c for c in cards if c.subcomponent_of]
     out += _baseline_section(baseline, duplicates, {c.rank for c in main})
+    if sources:
+        out.append(source_section(sources))
     if main:
         lo, hi = min(c.rank for c in main), max(c.rank for c in main)
         out.append(f'<h2 id="cards-h">Component cards, ranks {lo}\u2013{hi}</h2>')

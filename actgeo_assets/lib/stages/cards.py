@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actgeo_assets.lib.analysis.baseline import token_baseline
+from actgeo_assets.lib.analysis.baseline import previous_token_column, token_baseline
 from actgeo_assets.lib.analysis.cards import Card, CardList, build_cards, giant_subcards
+from actgeo_assets.lib.analysis.inputs import artefact_summary, early_mask, input_keys
 from actgeo_assets.lib.analysis.readout import (
     READOUT_MEMBERS,
     TOP_PREDICTIONS,
@@ -23,6 +24,7 @@ from actgeo_assets.lib.analysis.readout import (
     hidden_token_ids,
     readout_rows,
 )
+from actgeo_assets.lib.analysis.sources import source_breakdown, source_order
 from actgeo_assets.lib.analysis.tokens import next_token_column
 from actgeo_assets.lib.config.secrets import mask_url
 from actgeo_assets.lib.config.settings import RunSettings
@@ -61,7 +63,8 @@ class RunCards:
 def card_settings(settings: RunSettings) -> dict[str, Any]:
     """The settings that decide the cards beyond the components themselves."""
     return {"card_ranks": settings.card_ranks, "contexts_per_card": settings.contexts_per_card,
-            "subcard_threshold": settings.subcard_threshold, "subcard_ranks": settings.subcard_ranks}
+            "subcard_threshold": settings.subcard_threshold, "subcard_ranks": settings.subcard_ranks,
+            "early_positions": settings.early_positions, "early_position_limit": settings.early_position_limit}
 
 
 @dataclass(frozen=True)
@@ -104,13 +107,17 @@ class CheckOutcome:
 def run_tokens(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Token table (global row order, only rows kept by normalization) and the documents of all shards.
     ``next_token``: the token at ``position + 1`` of the same document among all captured rows (a document
-    lies in one shard), None where the captured context ended."""
+    lies in one shard), None where the captured context ended; ``previous_token`` likewise at ``position - 1``;
+    ``input_key`` (uint64): the model input's key (:func:`~actgeo_assets.lib.analysis.inputs.input_keys`), equal
+    for activations of identical inputs."""
     tables, docs = [], []
     for shard in settings.shard_keys:
         raw = read_raw(settings, layout, shard)
         kept = load_kept(layout, shard)
         every = raw.tokens.copy()
         every["next_token"] = next_token_column(every)
+        every["previous_token"] = previous_token_column(every)  # before the kept rows: a dropped one still names it
+        every["input_key"] = input_keys(every)  # from every captured position: the input is the window's prefix
         tok = every.loc[kept].reset_index(drop=True)
         tok["row"] = np.arange(len(tok), dtype=np.int64) + offsets[shard]
         tok["shard"] = shard
@@ -120,16 +127,20 @@ def run_tokens(settings: RunSettings, layout: RunLayout, offsets: dict[str, int]
 
 
 #: The columns of ``cards/members.parquet``: the activation's global row (as labels.npy), its component at the
-#: run's threshold (0 = the largest), its document, source, position in the document, token and shard.
-MEMBER_COLUMNS = ("row", "component", "doc_id", "source", "position", "token_id", "token", "shard")
+#: run's threshold (0 = the largest), its document, source, position in the document, token and shard, its model
+#: input's key (equal keys: identical inputs, one activation computed several times) and whether its position is
+#: early (below ``early_position_limit``).
+MEMBER_COLUMNS = ("row", "component", "doc_id", "source", "position", "token_id", "token", "shard", "input_key",
+                  "early")
 
 
-def members_table(tokens: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    """One row per activation (global row order): :data:`MEMBER_COLUMNS` from the run's token table and its
-    canonical labels (int64 [N])."""
-    if len(tokens) != len(labels):
-        raise ValueError(f"token table has {len(tokens)} rows but labels have {len(labels)}: rerun upstream")
-    table = tokens.assign(component=np.asarray(labels, dtype=np.int64))
+def members_table(tokens: pd.DataFrame, labels: np.ndarray, early: np.ndarray) -> pd.DataFrame:
+    """One row per activation (global row order): :data:`MEMBER_COLUMNS` from the run's token table, its
+    canonical labels (int64 [N]) and early flags (bool [N])."""
+    if len(tokens) != len(labels) or len(early) != len(labels):
+        raise ValueError(f"token table has {len(tokens)} rows, early flags {len(early)}, but labels have "
+                         f"{len(labels)}: rerun upstream")
+    table = tokens.assign(component=np.asarray(labels, dtype=np.int64), early=np.asarray(early, dtype=bool))
     return table.loc[:, list(MEMBER_COLUMNS)].reset_index(drop=True)
 
 
@@ -146,8 +157,11 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     raw_rows = run_rows(settings, layout, comps.offsets, raw=True) if readout_fns else None
     t_sub = settings.subcard_threshold
     sub_labels = giant = None
+    forest = SingleLinkageForest.load(verified_component_file(layout, comps.record, "forest"))
+    inputs = tokens["input_key"].to_numpy(np.uint64)
+    early = early_mask(tokens["position"].to_numpy(), settings.early_position_limit)
+    card_early = early if settings.early_positions == "flag" else None
     if t_sub is not None and t_sub > settings.threshold and len(labels):
-        forest = SingleLinkageForest.load(verified_component_file(layout, comps.record, "forest"))
         giant = np.flatnonzero(labels == 0)
         sub_labels = forest.labels_at(t_sub)[giant]
     if readout_fns is not None and readout_fns.predict is not None:  # every card's predictions in one pass
@@ -158,7 +172,7 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
         readout_fns.predict(np.unique(np.concatenate(wanted)))
     cards = build_cards(
         labels, rows, tokens, docs, ranks=settings.card_ranks, contexts_per_card=settings.contexts_per_card,
-        threshold=settings.threshold, readout=readout_fns, raw_rows=raw_rows,
+        threshold=settings.threshold, readout=readout_fns, raw_rows=raw_rows, inputs=inputs, early=card_early,
     )
     subcards = CardList()
     if t_sub is not None and t_sub <= settings.threshold:
@@ -169,11 +183,20 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
             sub_labels, giant, rows, tokens, docs,
             higher_threshold=t_sub, ranks=settings.subcard_ranks,
             contexts_per_card=settings.contexts_per_card, readout=readout_fns, raw_rows=raw_rows,
+            inputs=inputs, early=card_early,
         )
+    order = source_order(tokens)  # one ordering of sources everywhere: by activations in the run
+    for card in [*cards, *subcards]:
+        card.source_mix = {src: card.source_mix[src] for src in order if src in card.source_mix}
     baseline = token_baseline(labels, tokens)
+    artefacts = artefact_summary(labels, inputs, early, rows, threshold=settings.threshold,
+                                 setting=settings.early_positions, limit=settings.early_position_limit,
+                                 tokens=tokens, excluded_early=_excluded_early(settings, layout),
+                                 device=settings.device)
+    sources = source_breakdown(labels, tokens, settings.threshold, *_transition_labels(forest, comps.record))
     duplicates = corpus_duplicates(settings, layout)
     layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
-    inputs = expected_inputs(CardsRecord, Inputs(
+    record_inputs = expected_inputs(CardsRecord, Inputs(
         settings, layout, None, {"components": {None: comps.record.labels_sha256},
                                  "activation_mean": {None: _mean_sha256(settings, layout)},
                                  "layers": {None: layers.output if layers.current else None}}, database_url))
@@ -182,7 +205,8 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                  "cards": [c.to_dict() for c in cards],
                  "subcard_threshold": settings.subcard_threshold,
                  "subcards": [c.to_dict() for c in subcards],
-                 "token_baseline": baseline, "corpus_duplicates": duplicates,
+                 "token_baseline": baseline, "corpus_duplicates": duplicates, "artefacts": artefacts,
+                 "source_breakdown": sources,
                  "readout": {"model_next_members_cap": READOUT_MEMBERS,
                              "model_next_top_per_member": TOP_PREDICTIONS,
                              "logit_lens": "mean raw member activation minus the corpus mean, "
@@ -192,9 +216,7 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     # the explorer first, so the report's link to it never dangles
     explorer = write_explorer(
         layout, tokens=tokens, docs=docs, threshold=settings.threshold, description=settings.describe(), rows=rows,
-        labels=labels, sweep=sweep,
-        forest=forest if sub_labels is not None else SingleLinkageForest.load(
-            verified_component_file(layout, comps.record, "forest")))
+        labels=labels, sweep=sweep, forest=forest)
     report = write_report(layout.report, run_key=settings.run_key(), run_description=settings.describe(),
                           summary=summary, sweep=sweep, explorer_href=explorer.name,
                           figures={k: verified_component_file(layout, comps.record, k).read_bytes() for k in FIGURES},
@@ -202,16 +224,34 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           precision=comps.record.precision, transition=comps.record.transition,
                           scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
                           study=comps.record.study, baseline=baseline, duplicates=duplicates,
-                          layers_section=layer_section(settings, layout))
+                          layers_section=layer_section(settings, layout), sources=sources, artefacts=artefacts)
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates)
-    save_parquet(layout.members, members_table(tokens, labels))
+    save_parquet(layout.members, members_table(tokens, labels, early))
     report_sha = sha256_file(report)
-    save_json(layout.cards, {**cards_doc, **inputs, "report_sha256": report_sha,
+    save_json(layout.cards, {**cards_doc, **record_inputs, "report_sha256": report_sha,
                              "explorer_sha256": sha256_file(explorer), "members_sha256": sha256_file(layout.members)})
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
                     summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer,
                     report_sha256=report_sha)
+
+
+def _excluded_early(settings: RunSettings, layout: RunLayout) -> int:
+    """Activations the normalize stage left out for their early position (``early_positions=exclude``)."""
+    return sum(int(load_json(layout.normalized_meta(shard)).get("report", {}).get("excluded", {})
+                   .get("early_position", 0)) for shard in settings.shard_keys)
+
+
+def _transition_labels(forest: SingleLinkageForest, record: Any) -> tuple[np.ndarray | None, float | None]:
+    """The canonical labels at the transition threshold ``t_c`` of the components' record and ``t_c`` (None,
+    None when the record has no transition or the forest does not reach it)."""
+    t_c = (record.transition or {}).get("t_c")
+    if t_c is None:
+        return None, None
+    try:
+        return forest.labels_at(float(t_c)), float(t_c)
+    except ValueError:  # above prune_at or below min_threshold
+        return None, None
 
 
 def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, offsets: dict[str, int]) -> Readout | None:

@@ -27,3 +27,17 @@ def test_members_table_is_every_activation_with_its_component(tiny_runs) -> None
     sizes = members["component"].value_counts().sort_values(ascending=False).tolist()
     assert sizes[:len(run.record["summary"]["top_sizes"])] == run.record["summary"]["top_sizes"]
     assert load_json(run.layout.cards)["members_sha256"] == sha256_file(run.layout.members)
+    # early: position below the limit; input_key: equal exactly when the token ids from the window's start agree
+    limit = run.settings.early_position_limit
+    assert members["early"].tolist() == (tokens["position"] < limit).tolist()
+    raw = pd.concat([pd.read_parquet(run.layout.tokens(s)) for s in run.settings.shard_keys], ignore_index=True)
+    prefix = {}
+    for doc, group in raw.sort_values(["doc_id", "position"]).groupby("doc_id", sort=False):
+        ids = group["token_id"].tolist()
+        for k, pos in enumerate(group["position"].tolist()):
+            prefix[(doc, pos)] = tuple(ids[: k + 1])
+    inputs = [prefix[(d, p)] for d, p in zip(tokens["doc_id"], tokens["position"], strict=True)]
+    same_key = pd.Series(members["input_key"]).duplicated(keep=False).to_numpy()
+    same_input = pd.Series(inputs).duplicated(keep=False).to_numpy()
+    np.testing.assert_array_equal(same_key, same_input)
+    assert members.groupby("input_key").ngroups == len(set(inputs))
