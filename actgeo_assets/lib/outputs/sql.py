@@ -5,14 +5,18 @@ Two tables:
 - ``actgeo_runs``: one row per run: ``run_id`` (primary key, 12 hex chars = :meth:`RunSettings.run_id`),
   ``run_key`` (JSON text), ``description``, ``n_components``, ``largest``, ``non_singleton``, ``singletons``,
   ``top_sizes`` (JSON), ``created_at`` (UTC); nullable: the token-identity baseline ``token_baseline``
-  (JSON, ``lib.cards.token_baseline``) with its headline figures ``share_one_token``, ``token_ami``,
-  ``token_v_measure``, and ``corpus_duplicates`` (JSON counts of exact and near-duplicate documents).
+  (JSON, ``lib.analysis.baseline.token_baseline``) with its headline figures ``share_one_token``, ``token_ami``,
+  ``token_v_measure`` (over the small components' activations), ``token_ami_all``, ``token_v_measure_all`` (over
+  every activation), ``corpus_duplicates`` (JSON counts of exact and near-duplicate documents), and the
+  artefact controls ``artefacts`` (JSON), ``distinct_inputs``, ``activations_sharing_input``.
 - ``actgeo_components``: one row per card: primary key ``(run_id, rank)``; ``label_id``, ``size``,
   ``provisional_label``, ``n_documents`` and JSON text columns ``source_mix``, ``top_tokens``, ``contexts``,
   ``readout`` (the mid-depth logit lens against the corpus mean); nullable: ``token_purity``,
   ``n_distinct_tokens``, ``next_tokens`` (JSON: the next tokens in the corpus with counts),
   ``n_next_unknown``, ``model_next`` (JSON: the model's predictions, ``[token, mean probability, top-1
-  count]``), ``model_next_members``.
+  count]``), ``model_next_members``, ``n_inputs`` (distinct model inputs among the members), ``n_early``
+  (members at early positions), ``recall_token``, ``recall_held``, ``recall_total`` (the top token string's
+  occurrences the component holds, of all in the run).
 
 JSON is stored as text so the schema is the same on every backend. :func:`write_results` is idempotent:
 it replaces a run's rows in one transaction (delete, then insert), so rerunning never duplicates; a table
@@ -58,6 +62,11 @@ runs_table = sa.Table(
     sa.Column("token_ami", sa.Float),
     sa.Column("token_v_measure", sa.Float),
     sa.Column("corpus_duplicates", sa.Text),
+    sa.Column("token_ami_all", sa.Float),
+    sa.Column("token_v_measure_all", sa.Float),
+    sa.Column("distinct_inputs", sa.BigInteger),
+    sa.Column("activations_sharing_input", sa.BigInteger),
+    sa.Column("artefacts", sa.Text),
 )
 
 components_table = sa.Table(
@@ -80,6 +89,11 @@ components_table = sa.Table(
     sa.Column("n_next_unknown", sa.BigInteger),
     sa.Column("model_next", sa.Text),
     sa.Column("model_next_members", sa.BigInteger),
+    sa.Column("n_inputs", sa.BigInteger),
+    sa.Column("n_early", sa.BigInteger),
+    sa.Column("recall_token", sa.Text),
+    sa.Column("recall_held", sa.BigInteger),
+    sa.Column("recall_total", sa.BigInteger),
 )
 
 #: Cards of the giant's sub-components at a higher threshold: the component columns, keyed also by that
@@ -95,7 +109,7 @@ subcomponents_table = sa.Table(
     *[c.copy() for c in components_table.columns if c.name not in ("run_id", "rank")],
 )
 
-RUN_JSON = ("run_key", "top_sizes", "token_baseline", "corpus_duplicates")
+RUN_JSON = ("run_key", "top_sizes", "token_baseline", "corpus_duplicates", "artefacts")
 COMPONENT_JSON = ("source_mix", "top_tokens", "contexts", "readout", "next_tokens", "model_next")
 
 
@@ -182,6 +196,11 @@ def component_row(run_id: str, card: Card) -> dict[str, Any]:
         "n_next_unknown": d.get("n_next_unknown"),
         "model_next": _dumps(d.get("model_next")),
         "model_next_members": d.get("model_next_members"),
+        "n_inputs": d.get("n_inputs"),
+        "n_early": d.get("n_early"),
+        "recall_token": (d.get("recall") or {}).get("token"),
+        "recall_held": (d.get("recall") or {}).get("held"),
+        "recall_total": (d.get("recall") or {}).get("total"),
     }
 
 
@@ -210,10 +229,13 @@ def write_results(
     description: str = "",
     baseline: Mapping[str, Any] | None = None,
     duplicates: Mapping[str, Any] | None = None,
+    artefacts: Mapping[str, Any] | None = None,
 ) -> int:
     """Store one run's summary and cards.
-    ``baseline``: the run's token-identity baseline (``lib.cards.token_baseline``); ``duplicates``: the
-    duplicate documents found in its corpus (counts).
+    ``baseline``: the run's token-identity baseline (``lib.analysis.baseline.token_baseline``: ``token_ami``
+    and ``token_v_measure`` over the small components, ``*_all`` over every activation); ``duplicates``: the
+    duplicate documents found in its corpus (counts); ``artefacts``: identical inputs and early positions
+    (``lib.analysis.inputs.artefact_summary``).
 
     Idempotent: in one transaction the run's existing rows are deleted and the new ones inserted, so a
     rerun replaces values and never duplicates. Cards must have distinct ranks (ValueError otherwise);
@@ -240,6 +262,11 @@ def write_results(
         "token_ami": _float_or_none((baseline or {}).get("ami")),
         "token_v_measure": _float_or_none((baseline or {}).get("v_measure")),
         "corpus_duplicates": _dumps(None if duplicates is None else dict(duplicates)),
+        "token_ami_all": _float_or_none(_whole(baseline, "ami")),
+        "token_v_measure_all": _float_or_none(_whole(baseline, "v_measure")),
+        "distinct_inputs": _int_or_none((artefacts or {}).get("n_inputs")),
+        "activations_sharing_input": _int_or_none((artefacts or {}).get("rows_sharing_input")),
+        "artefacts": _dumps(None if artefacts is None else dict(artefacts)),
     }
     rows = [component_row(rid, c) for c in main]
     subs = [{**component_row(rid, c), "threshold": float(c.threshold), "parent_rank": int(c.subcomponent_of)}
@@ -259,6 +286,14 @@ def write_results(
         if subs:
             conn.execute(sa.insert(subcomponents_table), subs)
     return len(rows) + len(subs)
+
+
+def _whole(baseline: Mapping[str, Any] | None, key: str) -> Any:
+    """A figure of the token-string baseline over every activation (None when the baseline has none)."""
+    for entry in (baseline or {}).get("baselines", []):
+        if entry.get("grouping") == "token" and entry.get("coverage") == "all":
+            return entry.get(key)
+    return None
 
 
 def _int_or_none(v: Any) -> int | None:

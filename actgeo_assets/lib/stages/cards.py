@@ -226,7 +226,8 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           study=comps.record.study, baseline=baseline, duplicates=duplicates,
                           layers_section=layer_section(settings, layout), sources=sources, artefacts=artefacts)
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
-                           description=settings.describe(), baseline=baseline, duplicates=duplicates)
+                           description=settings.describe(), baseline=baseline, duplicates=duplicates,
+                           artefacts=artefacts)
     save_parquet(layout.members, members_table(tokens, labels, early))
     report_sha = sha256_file(report)
     save_json(layout.cards, {**cards_doc, **record_inputs, "report_sha256": report_sha,

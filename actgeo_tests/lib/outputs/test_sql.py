@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -94,10 +95,16 @@ def test_new_columns_and_an_older_table_gains_them(tmp_path) -> None:
     card.token_purity, card.n_distinct_tokens = 0.8, 2
     card.next_tokens, card.n_next_unknown = [(".", 4)], 1
     card.model_next, card.model_next_members = [(".", 0.9, 5)], 5
-    baseline = {"share_one_token": 0.7, "ami": 0.72, "v_measure": 0.94, "mixed": []}
+    card.n_inputs, card.n_early, card.recall = 4, 1, {"token": "x", "held": 5, "total": 9}
+    baseline = {"share_one_token": 0.7, "ami": 0.72, "v_measure": 0.94, "mixed": [],
+                "baselines": [{"grouping": "token", "coverage": "small", "ami": 0.72, "v_measure": 0.94},
+                              {"grouping": "pair", "coverage": "all", "ami": 0.05, "v_measure": 0.42},
+                              {"grouping": "token", "coverage": "all", "ami": 0.13, "v_measure": 0.43}]}
+    artefacts = {"n": 100, "n_inputs": 97, "rows_sharing_input": 5}
     duplicates = {"n_documents": 10, "n_exact_duplicates": 1}
     for _ in range(2):  # idempotent: the columns are added once
-        write_results(url, RUN_KEY, SUMMARY, [card, make_card(3, 3)], baseline=baseline, duplicates=duplicates)
+        write_results(url, RUN_KEY, SUMMARY, [card, make_card(3, 3)], baseline=baseline, duplicates=duplicates,
+                      artefacts=artefacts)
     with engine.connect() as conn:
         cols = {c["name"] for c in sa.inspect(conn).get_columns("actgeo_components")}
     engine.dispose()
@@ -111,6 +118,13 @@ def test_new_columns_and_an_older_table_gains_them(tmp_path) -> None:
     runs = read_runs(url)
     assert runs.loc[0, "token_baseline"] == baseline and runs.loc[0, "corpus_duplicates"] == duplicates
     assert (runs.loc[0, "share_one_token"], runs.loc[0, "token_ami"], runs.loc[0, "token_v_measure"]) == (0.7, 0.72, 0.94)
+    # the whole-partition token-string figures, not the pair's nor the small components'
+    assert (runs.loc[0, "token_ami_all"], runs.loc[0, "token_v_measure_all"]) == (0.13, 0.43)
+    assert (runs.loc[0, "distinct_inputs"], runs.loc[0, "activations_sharing_input"]) == (97, 5)
+    assert runs.loc[0, "artefacts"] == artefacts
+    assert (df.loc[0, "n_inputs"], df.loc[0, "n_early"]) == (4, 1)
+    assert (df.loc[0, "recall_token"], df.loc[0, "recall_held"], df.loc[0, "recall_total"]) == ("x", 5, 9)
+    assert pd.isna(df.loc[1, "recall_token"]) and pd.isna(df.loc[1, "n_inputs"])
 
 
 def test_duplicate_ranks_rejected(tmp_path) -> None:
