@@ -11,8 +11,8 @@ from typing import Any
 from actgeo_assets.lib.analysis.cards import Card
 from actgeo_assets.lib.analysis.tokens import quote_token
 
-_LENS = ("Mid-depth logit lens: the component's mean activation minus the corpus mean, through the final norm "
-         "and unembedding (logits; an indirect reading, unlike the two above)")
+_LENS = ("Mid-depth logit lens (the component's mean activation minus the corpus mean, through the final "
+         "norm and unembedding; an indirect reading, unlike the two above)")
 
 
 def _e(v: Any) -> str:
@@ -40,33 +40,31 @@ def lens_html(card: Card) -> str:
     meta: Mapping[str, Any] = card.extra.get("lens") or {}
     head = f'<div class="lens" id="{_e(lens_id(card))}">'
     if not meta or (meta.get("control") is None and "k" not in meta):
-        line = (f"{_LENS}. Not compared with any control: read these tokens with caution"
-                f"{_dropped(meta, with_control=False)}.")
+        line = f"{_LENS}, not compared with any control: read these tokens with caution.{_dropped(meta, False)}"
         chips = _chips(((quote_token(t), f"{v:.1f}") for t, v in card.readout), "readout")
         return f'{head}<div class="meta warn">{_e(line)}</div>{chips}</div>'
     k, size, alpha = int(meta["k"]), int(meta["group_size"]), float(meta["alpha"])
     above = int(meta.get("controls_above_threshold", 0))
-    control = (f"the control: {k} random groups of {size:,} activations outside the component, read the "
-               f"same way; a token is shown when the component's logit exceeds every group's there by more "
-               f"than {float(meta['threshold']):.1f}, a margin only {above} of the {k} groups exceed on their "
-               f"own best token (family-wise error {alpha:.0%})")
+    test = (f"exceeds that of each of {k} random groups of {size:,} activations outside the component by "
+            f"more than {float(meta['threshold']):.1f}, a margin only {above} of the groups reach on their own "
+            f"best token ({alpha:.0%} family-wise)")
     if not card.readout:
         best = meta.get("best_margin")
-        beyond = "" if best is None else f" (its largest margin is {float(best):.1f})"
-        line = f"{_LENS}: the lens shows nothing beyond the control{beyond}; {control}{_dropped(meta)}."
+        largest = "" if best is None else f" (the component's largest margin: {float(best):.1f})"
+        line = f"{_LENS}: nothing beyond the control. No token's logit {test}{largest}.{_dropped(meta)}"
         return f'{head}<div class="meta readout-none">{_e(line)}</div></div>'
     margins = list(meta.get("margins") or [])
     if len(margins) != len(card.readout):
         margins = [None] * len(card.readout)
-    line = f"{_LENS}. Logit and, after +, its margin over the largest control logit; {control}{_dropped(meta)}."
+    line = f"{_LENS}: tokens whose logit {test}; logit, then + margin.{_dropped(meta)}"
     chips = _chips(((quote_token(t), f"{v:.1f}" + ("" if m is None else f" +{float(m):.1f}"))
                     for (t, v), m in zip(card.readout, margins, strict=True)), "readout")
     return f'{head}<div class="meta">{_e(line)}</div>{chips}</div>'
 
 
 def _dropped(meta: Mapping[str, Any], with_control: bool = True) -> str:
-    """``"; of the plain lens's 8 strongest tokens, 5 were dropped as ... and 2 ..."``: what the card no
-    longer shows (empty when nothing was dropped or nothing is known)."""
+    """``" Dropped from the plain lens's 8 strongest tokens: 1 unreadable (...), 7 absent from ... and 2
+    below the control."`` (empty when nothing was dropped or nothing is known)."""
     plain = meta.get("plain_top")
     if not plain:
         return ""
@@ -75,12 +73,12 @@ def _dropped(meta: Mapping[str, Any], with_control: bool = True) -> str:
     below = int(meta.get("dropped_below_control", 0)) if with_control else 0
     parts = []
     if unreadable - absent:
-        parts.append(f"{unreadable - absent} as unreadable (byte pieces, control or special tokens)")
+        parts.append(f"{unreadable - absent} unreadable (byte pieces, control or special tokens)")
     if absent:
-        parts.append(f"{absent} as absent from the run's sampled activations")
+        parts.append(f"{absent} absent from the run's sampled activations")
     if below:
-        parts.append(f"{below} for not beating the control")
+        parts.append(f"{below} below the control")
     if not parts:
         return ""
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"; of the plain lens's {len(plain)} strongest tokens, dropped: {listed}"
+    return f" Dropped from the plain lens's {len(plain)} strongest tokens: {listed}."

@@ -67,11 +67,11 @@ def test_lens_chips_line_and_counts() -> None:
     text = "".join(tags.text)
     chips = re.findall(r'<li><span class="tok">(.*?)</span> (.*?)</li>', html)
     assert [c[1] for c in chips] == ["95.1 +59.8", "101.8 +47.4"]  # the logit, then the margin of the meta
-    assert "128 random groups of 12 activations" in text and "more than 29.4" in text
-    assert "only 5 of the 128 groups" in text and "family-wise error 5%" in text
+    assert "exceeds that of each of 128 random groups of 12 activations outside the component by more than 29.4" in text
+    assert "only 5 of the groups reach on their own best token (5% family-wise)" in text
     # of the plain top 8: 5 unreadable of which 4 absent from the sample, 1 below the control
-    assert ("dropped: 1 as unreadable (byte pieces, control or special tokens), 4 as absent from the run's "
-            "sampled activations and 1 for not beating the control") in text
+    assert ("Dropped from the plain lens's 8 strongest tokens: 1 unreadable (byte pieces, control or special "
+            "tokens), 4 absent from the run's sampled activations and 1 below the control.") in text
     assert "activations" in text and " rows" not in text and "tokens seen" not in text
 
 
@@ -82,17 +82,18 @@ def test_nothing_beyond_the_control() -> None:
     assert ("div", {"class": "lens", "id": "lens-2-sub"}) in tags.tags
     assert not any(t == "ul" for t, _ in tags.tags)
     text = "".join(tags.text)
-    assert "the lens shows nothing beyond the control (its largest margin is 21.1)" in text
-    assert "5 as absent from the run's sampled activations and 3 for not beating the control" in text
-    assert "as unreadable (" not in text  # all 5 unreadable ones are the absent ones
+    assert "nothing beyond the control. No token's logit exceeds that of each of 128" in text
+    assert "(the component's largest margin: 21.1)" in text
+    assert "strongest tokens: 5 absent from the run's sampled activations and 3 below the control." in text
+    assert "unreadable (" not in text  # all 5 unreadable ones are the absent ones
 
 
 def test_lens_without_control_is_marked() -> None:
     html = lens_html(_card([(" self", 12.5)]))  # a card from before the control: no meta
-    assert 'class="meta warn"' in html and "Not compared with any control" in html and "12.5" in html
+    assert 'class="meta warn"' in html and "not compared with any control" in html and "12.5" in html
     plain = lens_html(_card([(" self", 12.5)], {"control": None, "plain_top": [[" self", 12.5]],
                                                  "dropped_unreadable": 0, "dropped_not_in_corpus": 0}))
-    assert "Not compared with any control" in plain and "dropped" not in plain
+    assert "not compared with any control" in plain and "Dropped" not in plain
 
 
 def test_lens_id_unique_for_cards_and_subcards() -> None:
