@@ -504,8 +504,19 @@ def header_authors(text: str) -> set[str]:
     anywhere = {a: re.compile(rf"\b(?:{n})\b", re.I) for a, n in names.items()}
     possessive = {a: re.compile(rf"\b(?:{n})'S\b", re.I) for a, n in names.items()}
     named: set[str] = set()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    for line in lines:
+    starts: set[int] = set()  # only the lines that name someone can name an author (str.find: fast)
+    low = text.lower()
+    if len(low) == len(text):  # lower() kept every offset
+        for spelling in {n.lower() for spellings in GUTENBERG_AUTHORS.values() for n in spellings}:
+            at = low.find(spelling)
+            while at >= 0:
+                starts.add(text.rfind("\n", 0, at) + 1)
+                at = low.find(spelling, at + 1)
+    else:
+        starts = {text.rfind("\n", 0, m.start()) + 1 for m in re.finditer("|".join(names.values()), text, re.I)}
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
         spans = [m.group("who") for rx in (_HEADER_FIELD, _BYLINE, _CAPS_BYLINE) if (m := rx.match(line))]
         spans += [m.group("who") for m in _WORKS_OF.finditer(line)]
         named |= {a for a, rx in anywhere.items() if any(rx.search(span) for span in spans)}

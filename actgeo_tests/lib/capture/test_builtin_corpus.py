@@ -75,6 +75,7 @@ def test_header_authors_reads_title_pages_not_running_text() -> None:
     assert bc.header_authors(COMUS) == {"Milton"}  # the notes cite Shakespeare in running text
     assert bc.header_authors("The Works of Shakspere, vol. I\n\nMILTON\n") == {"Shakespeare"}  # a spelling
     assert bc.header_authors(ON_SHAKESPEARE) == {"Milton"}
+    assert bc.header_authors("İİ dotted capitals change length in lower()\nby John Milton\n") == {"Milton"}
 
 
 def test_gutenberg_files_are_labelled_by_their_metadata(tmp_path) -> None:
