@@ -12,6 +12,7 @@ import dagster as dg
 
 from actgeo_assets.lib.analysis.numbers import round_number as fmt  # the library's one number rule
 from actgeo_assets.lib.outputs.report import summary_rows
+from actgeo_assets.lib.outputs.report_uncertainty import format_value
 
 #: Short column headers for the asset pages' tables (the metadata panel is about 400 px wide).
 SHORT_HEADERS = {"n_components": "comps", "largest_fraction": "giant share", "second_largest": "2nd",
@@ -51,6 +52,16 @@ def run_md(description: str) -> str:
     if not parts:
         return md_escape(description)
     return "\n".join(f"- {md_escape(k)}: `{v if len(v) <= 24 else chr(0x2026) + v[-23:]}`" for k, v in parts)
+
+
+def uncertainty_md(doc: dict[str, Any]) -> str:
+    """The shard jackknife's intervals (``ComponentsRecord.uncertainty``) as a Markdown table, its method first."""
+    if not doc:
+        return "no resampling in this run's record"
+    rows = [(q["label"], format_value(q["key"], q["estimate"]),
+             "none" if q.get("low") is None else f"{format_value(q['key'], q['low'])} to {format_value(q['key'], q['high'])}")
+            for q in doc.get("quantities", [])]
+    return f"{doc.get('method', '')}\n\n" + table_md(["quantity", "estimate", "95% interval"], rows)
 
 
 def summary_md(summary: dict[str, Any], description: str) -> str:

@@ -81,8 +81,8 @@ STAGES: tuple[Stage, ...] = (
           "(tiled GEMM, never the similarity matrix or the edge list): at most n_a + n_b - 1 edges."),
     Stage(MERGE, job="merge_job", runs_on=BIG_CPU, eager=True,
           description="Kruskal merge of all tile forests = the exact single-linkage hierarchy; canonical labels at "
-          "the threshold, the study's summary, a fine threshold sweep with the percolation transition, the "
-          "N-scaling curve from the tile forests, the study side by side, and Figure 1."),
+          "the threshold, the study's summary, a fine threshold sweep with the peak of the second-largest "
+          "component and the forest edges that carry it, shard-jackknife intervals, the N-scaling curve from the tile forests, the study side by side, and Figure 1."),
     Stage(LAYERS, job="layers_job", runs_on=GPU, in_run=False,
           description="Several layers (compare_layers) of the corpus' first compare_budget tokens, captured in one "
           "forward pass (stopped after the deepest), compared under l2, center_l2 and rmsnorm: mean pairwise "

@@ -15,6 +15,7 @@ from actgeo_assets.defs.metadata import (
     summary_md,
     sweep_table,
     table_md,
+    uncertainty_md,
 )
 from actgeo_assets.defs.partitions import materialize_each
 from actgeo_assets.defs.pipeline import asset_args
@@ -80,7 +81,8 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         "singletons": s["singletons"],
         "summary": dg.MetadataValue.md(summary_md(s, record.description)),
         "sweep": sweep_table(sweep),
-        "percolation_transition": dg.MetadataValue.md(record.transition["words"]),
+        "transition": dg.MetadataValue.md(record.transition["words"]),
+        "uncertainty": dg.MetadataValue.md(uncertainty_md(record.uncertainty)),
         "study_side_by_side": dg.MetadataValue.md(
             f"{record.study['verdict']}\n\n" + table_md(["", "the study", "this run"], record.study["rows"])),
         "n_scaling": compact_table(merged.scaling, SCALING_SHOWN),

@@ -295,7 +295,7 @@ def explorer_data(
     icicle = _icicle(forest, labels, t_run, float(sw["threshold"].max()) if len(sw) else t_run, labels_at,
                      maker, cards, add)
     run_i = min(range(len(slider)), key=lambda i: abs(slider[i]["threshold"] - t_run)) if slider else 0
-    transition = (locate_transition(sw, t_run, cut_off_at=forest.exact_up_to).as_dict()
+    transition = (locate_transition(sw, t_run, cut_off_at=forest.exact_up_to, forest=forest).as_dict()
                   if len(sw) and "second_largest" in sw.columns else None)
     return {"description": description, "threshold": t_run, "n": n, "n_components": int(len(sizes)),
             "min_threshold": forest.min_threshold, "exact_up_to": forest.exact_up_to,

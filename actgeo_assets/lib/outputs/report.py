@@ -319,6 +319,7 @@ def render_report(
     layers_section: str | None = None,
     sources: Mapping[str, Any] | None = None,
     artefacts: Mapping[str, Any] | None = None,
+    uncertainty: str | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
     (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts);
@@ -338,7 +339,7 @@ def render_report(
         f'<p class="meta">Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Summary, figures and '
         "cards below all come from this one run.</p>"
         + (f'<p id="explorer-link"><a href="{_e(explorer_href)}">Open the explorer</a>: the size spectrum, the '
-           "percolation curve, a threshold slider and the largest component's hierarchy, each clickable to a "
+           "curve of components across thresholds, a threshold slider and the largest component's hierarchy, each clickable to a "
            "card.</p>" if explorer_href else "")
         + "</section>",
         '<h2 id="summary-h">Summary</h2>',
@@ -357,13 +358,16 @@ def render_report(
                 _figure("cosine_histogram", figures["cosine_histogram"],
                         "Histogram of the cosines of uniformly sampled pairs (log scale); dashed: the threshold. "
                         "The sweep's graph_edges column counts every pair exactly in the tile pass.")]
-    out.append('<h2 id="percolation-h">Percolation curve and threshold sweep</h2>')
+    out.append('<h2 id="percolation-h">Components across thresholds, and the threshold sweep</h2>')
     if "percolation" in figures:
         out.append(_figure("percolation", figures["percolation"],
-                           "Largest-component fraction and number of components vs threshold; "
-                           "dashed line: the chosen threshold; shaded: the transition."))
+                           "Top: largest-component fraction and number of components vs threshold; bottom: the "
+                           "second-largest component (activations). Dashed line: the chosen threshold; light "
+                           "shading: the interval of the second-largest's peak over the shard resamples."))
     if transition:
         out.append(f'<p id="transition">{_e(transition["words"])}</p>')
+    if uncertainty:
+        out.append(uncertainty)
     out.append(_sweep_section(sweep, threshold))
     out += _scaling_section(scaling, figures)
     for key, png in figures.items():

@@ -16,6 +16,7 @@ import pandas as pd
 from actgeo_assets.lib.analysis.baseline import previous_token_column, token_baseline
 from actgeo_assets.lib.analysis.cards import Card, CardList, build_cards, giant_subcards
 from actgeo_assets.lib.analysis.inputs import artefact_summary, early_mask, input_keys
+from actgeo_assets.lib.analysis.percolation import describe_bridges
 from actgeo_assets.lib.analysis.readout import (
     READOUT_MEMBERS,
     TOP_PREDICTIONS,
@@ -31,6 +32,7 @@ from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
 from actgeo_assets.lib.outputs.explorer import write_explorer
 from actgeo_assets.lib.outputs.report import write_report
+from actgeo_assets.lib.outputs.report_uncertainty import uncertainty_section
 from actgeo_assets.lib.outputs.sql import read_components, read_subcomponents, write_results
 from actgeo_assets.lib.stages.activations import MEAN
 from actgeo_assets.lib.stages.common import load_kept, load_run_model, read_raw, run_rows
@@ -193,6 +195,9 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                                  setting=settings.early_positions, limit=settings.early_position_limit,
                                  tokens=tokens, excluded_early=_excluded_early(settings, layout),
                                  device=settings.device)
+    bridges_text = describe_bridges((comps.record.transition or {}).get("bridges") or {}, tokens)
+    uncertainty = (uncertainty_section(comps.record.uncertainty, bridges_text or None)
+                   if comps.record.uncertainty else None)
     sources = source_breakdown(labels, tokens, settings.threshold, *_transition_labels(forest, comps.record))
     duplicates = corpus_duplicates(settings, layout)
     layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
@@ -206,7 +211,7 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                  "subcard_threshold": settings.subcard_threshold,
                  "subcards": [c.to_dict() for c in subcards],
                  "token_baseline": baseline, "corpus_duplicates": duplicates, "artefacts": artefacts,
-                 "source_breakdown": sources,
+                 "source_breakdown": sources, "transition_bridges": bridges_text,
                  "readout": {"model_next_members_cap": READOUT_MEMBERS,
                              "model_next_top_per_member": TOP_PREDICTIONS,
                              "logit_lens": "mean raw member activation minus the corpus mean, "
@@ -224,7 +229,8 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           precision=comps.record.precision, transition=comps.record.transition,
                           scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
                           study=comps.record.study, baseline=baseline, duplicates=duplicates,
-                          layers_section=layer_section(settings, layout), sources=sources, artefacts=artefacts)
+                          layers_section=layer_section(settings, layout), sources=sources, artefacts=artefacts,
+                          uncertainty=uncertainty)
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates,
                            artefacts=artefacts)
