@@ -6,8 +6,9 @@ Files of shard ``s`` (all under ``{run}/raw/``, each written atomically):
   runs in float32, bfloat16 or float16, and no overflow where float16 storage would (above 65,504),
 - ``s.tokens.parquet``: the token table (row, doc_id, position, token_id, token, char_start, char_end,
   source), ``n`` rows, ``row == 0..n-1``,
-- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, pile_analogue, text; and ``work``
-  when a document names one, e.g. the builtin corpus' Gutenberg texts),
+- ``s.docs.parquet``: the documents the tokens come from (doc_id, source, pile_analogue, work, text; ``work``:
+  the work a text is part of where the corpus names it, e.g. the builtin corpus' Gutenberg texts; shards
+  written before it existed lack the column),
 - ``s.json``: the sidecar, written LAST: a shard is complete only when its sidecar exists (a rewrite
   removes the old sidecar first). Keys: ``format``, ``shard``, ``model``, ``revision``, ``layer``,
   ``dtype``, ``shape``, ``normalization`` (``"none"``), ``capture`` (the capture settings the caller
@@ -83,7 +84,7 @@ class StoredDocument(Protocol):
 class RawShard:
     """One shard read back: ``acts`` ``[n, d]`` in the sidecar's dtype (float32; float16 in shards written
     before it was the default), a read-only memory map by default; ``tokens`` (``n`` rows), ``docs``
-    (doc_id, source, pile_analogue, text) and ``meta`` (the sidecar)."""
+    (doc_id, source, pile_analogue, work, text; older shards lack work) and ``meta`` (the sidecar)."""
 
     acts: np.ndarray
     tokens: pd.DataFrame
@@ -134,12 +135,11 @@ def write_raw_shard(
             "doc_id": np.asarray([d.doc_id for d in kept_docs], dtype=np.int64),
             "source": pd.Series([d.source for d in kept_docs], dtype=object),
             "pile_analogue": pd.Series([d.pile_analogue for d in kept_docs], dtype=object),
+            # what work the text is (a part) of, where the corpus names it (getattr: older document types)
+            "work": pd.Series([getattr(d, "work", None) for d in kept_docs], dtype=object),
             "text": pd.Series([d.text for d in kept_docs], dtype=object),
         }
     )
-    works = [getattr(d, "work", None) for d in kept_docs]  # optional: only a corpus that names works has it
-    if any(w is not None for w in works):
-        doc_table.insert(3, "work", pd.Series(works, dtype=object))
     _write_parquet(layout.docs(shard), doc_table)
     files_sha256 = {"acts": digest, "tokens": sha256_file(layout.tokens(shard)), "docs": sha256_file(layout.docs(shard))}
 

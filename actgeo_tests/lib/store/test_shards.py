@@ -56,7 +56,7 @@ def test_round_trip(layout) -> None:
     assert isinstance(shard.acts, np.memmap)
     np.testing.assert_array_equal(shard.acts, res.acts)  # float16 in, float32 stored: exact
     assert shard.acts.dtype == np.float32
-    assert list(shard.docs.columns) == ["doc_id", "source", "pile_analogue", "text"]
+    assert list(shard.docs.columns) == ["doc_id", "source", "pile_analogue", "work", "text"]
     assert tuple(shard.tokens.columns) == TOKEN_COLUMNS
     pd.testing.assert_frame_equal(shard.tokens, res.tokens, check_dtype=False)
     assert shard.docs["doc_id"].tolist() == [0, 1] and shard.docs["text"].tolist() == [
@@ -160,7 +160,7 @@ def test_mean_of_all_shards_opens_one_shard_at_a_time(tmp_path, monkeypatch) -> 
     assert sorted(side["raw_sha256"]) == list(settings.shard_keys)
 
 
-def test_a_work_column_only_where_a_document_names_one(layout) -> None:
+def test_the_work_column_holds_what_documents_name(layout) -> None:
     res, docs = _result()
     docs = [Document(0, "hello world", "a", None, "Hamlet"), docs[1], Document(2, "unused", "c", None, "Comus")]
     write_raw_shard(layout, "shard-000", res, docs, CAPTURE)
