@@ -52,6 +52,7 @@ import pandas as pd
 from actgeo_assets.lib.analysis.cards import TOP_TOKENS, Card, member_counts
 from actgeo_assets.lib.analysis.labels import provisional_label
 from actgeo_assets.lib.analysis.percolation import locate_transition
+from actgeo_assets.lib.analysis.sources import source_order
 from actgeo_assets.lib.analysis.tokens import (
     CONTEXT_CHARS,
     plain_python,
@@ -131,6 +132,8 @@ class _CardMaker:
 
     def __init__(self, tokens: pd.DataFrame, docs: pd.DataFrame, rows: RowsSource) -> None:
         self.tokens = tokens
+        self.order = source_order(tokens)  # the run's one ordering of sources (by activations)
+        self.inputs = tokens["input_key"].to_numpy() if "input_key" in tokens.columns else None
         self.texts = dict(zip(docs["doc_id"].tolist(), docs["text"].tolist(), strict=True))
         self.get = row_getter(rows)
 
@@ -142,7 +145,9 @@ class _CardMaker:
         sample = members[np.unique(np.linspace(0, members.size - 1, min(members.size, CONTEXT_SAMPLE)).astype(np.int64))]
         cos = cosines_to_direction(self.get, sample, chunked_mean(self.get, sample))
         srec = self.tokens.iloc[sample]
-        pick = select_contexts(cos, srec["doc_id"].to_numpy(), CARD_CONTEXTS)
+        pick = select_contexts(cos, srec["doc_id"].to_numpy(), CARD_CONTEXTS,
+                               inputs=None if self.inputs is None else self.inputs[sample])  # no input twice
+        source_mix = {src: source_mix[src] for src in self.order if src in source_mix}
         contexts = [token_context(self.texts.get(plain_python(r["doc_id"])), r, c, CONTEXT_CHARS)
                     for r, c in zip(srec.iloc[pick].to_dict("records"), cos[pick], strict=True)]
         card = Card(rank=int(rank), label_id=int(label_id), size=int(members.size), provisional_label="",
