@@ -112,7 +112,7 @@ def next_token_readout(
     import torch
 
     w = torch.as_tensor(unembed)
-    x = torch.as_tensor(np.asarray(direction), dtype=w.dtype).reshape(1, -1)
+    x = torch.as_tensor(np.asarray(direction), dtype=w.dtype, device=w.device).reshape(1, -1)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"direction has {x.shape[1]} dims but unembed is {tuple(w.shape)} ([V, d])")
     with torch.no_grad():
@@ -121,7 +121,7 @@ def next_token_readout(
         if softcap:
             logits = softcap * torch.tanh(logits / softcap)
         if hidden:
-            logits[torch.as_tensor(sorted(hidden), dtype=torch.long)] = -torch.inf
+            logits[torch.as_tensor(sorted(hidden), dtype=torch.long, device=logits.device)] = -torch.inf
         vals, ids = torch.topk(logits, min(k, logits.numel() - len(hidden)))
     return [(_decode(tokenizer, int(i)), float(v)) for v, i in zip(vals, ids, strict=True)]
 
@@ -263,13 +263,14 @@ def lens_logits(directions: np.ndarray, final_norm: Callable[[Any], Any], unembe
     import torch
 
     w = torch.as_tensor(unembed)
-    x = torch.as_tensor(np.atleast_2d(np.asarray(directions)), dtype=w.dtype)
+    # on the unembedding's device (the model's: a GPU where the cards stage loaded it there)
+    x = torch.as_tensor(np.atleast_2d(np.asarray(directions)), dtype=w.dtype, device=w.device)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"directions have {x.shape[1]} dims but unembed is {tuple(w.shape)} ([V, d])")
     with torch.no_grad():
         h = torch.cat([final_norm(x[i:i + 1]).reshape(1, -1) for i in range(x.shape[0])]).to(w.dtype)
         if ids is not None:
-            w = w[torch.as_tensor(np.asarray(ids, dtype=np.int64))]
+            w = w[torch.as_tensor(np.asarray(ids, dtype=np.int64), device=w.device)]
         logits = (h @ w.T).double()
         if softcap:
             logits = softcap * torch.tanh(logits / softcap)
