@@ -189,6 +189,8 @@ def component_lens(readout: Readout, raw_get: Callable[[np.ndarray], np.ndarray]
         return entries, {**meta, "control": None, "shown": len(entries), "dropped_below_control": 0}
     if readout.n_rows is None:
         return None, {**meta, "skipped": "no control: the number of activations (Readout.n_rows) was not given"}
+    if cand.size == 0:
+        return None, {**meta, "skipped": "no readable token of the run's sample to read"}
     groups = control_groups(int(readout.n_rows), members, k, LENS_CONTROL_ROWS, LENS_SEED)
     if groups is None:
         return None, {**meta, "skipped": f"no control: the component holds {members.size:,} of the run's "
@@ -240,7 +242,6 @@ def control_groups(n_rows: int, members: np.ndarray, k: int, cap: int = LENS_CON
     if size < 2 or others < 2:
         return None
     rng = np.random.default_rng([seed, n_rows, members.size])
-    # the j-th activation outside members: j plus the number of members at or below it
     out = []
     for _ in range(k):
         j = np.sort(rng.choice(others, size=size, replace=False))

@@ -250,3 +250,6 @@ def test_component_lens_without_control_or_lens() -> None:
         component_lens(Readout(**base, n_rows=len(raw), lens_controls=10), raw.__getitem__, members)
     entries, meta = component_lens(Readout(**base, n_rows=41), raw.__getitem__, np.arange(40))
     assert entries is None and meta is not None and "too few" in meta["skipped"]
+    entries, meta = component_lens(Readout(**base, n_rows=len(raw), vocabulary=frozenset({999})), raw.__getitem__,
+                                   members)
+    assert entries is None and meta is not None and "no readable token" in meta["skipped"]
