@@ -41,7 +41,7 @@ def lens_html(card: Card) -> str:
     head = f'<div class="lens" id="{_e(lens_id(card))}">'
     if not meta or (meta.get("control") is None and "k" not in meta):
         line = f"{_LENS}, not compared with any control: read these tokens with caution.{_dropped(meta, False)}"
-        chips = _chips(((quote_token(t), f"{v:.1f}") for t, v in card.readout), "readout")
+        chips = _chips(((quote_token(t), f"{v:.2f}") for t, v in card.readout), "readout")  # as before the control
         return f'{head}<div class="meta warn">{_e(line)}</div>{chips}</div>'
     k, size, alpha = int(meta["k"]), int(meta["group_size"]), float(meta["alpha"])
     above = int(meta.get("controls_above_threshold", 0))

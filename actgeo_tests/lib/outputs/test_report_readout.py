@@ -90,7 +90,7 @@ def test_nothing_beyond_the_control() -> None:
 
 def test_lens_without_control_is_marked() -> None:
     html = lens_html(_card([(" self", 12.5)]))  # a card from before the control: no meta
-    assert 'class="meta warn"' in html and "not compared with any control" in html and "12.5" in html
+    assert 'class="meta warn"' in html and "not compared with any control" in html and "12.50" in html
     plain = lens_html(_card([(" self", 12.5)], {"control": None, "plain_top": [[" self", 12.5]],
                                                  "dropped_unreadable": 0, "dropped_not_in_corpus": 0}))
     assert "not compared with any control" in plain and "Dropped" not in plain
