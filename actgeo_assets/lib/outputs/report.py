@@ -32,6 +32,8 @@ from actgeo_assets.lib.analysis.numbers import format_number
 from actgeo_assets.lib.analysis.tokens import plain_python, quote_token
 from actgeo_assets.lib.outputs.report_artefacts import artefact_section, card_artefact_html, documents_phrase
 from actgeo_assets.lib.outputs.report_baselines import baseline_section, source_section
+from actgeo_assets.lib.outputs.report_readout import lens_html
+from actgeo_assets.lib.outputs.report_sample import sample_section
 from actgeo_assets.lib.store.layout import atomic_path
 
 #: Keys of ``figures`` with a fixed place in the report; other keys follow the percolation section.
@@ -271,11 +273,9 @@ def _next_token_parts(card: Card) -> list[str]:
                   "prediction</div>",
                   _chips(((quote_token(t), f"p {p:.2f} \u00b7 top {k:,}/{n:,}") for t, p, k in card.model_next),
                          "next-model")]
-    if card.readout:
-        parts += ['<div class="meta">Mid-depth logit lens: the component\'s mean activation minus the corpus '
-                  "mean, through the final norm and unembedding (logits; an indirect reading, unlike the two "
-                  "above)</div>",
-                  _chips(((quote_token(t), f"{v:.2f}") for t, v in card.readout), "readout")]
+    lens = lens_html(card)  # the lens against its control (lib/outputs/report_readout.py)
+    if lens:
+        parts.append(lens)
     return parts
 
 
@@ -295,7 +295,10 @@ def _baseline_section(baseline: Mapping[str, Any] | None, duplicates: Mapping[st
                 f'{d.get("n_exact_duplicates", 0):,} exact duplicates (same text up to case and whitespace) and '
                 f'{d.get("n_near_duplicates", 0):,} near duplicates (word 5-gram Jaccard \u2265 '
                 f'{d.get("near_threshold", 0.9)}) of earlier documents, {_e(what)}'
-                + (f" ({_e(by)})" if by else "") + ".</p>"]
+                + (f" ({_e(by)})" if by else "") + "."
+                + (f" {d['n_kept']:,} documents remained; the run's activations come from the first of them (the "
+                   "sample above says how many)." if d.get("dropped") and d.get("n_kept") is not None else "")
+                + "</p>"]
     return out
 
 
@@ -320,6 +323,7 @@ def render_report(
     sources: Mapping[str, Any] | None = None,
     artefacts: Mapping[str, Any] | None = None,
     uncertainty: str | None = None,
+    sample: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`). ``baseline``: the token-identity baseline
     (``lib.cards.token_baseline``); ``duplicates``: the duplicate documents found in the corpus (counts);
@@ -342,6 +346,7 @@ def render_report(
            "curve of components across thresholds, a threshold slider and the largest component's hierarchy, each clickable to a "
            "card.</p>" if explorer_href else "")
         + "</section>",
+        *([sample_section(sample)] if sample else []),
         '<h2 id="summary-h">Summary</h2>',
         _summary_table(summary),
         *([artefact_section(artefacts)] if artefacts else []),

@@ -18,6 +18,10 @@ from actgeo_assets.lib.analysis.cards import Card, CardList, build_cards, giant_
 from actgeo_assets.lib.analysis.inputs import artefact_summary, early_mask, input_keys
 from actgeo_assets.lib.analysis.percolation import describe_bridges
 from actgeo_assets.lib.analysis.readout import (
+    LENS_ALPHA,
+    LENS_CONTROL_ROWS,
+    LENS_CONTROLS,
+    LENS_SEED,
     READOUT_MEMBERS,
     TOP_PREDICTIONS,
     Predictor,
@@ -25,8 +29,11 @@ from actgeo_assets.lib.analysis.readout import (
     hidden_token_ids,
     readout_rows,
 )
+from actgeo_assets.lib.analysis.sample import describe_sample
 from actgeo_assets.lib.analysis.sources import source_breakdown, source_order
+from actgeo_assets.lib.analysis.study import compare_with_study, plain_l2_result
 from actgeo_assets.lib.analysis.tokens import next_token_column
+from actgeo_assets.lib.capture.model import weights_format
 from actgeo_assets.lib.config.secrets import mask_url
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.graph import SingleLinkageForest, canonical_labels
@@ -201,6 +208,7 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     sources = source_breakdown(labels, tokens, settings.threshold, *_transition_labels(forest, comps.record))
     duplicates = corpus_duplicates(settings, layout)
     layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
+    sample, study = _provenance(settings, layout, tokens, docs, summary, duplicates, layers.current)
     record_inputs = expected_inputs(CardsRecord, Inputs(
         settings, layout, None, {"components": {None: comps.record.labels_sha256},
                                  "activation_mean": {None: _mean_sha256(settings, layout)},
@@ -211,11 +219,16 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                  "subcard_threshold": settings.subcard_threshold,
                  "subcards": [c.to_dict() for c in subcards],
                  "token_baseline": baseline, "corpus_duplicates": duplicates, "artefacts": artefacts,
-                 "source_breakdown": sources, "transition_bridges": bridges_text,
+                 "source_breakdown": sources, "transition_bridges": bridges_text, "sample": sample,
+                 "study": study,
                  "readout": {"model_next_members_cap": READOUT_MEMBERS,
                              "model_next_top_per_member": TOP_PREDICTIONS,
-                             "logit_lens": "mean raw member activation minus the corpus mean, "
-                                           "through the final norm and unembedding"}}
+                             "logit_lens": "mean raw member activation minus the corpus mean, through the final "
+                                           "norm and unembedding; readable tokens of the run's sample only, shown "
+                                           "where they beat random groups of activations of the card's size "
+                                           "(max-margin permutation test)",
+                             "lens_control": {"groups": LENS_CONTROLS, "max_group_size": LENS_CONTROL_ROWS,
+                                              "alpha": LENS_ALPHA, "seed": LENS_SEED}}}
     save_json(layout.cards, cards_doc)
     sweep = pd.read_csv(verified_component_file(layout, comps.record, "sweep"))
     # the explorer first, so the report's link to it never dangles
@@ -228,9 +241,9 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                           cards=[*cards, *subcards], notes=[*cards.notes, *subcards.notes],
                           precision=comps.record.precision, transition=comps.record.transition,
                           scaling=pd.read_csv(verified_component_file(layout, comps.record, "scaling")),
-                          study=comps.record.study, baseline=baseline, duplicates=duplicates,
+                          study=study, baseline=baseline, duplicates=duplicates,
                           layers_section=layer_section(settings, layout), sources=sources, artefacts=artefacts,
-                          uncertainty=uncertainty)
+                          uncertainty=uncertainty, sample=sample)
     n_rows = write_results(database_url, settings.run_key(), summary, [*cards, *subcards],
                            description=settings.describe(), baseline=baseline, duplicates=duplicates,
                            artefacts=artefacts)
@@ -241,6 +254,24 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     return RunCards(run_id=settings.run_id(), cards=cards, subcards=subcards, report=report, sql_rows=n_rows,
                     summary=summary, baseline=baseline, duplicates=duplicates, explorer=explorer,
                     report_sha256=report_sha)
+
+
+def _provenance(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, docs: pd.DataFrame,
+                summary: dict[str, Any], duplicates: dict[str, Any] | None,
+                layers_current: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the run measured (:func:`describe_sample`) and the study side by side with what a reader needs
+    beside it: the weights' format and, when the layer comparison is current, the study's own plain L2 on
+    this model at the run's layer and threshold."""
+    stats = [read_raw(settings, layout, shard).meta.get("stats", {}) for shard in settings.shard_keys]
+    sample = describe_sample(settings.run_key(), tokens, docs, (duplicates or {}).get("n_kept"),
+                             capture_stats=stats)
+    plain = None
+    if settings.normalization != "l2" and layers_current:
+        plain = plain_l2_result(pd.read_parquet(layout.layers_file("geometry.parquet")), settings.layer,
+                                settings.threshold)
+    study = compare_with_study(settings.run_key(), summary, plain_l2=plain,
+                               weights=weights_format(settings.model, stats[0].get("model_dtype") if stats else None))
+    return sample, study
 
 
 def _excluded_early(settings: RunSettings, layout: RunLayout) -> int:
@@ -276,7 +307,9 @@ def _readout(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, off
     hidden = hidden_token_ids(loaded.tokenizer)
     return Readout(predict=_predictor(settings, layout, loaded, tokens, hidden), final_norm=norm, unembed=unembed,
                    center=_corpus_mean(settings, layout, offsets), tokenizer=loaded.tokenizer, hidden=hidden,
-                   members=READOUT_MEMBERS, softcap=final_logit_softcap(loaded))
+                   members=READOUT_MEMBERS, softcap=final_logit_softcap(loaded),
+                   # the lens shows only tokens of the run's own sample, against random groups of its activations
+                   vocabulary=frozenset(tokens["token_id"].astype(int).tolist()), n_rows=len(tokens))
 
 
 def _mean_sha256(settings: RunSettings, layout: RunLayout) -> str | None:

@@ -167,7 +167,8 @@ def test_build_cards_lens_reads_the_mean_minus_the_corpus_mean() -> None:
         return x / x.norm(dim=-1, keepdim=True)
 
     center = raw.mean(axis=0)
-    lens = Readout(final_norm=final_norm, unembed=unembed, center=center, tokenizer=["t0", "t1", "t2"])
+    lens = Readout(final_norm=final_norm, unembed=unembed, center=center, tokenizer=["t0", "t1", "t2"],
+                   lens_controls=0)  # the plain lens (the control is tested in test_readout.py)
     cards = build_cards(labels, unit.__getitem__, tokens, docs, ranks=(2, 3), threshold=0.7, readout=lens,
                         raw_rows=raw.__getitem__)
     for card in cards:  # independent: (mean of the members' raw rows - corpus mean), unit, dotted with e_i
