@@ -101,6 +101,7 @@ class NormalizedShard:
     early_excluded_below: int | None = input_field(lambda i: i.settings.early_excluded_below())
     shard_forest_sha256: str | None = None  # of normalized/{shard}.forest.npz (prune_at only)
     shard_components: int | None = None  # components of the shard at prune_at (prune_at only)
+    code_version: str | None = None  # the stage's version (record.expected_inputs writes it)
 
     def sidecar(self) -> dict[str, Any]:
         """``normalized/{shard}.json``."""

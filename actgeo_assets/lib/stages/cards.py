@@ -96,7 +96,7 @@ CARDS = StageSpec(
     # logit lens), the kept masks and the rows
     name="component_cards", partitions=None,
     upstream=("raw_activations", "activation_mean", "normalized", "components", "layers"),
-    record=CardsRecord, version="cards-1", output_field="report_sha256",
+    record=CardsRecord, version="cards-2", unrecorded_version="cards-1", output_field="report_sha256",
     sidecar=lambda layout, _: layout.cards,
     files=lambda layout, _, meta: [(layout.report, meta.get("report_sha256")),
                                    (layout.explorer, meta.get("explorer_sha256")),

@@ -108,6 +108,7 @@ class ComponentsRecord:
     uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.resample.shard_jackknife
     study: dict[str, Any] = dataclasses.field(default_factory=dict)  # lib.study.compare_with_study
     files_sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # forest, offsets, sweep, figures
+    code_version: str | None = None  # the stage's version (record.expected_inputs writes it)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -453,7 +454,8 @@ MERGE = StageSpec(
     # `normalized`: the merge reads the shards' sizes, their forests (prune_at) and rows (the spot check, the
     # histogram); their hashes reach it through the tiles
     name="components", partitions=None, upstream=("normalized", "edge_tiles"), record=ComponentsRecord,
-    version="kruskal-2", output_field="labels_sha256",
+    # kruskal-2: the record holds the shard jackknife (uncertainty) and the transition's bridges
+    version="kruskal-2", unrecorded_version="kruskal-1", output_field="labels_sha256",
     sidecar=lambda layout, _: layout.summary,
     files=lambda layout, _, meta: [(layout.labels, meta.get("labels_sha256")),
                                    *((f, (meta.get("files_sha256") or {}).get(k))

@@ -8,7 +8,10 @@ checks every output file against the sha256 recorded for it. So a field added to
 compared with no other edit, and the planner (:mod:`.plan`) only composes the stages.
 
 Dagster's versions come from the same place: an asset's code version is its spec's ``version`` and its data
-version the spec's :meth:`StageSpec.output` hash, the value downstream records store as their input.
+version the spec's :meth:`StageSpec.output` hash, the value downstream records store as their input. The code
+version is also an input of every record (``code_version``, written by :func:`expected_inputs`), so a stage
+whose ``version`` changes is stale for ``actgeo run`` as it is for Dagster. A sidecar written before records
+held it counts as written by the spec's ``unrecorded_version`` (default: the current one).
 """
 
 from __future__ import annotations
@@ -63,11 +66,19 @@ def input_names(record: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(record) if "input" in f.metadata)
 
 
+#: The code version of each stage's record class (set by :class:`StageSpec`): one record, one stage.
+_CODE_VERSIONS: dict[type, str] = {}
+
+
 def expected_inputs(record: type, inputs: Inputs) -> dict[str, Any]:
     """The values of ``record``'s input fields for ``inputs``, as they read back from JSON, in declaration
-    order (the first one that differs is the one a stale output is blamed on)."""
-    return {f.name: jsonable(f.metadata["input"](inputs)) for f in dataclasses.fields(record)
-            if "input" in f.metadata}
+    order (the first one that differs is the one a stale output is blamed on), then ``code_version``: the
+    version of the stage that writes ``record`` (when a :class:`StageSpec` declares it)."""
+    values = {f.name: jsonable(f.metadata["input"](inputs)) for f in dataclasses.fields(record)
+              if "input" in f.metadata}
+    if record in _CODE_VERSIONS:
+        values["code_version"] = _CODE_VERSIONS[record]
+    return values
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,9 @@ class StageSpec:
     - ``files(layout, key, meta)``: ``(path, recorded sha256)`` of every output file the sidecar vouches for;
     - ``output_field``: the sidecar field holding the output's content hash (``outer/inner`` when nested);
     - ``enabled(settings)``: whether the run needs this stage at all (a disabled stage's output is None);
-    - ``check(inputs, meta)``: an extra reason the output is stale, or None.
+    - ``check(inputs, meta)``: an extra reason the output is stale, or None;
+    - ``version``: the code version (Dagster's, and the records' ``code_version``): change it when the same
+      inputs give different outputs; ``unrecorded_version``: see the module docstring.
     """
 
     name: str
@@ -114,6 +127,10 @@ class StageSpec:
     output_field: str = "sha256"
     enabled: Callable[[RunSettings], bool] = always
     check: Callable[[Inputs, Mapping[str, Any]], str | None] | None = None
+    unrecorded_version: str | None = None  # the version a sidecar without code_version was written by
+
+    def __post_init__(self) -> None:
+        _CODE_VERSIONS.setdefault(self.record, self.version)  # the first declaration (the pipeline's) wins
 
     @property
     def optional(self) -> bool:
@@ -150,8 +167,10 @@ class StageSpec:
             return Freshness(False, why=f"{path} is unreadable ({exc})")
         if not isinstance(meta, dict):
             return Freshness(False, why=f"{path} holds no record")
-        for name, want in expected_inputs(self.record, inputs).items():
+        for name, want in {**expected_inputs(self.record, inputs), "code_version": self.version}.items():
             have = meta.get(name, "<absent>")
+            if name == "code_version" and have == "<absent>":
+                have = self.unrecorded_version or self.version
             if have != want:
                 return Freshness(False, why=f"{path} records {name}={_short(have)}, now {_short(want)}")
         if self.check is not None and (why := self.check(inputs, meta)):

@@ -103,3 +103,24 @@ def test_a_run_written_before_the_records_loads_and_recomputes_only_what_they_la
     assert planned.first_stage(among=[s.name for s in PIPELINE if s is not LAYERS]) == ("component_cards", [None])
     assert "records labels_sha256='<absent>'" in planned.reason("component_cards")
     assert not planned.problems  # nothing damaged: an older record, not a broken file
+
+
+def test_a_changed_code_version_makes_the_stage_stale(tiny_runs, tmp_path: Path) -> None:
+    run = tiny_runs()
+    layout = _copy(run, tmp_path)
+    assert load_json(layout.summary)["code_version"] == MERGE.version  # written with the inputs
+    bumped = dataclasses.replace(MERGE, version=MERGE.version + "-next")
+    stages = [bumped if s is MERGE else s for s in PIPELINE]
+    planned = plan(run.settings, layout, stages, database_url=run.db_url)
+    assert planned.stale["components"] == [None]
+    assert f"records code_version={MERGE.version!r}, now {bumped.version!r}" in planned.why["components"][None]
+    # a sidecar written before records held code_version counts as written by unrecorded_version
+    meta = load_json(layout.summary)
+    del meta["code_version"]
+    save_json(layout.summary, meta)
+    same = dataclasses.replace(MERGE, unrecorded_version=None)  # none stated: the current version
+    assert plan(run.settings, layout, [same if s is MERGE else s for s in PIPELINE],
+                database_url=run.db_url).is_current("components")
+    old = dataclasses.replace(MERGE, unrecorded_version="kruskal-0")
+    planned = plan(run.settings, layout, [old if s is MERGE else s for s in PIPELINE], database_url=run.db_url)
+    assert "records code_version='kruskal-0'" in planned.why["components"][None]
