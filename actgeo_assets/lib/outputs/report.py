@@ -180,7 +180,8 @@ def _scaling_section(scaling: pd.DataFrame | None, figures: Mapping[str, bytes])
            "of the first k shards merged). The summary depends strongly on N: compare runs only at equal N.</p>"]
     if "n_scaling" in figures:
         out.append(_figure("n_scaling", figures["n_scaling"],
-                           "Largest-component fraction and number of components vs N; dashed: the study's N."))
+                           "Largest-component fraction (circles) and number of components (squares) vs N; the study's N is "
+                           "drawn only when within reach of this run's (the note above the axes says where it is)."))
     cols = list(scaling.columns)
     head = "".join(_header(c) for c in cols)
     body = "".join("<tr>" + "".join(f'<td class="num">{_e(format_number(plain_python(r[c])))}</td>' for c in cols) + "</tr>"
