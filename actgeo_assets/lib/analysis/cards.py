@@ -112,6 +112,7 @@ class Card:
     model_next: list[tuple[str, float, int]] | None = None
     model_next_members: int = 0
     n_inputs: int | None = None
+    n_input_documents: int | None = None  # documents, each distinct input counted once (in its first member's)
     n_early: int | None = None
     recall: dict[str, Any] | None = None
 
@@ -286,6 +287,8 @@ def _build_from_groups(
             model_next=model_next,
             model_next_members=n_read,
             n_inputs=None if member_inputs is None else int(np.unique(member_inputs).size),
+            n_input_documents=None if member_inputs is None else int(pd.Series(
+                tok["doc_id"].to_numpy()[~pd.Series(member_inputs).duplicated().to_numpy()]).nunique()),
             n_early=None if early is None else int(np.count_nonzero(early[members])),
             recall=({"token": counts[0][0], "held": counts[0][1], "total": int(totals[counts[0][0]])}
                     if counts and totals is not None else None),

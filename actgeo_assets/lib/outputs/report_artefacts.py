@@ -134,6 +134,9 @@ def documents_phrase(card: Any) -> str:
     docs = _plural(n_docs, "document")
     if n_inputs == 1 and size >= 2:
         return f"{size:,} copies of one model input, in {docs}"
+    once = _field(card, "n_input_documents")
+    if once is not None and int(once) != n_docs:  # copies of one input in several documents are not evidence
+        return f"{docs} ({int(once):,} counting each input once)"
     return docs
 
 

@@ -14,7 +14,8 @@ Two tables:
   ``readout`` (the mid-depth logit lens against the corpus mean); nullable: ``token_purity``,
   ``n_distinct_tokens``, ``next_tokens`` (JSON: the next tokens in the corpus with counts),
   ``n_next_unknown``, ``model_next`` (JSON: the model's predictions, ``[token, mean probability, top-1
-  count]``), ``model_next_members``, ``n_inputs`` (distinct model inputs among the members), ``n_early``
+  count]``), ``model_next_members``, ``n_inputs`` (distinct model inputs among the members), ``n_input_documents`` (their documents,
+  each input counted once), ``n_early``
   (members at early positions), ``recall_token``, ``recall_held``, ``recall_total`` (the top token string's
   occurrences the component holds, of all in the run).
 
@@ -90,6 +91,7 @@ components_table = sa.Table(
     sa.Column("model_next", sa.Text),
     sa.Column("model_next_members", sa.BigInteger),
     sa.Column("n_inputs", sa.BigInteger),
+    sa.Column("n_input_documents", sa.BigInteger),
     sa.Column("n_early", sa.BigInteger),
     sa.Column("recall_token", sa.Text),
     sa.Column("recall_held", sa.BigInteger),
@@ -197,6 +199,7 @@ def component_row(run_id: str, card: Card) -> dict[str, Any]:
         "model_next": _dumps(d.get("model_next")),
         "model_next_members": d.get("model_next_members"),
         "n_inputs": d.get("n_inputs"),
+        "n_input_documents": d.get("n_input_documents"),
         "n_early": d.get("n_early"),
         "recall_token": (d.get("recall") or {}).get("token"),
         "recall_held": (d.get("recall") or {}).get("held"),

@@ -396,6 +396,10 @@ def test_cards_count_inputs_early_positions_and_recall() -> None:
     for card in cards:
         members = np.flatnonzero(labels == card.label_id)
         assert card.n_inputs == len(set(inputs[members].tolist()))
+        first_doc = {}  # each distinct input in the document of its first member (row order)
+        for r in members:
+            first_doc.setdefault(int(inputs[r]), int(tokens.loc[r, "doc_id"]))
+        assert card.n_input_documents == len(set(first_doc.values()))
         assert card.n_early == sum(int(tokens.loc[r, "position"]) < 4 for r in members)
         top = card.top_tokens[0][0]
         assert card.recall == {"token": top, "held": sum(strings[r] == top for r in members),

@@ -128,4 +128,6 @@ def test_card_spans() -> None:
     assert '<span class="meta inputs">21 distinct inputs of 27 activations</span>' in html
     assert "early positions 9 of 27" in html and EVIL not in html and "holds 22 of 22" in html
     assert documents_phrase(many) == "18 documents" and documents_phrase(_card(n_documents=1, size=1)) == "1 document"
+    copies = _card(rank=3, size=27, n_documents=18, n_inputs=21, n_input_documents=13)
+    assert documents_phrase(copies) == "18 documents (13 counting each input once)"
     assert card_artefact_html(_card()) == ""  # nothing computed, nothing shown

@@ -96,6 +96,7 @@ def test_new_columns_and_an_older_table_gains_them(tmp_path) -> None:
     card.next_tokens, card.n_next_unknown = [(".", 4)], 1
     card.model_next, card.model_next_members = [(".", 0.9, 5)], 5
     card.n_inputs, card.n_early, card.recall = 4, 1, {"token": "x", "held": 5, "total": 9}
+    card.n_input_documents = 2
     baseline = {"share_one_token": 0.7, "ami": 0.72, "v_measure": 0.94, "mixed": [],
                 "baselines": [{"grouping": "token", "coverage": "small", "ami": 0.72, "v_measure": 0.94},
                               {"grouping": "pair", "coverage": "all", "ami": 0.05, "v_measure": 0.42},
@@ -122,7 +123,7 @@ def test_new_columns_and_an_older_table_gains_them(tmp_path) -> None:
     assert (runs.loc[0, "token_ami_all"], runs.loc[0, "token_v_measure_all"]) == (0.13, 0.43)
     assert (runs.loc[0, "distinct_inputs"], runs.loc[0, "activations_sharing_input"]) == (97, 5)
     assert runs.loc[0, "artefacts"] == artefacts
-    assert (df.loc[0, "n_inputs"], df.loc[0, "n_early"]) == (4, 1)
+    assert (df.loc[0, "n_inputs"], df.loc[0, "n_early"], df.loc[0, "n_input_documents"]) == (4, 1, 2)
     assert (df.loc[0, "recall_token"], df.loc[0, "recall_held"], df.loc[0, "recall_total"]) == ("x", 5, 9)
     assert pd.isna(df.loc[1, "recall_token"]) and pd.isna(df.loc[1, "n_inputs"])
 
