@@ -136,7 +136,7 @@ def compare_with_study(run_key: Mapping[str, Any], summary: Mapping[str, Any], *
                      f"(layer {STUDY_SETUP['layer']}, cosine {STUDY_SETUP['threshold']}, {STUDY_SETUP['n']:,} activations)",
                      f"{k:,} component{'' if k == 1 else 's'}, largest {float(plain_l2['largest_fraction']):.1%} "
                      f"(layer {plain_l2['layer']}, cosine {plain_l2['threshold']}, {int(plain_l2['n']):,} activations "
-                     "of the layer comparison)"))
+                     f"of {plain_l2.get('source', 'the layer comparison')})"))
     comparable = not differences
     if comparable:
         verdict = "Same setup as the study: the numbers are directly comparable."

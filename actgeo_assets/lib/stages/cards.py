@@ -266,12 +266,43 @@ def _provenance(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, 
     sample = describe_sample(settings.run_key(), tokens, docs, (duplicates or {}).get("n_kept"),
                              capture_stats=stats)
     plain = None
-    if settings.normalization != "l2" and layers_current:
-        plain = plain_l2_result(pd.read_parquet(layout.layers_file("geometry.parquet")), settings.layer,
-                                settings.threshold)
+    if settings.normalization != "l2":
+        plain = _plain_l2_on_run(settings, layout, len(tokens))
+        if plain is None and layers_current:
+            plain = plain_l2_result(pd.read_parquet(layout.layers_file("geometry.parquet")), settings.layer,
+                                    settings.threshold)
     study = compare_with_study(settings.run_key(), summary, plain_l2=plain,
                                weights=weights_format(settings.model, stats[0].get("model_dtype") if stats else None))
     return sample, study
+
+
+#: Most activations whose plain-L2 graph the cards stage computes itself (above: the layer comparison's).
+PLAIN_L2_MAX_ROWS = 200_000
+
+
+def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, n: int) -> dict[str, Any] | None:
+    """The study's own normalization on this run's activations: the exact components at the run's threshold of
+    the raw rows L2-normalized (float64 norms, float32 rows; :func:`cosine_components`, pruned at its own
+    threshold, so a near-complete graph costs about one landmark pass) and the exact mean pairwise cosine
+    ``(|sum x|^2 - N) / (N (N - 1))``. None above :data:`PLAIN_L2_MAX_ROWS` activations."""
+    from actgeo_assets.lib.graph import component_summary, cosine_components
+
+    if n > PLAIN_L2_MAX_ROWS or n < 2:
+        return None
+    offsets = load_components(settings, layout).offsets
+    parts = []
+    for _, arr in run_rows(settings, layout, offsets, raw=True):
+        block = np.asarray(arr[np.arange(len(arr))], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        parts.append((block / np.where(norms > 0, norms, 1.0))[norms[:, 0] > 0])  # l2 drops zero rows
+    unit64 = np.concatenate(parts)
+    total = unit64.sum(axis=0)
+    mean_cosine = float((total @ total - float((unit64 * unit64).sum())) / (len(unit64) * (len(unit64) - 1)))
+    labels = cosine_components(unit64.astype(np.float32), settings.threshold, device=settings.device)
+    s = component_summary(labels, top=1)
+    return {"layer": settings.layer, "threshold": settings.threshold, "normalization": "l2", "n": int(s["n"]),
+            "n_components": int(s["n_components"]), "largest_fraction": float(s["largest_fraction"]),
+            "singletons": int(s["singletons"]), "mean_cosine": mean_cosine, "source": "this run"}
 
 
 def _excluded_early(settings: RunSettings, layout: RunLayout) -> int:

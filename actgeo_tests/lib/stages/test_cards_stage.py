@@ -41,3 +41,24 @@ def test_members_table_is_every_activation_with_its_component(tiny_runs) -> None
     same_input = pd.Series(inputs).duplicated(keep=False).to_numpy()
     np.testing.assert_array_equal(same_key, same_input)
     assert members.groupby("input_key").ngroups == len(set(inputs))
+
+
+def test_plain_l2_on_the_runs_own_activations(tiny_runs) -> None:
+    """The study's plain L2 on the run's activations: components and mean cosine against a dense float64 Gram
+    matrix of the raw rows (scipy), computed here from the shards' files."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from actgeo_assets.lib.stages.cards import _plain_l2_on_run
+
+    run = tiny_runs()
+    raw = np.concatenate([np.load(run.layout.raw(s))[np.load(run.layout.kept(s))] for s in run.settings.shard_keys])
+    unit = raw.astype(np.float64) / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
+    gram = unit @ unit.T
+    n_comp, labels = connected_components(csr_matrix(gram >= run.settings.threshold), directed=False)
+    got = _plain_l2_on_run(run.settings, run.layout, len(unit))
+    assert got["n"] == len(unit) and got["n_components"] == n_comp
+    assert abs(got["largest_fraction"] - np.bincount(labels).max() / len(unit)) < 1e-12
+    off = gram[~np.eye(len(unit), dtype=bool)]
+    assert abs(got["mean_cosine"] - off.mean()) < 1e-9
+    assert "plain L2" in " ".join(q for q, _, _ in load_json(run.layout.cards)["study"]["rows"])
