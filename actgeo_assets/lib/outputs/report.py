@@ -269,6 +269,8 @@ def _next_token_parts(card: Card) -> list[str]:
     if card.model_next is not None:
         n = card.model_next_members
         of = f"all {n:,} members" if n == card.size else f"{n:,} of {card.size:,} members (a sample, evenly spaced)"
+        if card.n_inputs == 1 and card.size > 1:  # copies of one input: one prediction, counted n times
+            of += " (one model input: the same prediction each time)"
         parts += [f'<div class="meta">The model\'s own next-token prediction at {_e(of)}: a full forward pass '
                   "over each member's document up to it; mean probability, and how often it is the top "
                   "prediction</div>",
