@@ -97,7 +97,7 @@ def test_report_in_chromium(tmp_path) -> None:
         assert "unused" not in card2.inner_text() and "token purity" in card2.locator("header").inner_text()
         # the token-identity baseline and the duplicates
         assert page.locator("#baseline-h").is_visible() and page.locator("table#baseline").is_visible()
-        vm = page.locator("table#baseline tr", has_text="V-measure").locator("td").inner_text()
+        vm = page.locator("table#baseline tr", has_text="V-measure").locator("td.num").inner_text()
         assert vm == f"{baseline['v_measure']:.4g}"
         assert page.locator("#mixed-h").is_visible()
         assert "2 exact duplicates" in page.locator("#duplicates").inner_text()
@@ -105,7 +105,7 @@ def test_report_in_chromium(tmp_path) -> None:
         assert page.locator("#study-verdict").is_visible()
         assert page.locator("#study-verdict").inner_text().startswith("Not comparable with the study")
         assert page.locator("table#study tr", has_text="components").first.inner_text().split("\t")[1] == "136,410"
-        assert "the run's threshold 0.7" in page.locator("#transition").inner_text()
+        assert "run's threshold 0.7 sits" in page.locator("#transition").inner_text()
         assert page.locator("table#sweep tbody tr").count() == 5  # the listed (exact) thresholds
         assert not page.locator("table#sweep-fine").is_visible()  # the fine sweep behind a disclosure
         page.locator("#fine-sweep summary").click()
