@@ -74,7 +74,7 @@ giant's hierarchy, or a card of the report below, to open that component's card 
 <h2 id="spectrum-h">Size spectrum at the run's threshold</h2>
 <p class="meta" id="spectrum-note"></p>
 <svg id="spectrum" viewBox="0 0 640 330" role="img" aria-label="component size vs rank, log-log"></svg>
-<h2 id="percolation-h">Percolation curve</h2>
+<h2 id="percolation-h">Components across thresholds</h2>
 <p class="meta" id="percolation-note"></p>
 <svg id="percolation" viewBox="0 0 640 380" role="img" aria-label="largest-component fraction and number of
 components vs threshold"></svg>
@@ -255,8 +255,8 @@ let percMarker = null;
                 id: "transition-band", "pointer-events": "none"}, svg);
     const left = x(tc) > (L + W - R) / 2;
     el("text", {x: left ? x(tc) - 5 : x(tc) + 5, y: 216, "text-anchor": left ? "end" : "start", class: "halo"}, svg,
-       D.transition.at_or_above ? `transition \u2265 ${fixed(tc)} (beyond the pruned range)`
-                                : `transition ${fixed(tc)} (second largest peaks)`)
+       D.transition.at_or_above ? `peak \u2265 ${fixed(tc)} (beyond the pruned range)`
+                                : `${D.transition.kind === "bridge" ? "bridge" : "peak"} ${fixed(tc)} (second largest peaks)`)
       .setAttribute("style", "fill:#7d3c98");
   }
   percMarker = el("line", {x1: 0, x2: 0, y1: 10, y2: 340, stroke: "#d35400", "stroke-width": 2,
