@@ -19,8 +19,9 @@ One run directory per :meth:`RunSettings.run_id`-independent profile name keeps 
       cards/                     cards.json, report.html, explorer.html
       index/                     neighbours.faiss (faiss IndexFlatIP of the unit rows), neighbours.json
 
-Every file is written to a temporary name in the same folder and renamed into place, so a crash never
-leaves a half-written file under the final name; its mode follows the process' umask (``0o666 & ~umask``),
+Every file is written to a temporary name in the same folder and renamed into place, so a crash or a full
+disk never leaves a half-written file under the final name (a full disk raises ``disk.DiskFullError`` naming
+the file, the space it needed and what to free); its mode follows the process' umask (``0o666 & ~umask``),
 like any file the process creates.
 
 Integrity: each file a stage reads has its sha256 recorded by the stage that wrote it (in the sidecars
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from actgeo_assets.lib.store.disk import DiskFullError, disk_full_error, ensure_space, is_disk_full
 
 
 def project_root() -> Path | None:
@@ -209,11 +212,23 @@ class RunLayout:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it onto ``final`` only if the block succeeds."""
+def atomic_path(final: str | os.PathLike[str], suffix: str = "", needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` only if the block succeeds.
+
+    ``needed``: the bytes the file will take, where the writer knows it: checked against the free space
+    first. A write that fails because the filesystem is full (before or during the block) raises
+    :class:`~actgeo_assets.lib.store.disk.DiskFullError` naming ``final``, the space and what to free; the
+    temporary file is removed, so ``final`` keeps its previous finished version (or stays absent)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent)
+    if needed is not None:
+        ensure_space(final, needed)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(final, 0, needed) from exc
+        raise
     try:  # mkstemp makes the file 0600; give it the mode any other new file of this process gets
         os.fchmod(fd, 0o666 & ~current_umask())
     finally:
@@ -222,15 +237,29 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: faiss' write error
+        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
+            raise
+        written = tmp_path.stat().st_size if tmp_path.exists() else 0
+        tmp_path.unlink(missing_ok=True)  # before measuring what is free: its blocks are not the run's to count
+        raise disk_full_error(final, written, needed) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Atomically write ``array`` as .npy (loadable with ``np.load(path, mmap_mode='r')``)."""
-    with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
+    """Atomically write ``array`` as .npy (loadable with ``np.load(path, mmap_mode='r')``), after checking
+    that its bytes are free (``DiskFullError`` before writing any)."""
+    array = np.ascontiguousarray(array)
+    with atomic_path(path, ".npy", needed=npy_bytes(array)) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def npy_bytes(array: np.ndarray) -> int:
+    """The size of ``array`` as a .npy file: its data and a header of at most 4 KiB (format 1.0 pads it to 64
+    bytes; a very wide structured dtype's header can be longer)."""
+    return int(array.nbytes) + 4096
 
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
