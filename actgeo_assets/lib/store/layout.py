@@ -264,13 +264,14 @@ def npy_bytes(array: np.ndarray) -> int:
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default))
+    data = json.dumps(obj, indent=2, sort_keys=True, default=json_default).encode()
+    with atomic_path(path, ".json", needed=len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` (e.g. a PNG)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
