@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -257,9 +258,16 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 
 def npy_bytes(array: np.ndarray) -> int:
-    """The size of ``array`` as a .npy file: its data and a header of at most 4 KiB (format 1.0 pads it to 64
-    bytes; a very wide structured dtype's header can be longer)."""
-    return int(array.nbytes) + 4096
+    """The exact size of ``array`` as a .npy file written by ``np.save``: its header (format 1.0, or 2.0 when
+    the header does not fit 1.0's) and its data."""
+    header = np.lib.format.header_data_from_array_1_0(array)
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # a header over 64 KiB (a very wide structured dtype)
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, header)
+    return buf.tell() + int(array.nbytes)
 
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
