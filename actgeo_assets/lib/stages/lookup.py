@@ -9,8 +9,11 @@ shards it was built from, by sha256; :func:`index_problem` says why an index is 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,8 @@ class LookupResult:
     ``queries``: float32 [m, d] the text's unit rows (row i belongs to ``tokens[kept[i]]``); ``sizes``:
     int64 [C] component sizes by canonical label; ``truncated``: the text was longer than the run's
     ``context_len`` tokens and only its start was captured; ``built``: the index built on the way (None:
-    it was current)."""
+    it was current); ``timings``: seconds per phase of :data:`PHASES` (the load phases only when this
+    answer loaded the run)."""
 
     text: str
     run_id: str
@@ -93,6 +97,7 @@ class LookupResult:
     device: str
     truncated: bool
     built: LookupIndexBuild | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _normalized_record(settings: RunSettings, layout: RunLayout) -> dict[str, dict[str, Any]]:
@@ -182,13 +187,10 @@ def load_lookup_index(settings: RunSettings, layout: RunLayout, comps: RunCompon
                                max_norm=float(meta.get("max_norm", 1.0)), gpu=gpu)
 
 
-def _query_rows(settings: RunSettings, layout: RunLayout, text: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
-                                                                                   bool]:
-    """The text's token table, its unit rows (float32 [m, d], the run's model, layer and normalization with
-    the run's stored mean or norm weight), the kept mask (bool [n]) and whether it was truncated."""
-    from actgeo_assets.lib.capture.documents import Document
-    from actgeo_assets.lib.capture.normalize import normalize_rows
-    from actgeo_assets.lib.capture.residual import capture_activations
+def _normalization_stats(settings: RunSettings, layout: RunLayout) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(mean, norm weight) a query is normalized with, as the run's rows were: the stored mean for
+    ``center_l2`` (checked to be the one the normalized shards were centred with), the next norm's weight for
+    ``rmsnorm``, else None."""
     from actgeo_assets.lib.store.shards import read_next_norm
 
     mean = norm = None
@@ -201,7 +203,18 @@ def _query_rows(settings: RunSettings, layout: RunLayout, text: str) -> tuple[pd
         mean = np.load(verify_file(layout.mean, recorded))
     elif settings.normalization == "rmsnorm":
         norm = read_next_norm(layout)
-    loaded = load_run_model(settings, layout)
+    return mean, norm
+
+
+def _capture_text(settings: RunSettings, loaded: Any, text: str, mean: np.ndarray | None,
+                  norm: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, bool]:
+    """The text's token table, its unit rows (float32 [m, d], the run's model ``loaded``, layer and
+    normalization with the run's stored ``mean`` or ``norm`` weight), the kept mask (bool [n]) and whether
+    it was truncated."""
+    from actgeo_assets.lib.capture.documents import Document
+    from actgeo_assets.lib.capture.normalize import normalize_rows
+    from actgeo_assets.lib.capture.residual import capture_activations
+
     # budget: the whole text up to context_len tokens (capture's "fewer tokens than the budget" warning is
     # expected here, so it is not logged)
     capture_log = logging.getLogger(capture_activations.__module__)
@@ -248,34 +261,178 @@ class _CorpusContexts:
                 "source": c.source, "position": c.position, "left": c.left, "token": c.token, "right": c.right}
 
 
+class _Clock:
+    """Seconds spent per named phase (``with clock("model"): ...``), summed when a phase repeats."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+#: The phases :class:`LookupSession` times, in order, with what each covers (``LookupResult.timings``).
+PHASES: dict[str, str] = {
+    "components": "the run's components (labels, offsets) read and the index checked current",
+    "index": "the lookup index loaded (or built, when missing or stale and asked to)",
+    "model": "the model loaded (torch and transformers imported on first use) and the normalization's mean",
+    "forward": "the forward pass: the text tokenized, captured at the run's layer and normalized",
+    "search": "the index searched (float64 recheck) and the nearest members' contexts read",
+}
+
+
+#: How a phase reads in :func:`format_timings` (a phase not listed reads as its key).
+PHASE_WORDS: dict[str, str] = {"model": "model load", "index": "index load", "forward": "forward pass",
+                               "components": "components"}
+
+
+def format_timings(parts: Mapping[str, float | None], total: float) -> str:
+    """Where the time went, in one line and in the order given: ``"18.41 s in all: start-up 0.61 s + imports
+    3.80 s + ... + search 0.02 s"``. ``parts``: seconds per phase (:data:`PHASES` and the caller's own,
+    e.g. ``start-up``; None: not measurable here, said so); ``total``: the wall time they add up to. A part
+    under 5 ms whose name is ``other`` is left out."""
+    words = []
+    for key, seconds in parts.items():
+        name = PHASE_WORDS.get(key, key)
+        if seconds is None:
+            words.append(f"{name} not measured")
+        elif key != "other" or abs(seconds) >= 0.005:
+            words.append(f"{name} {seconds:.2f} s")
+    return f"{total:.2f} s in all: " + " + ".join(words)
+
+
+def _files_version(layout: RunLayout) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime_ns) of the files whose change makes a loaded lookup stale: the components'
+    summary and labels, the index and its sidecar (None: missing). Cheap: no file is read."""
+    out = []
+    for path in (layout.summary, layout.labels, layout.lookup_index, layout.lookup_meta):
+        try:
+            st = path.stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+#: CPU threads of a text's forward pass and search (torch and faiss): a text of a few dozen tokens gains
+#: nothing from more, and beside `make ui`'s steps more threads only contend (measured on 2 shared cores:
+#: 0.2 s a sentence with one thread, 1-2 s with two). Every lookup uses the same, so `actgeo lookup` and the
+#: report server compute the same float32 query rows on one machine.
+LOOKUP_THREADS = 1
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's and faiss' CPU threads set to ``threads`` inside the block, restored after (None: as they are)."""
+    if not threads:
+        yield
+        return
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
+
+
+class LookupSession:
+    """One run's lookup kept loaded between texts: its components, lookup index, model and normalization
+    statistics are loaded once (:attr:`timings`: seconds per phase of :data:`PHASES`), then :meth:`answer`
+    places each text (only the forward pass and the search). :func:`lookup_text` is one session answering
+    one text, so a kept session gives exactly `actgeo lookup`'s verdicts.
+
+    ``build``: build the index when it is missing or stale (:attr:`built` says so), else ValueError naming
+    :data:`BUILD_HINT`. ValueError when the run has no finished components. ``threads``: CPU threads of each
+    answer (:data:`LOOKUP_THREADS`; None: as torch and faiss are set). Not thread-safe: a caller
+    answering from several threads holds a lock (the report server does). :meth:`stale` says when the run's
+    files changed since it was loaded."""
+
+    def __init__(self, settings: RunSettings, layout: RunLayout, *, build: bool = True,
+                 gpu: bool | None = None, threads: int | None = LOOKUP_THREADS) -> None:
+        clock = _Clock()
+        self.settings, self.layout, self.threads = settings, layout, threads
+        self.version = _files_version(layout)
+        with clock("components"):
+            comps = load_components(settings, layout)
+            problem = index_problem(settings, layout, comps)
+        self.built: LookupIndexBuild | None = None
+        with clock("index"):
+            if build and problem:
+                self.built = build_lookup_index(settings, layout)
+                self.version = _files_version(layout)
+            self.index = load_lookup_index(settings, layout, comps, gpu=gpu)
+        with clock("model"):
+            self.mean, self.norm = _normalization_stats(settings, layout)
+            self.model = load_run_model(settings, layout)
+        self.comps = comps
+        self.sizes = np.bincount(comps.labels)
+        self.corpus = _CorpusContexts(settings, layout, comps)
+        #: seconds per phase of loading: ``components``, ``index``, ``model``
+        self.timings: dict[str, float] = clock.seconds
+
+    def stale(self) -> bool:
+        """Whether the run's summary, labels or index changed on disk since this session loaded them."""
+        return _files_version(self.layout) != self.version
+
+    def answer(self, text: str, k: int = 3, context_chars: int = CONTEXT_CHARS // 2) -> LookupResult:
+        """Capture ``text`` and answer, per token, which component it joins at the run's threshold, with its
+        ``k`` nearest members' contexts; ``result.timings``: ``forward`` and ``search`` seconds.
+        ValueError when the text is empty or ``k`` negative."""
+        if not text.strip():
+            raise ValueError("the text is empty: give some text to place, e.g. actgeo lookup \"my hon. Friend\"")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        clock = _Clock()
+        with _cpu_threads(self.threads), clock("forward"):
+            tokens, unit, kept, truncated = _capture_text(self.settings, self.model, text, self.mean, self.norm)
+        with _cpu_threads(self.threads), clock("search"):
+            found = dict(zip(np.flatnonzero(kept).tolist(), self.index.query(unit, k=k), strict=True))
+            answers = []
+            for i, tok in enumerate(tokens.to_dict("records")):
+                cs, ce = int(tok["char_start"]), int(tok["char_end"])
+                f = found.get(i)
+                contexts = ([self.corpus.context(n.row, n.cosine, n.label, context_chars) for n in f.nearest]
+                            if f else [])
+                answers.append(TokenAnswer(position=int(tok["position"]),
+                                           text=text[cs:ce] if ce > cs >= 0 else str(tok["token"]),
+                                           token=str(tok["token"]), found=f, contexts=contexts))
+        return LookupResult(text=text, run_id=self.settings.run_id(), description=self.settings.describe(),
+                           threshold=self.settings.threshold, tokens=answers, queries=unit, kept=kept,
+                           sizes=self.sizes, index_path=self.layout.lookup_index,
+                           index_rows=int(self.index.index.ntotal), device=self.index.device,
+                           truncated=truncated, built=self.built, timings=clock.seconds)
+
+
+def release_models() -> None:
+    """Forget the models this process keeps loaded (``stages.common``'s cache of :func:`load_run_model`), so
+    that a replaced :class:`LookupSession`'s model is freed once nothing else holds it."""
+    from actgeo_assets.lib.stages import common
+
+    common._cached_model.cache_clear()
+
+
 def lookup_text(settings: RunSettings, layout: RunLayout, text: str, k: int = 3, build: bool = True,
                context_chars: int = CONTEXT_CHARS // 2, gpu: bool | None = None) -> LookupResult:
     """Capture ``text`` with the run's model, layer and normalization and answer, per token, which component
-    of the run it joins at the run's threshold, with its ``k`` nearest members' contexts. ``build``: build
-    the index when it is missing or stale (``result.built`` says so), else ValueError naming
+    of the run it joins at the run's threshold, with its ``k`` nearest members' contexts: a
+    :class:`LookupSession` answering once (``result.timings``: every phase of :data:`PHASES`). ``build``:
+    build the index when it is missing or stale (``result.built`` says so), else ValueError naming
     :data:`BUILD_HINT`. ValueError when the text is empty or the run has no finished components."""
     if not text.strip():
         raise ValueError("the text is empty: give some text to place, e.g. actgeo lookup \"my hon. Friend\"")
-    comps = load_components(settings, layout)
-    built = None
-    if build and index_problem(settings, layout, comps):
-        built = build_lookup_index(settings, layout)
-    index = load_lookup_index(settings, layout, comps, gpu=gpu)
-    tokens, unit, kept, truncated = _query_rows(settings, layout, text)
-    found = dict(zip(np.flatnonzero(kept).tolist(), index.query(unit, k=k), strict=True))
-    corpus = _CorpusContexts(settings, layout, comps)
-    answers = []
-    for i, tok in enumerate(tokens.to_dict("records")):
-        cs, ce = int(tok["char_start"]), int(tok["char_end"])
-        f = found.get(i)
-        contexts = [corpus.context(n.row, n.cosine, n.label, context_chars) for n in f.nearest] if f else []
-        answers.append(TokenAnswer(position=int(tok["position"]), text=text[cs:ce] if ce > cs >= 0 else str(tok["token"]),
-                                   token=str(tok["token"]), found=f, contexts=contexts))
-    return LookupResult(text=text, run_id=settings.run_id(), description=settings.describe(),
-                       threshold=settings.threshold, tokens=answers, queries=unit, kept=kept,
-                       sizes=np.bincount(comps.labels), index_path=layout.lookup_index,
-                       index_rows=int(index.index.ntotal), device=index.device,
-                       truncated=truncated, built=built)
+    session = LookupSession(settings, layout, build=build, gpu=gpu)  # LOOKUP_THREADS, as the report server
+    result = session.answer(text, k=k, context_chars=context_chars)
+    return dataclasses.replace(result, timings={**session.timings, **result.timings})
 
 
 def answer_json(result: LookupResult, answer: TokenAnswer) -> dict[str, Any]:
