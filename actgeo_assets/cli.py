@@ -276,17 +276,28 @@ def add_export_parser(sub: Any) -> None:
 
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
-    """Which component each token of a text joins, in the finished run of the current settings."""
+    """Which component each token of a text joins, in the finished run of the current settings; a last line
+    on stderr says where the time went (start-up, imports, settings, then ``lib.stages.lookup.PHASES``)."""
     import json
+    import os
+    import time
 
+    t_enter = time.perf_counter()
+    try:  # seconds since this process started (Linux: /proc/self/stat's starttime, in clock ticks since boot)
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        started = t_enter - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        started = None  # elsewhere: the time before this function is not counted
     from actgeo_assets.lib.stages.lookup import (
         BUILD_HINT,
         answer_json,
         format_lookup,
+        format_timings,
         index_problem,
         lookup_text,
     )
 
+    t_imported = time.perf_counter()
     ctx = run_from_args(args)
     settings, layout = ctx.settings, ctx.layout
     if args.k < 0:
@@ -298,12 +309,21 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
         raise ValueError(f"no current lookup index: {problem}; build it with {BUILD_HINT}")
     if problem:
         print(f"actgeo lookup: building the lookup index ({problem})", file=sys.stderr)
+    t_settings = time.perf_counter()
     result = lookup_text(settings, layout, args.text, k=args.k, build=args.build_index)
+    t_answered = time.perf_counter()
     if args.json:
         for answer in result.tokens:
             print(json.dumps(answer_json(result, answer), ensure_ascii=False))
     else:
         print(format_lookup(result))
+    sys.stdout.flush()
+    end = time.perf_counter()
+    parts = {"start-up": t_enter - started if started is not None else None, "imports": t_imported - t_enter,
+             "settings": t_settings - t_imported, **result.timings,
+             "output": end - t_answered, "other": (t_answered - t_settings) - sum(result.timings.values())}
+    print(f"actgeo lookup: {format_timings(parts, end - (started if started is not None else t_enter))}",
+          file=sys.stderr)
     return 0
 
 
