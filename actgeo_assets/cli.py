@@ -1,6 +1,6 @@
 """The ``actgeo`` command: ``run`` (materialize a run), ``components`` (the graph engine on your own .npy),
 ``lookup`` (alias ``which``: the component a text's tokens join), ``export`` (a run as Parquet for ``datasets``), ``layers``
-(geometry across layers and normalizations).
+(geometry across layers and normalizations), ``du`` and ``remove`` (a run's disk use; removing a run: ``cli_disk.py``).
 
     actgeo components ACTS.npy --threshold 0.7 [--normalize none|l2|center_l2]
                       [--sweep 0.5,0.6,0.7,0.8,0.9] [--min-threshold 0.5] --out labels.npy
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from actgeo_assets.cli_disk import add_du_parser, add_remove_parser
 
 
 def _floats(text: str) -> list[float]:
@@ -392,7 +394,7 @@ def add_layers_parser(sub: Any) -> None:
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser, add_export_parser, add_lookup_parser,
-                                                add_layers_parser]
+                                                add_layers_parser, add_du_parser, add_remove_parser]
 """Each adds one subparser (``sub.add_parser(...)``) and sets ``func(args) -> int``."""
 
 

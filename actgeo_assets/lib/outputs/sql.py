@@ -350,3 +350,18 @@ def read_runs(url: str | URL) -> pd.DataFrame:
     """All runs, newest first; ``run_key`` and ``top_sizes`` decoded. Empty if none."""
     stmt = sa.select(runs_table).order_by(runs_table.c.created_at.desc(), runs_table.c.run_id)
     return _read(url, stmt, RUN_JSON)
+
+
+def delete_run(url: str | URL, run_id: str) -> dict[str, int]:
+    """Delete every row of run ``run_id`` from each actgeo table, in one transaction (children first, so
+    it holds without ``ON DELETE CASCADE``). Returns rows deleted per table name (0 where the table is
+    absent); the tables themselves and other runs' rows stay."""
+    deleted: dict[str, int] = {}
+    with _engine(url) as engine, engine.begin() as conn:
+        present = set(sa.inspect(conn).get_table_names())
+        for table in (subcomponents_table, components_table, runs_table):
+            if table.name in present:
+                deleted[table.name] = int(conn.execute(sa.delete(table).where(table.c.run_id == run_id)).rowcount)
+            else:
+                deleted[table.name] = 0
+    return deleted

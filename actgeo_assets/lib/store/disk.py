@@ -187,3 +187,30 @@ def _sum_files(files: list[Path]) -> Usage:
         seen.add((st.st_dev, st.st_ino))
         allocated, apparent, count = allocated + st.st_blocks * 512, apparent + st.st_size, count + 1
     return Usage(allocated, apparent, count)
+
+
+#: Folders of a data directory shared by every run in it (``RunLayout.model_cache``, ``corpus_cache``).
+CACHES = {"_models": "converted models", "_corpus": "downloaded archives and built corpora"}
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    """``{"bytes", "apparent", "files"}``."""
+    return {"bytes": usage.bytes, "apparent": usage.apparent, "files": usage.files}
+
+
+def data_dir_usage(data_dir: str | os.PathLike[str], profiles: list[str] | None = None) -> dict:
+    """What a data directory holds, as JSON: ``{"data_dir", "mount", "free", "runs": {profile: {stage:
+    usage, ..., "total": usage}}, "caches": {name: usage}, "other": usage}`` (usage: :func:`usage_json`;
+    ``runs``: the folders named in ``profiles``, default every folder not starting with ``_`` or ``.``;
+    ``other``: the files beside them, e.g. the SQLite database; ``free``: bytes free on its filesystem)."""
+    root = Path(data_dir)
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] not in "_.") if root.is_dir() else []
+    runs = {}
+    for profile in (profiles if profiles is not None else folders):
+        stages = run_usage(root / profile)
+        total = folder_usage(root / profile)
+        runs[profile] = {**{k: usage_json(v) for k, v in stages.items()}, "total": usage_json(total)}
+    loose = [p for p in root.iterdir() if p.is_file()] if root.is_dir() else []
+    return {"data_dir": str(root), "mount": str(mount_point(root)), "free": free_bytes(root), "runs": runs,
+            "caches": {name: usage_json(folder_usage(root / name)) for name in CACHES},
+            "other": usage_json(_sum_files(loose))}
