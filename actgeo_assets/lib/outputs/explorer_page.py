@@ -1,7 +1,15 @@
 """The explorer's page (``cards/explorer.html``): the data of :func:`~.explorer.explorer_data` embedded as
 JSON in ``<script type="application/json" id="explorer-data">``, drawn by inline SVG and vanilla JavaScript
 (no external file, no network), styled like the report (:data:`~.report.REPORT_CSS`). The stable hooks the
-page offers are listed in :mod:`.explorer`."""
+page offers are listed in :mod:`.explorer`.
+
+The text box answers live where the page is served by the report server (``actgeo_assets/report_server.py``,
+``GET ../../api/lookup?run=<run>&text=...``, the run being the page's folder ``<run>/cards/``): one
+``#which-results tr.which-token[data-position][data-verdict][data-rank]`` per token, its verdict's components
+as ``a.which-card[data-key]`` (opening the card) where the page has their card, else ``span.which-nocard``, its
+nearest activations as ``li.ctx[data-row][data-rank]``; ``#which-status[data-state]`` says ``offline`` (a
+file, another server, no answer: ``#lookup-command`` is the way), ``ready``, ``loading``, ``answered`` or
+``error`` (the server's message). ``#lookup-command`` always shows the equivalent ``actgeo lookup``."""
 
 from __future__ import annotations
 
@@ -57,6 +65,8 @@ ol#s-top10{columns:5;font-variant-numeric:tabular-nums;font-size:.9rem;margin:.3
 #lookup-command{display:block;padding:.4rem .6rem;background:#f4f6f9;border:1px solid #dde3ea;border-radius:4px;
  font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
 #which-input{width:min(620px,100%);font-size:1rem;padding:.25rem .4rem}
+#which-results .ctxs{margin:0}#which-results .ctx{margin:.1rem 0}.which-nocard{color:#6b7784}
+#which-status{min-height:1.2em}
 .legend{font-size:.85rem;color:#44505c}.legend i{display:inline-block;width:.8em;height:.8em;margin:0 .25em}
 @media (max-width:900px){.xgrid{grid-template-columns:1fr}#card-panel{position:static;max-height:none}}
 """
@@ -96,11 +106,18 @@ components vs threshold"></svg>
 <p class="meta" id="icicle-note"></p>
 <svg id="icicle" viewBox="0 0 1100 300" role="img" aria-label="the giant's hierarchy"></svg>
 <h2 id="which-h">Which component does a sentence of mine fall into?</h2>
-<p class="meta">Type a sentence: the command below (<code>.venv/bin/actgeo</code> in the project's folder; add
-the <code>--config</code> or <code>--set</code> options the run was made with, if any) captures it with the
-run's model and settings and says, token by token, which of this run's components it joins.</p>
+<p class="meta" id="which-intro">Type a sentence. Served by the report server (<code>make ui</code>), this page
+answers as you type, token by token: the component of this run the token joins at the run's threshold (a click
+opens its card where this page has one), or that it would be a new singleton or bridge components, with its
+nearest activations in the corpus. The first query loads the run's model (seconds); later ones take well
+under a second. Opened from a file, the page cannot run the model: the command below answers the same in a
+terminal (<code>.venv/bin/actgeo</code> in the project's folder; add the <code>--config</code> or
+<code>--set</code> options the run was made with, if any).</p>
 <input id="which-input" type="text" placeholder="The House of Commons met today."
- aria-label="a sentence to look up">
+ aria-label="a sentence to look up" maxlength="2000">
+<p class="meta" id="which-status" data-state="offline"></p>
+<table id="which-results" hidden><thead><tr><th class="num">position</th><th>token</th><th>verdict</th>
+<th class="num">best cosine</th><th>nearest activations in the corpus</th></tr></thead><tbody></tbody></table>
 <code id="lookup-command"></code> <button id="which-copy" type="button">copy</button>
 <span class="meta" id="which-copied"></span>
 </main>
@@ -340,15 +357,138 @@ document.getElementById("slider-note").textContent =
         `sub-components above it were not computed; a run without prune_at shows them.` : "");
 })();
 
-// ---- which component does my sentence join?
+// ---- which component does my sentence join? Live from the report server's /api/lookup where the page is
+// served by it; else (a file, another server, no answer) the `actgeo lookup` command to run
 (function which() {
   const input = document.getElementById("which-input"), out = document.getElementById("lookup-command");
+  const status = document.getElementById("which-status"), table = document.getElementById("which-results");
+  const tbody = table.tBodies[0];
   const quote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
   const show = () => {
     out.textContent = "actgeo lookup " + (D.lookup_args ? D.lookup_args + " " : "") + quote(input.value || input.placeholder);
   };
-  input.addEventListener("input", show);
+  // the page is <data dir>/<run>/cards/explorer.html, served from the data directory's root
+  const parts = location.pathname.split("/");
+  const run = parts.length >= 3 ? decodeURIComponent(parts[parts.length - 3]) : "";
+  const api = (q) => new URL("../../api/" + q, location.href).href;
+  let live = false, loaded = false, seq = 0, timer = null, ctrl = null;
+  const OFFLINE = "This page is not served by the report server (opened from a file, or the server does not " +
+                  "answer): run the command below in a terminal to look the sentence up.";
+  function setStatus(state, text) {
+    status.dataset.state = state;
+    status.className = state === "error" ? "warn" : "meta";
+    status.textContent = text;
+  }
+  function node(tag, cls, text, parent) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  // a component of the run's threshold: a link opening its card where the page has one
+  function component(label, rank, parent) {
+    const key = `${Number(D.threshold).toFixed(4)}:${label}`, c = D.cards[key];
+    if (!c) {
+      const s = node("span", "which-nocard", `rank ${fmt(rank)}`, parent);
+      s.title = "this page has no card of this component";
+      return s;
+    }
+    const a = node("a", "which-card", `rank ${fmt(rank)}`, parent);
+    a.href = "#" + (c.anchor || encodeURIComponent(key));
+    a.dataset.key = key;
+    a.title = c.title;
+    a.addEventListener("click", (ev) => { ev.preventDefault(); openCard(key, null); });
+    return a;
+  }
+  function render(j) {
+    tbody.textContent = "";
+    for (const t of j.tokens) {
+      const tr = node("tr", "which-token", undefined, tbody);
+      tr.dataset.position = t.position;
+      tr.dataset.verdict = t.verdict;
+      tr.dataset.rank = t.rank === null ? "" : t.rank;
+      node("td", "num", String(t.position), tr);
+      node("span", "tok", t.text, node("td", "", undefined, tr));
+      const v = node("td", "which-verdict", undefined, tr);
+      if (t.verdict === "joins") {
+        v.appendChild(document.createTextNode("joins "));
+        component(t.label_id, t.rank, v);
+        v.appendChild(document.createTextNode(` (${fmt(t.size)} activations)`));
+      } else if (t.verdict === "bridges") {
+        v.appendChild(document.createTextNode("bridges "));
+        t.components.forEach((c, i) => {
+          if (i) v.appendChild(document.createTextNode(i === t.components.length - 1 ? " and " : ", "));
+          component(c.label_id, c.rank, v);
+        });
+      } else {
+        v.appendChild(document.createTextNode(t.verdict === "new singleton" ? "a new singleton" : t.verdict));
+      }
+      if (t.n_linked) node("div", "meta", `${fmt(t.n_linked)} activations at cosine \u2265 ${t.threshold}`, v);
+      node("td", "num", t.best_cosine === null ? "" : t.best_cosine.toFixed(4), tr);
+      const ul = node("ul", "ctxs", undefined, node("td", "", undefined, tr));
+      for (const c of t.nearest) {
+        const li = node("li", "ctx", undefined, ul);
+        li.dataset.row = c.row;
+        li.dataset.rank = c.rank;
+        const src = node("span", "src", `cosine ${c.cosine.toFixed(4)} \u00b7 `, li);
+        component(c.label_id, c.rank, src);
+        src.appendChild(document.createTextNode(` \u00b7 ${c.source} \u00b7 doc ${c.doc_id}`));
+        li.appendChild(document.createTextNode(c.left));
+        node("mark", "hl", c.token, li);
+        li.appendChild(document.createTextNode(c.right));
+      }
+    }
+    table.hidden = false;
+  }
+  async function ask() {
+    if (!live) return;
+    const text = input.value;
+    const my = ++seq;
+    if (ctrl) ctrl.abort();
+    if (!text.trim()) { table.hidden = true; setStatus("ready", "Type a sentence: the report server answers."); return; }
+    ctrl = new AbortController();
+    setStatus("loading", loaded ? "Looking it up\u2026" : "Loading the run's model for the first query (seconds)\u2026");
+    const t0 = performance.now();
+    let r, j;
+    try {
+      r = await fetch(api("lookup?" + new URLSearchParams({run: run, text: text, k: "3"})), {signal: ctrl.signal});
+      j = await r.json();
+    } catch (e) {
+      if (e.name === "AbortError" || my !== seq) return;
+      live = false; table.hidden = true; setStatus("offline", OFFLINE);
+      return;
+    }
+    if (my !== seq) return;
+    if (!r.ok) { table.hidden = true; setStatus("error", j.error || `the report server answered ${r.status}`); return; }
+    loaded = true;
+    render(j);
+    setStatus("answered", `${fmt(j.tokens.length)} tokens, answered by the report server in ` +
+      `${((performance.now() - t0) / 1000).toFixed(2)} s (run ${j.run_id}, cosine \u2265 ${j.threshold}, ` +
+      `${fmt(j.index_rows)} activations on ${j.device})` +
+      (j.truncated ? `; the text is longer than the run's ${j.context_len} tokens: only its start was placed` : "") + ".");
+  }
+  async function probe() {
+    if (!/^https?:$/.test(location.protocol) || !run) { setStatus("offline", OFFLINE); return; }
+    try {
+      const r = await fetch(api("status"));
+      const j = await r.json();
+      live = r.ok && j.lookup === true;
+      loaded = live && j.loaded === run;
+    } catch (e) { live = false; }
+    if (!live) { setStatus("offline", OFFLINE); return; }
+    setStatus("ready", "Type a sentence: the report server answers" + (loaded ? "." : " (the first query loads the model)."));
+    if (input.value.trim()) ask();
+  }
+  input.addEventListener("input", () => { show(); clearTimeout(timer); timer = setTimeout(ask, 250); });
+  input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { clearTimeout(timer); ask(); } });
+  // focusing the box starts loading the model, so the first sentence waits less
+  input.addEventListener("focus", () => {
+    if (live && !loaded) fetch(api("lookup?" + new URLSearchParams({run: run, warm: "1"}))).catch(() => {});
+  }, {once: true});
   show();
+  setStatus("offline", OFFLINE);
+  probe();
   document.getElementById("which-copy").addEventListener("click", async () => {
     const note = document.getElementById("which-copied");
     try { await navigator.clipboard.writeText(out.textContent); note.textContent = "copied"; }
