@@ -40,6 +40,21 @@ def table_md(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def disk_metadata(*paths: str | os.PathLike[str], run_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What a materialization's files take on disk (a folder: every file under it; a missing path: nothing):
+    ``disk_bytes`` (bytes allocated, ``lib.store.disk.Usage.bytes``) and ``disk`` (e.g. ``1.6 MiB in 5
+    files``); with ``run_root``, also ``run_folder_bytes`` and ``run_folder``: the whole run folder's."""
+    from actgeo_assets.lib.store.disk import Usage, folder_usage, human_bytes
+
+    usages = [folder_usage(p) for p in paths]
+    total = Usage(sum(u.bytes for u in usages), sum(u.apparent for u in usages), sum(u.files for u in usages))
+    out: dict[str, Any] = {"disk_bytes": total.bytes, "disk": f"{human_bytes(total.bytes)} in {total.files} files"}
+    if run_root is not None:
+        run = folder_usage(run_root)
+        out |= {"run_folder_bytes": run.bytes, "run_folder": f"{human_bytes(run.bytes)} in {run.files} files"}
+    return out
+
+
 def png_md(png: bytes, alt: str) -> str:
     """Markdown image with the PNG inlined as a data URI (shows in the asset's metadata panel)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from actgeo_assets.cli import main
 from actgeo_assets.lib.store.disk import run_usage
 from actgeo_tests.support.small_disk import NoSmallDisk, leave_free, small_tmpfs
 from actgeo_tests.support.tiny_model import tiny_gemma2
-from actgeo_tests.support.tiny_run import tiny_set_args
+from actgeo_tests.support.tiny_run import tiny_set_args, tiny_values
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Baseline:
     model: str
     data: Path
     usage: dict  # stage -> Usage of the finished run's folder
+    instance: Any  # the Dagster instance it was materialized in (its materializations' metadata)
 
 
 def _argv(model: str, data: Path) -> list[str]:
@@ -40,11 +42,53 @@ def _argv(model: str, data: Path) -> list[str]:
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     root = tmp_path_factory.mktemp("disk_full")
     model = tiny_gemma2(root)
+    import dagster as dg
+
+    from actgeo_assets.defs.resources import ActgeoResource
+    from actgeo_assets.runner import materialize_run
+
+    instance = dg.DagsterInstance.ephemeral()
     with pytest.MonkeyPatch.context() as mp:
         for name in ("DAGSTER_HOME", "ACTGEO_DATABASE_URL", "ACTGEO_CONFIG"):
             mp.delenv(name, raising=False)
-        assert main(_argv(model, root / "data")) == 0
-    return Baseline(model=model, data=root / "data", usage=run_usage(root / "data" / "demo"))
+        materialize_run(ActgeoResource(data_dir=str(root / "data"), **tiny_values(model=model)), instance,
+                        echo=lambda _: None)
+    return Baseline(model=model, data=root / "data", usage=run_usage(root / "data" / "demo"), instance=instance)
+
+
+def test_materializations_record_their_disk_use(baseline: Baseline) -> None:
+    """Each materialization's ``disk_bytes`` is its partition's files' bytes on disk (``du``); the cards' also
+    give the whole run folder's."""
+    import subprocess
+
+    import dagster as dg
+
+    root = baseline.data / "demo"
+
+    def du(*paths: Path) -> int:
+        files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*") if p.is_dir() else []) if f.is_file()]
+        out = subprocess.run(["du", "-c", "-B1", *map(str, files)], capture_output=True, text=True, check=True)
+        return int(out.stdout.splitlines()[-1].split()[0])
+
+    def meta(asset: str) -> dict[str | None, dict]:
+        records = baseline.instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        return {r.asset_materialization.partition: {k: v.value for k, v in r.asset_materialization.metadata.items()}
+                for r in records}
+
+    raw = meta("raw_activations")
+    assert set(raw) == {"shard-000", "shard-001"}
+    for shard, m in raw.items():
+        files = [root / "raw" / f"{shard}{ext}" for ext in (".npy", ".json", ".tokens.parquet", ".docs.parquet")]
+        assert m["disk_bytes"] == du(*files) > 0 and m["disk"].endswith("in 4 files")
+    for shard, m in meta("normalized").items():
+        assert m["disk_bytes"] == du(*(root / "normalized").glob(f"{shard}.*")), shard
+    for pair, m in meta("edge_tiles").items():
+        assert m["disk_bytes"] == du(*(root / "tiles").glob(f"{pair}.*")), pair
+    assert meta("activation_mean")[None]["disk_bytes"] == du(root / "mean.npy", root / "mean.json")
+    assert meta("components")[None]["disk_bytes"] == du(root / "components")
+    cards = meta("component_cards")[None]
+    assert cards["disk_bytes"] == du(root / "cards") and cards["run_folder_bytes"] == du(root)
+
 
 
 def _files(root: Path, folders: tuple[str, ...]) -> dict[str, int]:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from actgeo_assets.defs.cores import step_settings
-from actgeo_assets.defs.metadata import table_md
+from actgeo_assets.defs.metadata import disk_metadata, table_md
 from actgeo_assets.defs.partitions import materialize_each
 from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
@@ -33,6 +33,7 @@ def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
             "sha256": captured.sha256,
             "sources": dg.MetadataValue.md(table_md(["source", "tokens"], sorted(captured.sources.items()))),
             "capture_stats": dg.MetadataValue.json({k: v for k, v in captured.stats.items() if _plain(v)}),
+            **disk_metadata(layout.raw(shard), layout.raw_meta(shard), layout.tokens(shard), layout.docs(shard)),
         }, captured.sha256 or str(captured.rows)
 
     return materialize_each(context, capture)
@@ -40,10 +41,11 @@ def raw_activations(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -
 
 @dg.asset(**asset_args("activation_mean"), kinds={"numpy"})
 def activation_mean(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.MaterializeResult:
-    mean = compute_mean(actgeo.settings(), actgeo.layout())
+    mean = compute_mean(actgeo.settings(), layout := actgeo.layout())
     context.log.info(f"mean over all shards: dim {mean.dim}, |mean| {mean.norm:.3f}")
     return dg.MaterializeResult(metadata={"dim": mean.dim, "mean_norm": mean.norm,
-                                          "path": dg.MetadataValue.path(str(mean.path))},
+                                          "path": dg.MetadataValue.path(str(mean.path)),
+                                          **disk_metadata(layout.mean, layout.mean_meta)},
                                 data_version=dg.DataVersion(mean.sha256))
 
 
@@ -72,6 +74,8 @@ def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
             "normalize_report": dg.MetadataValue.json(unit.report),
             "diagnostics": dg.MetadataValue.json(unit.diagnostics),
             "path": dg.MetadataValue.path(str(unit.path)),
+            **disk_metadata(layout.normalized(shard), layout.normalized_meta(shard), layout.kept(shard),
+                            layout.shard_forest(shard)),
         }, unit.sha256
 
     yield materialize_each(context, normalize)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from actgeo_assets.defs.metadata import card_md, served_url, table_value
+from actgeo_assets.defs.metadata import card_md, disk_metadata, served_url, table_value
 from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
@@ -43,6 +43,7 @@ def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         # how much of the partition is "same token string", and the duplicate documents dropped
         "token_baseline": dg.MetadataValue.json({k: v for k, v in (result.baseline or {}).items() if k != "mixed"}),
         "corpus_duplicates": dg.MetadataValue.json(result.duplicates or {}),
+        **disk_metadata(layout.cards_dir, run_root=layout.root),  # the run folder's total, once it is complete
     }, data_version=dg.DataVersion(result.report_sha256))
     for check in audit_cards(settings, actgeo.db_url(), result):
         yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)

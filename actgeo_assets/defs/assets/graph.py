@@ -7,6 +7,7 @@ from actgeo_assets.defs.metadata import (
     INLINE_FIGURE_PX,
     SCALING_SHOWN,
     compact_table,
+    disk_metadata,
     fmt,
     image_md,
     png_md,
@@ -48,6 +49,7 @@ def edge_tiles(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.
             "seconds": tile.seconds,
             "min_threshold": settings.min_threshold,
             "path": dg.MetadataValue.path(str(tile.path)),
+            **disk_metadata(layout.tile(pair), layout.tile_meta(pair)),
         }, tile.sha256
 
     return materialize_each(context, tile_forest)
@@ -92,6 +94,7 @@ def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
            for k, p in merged.figures.items()},
         "figures_png": dg.MetadataValue.md("\n\n".join(png_md(png, k) for k, png in figs.items())),
         "figures": dg.MetadataValue.path(str(layout.components_dir)),
+        **disk_metadata(layout.components_dir),
     }, data_version=dg.DataVersion(record.labels_sha256))
     stored = load_components(settings, layout)
     total = int(np.bincount(stored.labels).sum())

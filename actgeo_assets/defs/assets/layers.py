@@ -3,7 +3,7 @@
 import dagster as dg
 
 from actgeo_assets.defs.cores import step_settings
-from actgeo_assets.defs.metadata import png_md, table_value
+from actgeo_assets.defs.metadata import disk_metadata, png_md, table_value
 from actgeo_assets.defs.pipeline import asset_args, stage
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.layers import compare_layers
@@ -33,4 +33,5 @@ def layers(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.Mate
         "table": dg.MetadataValue.path(str(result.files["geometry.csv"])),
         "capture": dg.MetadataValue.json(result.capture),
         "seconds": round(result.seconds, 2),
+        **disk_metadata(layout.layers_dir),
     }, data_version=dg.DataVersion(stage("layers").spec.output({"files_sha256": result.sha256}) or ""))

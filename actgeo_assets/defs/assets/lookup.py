@@ -3,7 +3,7 @@ tokens join)."""
 
 import dagster as dg
 
-from actgeo_assets.defs.metadata import fmt
+from actgeo_assets.defs.metadata import disk_metadata, fmt
 from actgeo_assets.defs.pipeline import asset_args
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.lookup import build_lookup_index
@@ -21,4 +21,5 @@ def lookup(context: dg.AssetExecutionContext, actgeo: ActgeoResource) -> dg.Mate
         "build_seconds": fmt(built.seconds),
         "run_id": built.run_id,
         "path": dg.MetadataValue.path(str(built.path)),
+        **disk_metadata(built.path.parent),
     }, data_version=dg.DataVersion(built.sha256))
