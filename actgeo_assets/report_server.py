@@ -230,6 +230,10 @@ class ReportHandler(http.server.SimpleHTTPRequestHandler):
         if urlsplit(self.path).path.startswith("/api/"):
             self._api(urlsplit(self.path).path, query)
             return
+        if urlsplit(self.path).path == "/favicon.ico":  # what a browser asks of every page: no icon, no error
+            self.send_response(204)
+            self.end_headers()
+            return
         if "w" in query and urlsplit(self.path).path.lower().endswith(".png"):
             local = Path(self.translate_path(self.path))
             try:

@@ -364,6 +364,7 @@ document.getElementById("slider-note").textContent =
   const status = document.getElementById("which-status"), table = document.getElementById("which-results");
   const tbody = table.tBodies[0];
   const quote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
+  const acts = (n) => `${fmt(n)} activation${n === 1 ? "" : "s"}`;
   const show = () => {
     out.textContent = "actgeo lookup " + (D.lookup_args ? D.lookup_args + " " : "") + quote(input.value || input.placeholder);
   };
@@ -414,7 +415,7 @@ document.getElementById("slider-note").textContent =
       if (t.verdict === "joins") {
         v.appendChild(document.createTextNode("joins "));
         component(t.label_id, t.rank, v);
-        v.appendChild(document.createTextNode(` (${fmt(t.size)} activations)`));
+        v.appendChild(document.createTextNode(` (${acts(t.size)})`));
       } else if (t.verdict === "bridges") {
         v.appendChild(document.createTextNode("bridges "));
         t.components.forEach((c, i) => {
@@ -424,7 +425,7 @@ document.getElementById("slider-note").textContent =
       } else {
         v.appendChild(document.createTextNode(t.verdict === "new singleton" ? "a new singleton" : t.verdict));
       }
-      if (t.n_linked) node("div", "meta", `${fmt(t.n_linked)} activations at cosine \u2265 ${t.threshold}`, v);
+      if (t.n_linked) node("div", "meta", `${acts(t.n_linked)} at cosine \u2265 ${t.threshold}`, v);
       node("td", "num", t.best_cosine === null ? "" : t.best_cosine.toFixed(4), tr);
       const ul = node("ul", "ctxs", undefined, node("td", "", undefined, tr));
       for (const c of t.nearest) {
