@@ -322,7 +322,8 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     end = time.perf_counter()
     parts = {"start-up": t_enter - started if started is not None else None, "imports": t_imported - t_enter,
-             "settings": t_settings - t_imported, **result.timings,
+             "settings": t_settings - t_imported,
+             **{("index build" if k == "index" and result.built else k): v for k, v in result.timings.items()},
              "output": end - t_answered, "other": (t_answered - t_settings) - sum(result.timings.values())}
     print(f"actgeo lookup: {format_timings(parts, end - (started if started is not None else t_enter))}",
           file=sys.stderr)

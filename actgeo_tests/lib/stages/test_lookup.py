@@ -116,3 +116,71 @@ def test_bridge_and_singleton_as_printed_and_json() -> None:
     assert [c["rank"] for c in js[0]["components"]] == [1, 3]
     assert (js[1]["verdict"], js[1]["rank"], js[1]["label_id"], js[1]["components"]) == (SINGLETON, None, None, [])
     json.dumps(js)  # plain JSON types
+
+
+def test_a_kept_session_answers_as_lookup_text_and_times_its_phases(run) -> None:
+    """``LookupSession`` (what the report server keeps loaded) gives `lookup_text`'s answer text after text; the
+    phases it reports cover the wall time of the calls they time; a touched index makes it stale."""
+    import os
+    import time
+
+    from actgeo_assets.lib.stages.lookup import PHASES, LookupSession, lookup_text
+
+    settings, layout = run.settings, run.layout
+    t0 = time.perf_counter()
+    session = LookupSession(settings, layout, gpu=False)  # builds the index if another test left none
+    load = time.perf_counter() - t0
+    assert list(session.timings) == ["components", "index", "model"]
+    assert 0.8 * load <= sum(session.timings.values()) <= load  # the phases are most of the load's wall time
+    texts = [TEXT, "zebra quartz 1789", "shall mean the union"]
+    for text in texts:
+        t0 = time.perf_counter()
+        kept = session.answer(text, k=2)
+        wall = time.perf_counter() - t0
+        assert list(kept.timings) == ["forward", "search"]
+        assert 0.8 * wall - 0.01 <= sum(kept.timings.values()) <= wall
+        t0 = time.perf_counter()
+        once = lookup_text(settings, layout, text, k=2, gpu=False)
+        wall = time.perf_counter() - t0
+        assert list(once.timings) == list(PHASES)  # a one-off lookup: every phase, in order
+        assert 0.8 * wall - 0.01 <= sum(once.timings.values()) <= wall
+        np.testing.assert_array_equal(kept.queries, once.queries)
+        for a, b in zip(kept.tokens, once.tokens, strict=True):
+            assert (a.position, a.text, a.found.verdict, a.found.n_linked) == (b.position, b.text, b.found.verdict,
+                                                                               b.found.n_linked)
+            np.testing.assert_array_equal(a.found.labels, b.found.labels)
+            assert a.contexts == b.contexts
+    with pytest.raises(ValueError, match="empty"):
+        session.answer("  ")
+    with pytest.raises(ValueError, match="k must be"):
+        session.answer("x", k=-1)
+    assert not session.stale()
+    st = layout.lookup_meta.stat()
+    try:  # the sidecar rewritten (here: its time only): the session is stale
+        os.utime(layout.lookup_meta, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        assert session.stale()
+    finally:
+        os.utime(layout.lookup_meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_lookup_threads_are_set_inside_and_restored() -> None:
+    import faiss
+    import torch
+
+    from actgeo_assets.lib.stages.lookup import _cpu_threads
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    with _cpu_threads(1):
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (1, 1)
+    assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+    with _cpu_threads(None):
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+
+
+def test_format_timings() -> None:
+    from actgeo_assets.lib.stages.lookup import format_timings
+
+    parts = {"start-up": 0.5, "imports": 1.25, "model": 2.0, "forward": 0.031, "other": 0.001, "exit": None}
+    assert format_timings(parts, 3.8) == ("3.80 s in all: start-up 0.50 s + imports 1.25 s + model load 2.00 s + "
+                                          "forward pass 0.03 s + exit not measured")
+    assert format_timings({"other": 0.2}, 0.2) == "0.20 s in all: other 0.20 s"
