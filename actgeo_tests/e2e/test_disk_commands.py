@@ -92,3 +92,29 @@ def test_remove(copy, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyP
     assert (data / "other" / "components" / "labels.npy").is_file() and (data / "_models" / "m.bin").is_file()
     assert f"removed {data / 'demo'}" in out and f"{before['actgeo_components']} from actgeo_components" in out
     assert "Dagster instance keeps" in out
+
+
+def test_remove_waits_for_no_writer(copy, capsys: pytest.CaptureFixture) -> None:
+    """While another process holds the data directory's writer lock (an `actgeo run`), `remove` exits 2
+    naming it and removes nothing."""
+    import subprocess
+    import sys
+
+    run, data = copy
+    db = data / "actgeo.sqlite"
+    before = _count(db, run.settings.run_id())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom actgeo_assets.lib.store.lock import data_dir_lock\n"
+         f"with data_dir_lock({str(data / '.actgeo.lock')!r}, command='actgeo run'):\n"
+         "    print('held', flush=True)\n    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["remove", "--profile", "demo", "--yes", "--data-dir", str(data),
+                *tiny_set_args(model=run.overrides["model"])]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "in use by" in err and str(holder.pid) in err
+        assert (data / "demo" / "components" / "labels.npy").is_file() and _count(db, run.settings.run_id()) == before
+    finally:
+        holder.kill()
+        holder.wait()
