@@ -131,19 +131,24 @@ class NpyRows:
         got = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
         if rows.size:
             cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-            with open(self.path, "rb", buffering=0) as fh:
-                for a, b in zip(np.r_[0, cuts].tolist(), np.r_[cuts, rows.size].tolist(), strict=True):
-                    self._read(fh.fileno(), int(rows[a]), got[a:b])
+            starts, ends = np.r_[0, cuts].tolist(), np.r_[cuts, rows.size].tolist()
+            self._read(got, rows[starts].tolist(), starts, ends)
         out = np.empty_like(got)
         out[order] = got
         return out[0] if arr.ndim == 0 else out.reshape(*arr.shape, self.shape[1])
 
-    def _read(self, fd: int, first: int, into: np.ndarray) -> None:
-        """Fill ``into`` (C-contiguous rows) with the rows from ``first`` on."""
+    def _read(self, into: np.ndarray, firsts: list[int], starts: list[int], ends: list[int]) -> None:
+        """Fill ``into[a:b]`` (C-contiguous rows) with the file's rows ``first..first + b - a - 1`` for each run
+        ``(first, a, b)``: one ``preadv`` per run of consecutive rows (more where the kernel reads less)."""
+        rb, base = self._row_bytes, self.offset
         view = memoryview(into).cast("B")
-        pos, at = 0, self.offset + first * self._row_bytes
-        while pos < len(view):
-            done = os.preadv(fd, [view[pos:]], at + pos)
-            if done <= 0:
-                raise OSError(f"{self.path}: the file ends before row {first + pos // self._row_bytes}")
-            pos += done
+        with open(self.path, "rb", buffering=0) as fh:
+            fd = fh.fileno()
+            for first, a, b in zip(firsts, starts, ends, strict=True):
+                pos, end = a * rb, b * rb
+                at = base + first * rb - pos
+                while pos < end:
+                    done = os.preadv(fd, [view[pos:end]], at + pos)
+                    if done <= 0:
+                        raise OSError(f"{self.path}: the file ends before row {first + (pos - a * rb) // rb}")
+                    pos += done
