@@ -60,9 +60,11 @@ class ApiError(Exception):
         self.status = status
 
 
-def _load_session(root: Path, run: str) -> Any:
+def _load_session(root: Path, run: str, release: Callable[[], None]) -> Any:
     """A ``LookupSession`` of the finished run ``run`` in data directory ``root``, with the settings the run
-    recorded (``open_run``); ApiError when the run is not there or has no current lookup index."""
+    recorded (``open_run``); ApiError when the run is not there or has no current lookup index. ``release()``
+    frees the session loaded before, once the run is known to answer and before its model is loaded (so a
+    mistyped run keeps the loaded one, and two models are never held at once)."""
     from actgeo_assets.lib.outputs.results import RunNotFinished, open_run
     from actgeo_assets.lib.stages.lookup import BUILD_HINT, LookupSession, index_problem
 
@@ -80,6 +82,7 @@ def _load_session(root: Path, run: str) -> Any:
     if problem:
         raise ApiError(409, f"run {run!r} has no current lookup index ({problem}): build it with {BUILD_HINT}, "
                             "then ask again")
+    release()
     try:
         return LookupSession(settings, layout, build=False)
     except ValueError as exc:
@@ -91,9 +94,10 @@ class LookupService:
     on the first query of that run, replaced (the old one freed first) when another run is asked or the
     run's files change; a lock makes concurrent requests safe (they are answered one after another).
 
-    ``root``: the data directory; ``loader(root, run)``: the session factory (tests pass their own)."""
+    ``root``: the data directory; ``loader(root, run, release)``: the session factory, calling ``release()``
+    before it loads (tests pass their own)."""
 
-    def __init__(self, root: Path, loader: Callable[[Path, str], Any] = _load_session) -> None:
+    def __init__(self, root: Path, loader: Callable[[Path, str, Callable[[], None]], Any] = _load_session) -> None:
         self.root = Path(root)
         self.loader = loader
         self.lock = threading.Lock()
@@ -116,10 +120,9 @@ class LookupService:
         """The session of ``run`` and whether it was loaded now (the caller holds the lock)."""
         if self.session is not None and self.run == run and not self.session.stale():
             return self.session, False
-        if self.session is not None:
-            self._release()
-        self.session, self.run = self.loader(self.root, run), run
-        return self.session, True
+        session = self.loader(self.root, run, self._release if self.session is not None else lambda: None)
+        self.session, self.run = session, run
+        return session, True
 
     def lookup(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """The answer to ``GET /api/lookup`` with ``query`` (``parse_qs``: ``run``, ``text``, ``k``,

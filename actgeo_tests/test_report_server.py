@@ -119,8 +119,14 @@ class _Session:
     most = 0
     loads: list[str] = []
 
-    def __init__(self, root: Path, run: str) -> None:
+    def __init__(self, root: Path, run: str, release: Callable[[], None]) -> None:
         from actgeo_assets.lib.config.settings import RunSettings
+
+        if run == "missing":
+            from actgeo_assets.report_server import ApiError
+
+            raise ApiError(404, "no finished run 'missing'")
+        release()
 
         self.settings = RunSettings()
         self.index = type("I", (), {"index": type("F", (), {"ntotal": 7})(), "device": "cpu"})()
@@ -140,7 +146,7 @@ class _Session:
 
 
 def test_one_run_at_a_time_and_requests_in_turn(tmp_path: Path) -> None:
-    from actgeo_assets.report_server import LookupService
+    from actgeo_assets.report_server import ApiError, LookupService
 
     _Session.loads, _Session.most = [], 0
     service = LookupService(tmp_path, loader=_Session)
@@ -156,6 +162,9 @@ def test_one_run_at_a_time_and_requests_in_turn(tmp_path: Path) -> None:
     gc.collect()
     assert first() is None and service.run == "b"  # the replaced run's session is freed, not kept beside
     assert not service.lookup({"run": ["b"], "text": ["hi"]})["loaded_now"]
+    with pytest.raises(ApiError):  # a run that is not there keeps the loaded one
+        service.lookup({"run": ["missing"], "text": ["hi"]})
+    assert service.run == "b" and not service.lookup({"run": ["b"], "text": ["hi"]})["loaded_now"]
     service.session.changed = True  # its files changed on disk (e.g. the run was made again)
     assert service.lookup({"run": ["b"], "text": ["hi"]})["loaded_now"] and _Session.loads == ["a", "b", "b"]
     warm = service.lookup({"run": ["a"], "warm": ["1"]})  # loading without a text: what the page asks on focus
@@ -165,7 +174,7 @@ def test_one_run_at_a_time_and_requests_in_turn(tmp_path: Path) -> None:
 def test_a_real_session_is_freed_when_another_run_is_asked(indexed, tmp_path: Path) -> None:
     """Two runs of one data directory (the tiny run under a second name): the first one's session, with its
     model, index and components, is gone once the second is loaded."""
-    from actgeo_assets.report_server import LookupService
+    from actgeo_assets.report_server import ApiError, LookupService
 
     _, data_dir, _ = indexed
     root = tmp_path / "data"
@@ -174,6 +183,10 @@ def test_a_real_session_is_freed_when_another_run_is_asked(indexed, tmp_path: Pa
     service = LookupService(root)
     one = service.lookup({"run": ["demo"], "text": ["shall mean the union"]})
     first = weakref.ref(service.session)
+    (root / "bare").mkdir()
+    with pytest.raises(ApiError, match="runs here: again, demo"):  # not a run: the loaded one stays
+        service.lookup({"run": ["bare"], "text": ["x"]})
+    assert first() is service.session and service.run == "demo"
     two = service.lookup({"run": ["again"], "text": ["shall mean the union"]})
     gc.collect()
     assert first() is None and service.run == "again" and two["loaded_now"]
