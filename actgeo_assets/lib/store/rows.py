@@ -95,7 +95,7 @@ class NpyRows:
     until the map goes: measured on the scale profile's shape (20 shards of 50,000 x 640 float32, 2.4 GiB),
     the first card's control groups raised the RSS by 2.27 GiB of file pages. Read with ``preadv`` the pages
     stay in the page cache (shared, reclaimable) and never count in the process (+0.0 GiB; the 19 cards' reads
-    took 8 s instead of 1.5 s there, one system call per run of consecutive rows). Consecutive rows are read in one call."""
+    took 8 s instead of 1.5 s there, one system call per run of consecutive rows)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
