@@ -21,7 +21,9 @@ What it shows:
   threshold (never above the forest's ``exact_up_to`` nor the sweep's top), each node a sub-component of
   the run's largest component of at least ``min_size`` rows, drawn inside its parent (single linkage
   nests), each opening its card;
-- how to look up a typed sentence (``actgeo lookup '...'``, ready to copy).
+- a text box: served by ``make ui``'s report server it answers live (each token's component and nearest
+  contexts, through the server's ``/api/lookup``); opened from a file it shows the ``actgeo lookup '...'``
+  command, ready to copy.
 
 Cards come from ``cards.json`` where the run has one for that component (the full card: model predictions,
 logit lens); every other component gets a compact card built here (size, documents, sources, top tokens,

@@ -51,6 +51,10 @@ from actgeo_assets.lib.store.lock import holds_writer_lock
 
 log = logging.getLogger("actgeo")
 
+#: Below this fraction of the activations the largest component is not called a giant (a note then says that
+#: card_ranks leaves it out).
+GIANT_FRACTION = 0.5
+
 
 @dataclass(frozen=True)
 class RunCards:
@@ -184,6 +188,10 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
         threshold=settings.threshold, readout=readout_fns, raw_rows=raw_rows, inputs=inputs, early=card_early,
     )
     subcards = CardList()
+    if settings.card_ranks[0] > 1 and len(labels) and summary["largest_fraction"] < GIANT_FRACTION:
+        cards.notes.append(f"the largest component holds only {summary['largest_fraction']:.1%} of the activations: "
+                           f"not a giant, yet card_ranks starts at {settings.card_ranks[0]}; card it with "
+                           f"--set card_ranks=1,{settings.card_ranks[1]}")
     if t_sub is not None and t_sub <= settings.threshold:
         cards.notes.append(f"no sub-component cards: subcard_threshold {t_sub} is not above the threshold "
                            f"{settings.threshold} (single linkage only splits the giant at higher thresholds)")
