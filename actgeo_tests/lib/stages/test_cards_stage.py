@@ -62,3 +62,19 @@ def test_plain_l2_on_the_runs_own_activations(tiny_runs) -> None:
     off = gram[~np.eye(len(unit), dtype=bool)]
     assert abs(got["mean_cosine"] - off.mean()) < 1e-9
     assert "plain L2" in " ".join(q for q, _, _ in load_json(run.layout.cards)["study"]["rows"])
+
+
+def test_a_largest_component_that_is_no_giant_is_named_in_the_notes(tiny_runs) -> None:
+    """card_ranks (2, ...) leaves rank 1 out as the giant: when it holds under half the activations the
+    report's notes say so, and not otherwise."""
+    from actgeo_assets.lib.stages.cards import GIANT_FRACTION
+
+    seen = set()
+    for run in (tiny_runs(), tiny_runs(threshold=0.8, subcard_threshold=0.9)):
+        fraction = load_json(run.layout.summary)["summary"]["largest_fraction"]
+        notes = load_json(run.layout.cards).get("notes") or []
+        report = run.layout.report.read_text()
+        named = "not a giant" in report
+        assert named == (fraction < GIANT_FRACTION), (fraction, notes)
+        seen.add(named)
+    assert seen == {True, False}  # the two runs cover both cases
