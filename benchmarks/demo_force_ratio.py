@@ -1,6 +1,8 @@
 """`make demo --force` at two commits, side by side: the wall time of `actgeo run --profile demo --force` in a
 worktree of each, alternating (A B B A ...) on its own copy of the same finished demo data directory, so drift
-on a shared machine falls on both. Also checks that both wrote byte-identical labels.npy and summary.json.
+on a shared machine falls on both. Also checks that both wrote byte-identical labels.npy and the same component
+summary (summary.json's ``summary``: its other fields, such as the resampling intervals, may grow between
+commits).
 Writes benchmarks/results/demo_force.md.
 
     .venv/bin/python benchmarks/demo_force_ratio.py --base REV [--reps 2]   # needs a finished `make demo`
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -25,6 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _summary_sha(path: Path) -> str:
+    """sha256 of summary.json's ``summary`` (the component summary), keys sorted."""
+    summary = json.loads(path.read_text())["summary"]
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
 
 
 def _cpu() -> str:
@@ -73,7 +82,7 @@ def main() -> int:
             print(f"{name}: {seconds:.1f} s", flush=True)
         for name in times:
             comps = work / f"data-{name}" / "demo" / "components"
-            outputs[name] = (_sha(comps / "labels.npy"), _sha(comps / "summary.json"))
+            outputs[name] = (_sha(comps / "labels.npy"), _summary_sha(comps / "summary.json"))
     finally:
         for tree in trees.values():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
@@ -89,7 +98,7 @@ def main() -> int:
             "| commit | runs (s) | median (s) |\n|---|---|---|\n"
             f"| base {rev} | {', '.join(f'{t:.1f}' for t in times['base'])} | {base:.1f} |\n"
             f"| this commit | {', '.join(f'{t:.1f}' for t in times['head'])} | {head:.1f} |\n\n"
-            f"Ratio this / base: **{head / base:.2f}**. labels.npy and summary.json byte-identical: "
+            f"Ratio this / base: **{head / base:.2f}**. labels.npy byte-identical and the same component summary: "
             f"**{'yes' if same else 'NO'}** (sha256 {outputs['head'][0][:12]}, {outputs['head'][1][:12]}).\n")
     out = REPO / "benchmarks" / "results" / "demo_force.md"
     out.write_text(text)
