@@ -69,6 +69,7 @@ section.card{border:1px solid #d5dce4;border-radius:8px;padding:.8rem 1rem;margi
 .card header{display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;align-items:baseline}
 .card .meta{font-size:.88rem;color:#44505c}
 .plabel{font-size:1rem;margin:.35rem 0;color:#7a4b00}.plabel b{color:#1d232a}
+.plabel,.card header .meta,#one-input-components{white-space:pre-wrap}
 .chips{display:flex;flex-wrap:wrap;gap:.3rem;margin:.3rem 0;padding:0;list-style:none}
 .chips li{background:#eef2f7;border-radius:4px;padding:.05rem .45rem;font-size:.85rem}
 .tok{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre}
