@@ -214,9 +214,11 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
     uncertainty = (uncertainty_section(comps.record.uncertainty, bridges_text or None)
                    if comps.record.uncertainty else None)
     sources = source_breakdown(labels, tokens, settings.threshold, *_transition_labels(forest, comps.record))
-    duplicates = corpus_duplicates(settings, layout)
+    stats = capture_stats(settings, layout)  # the raw shards' sidecars (run_tokens checked the shards)
+    duplicates = corpus_duplicates(settings, stats)
     layers = LAYERS.freshness(Inputs(settings, layout, None, {}))
-    sample, study = _provenance(settings, layout, tokens, docs, summary, duplicates, layers.current)
+    sample, study = _provenance(settings, layout, comps.offsets, tokens, docs, summary, stats, duplicates,
+                                layers.current)
     record_inputs = expected_inputs(CardsRecord, Inputs(
         settings, layout, None, {"components": {None: comps.record.labels_sha256},
                                  "activation_mean": {None: _mean_sha256(settings, layout)},
@@ -264,18 +266,17 @@ def build_run_cards(settings: RunSettings, layout: RunLayout, database_url: str,
                     report_sha256=report_sha)
 
 
-def _provenance(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, docs: pd.DataFrame,
-                summary: dict[str, Any], duplicates: dict[str, Any] | None,
-                layers_current: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _provenance(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], tokens: pd.DataFrame,
+                docs: pd.DataFrame, summary: dict[str, Any], stats: list[dict[str, Any]],
+                duplicates: dict[str, Any] | None, layers_current: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the run measured (:func:`describe_sample`) and the study side by side with what a reader needs
     beside it: the weights' format and, when the layer comparison is current, the study's own plain L2 on
-    this model at the run's layer and threshold."""
-    stats = [read_raw(settings, layout, shard).meta.get("stats", {}) for shard in settings.shard_keys]
+    this model at the run's layer and threshold. ``stats``: :func:`capture_stats`."""
     sample = describe_sample(settings.run_key(), tokens, docs, (duplicates or {}).get("n_kept"),
                              capture_stats=stats)
     plain = None
     if settings.normalization != "l2":
-        plain = _plain_l2_on_run(settings, layout, len(tokens))
+        plain = _plain_l2_on_run(settings, layout, offsets, len(tokens))
         if plain is None and layers_current:
             plain = plain_l2_result(pd.read_parquet(layout.layers_file("geometry.parquet")), settings.layer,
                                     settings.threshold)
@@ -288,7 +289,7 @@ def _provenance(settings: RunSettings, layout: RunLayout, tokens: pd.DataFrame, 
 PLAIN_L2_MAX_ROWS = 200_000
 
 
-def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, n: int) -> dict[str, Any] | None:
+def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], n: int) -> dict[str, Any] | None:
     """The study's own normalization on this run's activations: the exact components at the run's threshold of
     the raw rows L2-normalized (float64 norms, float32 rows; :func:`cosine_components`, pruned at its own
     threshold, so a near-complete graph costs about one landmark pass) and the exact mean pairwise cosine
@@ -297,7 +298,6 @@ def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, n: int) -> dict[s
 
     if n > PLAIN_L2_MAX_ROWS or n < 2:
         return None
-    offsets = load_components(settings, layout).offsets
     parts = []
     for _, arr in run_rows(settings, layout, offsets, raw=True):
         block = np.asarray(arr[np.arange(len(arr))], dtype=np.float64)
@@ -463,12 +463,17 @@ def _save_predictions(path: Path, key: str, cache: dict[tuple[int, int], list[tu
                  pos=np.array([k[1] for k, _ in items], dtype=np.int64), ids=ids, probs=probs)
 
 
-def corpus_duplicates(settings: RunSettings, layout: RunLayout) -> dict[str, Any] | None:
-    """Duplicate documents found in the run's corpus, from the raw shards' sidecars: one corpus in split
-    mode; with ``shard_by="file"`` the files' counts added up. None for shards captured before they were
-    recorded."""
-    found = [read_raw(settings, layout, s).meta.get("stats", {}).get("corpus_duplicates")
-             for s in settings.shard_keys]
+def capture_stats(settings: RunSettings, layout: RunLayout) -> list[dict[str, Any]]:
+    """Each shard's capture statistics (its raw sidecar's ``stats``), in shard order: read once per cards
+    build (the shards themselves were checked when the token tables were read)."""
+    return [load_json(layout.raw_meta(s)).get("stats", {}) for s in settings.shard_keys]
+
+
+def corpus_duplicates(settings: RunSettings, stats: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Duplicate documents found in the run's corpus, from the shards' capture ``stats``
+    (:func:`capture_stats`): one corpus in split mode; with ``shard_by="file"`` the files' counts added up.
+    None for shards captured before they were recorded."""
+    found = [s.get("corpus_duplicates") for s in stats]
     if not found or any(not f for f in found):
         return None
     if settings.shard_by == "split":

@@ -50,13 +50,15 @@ def test_plain_l2_on_the_runs_own_activations(tiny_runs) -> None:
     from scipy.sparse.csgraph import connected_components
 
     from actgeo_assets.lib.stages.cards import _plain_l2_on_run
+    from actgeo_assets.lib.stages.graph import load_components
 
     run = tiny_runs()
     raw = np.concatenate([np.load(run.layout.raw(s))[np.load(run.layout.kept(s))] for s in run.settings.shard_keys])
     unit = raw.astype(np.float64) / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
     gram = unit @ unit.T
     n_comp, labels = connected_components(csr_matrix(gram >= run.settings.threshold), directed=False)
-    got = _plain_l2_on_run(run.settings, run.layout, len(unit))
+    offsets = load_components(run.settings, run.layout).offsets
+    got = _plain_l2_on_run(run.settings, run.layout, offsets, len(unit))
     assert got["n"] == len(unit) and got["n_components"] == n_comp
     assert abs(got["largest_fraction"] - np.bincount(labels).max() / len(unit)) < 1e-12
     off = gram[~np.eye(len(unit), dtype=bool)]
