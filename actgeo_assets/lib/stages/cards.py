@@ -15,7 +15,12 @@ import pandas as pd
 
 from actgeo_assets.lib.analysis.baseline import previous_token_column, token_baseline
 from actgeo_assets.lib.analysis.cards import Card, CardList, build_cards, giant_subcards
-from actgeo_assets.lib.analysis.inputs import artefact_summary, early_mask, input_keys
+from actgeo_assets.lib.analysis.inputs import (
+    SUMMARY_WITHOUT_MAX_ROWS,
+    artefact_summary,
+    early_mask,
+    input_keys,
+)
 from actgeo_assets.lib.analysis.percolation import describe_bridges
 from actgeo_assets.lib.analysis.readout import (
     LENS_ALPHA,
@@ -285,8 +290,9 @@ def _provenance(settings: RunSettings, layout: RunLayout, offsets: dict[str, int
     return sample, study
 
 
-#: Most activations whose plain-L2 graph the cards stage computes itself (above: the layer comparison's).
-PLAIN_L2_MAX_ROWS = 200_000
+#: Most activations whose plain-L2 graph the cards stage computes itself (above: the layer comparison's): the
+#: same bound as for recomputing the graph without early positions.
+PLAIN_L2_MAX_ROWS = SUMMARY_WITHOUT_MAX_ROWS
 
 
 def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], n: int) -> dict[str, Any] | None:
