@@ -153,6 +153,11 @@ def add_settings_arguments(parser: Any,
     parser.add_argument("--config", default="", help="YAML/JSON file of settings (default: $ACTGEO_CONFIG)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=set_help)
+    parser.add_argument("--experiment", default=None, metavar="NAME",
+                        help="the experiment (data_dir/experiments/NAME.yaml, files in data_dir/NAME); default: "
+                             "the profile's own run, or, when --set changes what the run computes, the "
+                             "experiment named by those settings (e.g. demo_layer_12). The profile's name "
+                             "(--experiment demo) runs the settings as the profile's own run, in its folder")
 
 
 def _given_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,14 +167,45 @@ def _given_values(args: argparse.Namespace) -> dict[str, Any]:
     return {"profile": args.profile, "data_dir": data_dir, **parse_set_overrides(args.set)}
 
 
+def experiment_of(args: argparse.Namespace, create: bool = False) -> str | None:
+    """The experiment the arguments name: ``--experiment NAME``; else, when ``--set`` changes what the run
+    computes (``lib.config.experiments.differences`` from the profile with the settings file), the experiment
+    named by those settings (``derived_name``); else None (the profile's own run, ``data_dir/profile``), as
+    for ``--experiment <the profile's name>``.
+    ``create``: record a new experiment's settings file (what `actgeo run` does)."""
+    from actgeo_assets.lib.config.experiments import (
+        derived_name,
+        differences,
+        experiment_file,
+        write_experiment,
+    )
+    from actgeo_assets.lib.store.run import resolve_run
+
+    given = _given_values(args)
+    base = resolve_run(args.config or None, given, source="command line")
+    name = getattr(args, "experiment", None)
+    if name == base.settings.profile:  # said explicitly: these settings as the profile's own run
+        return None
+    if not name:
+        plain = resolve_run(args.config or None, {"profile": given["profile"], "data_dir": given["data_dir"]},
+                            source="command line")
+        if not differences(base.settings, plain.settings):
+            return None
+        name = derived_name(base.settings)
+    if create and not experiment_file(base.data_dir, name).is_file():
+        write_experiment(base.data_dir, name, base.settings)
+    return name
+
+
 def run_from_args(args: argparse.Namespace) -> Any:
     """The run (``lib.store.run.RunContext``: settings, layout, database URL) of
     :func:`add_settings_arguments`' values over the settings file (``--config``, else ``$ACTGEO_CONFIG``),
     resolved by the library as the Dagster resource resolves it (``SettingsError`` names the bad value and
-    where it came from)."""
+    where it came from); the experiment's (:func:`experiment_of`) when they name one."""
     from actgeo_assets.lib.store.run import resolve_run
 
-    return resolve_run(args.config or None, _given_values(args), source="command line")
+    return resolve_run(args.config or None, _given_values(args), source="command line",
+                       experiment=experiment_of(args))
 
 
 def resource_from_args(args: argparse.Namespace) -> Any:
@@ -214,20 +250,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.database_url:  # through the environment, so the URL never enters the run's stored config
             os.environ[DATABASE_URL_ENV] = args.database_url
         resource = resource_from_args(args)
+        experiment = experiment_of(args, create=True)
+        ctx = resource.context(experiment)
     except (ValueError, TypeError) as exc:
         print(f"actgeo: {exc}", file=sys.stderr)
         return 2
     instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
     # one writer per data directory: a second `actgeo run` (or a materialization from the UI) exits at once,
     # naming this one (DataDirBusy, a ValueError: exit 2)
-    with data_dir_lock(resource.layout().lock):
-        record = materialize_run(resource, instance, force=args.force)
+    with data_dir_lock(ctx.layout.lock):
+        record = materialize_run(resource, instance, force=args.force, experiment=experiment)
     print()
     print(format_summary(record["summary"], f"run: {record['description']}"))
     print()
     print(f"report:    {record['report']}")
     print(f"database:  {mask_url(record['database_url'])}  (table actgeo_components, run_id {record['run_id']})")
-    print(f"figures:   {resource.layout().components_dir}")
+    print(f"figures:   {ctx.layout.components_dir}")
+    if experiment:
+        print(f"experiment {experiment}: settings in {ctx.data_dir / 'experiments' / (experiment + '.yaml')}; "
+              f"in the UI its assets are {experiment}/... (Reload definitions if `make ui` was running)")
     print(f"wall time: {record['times']['total']:.1f} s")
     return 0
 
@@ -358,10 +399,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from actgeo_assets.runner import materialize_layers, open_instance
 
     resource = resource_from_args(args)
-    settings, layout = resource.settings(), resource.layout()
+    experiment = experiment_of(args)
+    ctx = resource.context(experiment)
+    settings, layout = ctx.settings, ctx.layout
     instance = open_instance(warn=lambda message: print(message, file=sys.stderr))
     with data_dir_lock(layout.lock):
-        out = materialize_layers(resource, instance, force=args.force)
+        out = materialize_layers(resource, instance, force=args.force, experiment=experiment)
     table = pd.read_csv(out["files"]["geometry.csv"])
     at = table[(table["threshold"] - settings.threshold).abs() < 1e-9]
     norms = list(dict.fromkeys(at["normalization"]))

@@ -52,7 +52,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.store.disk import data_dir_usage
 
     ctx = run_from_args(args)
-    report = data_dir_usage(ctx.data_dir, None if args.all else [ctx.settings.profile])
+    report = data_dir_usage(ctx.data_dir, None if args.all else [ctx.layout.root.name])
     print(json.dumps(report, indent=2) if args.json else format_usage(report))
     return 0
 
@@ -103,17 +103,23 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     from actgeo_assets.lib.store.lock import data_dir_lock
 
     ctx = run_from_args_checked(args)
-    root, data_dir = ctx.layout.root, ctx.data_dir
-    if root.parent != data_dir or root.name != ctx.settings.profile or root.name[:1] in ("", "_", "."):
+    root, data_dir, experiment = ctx.layout.root, ctx.data_dir, ctx.experiment
+    if root.parent != data_dir or root.name != (experiment or ctx.settings.profile) or root.name[:1] in ("", "_", "."):
         raise ValueError(f"{root} is not a run folder of {data_dir}")
     if root.is_symlink():
         raise ValueError(f"{root} is a symbolic link: remove it, or the folder it points to, by hand")
-    run_ids = sorted(folder_run_ids(root) | {ctx.settings.run_id()})
+    others = {rid for folder in data_dir.iterdir() if folder.is_dir() and folder != root
+              for rid in folder_run_ids(folder)}
+    run_ids = sorted((folder_run_ids(root) | {ctx.settings.run_id()}) - others)
+    shared = sorted((folder_run_ids(root) | {ctx.settings.run_id()}) & others)
     url = ctx.database_url
     usage = folder_usage(root)
     what = (f"{root} ({usage.files:,} files, {human_bytes(usage.bytes)})" if root.exists() else f"{root} (absent)")
-    print(f"actgeo remove: {what} and the SQL rows of run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids)} "
-          f"in {mask_url(url)}")
+    print(f"actgeo remove: {what}"
+          + (f", experiment file {ctx.layout.root.parent / 'experiments' / (experiment + '.yaml')} and its Dagster "
+             "partitions" if experiment else "")
+          + f" and the SQL rows of run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids) or '(none)'} in "
+            f"{mask_url(url)}" + (f" (kept: run {', '.join(shared)}, another folder holds it too)" if shared else ""))
     if not _confirm("remove them?", args.yes):
         print("actgeo remove: nothing removed")
         return 1
@@ -121,20 +127,52 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         deleted = {rid: delete_run(url, rid) for rid in run_ids}
         if root.exists():
             shutil.rmtree(root)
+        partitions = remove_experiment(data_dir, experiment) if experiment else None
     for rid, tables in deleted.items():
         counts = ", ".join(f"{n:,} from {table}" for table, n in tables.items())
         print(f"  run {rid}: deleted SQL rows: {counts}")
     print(f"  removed {what}")
-    print(f"  kept: {DAGSTER_NOTE}")
+    if experiment:
+        print(f"  removed experiment {experiment}: its settings file; {partitions}")
+    else:
+        print(f"  kept: {DAGSTER_NOTE}")
     return 0
+
+
+def remove_experiment(data_dir: Path, experiment: str) -> str:
+    """Remove ``experiment``'s settings file and, in the Dagster instance at ``$DAGSTER_HOME`` (if set), its
+    dynamic partitions and its assets' records; returns what was removed there, in words."""
+    import os
+
+    from actgeo_assets.lib.config.experiments import experiment_file
+
+    experiment_file(data_dir, experiment).unlink(missing_ok=True)
+    if not os.environ.get("DAGSTER_HOME"):
+        return "no Dagster instance ($DAGSTER_HOME unset): no partitions to remove"
+    import dagster as dg
+
+    from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, partitions_name
+    from actgeo_assets.defs.pipeline import STAGES, asset_key
+
+    instance = dg.DagsterInstance.get()
+    removed = 0
+    for kind in (SHARDS, SHARD_PAIRS):
+        name = partitions_name(kind, experiment)
+        for key in instance.get_dynamic_partitions(name):
+            instance.delete_dynamic_partition(name, key)
+            removed += 1
+    instance.wipe_assets([asset_key(s.name, experiment) for s in STAGES])
+    return (f"{removed} Dagster partitions ({partitions_name(SHARDS, experiment)}, "
+            f"{partitions_name(SHARD_PAIRS, experiment)}) and its assets' materializations in $DAGSTER_HOME "
+            "(Reload definitions in the UI)")
 
 
 def run_from_args_checked(args: argparse.Namespace) -> Any:
     """``cli.run_from_args``, requiring ``--profile`` (removing the default run by accident is too easy)."""
     from actgeo_assets.cli import run_from_args
 
-    if not args.profile:
-        raise ValueError("say which run folder to remove: --profile P (e.g. --profile demo)")
+    if not args.profile and not args.experiment:
+        raise ValueError("say which run folder to remove: --profile P (e.g. --profile demo) or --experiment NAME")
     return run_from_args(args)
 
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import dagster as dg
 
-from actgeo_assets.defs.jobs import INVOCATION_TAG, execute_stage_job, new_invocation_id
-from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS
-from actgeo_assets.defs.pipeline import Stage, job_stages, run_stages, specs_for, stage
+from actgeo_assets.defs.jobs import INVOCATION_TAG, definitions_with, execute_stage_job, new_invocation_id
+from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, partitions_name
+from actgeo_assets.defs.pipeline import Stage, asset_key, job_name, job_stages, run_stages, specs_for, stage
 from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
@@ -40,6 +40,8 @@ from actgeo_assets.lib.stages.plan import Plan, plan
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 #: Tags naming the process that ran a step, so a later `actgeo run` can tell a run whose process was killed.
 PID_TAG, HOST_TAG = "actgeo/pid", "actgeo/host"
+#: Tag naming the experiment a run belongs to (absent: the profile's own run).
+EXPERIMENT_TAG = "actgeo/experiment"
 #: Statuses of a run that has not finished.
 UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
               dg.DagsterRunStatus.CANCELING]
@@ -68,16 +70,17 @@ def fail_killed_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] =
     return failed
 
 
-def preflight(resource: ActgeoResource, stale_raw: bool) -> None:
+def preflight(resource: ActgeoResource, stale_raw: bool, experiment: str | None = None) -> None:
     """Checks that need more than the settings' values, before any compute: the database accepts a
     connection, and (when a capture will run) the corpus deals a document to every shard."""
     from actgeo_assets.lib.outputs.sql import check_database
 
-    check_database(resource.db_url())
+    run = resource.context(experiment)
+    check_database(run.database_url)
     if stale_raw:
         from actgeo_assets.lib.stages.activations import check_corpus
 
-        check_corpus(resource.settings(), resource.layout())
+        check_corpus(run.settings, run.layout)
 
 
 def _failure(instance: dg.DagsterInstance, label: str, exc: Exception) -> RunFailed:
@@ -135,20 +138,22 @@ def database_url_env(resource: ActgeoResource) -> Iterator[None]:
             os.environ[DATABASE_URL_ENV] = old
 
 
-def register_partitions(instance: dg.DagsterInstance, settings: RunSettings) -> None:
-    """Add the run's shard and shard-pair keys to the dynamic partitions (idempotent)."""
-    for name, keys in ((SHARDS, settings.shard_keys), (SHARD_PAIRS, settings.pair_keys)):
+def register_partitions(instance: dg.DagsterInstance, settings: RunSettings, experiment: str | None = None) -> None:
+    """Add the run's shard and shard-pair keys to the dynamic partitions (its experiment's own; idempotent)."""
+    for kind, keys in ((SHARDS, settings.shard_keys), (SHARD_PAIRS, settings.pair_keys)):
+        name = partitions_name(kind, experiment)
         have = set(instance.get_dynamic_partitions(name))
         new = [k for k in keys if k not in have]
         if new:
             instance.add_dynamic_partitions(name, new)
 
 
-def run_plan(resource: ActgeoResource, names: list[str] | None = None) -> Plan:
+def run_plan(resource: ActgeoResource, names: list[str] | None = None, experiment: str | None = None) -> Plan:
     """The plan of the stages ``names`` (default: those `actgeo run` plans) and their upstream, for the
-    resource's settings, files and database."""
+    resource's settings, files and database (of ``experiment``, when given)."""
     names = names if names is not None else [s.name for s in run_stages()]
-    return plan(resource.settings(), resource.layout(), specs_for(names), database_url=resource.db_url())
+    run = resource.context(experiment)
+    return plan(run.settings, run.layout, specs_for(names), database_url=run.database_url)
 
 
 def materialize_run(
@@ -157,11 +162,14 @@ def materialize_run(
     *,
     force: bool = False,
     echo: Callable[[str], None] = print,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
     """Materialize the stages `actgeo run` plans (defs/pipeline.py, ``in_run``), stale partitions only, in
-    lineage order. Returns the components summary record plus wall times per step."""
+    lineage order: the profile's own run, or ``experiment``'s assets (its jobs, partitions and folder).
+    Returns the components summary record plus wall times per step."""
+    definitions_with(resource.context().data_dir, experiment)
     with database_url_env(resource):
-        return _materialize_run(resource, instance, force=force, echo=echo)
+        return _materialize_run(resource, instance, force=force, echo=echo, experiment=experiment)
 
 
 def _selection(st: Stage, planned: list[str]) -> list[str]:
@@ -177,20 +185,22 @@ def _materialize_run(
     *,
     force: bool,
     echo: Callable[[str], None],
+    experiment: str | None = None,
 ) -> dict[str, Any]:
-    settings = resource.settings()
+    ctx = resource.context(experiment)
+    settings, layout = ctx.settings, ctx.layout
     planned = [s.name for s in run_stages()]
     fail_killed_runs(instance, echo)
-    first = run_plan(resource).first_stage(among=planned)
-    preflight(resource, force or (first is not None and first[0] == planned[0]))
-    register_partitions(instance, settings)
+    first = run_plan(resource, experiment=experiment).first_stage(among=planned)
+    preflight(resource, force or (first is not None and first[0] == planned[0]), experiment)
+    register_partitions(instance, settings, experiment)
     times: dict[str, float] = {}
     warned: set[str] = set()
     # Each step is a run of the stage's job in the Definitions, its settings in the run config, all of this
     # invocation's runs under one tag.
     run_config = {**RUN_CONFIG, "resources": {"actgeo": {"config": resource_run_config(resource)}}}
     tags = {INVOCATION_TAG: new_invocation_id(), "actgeo/profile": settings.profile, PID_TAG: str(os.getpid()),
-            HOST_TAG: socket.gethostname()}
+            HOST_TAG: socket.gethostname(), **({EXPERIMENT_TAG: experiment} if experiment else {})}
 
     def run(name: str, partition: str | None = None) -> list[str]:
         st = stage(name)
@@ -198,8 +208,9 @@ def _materialize_run(
         label = " + ".join(selection) + (f"[{partition}]" if partition else "")
         t0 = time.perf_counter()
         try:
-            result = execute_stage_job(st.job, instance, run_config=run_config, tags=tags, partition_key=partition,
-                                       asset_selection=selection)
+            result = execute_stage_job(job_name(st.job, experiment), instance, run_config=run_config, tags=tags,
+                                       partition_key=partition,
+                                       asset_selection=[asset_key(n, experiment) for n in selection])
         except (ValueError, OSError, dg.DagsterError) as exc:
             echo(f"  {label:<44} FAILED")
             raise _failure(instance, label, exc) from exc
@@ -211,7 +222,7 @@ def _materialize_run(
         return selection
 
     echo(f"actgeo: {settings.describe()}")
-    echo(f"        data in {resource.layout().root}")
+    echo(f"        {'experiment ' + experiment + ', ' if experiment else ''}data in {layout.root}")
     t_all = time.perf_counter()
     if force:
         done: set[str] = set()
@@ -223,7 +234,7 @@ def _materialize_run(
             done.update(ran)
     # Stage by stage: re-plan after each stage, since its outputs make the next stage stale.
     finished: set[str] = set()
-    while (next_stage := (todo := run_plan(resource)).first_stage(among=planned)) is not None:
+    while (next_stage := (todo := run_plan(resource, experiment=experiment)).first_stage(among=planned)) is not None:
         for problem in todo.problems:
             if problem not in warned:
                 warned.add(problem)
@@ -238,9 +249,9 @@ def _materialize_run(
     if not times:
         echo("  every stage is current (their recorded inputs and files match); --force recomputes them")
     times["total"] = time.perf_counter() - t_all
-    record = load_record(settings, resource.layout())
-    return {**record.to_json(), "times": times, "report": str(resource.layout().report),
-            "database_url": resource.db_url()}
+    record = load_record(settings, layout)
+    return {**record.to_json(), "times": times, "report": str(layout.report), "database_url": ctx.database_url,
+            "experiment": experiment, "root": str(layout.root)}
 
 
 def open_instance(warn: Callable[[str], None] = print) -> dg.DagsterInstance:
@@ -260,8 +271,9 @@ def materialize_layers(
     *,
     force: bool = False,
     echo: Callable[[str], None] = print,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
-    """Run the ``layers_job`` like a stage of `actgeo run` (skipped when ``layers/`` is current for these
+    """Run the ``layers_job`` (``experiment``'s, when given) like a stage of `actgeo run` (skipped when ``layers/`` is current for these
     settings, unless ``force``), then re-render the cards when the plan says they are stale and everything else
     `actgeo run` plans is current (the report shows the layer comparison only when it is current).
 
@@ -269,34 +281,37 @@ def materialize_layers(
     was computed), "seconds": float}``."""
     from actgeo_assets.lib.stages.layers import FILES
 
+    definitions_with(resource.context().data_dir, experiment)
     with database_url_env(resource):
-        settings, layout = resource.settings(), resource.layout()
+        ctx = resource.context(experiment)
+        settings, layout = ctx.settings, ctx.layout
         fail_killed_runs(instance, echo)
         run_config = {**RUN_CONFIG, "resources": {"actgeo": {"config": resource_run_config(resource)}}}
         tags = {INVOCATION_TAG: new_invocation_id(), "actgeo/profile": settings.profile, PID_TAG: str(os.getpid()),
-                HOST_TAG: socket.gethostname()}
+                HOST_TAG: socket.gethostname(), **({EXPERIMENT_TAG: experiment} if experiment else {})}
         echo(f"actgeo: layers {list(settings.compare_layers)} of {settings.model}, {settings.compare_budget:,} "
              f"activations")
         t0 = time.perf_counter()
         planned = [s.name for s in run_stages()]
-        todo = run_plan(resource, [*planned, "layers"])
+        todo = run_plan(resource, [*planned, "layers"], experiment)
         current = not force and todo.is_current("layers")
         if current:
             echo(f"  {'layers':<44} current ({layout.layers_file('layers.json')} matches these settings; "
                  "--force computes it again)")
         else:
             try:
-                execute_stage_job(stage("layers").job, instance, run_config=run_config, tags=tags)
+                execute_stage_job(job_name(stage("layers").job, experiment), instance, run_config=run_config,
+                                  tags=tags)
             except (ValueError, OSError, dg.DagsterError) as exc:
                 raise _failure(instance, "layers", exc) from exc
             echo(f"  {'layers':<44} ok in {time.perf_counter() - t0:6.1f} s")
-            todo = run_plan(resource, [*planned, "layers"])
+            todo = run_plan(resource, [*planned, "layers"], experiment)
         cards = todo.is_current("component_cards") and todo.is_current("layers")
         if todo.first_stage(among=planned) == ("component_cards", [None]):
             t1 = time.perf_counter()
             try:
-                execute_stage_job(stage("component_cards").job, instance, run_config=run_config, tags=tags,
-                                  asset_selection=["component_cards"])
+                execute_stage_job(job_name(stage("component_cards").job, experiment), instance, run_config=run_config,
+                                  tags=tags, asset_selection=[asset_key("component_cards", experiment)])
             except (ValueError, OSError, dg.DagsterError) as exc:
                 raise _failure(instance, "component_cards", exc) from exc
             echo(f"  {'component_cards (the report)':<44} ok in {time.perf_counter() - t1:6.1f} s")

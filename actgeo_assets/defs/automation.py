@@ -26,13 +26,15 @@ from typing import Any
 
 import dagster as dg
 
-from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, pair_partitions, shard_partitions
+from actgeo_assets.defs.partitions import SHARD_PAIRS, SHARDS, experiment_partitions
 from actgeo_assets.defs.pipeline import (
-    JOBS,
     STAGES,
     Stage,
+    asset_key,
     build_jobs,
     eager_stages,
+    job_name,
+    jobs_of,
     sensor_stages,
     specs_for,
 )
@@ -59,35 +61,39 @@ SENSOR_INTERVAL_S = 15
 SENSOR_MAX_RUNS_PER_TICK = 10
 
 
-def build_shard_sensor(stages: tuple[Stage, ...] = STAGES) -> dg.SensorDefinition:
-    """The shard sensor of a pipeline declaration: it targets the jobs of the stages declared ``sensor=True``
-    and requests their stale partitions, earliest stage first."""
+def build_shard_sensor(stages: tuple[Stage, ...] = STAGES, experiment: str | None = None) -> dg.SensorDefinition:
+    """The shard sensor of a pipeline declaration (in ``experiment``: its own, ``<experiment>__shard_sensor``,
+    over its partitions and jobs): it targets the jobs of the stages declared ``sensor=True`` and requests
+    their stale partitions, earliest stage first."""
     names = tuple(s.name for s in sensor_stages(stages))
-    jobs = JOBS if stages is STAGES else build_jobs(stages)
+    jobs = jobs_of(experiment) if stages is STAGES else build_jobs(stages, experiment)
     by_name = {s.name: s for s in stages}
 
     @dg.sensor(
-        name="shard_sensor",
-        jobs=list({by_name[a].job: jobs[by_name[a].job] for a in names}.values()),
+        name=job_name("shard_sensor", experiment),
+        jobs=list({by_name[a].job: jobs[job_name(by_name[a].job, experiment)] for a in names}.values()),
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers the corpus' shards as partitions and requests the stale work stage by stage.",
+        description=(f"Experiment {experiment}: r" if experiment else "R")
+        + "egisters the corpus' shards as partitions and requests the stale work stage by stage.",
     )
     def shard_sensor(context: dg.SensorEvaluationContext, actgeo: ActgeoResource) -> dg.SensorResult:
-        return _evaluate(context, actgeo, names, stages)
+        return _evaluate(context, actgeo, names, stages, experiment)
 
     return shard_sensor
 
 
 def _evaluate(context: dg.SensorEvaluationContext, actgeo: ActgeoResource, names: tuple[str, ...],
-              stages: tuple[Stage, ...]) -> dg.SensorResult:
-    """One tick of the shard sensor over the stages ``names`` of ``stages``."""
+              stages: tuple[Stage, ...], experiment: str | None = None) -> dg.SensorResult:
+    """One tick of the shard sensor over the stages ``names`` of ``stages`` (in ``experiment``)."""
     by_name = {s.name: s for s in stages}
-    settings, layout = actgeo.settings(), actgeo.layout()
+    run = actgeo.context(experiment)
+    settings, layout = run.settings, run.layout
     fingerprints = source_fingerprints(settings)
     requests: list = []
-    for name, pdef, keys in ((SHARDS, shard_partitions, settings.shard_keys),
-                             (SHARD_PAIRS, pair_partitions, settings.pair_keys)):
+    for name, keys in ((SHARDS, settings.shard_keys), (SHARD_PAIRS, settings.pair_keys)):
+        pdef = experiment_partitions(name, experiment)
+        name = pdef.name
         have = set(context.instance.get_dynamic_partitions(name))
         if new := [k for k in keys if k not in have]:
             requests.append(pdef.build_add_request(new))
@@ -105,7 +111,7 @@ def _evaluate(context: dg.SensorEvaluationContext, actgeo: ActgeoResource, names
         return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=dg.SkipReason(
             f"every partition of {', '.join(names)} is current"))
     asset, parts = next_stage
-    job = by_name[asset].job
+    job = job_name(by_name[asset].job, experiment)
     if any(run.job_name != job for run in active):
         return dg.SensorResult(dynamic_partitions_requests=requests,
                                skip_reason=dg.SkipReason("waiting for the previous stage's runs"))
@@ -177,10 +183,15 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-nightly_merge = dg.ScheduleDefinition(
-    name="actgeo_nightly",
-    cron_schedule="0 3 * * *",
-    target=dg.AssetSelection.assets(*[s.name for s in eager_stages()]),
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Backstop: re-merge the tiles and re-render the cards once a day.",
-)
+def build_nightly(experiments: list[str] = ()) -> dg.ScheduleDefinition:  # type: ignore[assignment]
+    """The nightly backstop over the eager stages of the profile's run and of every experiment."""
+    return dg.ScheduleDefinition(
+        name="actgeo_nightly",
+        cron_schedule="0 3 * * *",
+        target=dg.AssetSelection.assets(*[asset_key(s.name, e) for e in (None, *experiments) for s in eager_stages()]),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Backstop: re-merge the tiles and re-render the cards once a day (every experiment's too).",
+    )
+
+
+nightly_merge = build_nightly()

@@ -40,6 +40,22 @@ def _recon_repository() -> Any:
     return ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs")
 
 
+def definitions_with(data_dir: Any, experiment: str | None) -> None:
+    """Make the Definitions this process executes hold ``experiment`` of ``data_dir``: they build the
+    experiments of ``$ACTGEO_EXPERIMENTS_DATA_DIR`` when they load, so point it at ``data_dir`` and reload
+    them when they were loaded from another folder or before the experiment's file was written."""
+    import importlib
+
+    from actgeo_assets.lib.config.experiments import EXPERIMENTS_DATA_DIR_ENV
+
+    module = sys.modules.get(DEFINITIONS_MODULE)
+    same_dir = os.environ.get(EXPERIMENTS_DATA_DIR_ENV) == str(data_dir)
+    os.environ[EXPERIMENTS_DATA_DIR_ENV] = str(data_dir)
+    if module is not None and (not same_dir or (experiment is not None and experiment not in module.EXPERIMENTS)):
+        importlib.reload(module)
+        _recon_repository.cache_clear()
+
+
 def job_origin(job_name: str) -> Any:
     """The job's origin in the code location `make ui` loads: the UI matches a run to its job by it."""
     from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
@@ -60,14 +76,15 @@ def execute_stage_job(
     run_config: Mapping[str, Any],
     tags: Mapping[str, str],
     partition_key: str | None = None,
-    asset_selection: list[str] | None = None,
+    asset_selection: list[str] | list[dg.AssetKey] | None = None,
 ) -> Any:
     """Create a run of the Definitions' job ``job_name`` (a subset of it with ``asset_selection``) and
     execute it in this process, like a run worker; raises on a failed step or blocking check."""
     from dagster._core.execution.api import create_execution_plan, execute_run
 
     recon_job = _recon_repository().get_reconstructable_job(job_name)
-    keys = frozenset(dg.AssetKey(a) for a in asset_selection) if asset_selection else None
+    keys = frozenset(a if isinstance(a, dg.AssetKey) else dg.AssetKey(a) for a in asset_selection) \
+        if asset_selection else None
     target = recon_job.get_subset(asset_selection=keys) if keys else recon_job
     job_def = target.get_definition()
     all_tags = dict(tags)

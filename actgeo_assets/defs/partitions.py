@@ -18,6 +18,24 @@ SHARD_PAIRS = "actgeo_shard_pairs"
 
 shard_partitions = DynamicPartitionsDefinition(name=SHARDS)
 pair_partitions = DynamicPartitionsDefinition(name=SHARD_PAIRS)
+_BY_EXPERIMENT: dict[tuple[str, str], DynamicPartitionsDefinition] = {}
+
+
+def partitions_name(name: str, experiment: str | None) -> str:
+    """The dynamic partitions ``name`` (:data:`SHARDS` or :data:`SHARD_PAIRS`) of ``experiment``: its own
+    (``<experiment>__actgeo_shards``), so an experiment's shards never mix with another's; None: the
+    profile's run."""
+    return name if experiment is None else f"{experiment}__{name}"
+
+
+def experiment_partitions(name: str, experiment: str | None) -> DynamicPartitionsDefinition:
+    """The one :class:`DynamicPartitionsDefinition` of ``partitions_name(name, experiment)``."""
+    if experiment is None:
+        return {SHARDS: shard_partitions, SHARD_PAIRS: pair_partitions}[name]
+    key = (name, experiment)
+    if key not in _BY_EXPERIMENT:
+        _BY_EXPERIMENT[key] = DynamicPartitionsDefinition(name=partitions_name(name, experiment))
+    return _BY_EXPERIMENT[key]
 
 
 def materialize_each(

@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 
 from actgeo_assets.defs.k8s import step_tags
-from actgeo_assets.defs.partitions import pair_partitions, shard_partitions
+from actgeo_assets.defs.partitions import SHARD_PAIRS, experiment_partitions
+from actgeo_assets.defs.partitions import SHARDS as SHARD_PARTITIONS
 from actgeo_assets.lib.config.constants import GPU_POOL, GROUP
 from actgeo_assets.lib.stages.activations import CAPTURE, MEAN, NORMALIZE
 from actgeo_assets.lib.stages.cards import CARDS
@@ -63,7 +64,13 @@ class Stage:
 
     @property
     def partitions_def(self) -> dg.DynamicPartitionsDefinition | None:
-        return {SHARDS: shard_partitions, PAIRS: pair_partitions}.get(self.spec.partitions or "")
+        """The profile's run's partitions (:meth:`partitions_for` an experiment's)."""
+        return self.partitions_for(None)
+
+    def partitions_for(self, experiment: str | None) -> dg.DynamicPartitionsDefinition | None:
+        """This stage's partitions in ``experiment`` (None: the profile's run): each experiment has its own."""
+        kind = {SHARDS: SHARD_PARTITIONS, PAIRS: SHARD_PAIRS}.get(self.spec.partitions or "")
+        return experiment_partitions(kind, experiment) if kind else None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -130,16 +137,29 @@ def specs_for(names: Iterable[str], stages: tuple[Stage, ...] = STAGES) -> list[
     return [s.spec for s in stages if s.name in wanted]
 
 
-def _dep(stage_: Stage, upstream: Stage) -> dg.AssetDep:
+def asset_key(name: str, experiment: str | None = None) -> dg.AssetKey:
+    """The asset key of stage ``name``: ``name`` for the profile's run, ``experiment/name`` in an experiment
+    (``lib/config/experiments.py``): every experiment's assets under its own prefix."""
+    return dg.AssetKey([experiment, name] if experiment else [name])
+
+
+def job_name(job: str, experiment: str | None = None) -> str:
+    """The name of the declared ``job`` in ``experiment`` (``<experiment>__<job>``; None: ``job``)."""
+    return f"{experiment}__{job}" if experiment else job
+
+
+def _dep(stage_: Stage, upstream: Stage, experiment: str | None = None) -> dg.AssetDep:
     """The dependency of ``stage_`` on ``upstream``: shard to the same shard; anything else reads every partition
     of a partitioned upstream (a tile reads its two shards, named in its key: Dagster has no pair mapping)."""
     same = stage_.spec.partitions == SHARDS and upstream.spec.partitions == SHARDS
+    key = asset_key(upstream.name, experiment)
     if same or upstream.spec.partitions is None:
-        return dg.AssetDep(upstream.name)
-    return dg.AssetDep(upstream.name, partition_mapping=dg.AllPartitionMapping())
+        return dg.AssetDep(key)
+    return dg.AssetDep(key, partition_mapping=dg.AllPartitionMapping())
 
 
-def automation_condition(stage_: Stage, stages: tuple[Stage, ...] = STAGES) -> dg.AutomationCondition | None:
+def automation_condition(stage_: Stage, stages: tuple[Stage, ...] = STAGES,
+                         experiment: str | None = None) -> dg.AutomationCondition | None:
     """Eager stages react to their nearest upstream only (an upstream that is also upstream of another of its
     upstreams is ignored: the merge waits for the tiles, not for each shard), never run after a failed blocking
     check upstream, and do not wait for an upstream that `actgeo run` does not plan or that some runs do without
@@ -151,29 +171,40 @@ def automation_condition(stage_: Stage, stages: tuple[Stage, ...] = STAGES) -> d
     indirect = [u for u in ups if any(u in ancestors(o, stages) for o in ups if o != u)]
     optional = [u for u in ups if not by_name[u].in_run or by_name[u].spec.optional]
     condition = dg.AutomationCondition.eager()
+
+    def keys(names: list[str]) -> dg.AssetSelection:
+        return dg.AssetSelection.assets(*[asset_key(n, experiment) for n in names])
+
     if indirect:
-        condition = condition.ignore(dg.AssetSelection.assets(*indirect))
+        condition = condition.ignore(keys(indirect))
     if optional:
         condition = condition.replace(
-            "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(*optional)))
+            "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(keys(optional)))
     return condition & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def asset_args(name: str, stages: tuple[Stage, ...] = STAGES) -> dict[str, Any]:
-    """The ``@dg.asset`` arguments of stage ``name``, all derived from its declaration."""
+def asset_args(name: str, stages: tuple[Stage, ...] = STAGES, experiment: str | None = None) -> dict[str, Any]:
+    """The ``@dg.asset`` arguments of stage ``name``, all derived from its declaration; in ``experiment``
+    under its key prefix, in its group, on its own partitions."""
     by_name = {s.name: s for s in stages}
     st = by_name[name]
     return {
         "name": st.name,
-        "partitions_def": st.partitions_def,
-        "deps": [_dep(st, by_name[u]) for u in st.spec.upstream],
-        "group_name": GROUP,
+        **({"key_prefix": [experiment]} if experiment else {}),
+        "partitions_def": st.partitions_for(experiment),
+        "deps": [_dep(st, by_name[u], experiment) for u in st.spec.upstream],
+        "group_name": experiment or GROUP,
         "code_version": st.spec.version,
         "pool": GPU_POOL if st.runs_on == GPU else None,
         "op_tags": step_tags(st.runs_on),
-        "automation_condition": automation_condition(st, stages),
-        "description": st.description,
+        "automation_condition": automation_condition(st, stages, experiment),
+        "description": (f"Experiment {experiment}. " if experiment else "") + st.description,
     }
+
+
+def check_key(name: str, experiment: str | None = None) -> dg.AssetKey:
+    """The asset key an asset check of stage ``name`` names (``AssetCheckSpec(asset=...)``)."""
+    return asset_key(name, experiment)
 
 
 def job_names(stages: tuple[Stage, ...] = STAGES) -> list[str]:
@@ -185,24 +216,38 @@ def job_stages(job: str, stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
     return [s for s in stages if s.job == job]
 
 
-def build_jobs(stages: tuple[Stage, ...] = STAGES) -> dict[str, Any]:
-    """One asset job per declared job name: its stages' assets, their (common) partitions. Executed by the
-    Definitions' executor (in-process locally, dagster-k8s' k8s_job_executor on Kubernetes)."""
+def build_jobs(stages: tuple[Stage, ...] = STAGES, experiment: str | None = None) -> dict[str, Any]:
+    """One asset job per declared job name (:func:`job_name` in ``experiment``): its stages' assets, their
+    (common) partitions. Executed by the Definitions' executor (in-process locally, dagster-k8s'
+    k8s_job_executor on Kubernetes)."""
     jobs = {}
     for job in job_names(stages):
         members = job_stages(job, stages)
-        partitions = {id(s.partitions_def): s.partitions_def for s in members}
+        partitions = {id(s.partitions_for(experiment)): s.partitions_for(experiment) for s in members}
         if len(partitions) != 1:
             raise ValueError(f"job {job!r} mixes partitionings: {[s.name for s in members]}")
-        jobs[job] = dg.define_asset_job(
-            job, selection=dg.AssetSelection.assets(*[s.name for s in members]),
-            partitions_def=members[0].partitions_def,
-            description=" Then ".join(f"{s.name}: {s.description.split('. ')[0].rstrip('.')}." for s in members),
+        name = job_name(job, experiment)
+        jobs[name] = dg.define_asset_job(
+            name, selection=dg.AssetSelection.assets(*[asset_key(s.name, experiment) for s in members]),
+            partitions_def=members[0].partitions_for(experiment),
+            description=(f"Experiment {experiment}: " if experiment else "")
+            + " Then ".join(f"{s.name}: {s.description.split('. ')[0].rstrip('.')}." for s in members),
         )
     return jobs
 
 
 JOBS: dict[str, Any] = build_jobs()
+_EXPERIMENT_JOBS: dict[str, dict[str, Any]] = {}
+
+
+def jobs_of(experiment: str | None) -> dict[str, Any]:
+    """The declared pipeline's jobs in ``experiment`` (None: :data:`JOBS`), built once per process: the
+    Definitions and the experiment's shard sensor must hold the same job objects."""
+    if experiment is None:
+        return JOBS
+    if experiment not in _EXPERIMENT_JOBS:
+        _EXPERIMENT_JOBS[experiment] = build_jobs(STAGES, experiment)
+    return _EXPERIMENT_JOBS[experiment]
 
 
 def sensor_stages(stages: tuple[Stage, ...] = STAGES) -> list[Stage]:

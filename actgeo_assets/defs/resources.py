@@ -87,11 +87,15 @@ class ActgeoResource(_SettingFields):
                     layers.append((source, {name: parse_text(name, str(text), source)}))
         return layers
 
-    def context(self) -> RunContext:
+    def context(self, experiment: str | None = None) -> RunContext:
         """The run of the settings file (``config_file``, else ``$ACTGEO_CONFIG``), the resource's plain values
-        and its ``dg.EnvVar`` fields, later winning (:func:`~actgeo_assets.lib.store.run.resolve_run`)."""
+        and its ``dg.EnvVar`` fields, later winning (:func:`~actgeo_assets.lib.store.run.resolve_run`). With
+        ``experiment`` (what an experiment's assets pass): that experiment of the data directory, its file's
+        settings over the settings file's (the resource may add threads or a device, not another
+        configuration)."""
         plain = {name: getattr(self, name) for name in CONFIG_KEYS if not _is_env_var(getattr(self, name))}
-        return resolve_run(self.config_file or None, plain, source=RESOURCE_SOURCE, layers=self._env_layers())
+        return resolve_run(self.config_file or None, plain, source=RESOURCE_SOURCE, layers=self._env_layers(),
+                           experiment=experiment)
 
     # --- what the assets use
 

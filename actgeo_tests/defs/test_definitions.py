@@ -28,7 +28,7 @@ def test_asset_keys_and_lineage() -> None:
     g = _graph()
     keys = {k.to_user_string() for k in g.get_all_asset_keys()}
     assert keys == {"raw_activations", "activation_mean", "normalized", "edge_tiles", "components",
-                    "component_cards", "lookup", "layers"}
+                    "component_cards", "lookup", "layers", "experiment_comparison"}
     parents = {k.to_user_string(): {p.to_user_string() for p in g.get(k).parent_keys}
                for k in g.get_all_asset_keys()}
     assert parents["raw_activations"] == set()
@@ -40,6 +40,8 @@ def test_asset_keys_and_lineage() -> None:
     assert parents["component_cards"] == {"raw_activations", "activation_mean", "normalized", "components", "layers"}
     assert parents["lookup"] == {"normalized", "components"}
     assert parents["layers"] == set()  # the layer sweep captures its own activations
+    # no experiment in the tests' data directory: the comparison reads the profile's run only
+    assert parents["experiment_comparison"] == {"components", "component_cards"}
 
 
 def test_partitions() -> None:

@@ -61,12 +61,17 @@ def tiny_assignments(**overrides: Any) -> list[str]:
 
 
 def tiny_set_args(**overrides: Any) -> list[str]:
-    """:func:`tiny_values` as CLI arguments ``["--set", "KEY=VALUE", ...]``; ``profile`` as ``--profile``."""
+    """:func:`tiny_values` as CLI arguments ``["--set", "KEY=VALUE", ...]``; ``profile`` as ``--profile``; and
+    ``--experiment <profile>``: the tiny run is the profile's own run (``data_dir/<profile>``, the unprefixed
+    assets), as :func:`finished_tiny_run` lays it out, not an experiment of its own."""
     args: list[str] = []
+    profile = "demo"
     for item in tiny_assignments(**overrides):
         key, _, value = item.partition("=")
+        if key == "profile":
+            profile = value
         args += ["--profile", value] if key == "profile" else ["--set", item]
-    return args
+    return [*args, "--experiment", profile]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actgeo_assets.lib.config.experiments import check_consistent, read_experiment
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.config.sources import (
     DATABASE_URL_ENV,
@@ -26,7 +27,7 @@ from actgeo_assets.lib.config.sources import (
     resolve_settings,
 )
 from actgeo_assets.lib.config.spec import SettingsError
-from actgeo_assets.lib.store.layout import RunLayout
+from actgeo_assets.lib.store.layout import RunLayout, resolve_data_dir
 
 #: The file name of the SQLite database in ``data_dir`` when no database URL is given (not on Kubernetes).
 SQLITE_FILE = "actgeo.sqlite"
@@ -35,7 +36,9 @@ SQLITE_FILE = "actgeo.sqlite"
 @dataclass(frozen=True)
 class RunContext:
     """One run's settings and files; its database URL is resolved when asked (:attr:`database_url`), so a
-    caller that needs only the settings works where no database is configured.
+    caller that needs only the settings works where no database is configured. ``experiment``: the
+    experiment it is (``lib/config/experiments.py``; its folder is ``data_dir / experiment``), or None: the
+    profile's own run (``data_dir / profile``).
 
     ``file``: the settings file's layer; ``own``: the explicit layers after it (later wins);
     ``environ``: the environment read for ``$ACTGEO_DATABASE_URL`` and ``$ACTGEO_DEPLOYMENT``."""
@@ -45,6 +48,7 @@ class RunContext:
     file: Layer
     own: tuple[Layer, ...]
     environ: Mapping[str, str]
+    experiment: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -81,17 +85,29 @@ def resolve_run(
     source: str = "explicit values",
     layers: Iterable[Layer] = (),
     environ: Mapping[str, str] | None = None,
+    experiment: str | None = None,
 ) -> RunContext:
     """The run named by the settings file (``config_file``, else ``$ACTGEO_CONFIG``; none: no values), the
     explicit ``values`` (settings keys, ``data_dir``, ``database_url``; ``None`` = not set; ``source`` names
     them in messages) and further ``layers`` (``(source, values)``, later wins), laid over the profile they
     name. ``data_dir`` defaults to ``data`` (a relative one is taken from the project root). ``environ``
-    defaults to ``os.environ``. Raises ``SettingsError`` naming the source of a bad value."""
+    defaults to ``os.environ``. Raises ``SettingsError`` naming the source of a bad value.
+
+    ``experiment``: the run is that experiment of the data directory (its file's settings laid over the
+    settings file's, its folder ``data_dir / experiment``); the explicit values may add operational settings
+    (threads, device) but not another configuration (``SettingsError`` naming what differs)."""
     env = os.environ if environ is None else environ
     file = file_layer(config_file, env)
     own: tuple[Layer, ...] = ((source, {k: v for k, v in (values or {}).items() if v is not None}), *layers)
-    settings = resolve_settings([file, *own])
     data_dir = pick([file, *own], "data_dir")
-    layout = RunLayout(data_dir[0] if data_dir else "data", settings.profile)
-    return RunContext(settings=settings, layout=layout, file=file, own=own, environ=env)
+    root = resolve_data_dir(data_dir[0] if data_dir else "data")
+    if experiment is None:
+        settings = resolve_settings([file, *own])
+        return RunContext(settings=settings, layout=RunLayout(root, settings.profile), file=file, own=own,
+                          environ=env)
+    exp = read_experiment(root, experiment)
+    settings = resolve_settings([file, (exp.source, exp.values), *own])
+    check_consistent(exp, settings, resolve_settings([file, (exp.source, exp.values)]))
+    return RunContext(settings=settings, layout=RunLayout(root, exp.name), file=file, own=own, environ=env,
+                      experiment=exp.name)
 

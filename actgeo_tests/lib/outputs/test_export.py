@@ -102,8 +102,9 @@ def test_out_folder_rules(built: FinishedRun, tmp_path: Path) -> None:
 
 def _set_args(built: FinishedRun, **changes: object) -> list[str]:
     values = {**built.overrides, **changes}
-    return [a for k, v in values.items()
-            for a in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")]
+    return [*(a for k, v in values.items()
+              for a in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")),
+            "--experiment", "demo"]  # the profile's own run (where the fixture built it), not an experiment
 
 
 def test_cli_exports_the_run_of_the_current_settings(built: FinishedRun, tmp_path: Path,
