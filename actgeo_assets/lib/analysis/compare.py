@@ -15,7 +15,10 @@ Matching a card of experiment A to the components of experiment B (:func:`match_
   an A member's counterparts are the B activations of the same document whose spans overlap its span.
 - **Best match.** ``rows``: B's component holding most of the card's members. ``spans``: B's component whose
   members cover most of the card members' characters (summed over every pair of an A member and an
-  overlapping B member of that component: the overlap's length in characters). Ties: the larger B component.
+  overlapping B member of that component: the overlap's length in characters). Ties: the higher Jaccard, then
+  the smaller label (with canonical labels, the larger component).
+  Beside it, the **most specific** match: B's component of the highest Jaccard (a card inside B's giant has
+  the giant as its best match; the most specific one says whether B also holds a small component like it).
 - **Numbers.** ``shared``: the card's members with a counterpart in the best component (``rows``: the same
   activation is in it); ``overlap = shared / card size``; ``jaccard``: ``rows``: shared activations over the
   union of both components' activations; ``spans``: the same with characters (the card's characters covered
@@ -39,6 +42,10 @@ from actgeo_assets.lib.analysis.layers import compare_geometry
 
 #: Columns each token table passed to the matching must have (one row per activation, in label order).
 MATCH_TOKEN_COLUMNS = ("doc_id", "position", "token_id", "token", "char_start", "char_end")
+#: Columns of :func:`match_cards`' table, one row per card of A.
+MATCH_COLUMNS = ("card_rank", "card_size", "b_rank", "b_size", "shared", "overlap", "jaccard", "char_overlap",
+                 "covered", "not_covered", "specific_b_rank", "specific_b_size", "specific_shared", "specific_overlap",
+                 "specific_jaccard", "method")
 #: How the page names each normalization; plain L2 is the study's recipe.
 NORMALIZATION_LABELS = {"l2": "plain L2 (the study's recipe)", "center_l2": "centered, then L2",
                         "rmsnorm": "the next block's RMSNorm, then L2"}
@@ -143,20 +150,16 @@ def choose_method(tok_a: pd.DataFrame, tok_b: pd.DataFrame, docs: np.ndarray) ->
                      "(document, position) differ in token or character span: matched by character spans")
 
 
-def _best(card_of: np.ndarray, lab_b: np.ndarray, weight: np.ndarray, n_cards: int) -> np.ndarray:
-    """Per card index 0..n_cards-1, the B label of the largest summed ``weight`` (ties: the smallest label,
-    the larger component); -1 for a card without pairs."""
-    best = np.full(n_cards, -1, dtype=np.int64)
-    if len(card_of) == 0:
-        return best
-    width = int(lab_b.max()) + 1
-    codes, inv = np.unique(card_of * width + lab_b, return_inverse=True)
-    total = np.bincount(inv, weights=weight)
-    card, lab = codes // width, codes % width
-    order = np.lexsort((lab, -total, card))  # by card, then weight descending, then label
-    first = order[np.r_[True, card[order][1:] != card[order][:-1]]]
-    best[card[first]] = lab[first]
-    return best
+def _pick(card: np.ndarray, lab: np.ndarray, first: np.ndarray, second: np.ndarray, n_cards: int) -> np.ndarray:
+    """Per card index 0..n_cards-1, the ``lab`` of its (card, lab) entries with the largest ``first``, ties
+    broken by the largest ``second``, then the smallest label (the larger component); -1 for a card without
+    entries."""
+    out = np.full(n_cards, -1, dtype=np.int64)
+    if len(card):
+        order = np.lexsort((lab, -second, -first, card))
+        head = order[np.r_[True, card[order][1:] != card[order][:-1]]]
+        out[card[head]] = lab[head]
+    return out
 
 
 def _distinct_members(pair_a: np.ndarray, card_of_member: np.ndarray, n_cards: int) -> np.ndarray:
@@ -171,7 +174,10 @@ def match_cards(tok_a: pd.DataFrame, labels_a: np.ndarray, tok_b: pd.DataFrame, 
     ``labels_a``/``labels_b`` (int64 canonical labels); ``docs``: ids of the documents compared
     (:func:`common_documents`); ``method``: ``rows`` or ``spans``. Returns one row per card: ``card_rank``,
     ``card_size``, ``b_rank`` (None where no member has a counterpart), ``b_size``, ``shared``, ``overlap``,
-    ``jaccard``, ``covered``, ``not_covered``, ``char_overlap`` (None for ``rows``), ``method``."""
+    ``jaccard``, ``char_overlap`` (None for ``rows``), ``covered``, ``not_covered``, ``method``, and the same for
+    the most specific match, B's component of the highest Jaccard (ties: the larger overlap):
+    ``specific_b_rank``, ``specific_b_size``, ``specific_shared``, ``specific_overlap``, ``specific_jaccard``
+    (:data:`MATCH_COLUMNS`)."""
     if method not in ("rows", "spans"):
         raise ValueError(f"method {method!r}: use 'rows' or 'spans'")
     _check_tokens(tok_a, labels_a, "A")
@@ -197,33 +203,42 @@ def match_cards(tok_a: pd.DataFrame, labels_a: np.ndarray, tok_b: pd.DataFrame, 
         pair_a, pair_b, weight = _pairs_by_spans(tok_a, tok_b, members, rows_b, a_ok, docs)
     lab_b = labels_b[pair_b]
     card_of = card_of_member[pair_a]
-    best = _best(card_of, lab_b, weight, len(cards))
-    in_best = lab_b == best[card_of]
-    covered = _distinct_members(pair_a, card_of_member, len(cards))
-    shared = _distinct_members(pair_a[in_best], card_of_member, len(cards))
-    out = []
+    # every (card, B component) with its total weight: shared activations (rows) or characters (spans)
+    width = int(labels_b.max(initial=0)) + 1
+    codes, inv = np.unique(card_of * width + lab_b, return_inverse=True)
+    total = np.bincount(inv, weights=weight, minlength=len(codes))
+    p_card, p_lab = codes // width, codes % width
     if method == "spans":
-        len_a = (tok_a["char_end"].to_numpy(np.int64) - tok_a["char_start"].to_numpy(np.int64))
-        len_b = (tok_b["char_end"].to_numpy(np.int64) - tok_b["char_start"].to_numpy(np.int64))
-        chars_a = np.bincount(card_of_member, weights=len_a[members], minlength=len(cards))
-        chars_b = np.bincount(labels_b, weights=len_b, minlength=len(sizes_b))
-        chars_best = np.bincount(card_of[in_best], weights=weight[in_best], minlength=len(cards))
+        len_a = tok_a["char_end"].to_numpy(np.int64) - tok_a["char_start"].to_numpy(np.int64)
+        len_b = tok_b["char_end"].to_numpy(np.int64) - tok_b["char_start"].to_numpy(np.int64)
+        whole_a = np.bincount(card_of_member, weights=len_a[members], minlength=len(cards))
+        whole_b = np.bincount(labels_b, weights=len_b, minlength=len(sizes_b)).astype(np.float64)
+    else:
+        whole_a, whole_b = sizes_a[cards].astype(np.float64), sizes_b.astype(np.float64)
+    jac = total / (whole_a[p_card] + whole_b[p_lab] - total) if len(codes) else np.zeros(0)
+    best = _pick(p_card, p_lab, total, jac, len(cards))
+    specific = _pick(p_card, p_lab, jac, total, len(cards))
+    covered = _distinct_members(pair_a, card_of_member, len(cards))
+    # distinct card members per (card, B component): a member may overlap several B activations of one component
+    distinct = np.unique(pair_a.astype(np.int64) * max(len(codes), 1) + inv)
+    members_per_code = np.bincount(distinct % max(len(codes), 1), minlength=len(codes))
+    out = []
     for k, label in enumerate(cards.tolist()):
-        size, b = int(sizes_a[label]), int(best[k])
-        row: dict[str, Any] = {"card_rank": label + 1, "card_size": size, "b_rank": b + 1 if b >= 0 else None,
-                               "b_size": int(sizes_b[b]) if b >= 0 else None, "shared": int(shared[k]),
-                               "overlap": float(shared[k] / size), "covered": int(covered[k]),
+        size = int(sizes_a[label])
+        row: dict[str, Any] = {"card_rank": label + 1, "card_size": size, "covered": int(covered[k]),
                                "not_covered": size - int(covered[k]), "method": method}
-        if b < 0:
-            row.update(jaccard=0.0, char_overlap=0.0 if method == "spans" else None)
-        elif method == "rows":
-            row.update(jaccard=float(shared[k] / (size + sizes_b[b] - shared[k])), char_overlap=None)
-        else:
-            inter = float(chars_best[k])
-            row.update(jaccard=inter / float(chars_a[k] + chars_b[b] - inter), char_overlap=inter / float(chars_a[k]))
+        for prefix, chosen in (("", int(best[k])), ("specific_", int(specific[k]))):
+            at = np.searchsorted(codes, k * width + chosen) if chosen >= 0 else -1
+            shared = int(members_per_code[at]) if chosen >= 0 else 0
+            row.update({f"{prefix}b_rank": chosen + 1 if chosen >= 0 else None,
+                        f"{prefix}b_size": int(sizes_b[chosen]) if chosen >= 0 else None,
+                        f"{prefix}shared": shared, f"{prefix}overlap": shared / size,
+                        f"{prefix}jaccard": float(jac[at]) if chosen >= 0 else 0.0})
+            if not prefix:
+                row["char_overlap"] = (None if method == "rows" else
+                                       float(total[at] / whole_a[k]) if chosen >= 0 else 0.0)
         out.append(row)
-    return pd.DataFrame(out, columns=["card_rank", "card_size", "b_rank", "b_size", "shared", "overlap", "jaccard",
-                                      "covered", "not_covered", "char_overlap", "method"])
+    return pd.DataFrame(out, columns=list(MATCH_COLUMNS))
 
 
 def _pairs_by_rows(tok_a: pd.DataFrame, tok_b: pd.DataFrame, members: np.ndarray, rows_b: np.ndarray,

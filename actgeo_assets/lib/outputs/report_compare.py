@@ -42,6 +42,8 @@ from actgeo_assets.lib.store.layout import atomic_path
 #: Files of the figures (key -> file name under the comparison's folder).
 FIGURE_FILES = {"percolation": "percolation.png", "n_scaling": "n_scaling.png",
                 "normalizations": "normalizations.png"}
+#: Beside the report's CSS: wide tables scroll sideways, match tables are denser.
+EXTRA_CSS = ".wide{overflow-x:auto}table.matches{font-size:.8rem}table.matches .meta{font-size:.75rem;color:#6b7784}"
 NORM_COLORS = {"l2": "#7f8c8d", "center_l2": "#c0392b", "rmsnorm": "#1f5f99"}
 
 
@@ -184,15 +186,16 @@ def _num(v: Any) -> str:
     return "\u2013" if v is None or (isinstance(v, float) and np.isnan(v)) else format_number(v)
 
 
-def _interval(v: Any, lo: Any, hi: Any, pct: bool = False, digits: int = 2) -> str:
-    """``v (lo-hi)`` with the interval where there is one."""
+def _interval(v: Any, lo: Any, hi: Any, pct: bool = False, digits: int | None = None) -> str:
+    """``v (lo-hi)`` with the interval where there is one: percentages (``pct``), ``digits`` decimals, or
+    (``digits`` None) whole numbers, as counts of activations or components are."""
     def f(x: Any) -> str:
         if x is None:
             return "\u2013"
         if pct:
             return f"{100 * float(x):.1f}%"
-        if isinstance(x, float) and not float(x).is_integer():
-            return f"{x:,.{digits}f}"
+        if digits is not None:
+            return f"{float(x):,.{digits}f}"
         return f"{int(round(float(x))):,}"
     return f(v) + (f" ({f(lo)}\u2013{f(hi)})" if lo is not None and hi is not None else "")
 
@@ -207,7 +210,7 @@ def summaries_html(rows: Sequence[Mapping[str, Any]]) -> str:
     body = []
     for r in rows:
         t_c = ("\u2265 " if r.get("t_c_at_or_above") else "") + _interval(r.get("t_c"), r.get("t_c_low"),
-                                                                         r.get("t_c_high"))
+                                                                         r.get("t_c_high"), digits=2)
         cells = [
             f"<th>{_e(r['experiment'])}</th>", f"<td>{_e(r.get('model'))}</td>", f"<td class=num>{_e(r.get('layer'))}</td>",
             f"<td>{_e(r.get('normalization'))}</td>", f"<td class=num>{_e(_num(r.get('threshold')))}</td>",
@@ -218,7 +221,7 @@ def summaries_html(rows: Sequence[Mapping[str, Any]]) -> str:
             f"<td class=num>{_e(_interval(r['second_largest'], r.get('second_largest_low'), r.get('second_largest_high')))}</td>",
             f"<td class=num>{_e(_num(r['singletons']))}</td>", f"<td class=num>{_e(t_c)}</td>"]
         body.append(f'<tr data-experiment="{_e(r["experiment"])}">{"".join(cells)}</tr>')
-    return (f'<table id="summary-table"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'<div class="wide"><table id="summary-table"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
             '<p class="meta">In brackets: the 95% interval of the delete-one shard jackknife (each replicate an exact '
             "merge of the tile forests of the shards it keeps; components compared per 1,000 activations). The "
             "second largest and t<sub>c</sub> are extreme statistics: read each run's report for the replicates. "
@@ -265,44 +268,57 @@ def _link(text: str, href: str | None) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else _e(text)
 
 
+def _component(r: Mapping[str, Any], prefix: str) -> str:
+    """B's component of a match (``prefix`` "" for the best, "specific_" for the most specific): its rank and
+    size linked to B's explorer, B's label where B has a card for it, and its top token strings."""
+    rank = r.get(f"{prefix}b_rank")
+    if not rank:
+        return "none"
+    label = r.get(f"{prefix}b_label")
+    return (_link(f"rank {int(rank):,} ({int(r[f'{prefix}b_size']):,})", r.get(f"{prefix}b_href"))
+            + (f'<br><span class="meta">{_e(label)}</span>' if label else "")
+            + f"<br>{_tokens(r.get(f'{prefix}b_top_tokens'))}")
+
+
 def matches_html(pairs: Sequence[Mapping[str, Any]]) -> str:
-    """One table per ordered pair (A, B): for each card of A, B's best-matching component and the overlap."""
+    """One table per ordered pair (A, B): for each card of A, B's best-matching component and the overlap, and
+    B's most specific component (the highest Jaccard)."""
     if not pairs:
-        return '<p class="meta">No pair of experiments to match: at least two experiments with current cards are needed.</p>'
+        return ('<p class="meta">No pair of experiments to match: at least two experiments with current cards are '
+                "needed.</p>")
     out = []
     for p in pairs:
         a, b, method = p["a"], p["b"], p["method"]
         d = p.get("documents", {})
         spans = method == "spans"
+        unit = "characters" if spans else "activations"
         out.append(f'<h3 id="pair-{_e(slug(a))}-{_e(slug(b))}">Cards of {_e(a)} matched in {_e(b)}</h3>')
         out.append(f'<p class="meta">Method: <b>{"character spans" if spans else "shared activations"}</b>: '
                    f"{_e(p['reason'])}. Documents compared: {d.get('same_text', 0):,} with the same text in both "
                    f"({d.get('documents_a', 0):,} in {_e(a)}, {d.get('documents_b', 0):,} in {_e(b)}; "
                    f"{d.get('text_differs', 0):,} with the same id and another text excluded).</p>")
-        head = ("<tr><th class=num>card</th><th>label</th><th class=num>size</th><th>top token strings in " + _e(a)
-                + "</th><th class=num>best component in " + _e(b) + "</th><th class=num>its size</th>"
-                "<th>its top token strings</th><th class=num>members matched</th><th class=num>overlap</th>"
-                f"<th class=num>Jaccard ({'characters' if spans else 'activations'})</th>"
-                "<th class=num>not covered</th>" + ("<th class=num>characters covered</th>" if spans else "") + "</tr>")
+        head = (f"<tr><th>card of {_e(a)} (size), label</th><th>its top token strings</th>"
+                f"<th>best match in {_e(b)}: rank (size)</th><th class=num>members matched</th>"
+                f"<th class=num>overlap</th><th class=num>Jaccard ({unit})</th>"
+                + ("<th class=num>characters covered</th>" if spans else "")
+                + "<th class=num>not covered</th><th>most specific match: rank (size)</th>"
+                f"<th class=num>its overlap</th><th class=num>its Jaccard ({unit})</th></tr>")
         body = []
         for r in p["rows"]:
-            b_rank = r.get("b_rank")
-            b_text = f"rank {b_rank:,}" if b_rank else "none"
-            if r.get("b_label"):
-                b_text += f" ({r['b_label']})"
-            a_text = f"rank {int(r['card_rank'])}"
-            cells = [f"<td class=num>{_link(a_text, r.get('a_href'))}</td>",
-                     f"<td>{_e(r.get('card_label') or '')}</td>", f"<td class=num>{r['card_size']:,}</td>",
-                     f"<td>{_tokens(r.get('a_top_tokens'))}</td>",
-                     f"<td class=num>{_link(b_text, r.get('b_href'))}</td>",
-                     f"<td class=num>{_e(_num(r.get('b_size')))}</td>", f"<td>{_tokens(r.get('b_top_tokens'))}</td>",
-                     f"<td class=num>{r['shared']:,}</td>", f"<td class=num>{100 * r['overlap']:.0f}%</td>",
-                     f"<td class=num>{r['jaccard']:.3f}</td>", f"<td class=num>{r['not_covered']:,}</td>"]
+            a_text = f"rank {int(r['card_rank'])} ({int(r['card_size']):,})"
+            cells = [f"<td>{_link(a_text, r.get('a_href'))}<br><span class=\"meta\">{_e(r.get('card_label') or '')}</span></td>",
+                     f"<td>{_tokens(r.get('a_top_tokens'))}</td>", f"<td>{_component(r, '')}</td>",
+                     f"<td class=num>{int(r['shared']):,}</td>", f"<td class=num>{100 * r['overlap']:.0f}%</td>",
+                     f"<td class=num>{r['jaccard']:.3f}</td>"]
             if spans:
                 cells.append(f"<td class=num>{100 * (r.get('char_overlap') or 0.0):.0f}%</td>")
+            cells += [f"<td class=num>{int(r['not_covered']):,}</td>", f"<td>{_component(r, 'specific_')}</td>",
+                      f"<td class=num>{100 * (r.get('specific_overlap') or 0.0):.0f}%</td>",
+                      f"<td class=num>{(r.get('specific_jaccard') or 0.0):.3f}</td>"]
             body.append(f'<tr data-card="{int(r["card_rank"])}">{"".join(cells)}</tr>')
-        out.append(f'<table class="matches" id="matches-{_e(slug(a))}-{_e(slug(b))}" data-a="{_e(a)}" data-b="{_e(b)}" '
-                   f'data-method="{_e(method)}"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>')
+        out.append(f'<div class="wide"><table class="matches" id="matches-{_e(slug(a))}-{_e(slug(b))}" '
+                   f'data-a="{_e(a)}" data-b="{_e(b)}" data-method="{_e(method)}"><thead>{head}</thead>'
+                   f'<tbody>{"".join(body)}</tbody></table></div>')
     return "\n".join(out)
 
 
@@ -315,8 +331,9 @@ MATCH_EXPLAINED = (
     "spans overlap it; B's best component is the one whose members cover most of the card's characters; "
     "<i>members matched</i>: card members with a counterpart in it; <i>overlap</i> = members matched / card size; "
     "<i>Jaccard</i> over characters; <i>characters covered</i>: the card's characters inside it. <i>Not covered</i>: card "
-    "members with no counterpart in B at all (text B did not capture). Links open each experiment's explorer at that "
-    "card (B's component opens where the explorer has a card for it).")
+    "members with no counterpart in B at all (text B did not capture). A card inside B's giant has the giant as its "
+    "best match; the <i>most specific match</i> is B's component of the highest Jaccard with the card. Links open "
+    "each experiment's explorer at that card (B's component opens where the explorer has a card for it).")
 
 
 def render_comparison(*, experiments: Sequence[str], summaries: Sequence[Mapping[str, Any]],
@@ -328,7 +345,7 @@ def render_comparison(*, experiments: Sequence[str], summaries: Sequence[Mapping
     enough = len(usable) >= 2
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_e(title)}</title><style>{REPORT_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
+           f"<title>{_e(title)}</title><style>{REPORT_CSS}{EXTRA_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
            f'<p class="meta">Experiments: {_e(", ".join(experiments)) or "none"}. Generated '
            f'{datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}.</p>']
     if not enough:

@@ -288,21 +288,24 @@ def _pairs(loaded: dict[str, _Run], out_dir: Path, log: Callable[[str], None]) -
         method, reason = choose_method(ra.tokens, rb.tokens, docs)
         cards = {int(c["rank"]) - 1: c for c in ra.cards or []}
         table = match_cards(ra.tokens, ra.comps.labels, rb.tokens, rb.comps.labels, sorted(cards), docs, method)
-        wanted_b = [int(x) - 1 for x in table["b_rank"].dropna()]
+        wanted_b = [int(x) - 1 for col in ("b_rank", "specific_b_rank") for x in table[col].dropna()]
         b_tokens = top_token_strings(rb.tokens, rb.comps.labels, wanted_b)
         b_cards = {int(c["rank"]): c for c in rb.cards or []}
         rows = []
         for rec in table.to_dict("records"):
             label = int(rec["card_rank"]) - 1
             card = cards[label]
-            b_rank = None if rec["b_rank"] is None or pd.isna(rec["b_rank"]) else int(rec["b_rank"])
-            rows.append({**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()},
-                         "b_rank": b_rank, "card_label": card.get("provisional_label"),
-                         "a_top_tokens": [list(t) for t in (card.get("top_tokens") or [])[:3]],
-                         "b_top_tokens": [list(t) for t in b_tokens.get(b_rank - 1, [])] if b_rank else [],
-                         "b_label": (b_cards.get(b_rank) or {}).get("provisional_label") if b_rank else None,
-                         "a_href": _explorer_href(ra, out_dir, label),
-                         "b_href": _explorer_href(rb, out_dir, b_rank - 1) if b_rank else None})
+            row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
+            row.update(card_label=card.get("provisional_label"),
+                       a_top_tokens=[list(t) for t in (card.get("top_tokens") or [])[:3]],
+                       a_href=_explorer_href(ra, out_dir, label))
+            for prefix in ("", "specific_"):
+                b_rank = row[f"{prefix}b_rank"]
+                b_rank = row[f"{prefix}b_rank"] = None if b_rank is None else int(b_rank)
+                row[f"{prefix}b_top_tokens"] = [list(t) for t in b_tokens.get(b_rank - 1, [])] if b_rank else []
+                row[f"{prefix}b_label"] = (b_cards.get(b_rank) or {}).get("provisional_label") if b_rank else None
+                row[f"{prefix}b_href"] = _explorer_href(rb, out_dir, b_rank - 1) if b_rank else None
+            rows.append(row)
         best = max(rows, key=lambda r: r["overlap"], default=None)
         log(f"{a} -> {b}: {method}, {len(rows)} cards" + (
             f"; best overlap {best['overlap']:.0%} (card {best['card_rank']} -> rank {best['b_rank']})" if best else ""))
