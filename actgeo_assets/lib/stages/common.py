@@ -11,7 +11,7 @@ import numpy as np
 
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.store.layout import RunLayout, load_json, verify_file
-from actgeo_assets.lib.store.rows import RowsSource
+from actgeo_assets.lib.store.rows import RowsSource, unmapped
 from actgeo_assets.lib.store.shards import RawShard, read_raw_shard
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class _KeptRawRows:
     i-th kept raw row): a shard array for :func:`actgeo_assets.lib.analysis.cards.row_getter`."""
 
     def __init__(self, acts: np.ndarray, kept: np.ndarray) -> None:
-        self._acts = acts
+        self._acts = unmapped(acts)  # a read-only map is read with preadv: no file pages in the process' RSS
         self._rows = np.flatnonzero(kept)
         self.shape = (len(self._rows), acts.shape[1])
         self.dtype = acts.dtype

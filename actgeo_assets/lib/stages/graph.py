@@ -44,7 +44,7 @@ from actgeo_assets.lib.store.layout import (
     verify_file,
 )
 from actgeo_assets.lib.store.lock import holds_writer_lock
-from actgeo_assets.lib.store.rows import row_getter
+from actgeo_assets.lib.store.rows import RowGetter, row_getter
 
 #: The figures of the components, by name (files ``components/{name}.png``).
 FIGURES = ("size_spectrum", "percolation", "n_scaling", "cosine_histogram")
@@ -376,18 +376,36 @@ HISTOGRAM_PAIRS = 200_000
 def pair_cosine_sample(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], n: int,
                        n_pairs: int = HISTOGRAM_PAIRS, seed: int = 0) -> np.ndarray:
     """float64 cosines of ``n_pairs`` uniformly random pairs ``i != j`` of the run's unit rows (for the
-    histogram of all pairwise cosines; the exact counts at the thresholds come from the tiles)."""
+    histogram of all pairwise cosines; the exact counts at the thresholds come from the tiles): see
+    :func:`pair_cosines`."""
     if n < 2:
         return np.zeros(0)
+    return pair_cosines(row_getter(run_rows(settings, layout, offsets)), n, n_pairs, seed)
+
+
+#: Bytes of the two float64 blocks of rows :func:`pair_cosines` holds at once (the float32 rows read add half):
+#: 64 MiB is 6,553 pairs a chunk at d = 640, 1,820 at d = 2,304 (each pair's cosine is the same whatever the
+#: chunk: one row's dot product).
+PAIR_BLOCK_BYTES = 64 * 2**20
+
+
+def pair_cosines(get: RowGetter, n: int, n_pairs: int = HISTOGRAM_PAIRS, seed: int = 0) -> np.ndarray:
+    """float64 [n_pairs]: ``<x_i, x_j>`` of uniformly random pairs ``i != j`` of rows ``0..n-1`` (``n >= 2``)
+    read through ``get``, in chunks of at most :data:`PAIR_BLOCK_BYTES` of float64 rows. The rows come at
+    random from the whole run: ``get`` should read them without mapping the files (``row_getter`` reads
+    memory-mapped shards with ``preadv``), else readahead maps most of every shard into the process' RSS."""
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, n_pairs)
     j = (i + rng.integers(1, n, n_pairs)) % n
-    get = row_getter(run_rows(settings, layout, offsets))
     out = np.empty(n_pairs)
-    for k in range(0, n_pairs, 16_384):
-        a = np.asarray(get(i[k : k + 16_384]), dtype=np.float64)
-        b = np.asarray(get(j[k : k + 16_384]), dtype=np.float64)
-        out[k : k + 16_384] = np.einsum("ij,ij->i", a, b)
+    if n_pairs == 0:
+        return out
+    d = int(np.shape(get(i[:1]))[1])
+    chunk = int(min(16_384, max(256, PAIR_BLOCK_BYTES // (16 * max(d, 1)))))
+    for k in range(0, n_pairs, chunk):
+        a = np.asarray(get(i[k : k + chunk]), dtype=np.float64)
+        b = np.asarray(get(j[k : k + chunk]), dtype=np.float64)
+        out[k : k + chunk] = np.einsum("ij,ij->i", a, b)
     return out
 
 

@@ -4,11 +4,14 @@ reductions over a subset of them.
 ``RowsSource`` is either a :data:`RowGetter` (global row indices ``int64 [m]``, ascending, -> ``[m, d]``
 rows) or shards ``[(offset, array[n_i, d]), ...]`` whose concatenation in offset order is the full matrix
 (memory-mapped ``.npy`` files, say): nothing here concatenates the shards. Reductions read
-:data:`CHUNK_ROWS` rows at a time, so even the giant component's rows are never held at once.
+:data:`CHUNK_ROWS` rows at a time, so even the giant component's rows are never held at once, and a
+read-only memory map is read with ``preadv`` instead (:class:`NpyRows`, :func:`unmapped`), so rows gathered at
+random never pull the file's pages into the process' resident memory.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,17 +34,24 @@ def row_getter(rows: RowsSource) -> RowGetter:
     With shards ``[(offset, array), ...]`` global row ``g`` is ``array[g - offset]`` of the shard whose
     ``offset <= g < offset + len(array)``. Shards must not overlap. Indices out of range raise IndexError.
     An ``array`` may be a memory map or any object with ``len``, ``shape``, ``dtype`` and integer-array
-    indexing (the pipeline's view of a shard's kept raw rows is one).
+    indexing (the pipeline's view of a shard's kept raw rows is one); a whole read-only memory map is read
+    through :func:`unmapped` (the same bytes, without mapping pages into the process). Ascending indices
+    (what every reduction here passes) are read shard by shard as slices; any order is accepted.
     """
     if callable(rows):
         return rows
-    shards = sorted(((int(o), a) for o, a in rows), key=lambda s: s[0])
+    shards = sorted(((int(o), unmapped(a)) for o, a in rows), key=lambda s: s[0])
     if not shards:
         raise ValueError("rows: no shards given")
     offsets = np.array([o for o, _ in shards], dtype=np.int64)
     ends = offsets + np.array([len(a) for _, a in shards], dtype=np.int64)
     if np.any(offsets[1:] < ends[:-1]):
         raise ValueError(f"rows: shards overlap (offsets {offsets.tolist()}, ends {ends.tolist()})")
+    d = shards[0][1].shape[1]
+    dtype = np.result_type(*[a.dtype for _, a in shards])
+    # every shard a file read with preadv in the output's dtype: one pass over all of them (fewer numpy calls
+    # per read than shard by shard; the lens control reads a few rows of each shard per group)
+    files = [a for _, a in shards] if all(isinstance(a, NpyRows) and a.dtype == dtype for _, a in shards) else None
 
     def get(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
@@ -49,15 +59,58 @@ def row_getter(rows: RowsSource) -> RowGetter:
         bad = (which < 0) | (idx >= ends[np.clip(which, 0, None)])
         if np.any(bad):
             raise IndexError(f"rows: global indices outside every shard, first: {idx[bad][:5].tolist()}")
-        d = shards[0][1].shape[1]
-        out = np.empty((idx.size, d), dtype=np.result_type(*[a.dtype for _, a in shards]))
-        for s in np.unique(which):
+        out = np.empty((idx.size, d), dtype=dtype)
+        if files is not None and idx.size:
+            _read_rows(files, which, idx - offsets[which], out)
+            return out
+        if idx.size and (idx[1:] >= idx[:-1]).all():  # ascending: each shard's rows are one slice
+            bounds = [*np.searchsorted(idx, offsets).tolist(), idx.size]
+            for s, (off, arr) in enumerate(shards):
+                a, b = bounds[s], bounds[s + 1]
+                if a < b:
+                    out[a:b] = arr[idx[a:b] - off]
+            return out
+        for s in np.unique(which).tolist():
             sel = which == s
             off, arr = shards[s]
             out[sel] = arr[idx[sel] - off]
         return out
 
     return get
+
+
+def _read_rows(files: list[NpyRows], which: np.ndarray, local: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out[k]`` with row ``local[k]`` of ``files[which[k]]`` (all of one dtype and width): the rows in
+    ascending (file, row) order, one ``preadv`` per run of consecutive rows of one file."""
+    order = None
+    if which.size > 1 and not ((which[1:] > which[:-1]) | ((which[1:] == which[:-1]) & (local[1:] >= local[:-1]))).all():
+        order = np.lexsort((local, which))
+        which, local = which[order], local[order]
+    got = out if order is None else np.empty_like(out)
+    m = local.size
+    cuts = (np.flatnonzero((which[1:] != which[:-1]) | (local[1:] - local[:-1] != 1)) + 1).tolist()
+    starts = [0, *cuts]
+    firsts, shard_of = local[starts].tolist(), which[starts].tolist()
+    ends = [*cuts, m]
+    rb = files[0]._row_bytes
+    view = memoryview(got).cast("B")
+    fds = {}
+    preadv = os.preadv
+    for s, first, a, b in zip(shard_of, firsts, starts, ends, strict=True):
+        f = files[s]
+        fd = fds.get(s)
+        if fd is None:
+            fd = fds[s] = f._descriptor()
+        pos, end = a * rb, b * rb
+        at = f.offset + first * rb - pos
+        done = preadv(fd, [view[pos:end]], at + pos)
+        while done < end - pos:  # a short read: go on from where it stopped
+            if done <= 0:
+                raise OSError(f"{f.path}: the file ends before row {first + (pos - a * rb) // rb}")
+            pos += done
+            done = preadv(fd, [view[pos:end]], at + pos)
+    if order is not None:
+        out[order] = got
 
 
 def chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
@@ -85,70 +138,120 @@ def cosines_to_direction(get: RowGetter, members: np.ndarray, direction: np.ndar
 
 
 class NpyRows:
-    """Rows of a 2-D C-order ``.npy`` file read on demand with ``os.preadv``, without mapping the file: an
-    array for :func:`row_getter` (``len``, ``shape``, ``dtype``, integer-array, slice or integer indexing ->
-    a new ``[m, d]`` array, as a memory map gives).
+    """Rows of a 2-D C-order ``.npy`` file (or of a raw file at a byte ``offset``) read on demand with
+    ``os.preadv``, without mapping the file: an array for :func:`row_getter` (``len``, ``shape``, ``dtype``,
+    integer-array, slice or integer indexing -> a new ``[m, d]`` array, as a memory map gives).
 
     Why not ``np.load(mmap_mode="r")``: rows gathered at random over a whole run (the cards' logit-lens
-    control reads 128 groups of up to 1,024 random activations per card) fault in, with the kernel's
-    readahead, nearly every page of every shard, and a mapped page counts in the process' resident memory
-    until the map goes: measured on the scale profile's shape (20 shards of 50,000 x 640 float32, 2.4 GiB),
-    the first card's control groups raised the RSS by 2.27 GiB of file pages. Read with ``preadv`` the pages
-    stay in the page cache (shared, reclaimable) and never count in the process (+0.0 GiB; the 19 cards' reads
-    took 8 s instead of 1.5 s there, one system call per run of consecutive rows)."""
+    control reads 128 groups of up to 1,024 random activations per card; the cosine histogram 400,000 random
+    rows) fault in, with the kernel's readahead and large page-cache folios, up to ~256 KiB of the file per row
+    read, and a mapped page counts in the process' resident memory until the map goes: on the scale profile's
+    shape (20 shards of 50,000 x 640 float32, 2.4 GiB) the lens control of 19 cards and the histogram's
+    sample each raised the RSS by 2.3-2.7 GiB of file pages. Read with ``preadv`` the pages stay in the page
+    cache (shared, reclaimable) and never count in the process (``benchmarks/merge_memory.py``). Rows are read
+    in ascending order, one system call per run of consecutive rows (a chunk of a component's members is
+    mostly such runs); the file stays open (one descriptor per instance) and is reopened after a fork."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, offset: int | None = None,
+                 shape: tuple[int, int] | None = None, dtype: Any = None) -> None:
+        """``path``: a ``.npy`` file (header read here); or with ``offset``, ``shape`` and ``dtype`` a file
+        holding C-order rows from byte ``offset`` on (a memory map's own, :func:`unmapped`)."""
         self.path = Path(path)
-        with open(self.path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(fh)
-            self.offset = fh.tell()
-        if len(shape) != 2 or fortran or dtype.hasobject:
-            raise ValueError(f"{self.path}: not a 2-D C-order numeric .npy ({shape}, {dtype}, "
-                             f"fortran_order={fortran})")
+        if offset is None or shape is None or dtype is None:
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fh)
+                offset = fh.tell()
+            if len(shape) != 2 or fortran or dtype.hasobject:
+                raise ValueError(f"{self.path}: not a 2-D C-order numeric .npy ({shape}, {dtype}, "
+                                 f"fortran_order={fortran})")
+        self.offset = int(offset)
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
-        self.dtype = dtype
-        self._row_bytes = int(shape[1]) * dtype.itemsize
+        self.dtype = np.dtype(dtype)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd: int | None = None
+        self._pid = 0
 
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None and self._pid == os.getpid():
+            try:
+                os.close(fd)
+            except OSError:  # already closed (interpreter shutdown)
+                pass
+
+    def _descriptor(self) -> int:
+        """The open file (opened on first read, and again in a forked child)."""
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), os.getpid()
+        return self._fd
+
     def __getitem__(self, idx: Any) -> np.ndarray:
         n = self.shape[0]
         if isinstance(idx, slice):
-            idx = np.arange(*idx.indices(n))
+            start, stop, step = idx.indices(n)
+            if step == 1:  # one read
+                got = np.empty((max(stop - start, 0), self.shape[1]), dtype=self.dtype)
+                if got.shape[0]:
+                    self._read(got, [start], [0], [got.shape[0]])
+                return got
+            idx = np.arange(start, stop, step)
         arr = np.asarray(idx)
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":
             raise IndexError(f"{self.path}: rows are indexed by integers, got {arr.dtype}")
-        flat = arr.astype(np.int64).reshape(-1)
-        flat = np.where(flat < 0, flat + n, flat)
-        if flat.size and (flat.min() < 0 or flat.max() >= n):
+        flat = arr.reshape(-1).astype(np.int64, copy=False)
+        m = flat.size
+        got = np.empty((m, self.shape[1]), dtype=self.dtype)
+        if m == 0:
+            return got.reshape(*arr.shape, self.shape[1])
+        if flat.min() < 0:
+            flat = np.where(flat < 0, flat + n, flat)
+            if flat.min() < 0:
+                raise IndexError(f"{self.path}: row index out of range 0..{n - 1}")
+        if flat.max() >= n:
             raise IndexError(f"{self.path}: row index out of range 0..{n - 1}")
-        order = np.argsort(flat, kind="stable")
-        rows = flat[order]
-        got = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
-        if rows.size:
-            cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-            starts, ends = np.r_[0, cuts].tolist(), np.r_[cuts, rows.size].tolist()
-            self._read(got, rows[starts].tolist(), starts, ends)
-        out = np.empty_like(got)
-        out[order] = got
-        return out[0] if arr.ndim == 0 else out.reshape(*arr.shape, self.shape[1])
+        steps = flat[1:] - flat[:-1]
+        order = None if (steps >= 0).all() else np.argsort(flat, kind="stable")  # ascending: no reordering
+        if order is not None:
+            flat = flat[order]
+            steps = flat[1:] - flat[:-1]
+        cuts = (np.flatnonzero(steps != 1) + 1).tolist()  # where a run of consecutive rows starts
+        self._read(got, flat[[0, *cuts]].tolist(), [0, *cuts], [*cuts, m])
+        if order is not None:
+            out = np.empty_like(got)
+            out[order] = got
+            got = out
+        return got[0] if arr.ndim == 0 else got.reshape(*arr.shape, self.shape[1])
 
     def _read(self, into: np.ndarray, firsts: list[int], starts: list[int], ends: list[int]) -> None:
         """Fill ``into[a:b]`` (C-contiguous rows) with the file's rows ``first..first + b - a - 1`` for each run
         ``(first, a, b)``: one ``preadv`` per run of consecutive rows (more where the kernel reads less)."""
         rb, base = self._row_bytes, self.offset
         view = memoryview(into).cast("B")
-        with open(self.path, "rb", buffering=0) as fh:
-            fd = fh.fileno()
-            for first, a, b in zip(firsts, starts, ends, strict=True):
-                pos, end = a * rb, b * rb
-                at = base + first * rb - pos
-                while pos < end:
-                    done = os.preadv(fd, [view[pos:end]], at + pos)
-                    if done <= 0:
-                        raise OSError(f"{self.path}: the file ends before row {first + (pos - a * rb) // rb}")
-                    pos += done
+        fd = self._descriptor()
+        preadv = os.preadv
+        for first, a, b in zip(firsts, starts, ends, strict=True):
+            pos, end = a * rb, b * rb
+            at = base + first * rb - pos
+            done = preadv(fd, [view[pos:end]], at + pos)
+            while done < end - pos:  # a short read: go on from where it stopped
+                if done <= 0:
+                    raise OSError(f"{self.path}: the file ends before row {first + (pos - a * rb) // rb}")
+                pos += done
+                done = preadv(fd, [view[pos:end]], at + pos)
+
+
+def unmapped(arr: Any) -> Any:
+    """``arr`` read without its memory map where it is a whole read-only ``.npy``/raw file map (as
+    ``np.load(path, mmap_mode="r")`` returns): an :class:`NpyRows` of the same file, offset, shape and dtype
+    (same rows, same bytes); anything else (an in-memory array, a view, a writable or copy-on-write map, a
+    wrapper) is returned as it is."""
+    if (isinstance(arr, np.memmap) and isinstance(arr.base, mmap.mmap) and arr.mode == "r" and arr.ndim == 2
+            and arr.flags.c_contiguous and getattr(arr, "filename", None) and not arr.dtype.hasobject):
+        return NpyRows(arr.filename, offset=int(arr.offset), shape=arr.shape, dtype=arr.dtype)
+    return arr

@@ -65,3 +65,24 @@ def test_record_names_the_bridges_of_the_transition(tiny_runs) -> None:
     assert (tr["kind"] == "bridge") == (b["count"] <= 3)
     assert run.record["uncertainty"]["estimate"]["bridge_rows"] == [r for e in b["edges"] for r in e["rows"]]
     assert ("not a percolation transition" in tr["words"]) == (tr["kind"] == "bridge")
+
+
+def test_pair_cosines_equal_plain_numpy_whatever_the_chunk(tmp_path, monkeypatch) -> None:
+    """The histogram's sample of pair cosines read through row_getter from memory-mapped shards (preadv) equals
+    the same pairs' dot products computed by plain numpy on the whole matrix, bit for bit, whatever the chunk."""
+    import actgeo_assets.lib.stages.graph as graph_stage
+    from actgeo_assets.lib.store.rows import row_getter
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((700, 33)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x[:300])
+    np.save(tmp_path / "b.npy", x[300:])
+    get = row_getter([(0, np.load(tmp_path / "a.npy", mmap_mode="r")), (300, np.load(tmp_path / "b.npy", mmap_mode="r"))])
+    pick = np.random.default_rng(4)
+    i = pick.integers(0, 700, 5000)
+    j = (i + pick.integers(1, 700, 5000)) % 700
+    want = np.einsum("ij,ij->i", x[i].astype(np.float64), x[j].astype(np.float64))
+    assert np.all(i != j)
+    np.testing.assert_array_equal(graph_stage.pair_cosines(get, 700, 5000, seed=4), want)
+    monkeypatch.setattr(graph_stage, "PAIR_BLOCK_BYTES", 1)  # chunks of 256 pairs
+    np.testing.assert_array_equal(graph_stage.pair_cosines(get, 700, 5000, seed=4), want)
