@@ -280,6 +280,35 @@ def _component(r: Mapping[str, Any], prefix: str) -> str:
             + f"<br>{_tokens(r.get(f'{prefix}b_top_tokens'))}")
 
 
+def best_matches(pairs: Sequence[Mapping[str, Any]], k: int = 5) -> list[dict[str, Any]]:
+    """The ``k`` matches of highest Jaccard over every ordered pair (ties: the larger overlap, the larger card),
+    each with its pair's ``a``, ``b`` and ``method``."""
+    rows = [{"a": p["a"], "b": p["b"], "method": p["method"], **r} for p in pairs for r in p["rows"]
+            if r.get("b_rank")]
+    return sorted(rows, key=lambda r: (-r["jaccard"], -r["overlap"], -r["card_size"], r["a"], r["b"]))[:k]
+
+
+def best_matches_html(pairs: Sequence[Mapping[str, Any]], k: int = 5) -> str:
+    """``table#best-matches``: :func:`best_matches` in one table."""
+    best = best_matches(pairs, k)
+    if not best:
+        return ""
+    head = ("<tr><th>card</th><th>its top token strings</th><th>best match</th><th class=num>overlap</th>"
+            "<th class=num>Jaccard</th><th>method</th></tr>")
+    body = []
+    for r in best:
+        a_text = f"{r['a']}: rank {int(r['card_rank'])} ({int(r['card_size']):,})"
+        b_text = f"{r['b']}: rank {int(r['b_rank']):,} ({int(r['b_size']):,})"
+        method = "character spans" if r["method"] == "spans" else "shared activations"
+        body.append(f'<tr data-a="{_e(r["a"])}" data-b="{_e(r["b"])}" data-card="{int(r["card_rank"])}">'
+                    f"<td>{_link(a_text, r.get('a_href'))}</td><td>{_tokens(r.get('a_top_tokens'))}</td>"
+                    f"<td>{_link(b_text, r.get('b_href'))}<br>{_tokens(r.get('b_top_tokens'))}</td>"
+                    f"<td class=num>{100 * r['overlap']:.0f}%</td><td class=num>{r['jaccard']:.3f}</td>"
+                    f"<td>{method}</td></tr>")
+    return (f"<h3>The {len(best)} closest matches (highest Jaccard, every pair)</h3>"
+            f'<div class="wide"><table id="best-matches"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
 def matches_html(pairs: Sequence[Mapping[str, Any]]) -> str:
     """One table per ordered pair (A, B): for each card of A, B's best-matching component and the overlap, and
     B's most specific component (the highest Jaccard)."""
@@ -370,7 +399,7 @@ def render_comparison(*, experiments: Sequence[str], summaries: Sequence[Mapping
                     "Giant's fraction (top) and components (bottom, log) per normalization, one group per model and "
                     "layer."), "</section>",
             f'<section id="matches"><h2>Components matched across experiments</h2><p class="meta">{MATCH_EXPLAINED}</p>',
-            matches_html(pairs), "</section>", '<section id="skipped"><h2>Left out</h2>']
+            best_matches_html(pairs), matches_html(pairs), "</section>", '<section id="skipped"><h2>Left out</h2>']
     items = [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in skipped.items()]
     items += [f"<li><b>{_e(k)}</b>: {_e(n)}</li>" for k, ns in notes.items() for n in ns]
     out.append(f'<ul class="notes">{"".join(items)}</ul>' if items

@@ -40,6 +40,7 @@ from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.outputs.explorer import card_key, spectrum_ranks
 from actgeo_assets.lib.outputs.report_compare import (
     FIGURE_FILES,
+    best_matches,
     n_scaling_overlay_png,
     normalizations_png,
     percolation_overlay_png,
@@ -52,6 +53,8 @@ from actgeo_assets.lib.store.shards import read_next_norm
 
 #: Format of ``comparison.json``.
 FORMAT = "actgeo.comparison.v1"
+#: Version of what :func:`compare_experiments` computes (a code_version for the asset): outputs of another are stale.
+COMPARE_VERSION = "compare-1"
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,12 @@ def compare_experiments(runs: Sequence[ExperimentRun], out_dir: Path, *, common_
                         log: Callable[[str], None] = print) -> ComparisonResult:
     """Compare the finished runs of ``runs`` and write the page, the JSON and the figures under ``out_dir``.
 
-    ``comparison.json``: ``format``, ``experiments`` (names, in order), ``summaries`` (rows), ``skipped``,
+    ``comparison.json``: ``format``, ``inputs`` (:func:`comparison_inputs`), ``experiments`` (names, in order), ``summaries`` (rows), ``skipped``,
     ``notes``, ``common_n`` (the activations of the normalization comparison), ``normalizations`` (per (model,
     layer) group: ``group``, ``model``, ``layer``, ``source`` (the experiment whose raw activations were read),
     ``experiments``, ``rows`` (one per normalization and threshold), ``left_out``, ``n_dropped``, ``error``),
-    ``pairs`` (per ordered pair: ``a``, ``b``, ``method``, ``reason``, ``documents``, ``rows``) and
+    ``pairs`` (per ordered pair: ``a``, ``b``, ``method``, ``reason``, ``documents``, ``rows``), ``best_matches``
+    (the five rows of highest Jaccard over every pair, with ``a``, ``b``, ``method``) and
     ``figures`` (key -> file name). ``ValueError`` when two experiments share a name."""
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -142,14 +146,32 @@ def compare_experiments(runs: Sequence[ExperimentRun], out_dir: Path, *, common_
                               normalization_groups=groups, common_n=n_common, pairs=pairs, skipped=skipped,
                               notes=notes)
     matches = [{"a": p["a"], "b": p["b"], **row} for p in pairs for row in p["rows"]]
-    doc = {"format": FORMAT, "experiments": names, "summaries": summaries, "skipped": skipped, "notes": notes,
-           "common_n": n_common, "normalizations": groups, "pairs": pairs,
+    doc = {"format": FORMAT, "inputs": comparison_inputs(runs, common_n), "experiments": names, "summaries": summaries, "skipped": skipped, "notes": notes,
+           "common_n": n_common, "normalizations": groups, "pairs": pairs, "best_matches": best_matches(pairs),
            "figures": {k: p.name for k, p in figures.items()}}
     save_json(out_dir / "comparison.json", doc)
     log(f"comparison written: {report}")
     return ComparisonResult(out_dir=out_dir, report=report, json=out_dir / "comparison.json", figures=figures,
                             summary_rows=summaries, matches=matches, skipped=skipped, notes=notes, pairs=pairs,
                             normalizations=groups)
+
+
+def comparison_inputs(runs: Sequence[ExperimentRun], common_n: int = 5000) -> dict[str, Any]:
+    """What the comparison's outputs are computed from, cheaply (no hashing): the code version, ``common_n`` and
+    per experiment the sha256 recorded for its labels (``components/summary.json``) and for its cards'
+    members table (``cards/cards.json``), None where absent. Equal inputs, equal outputs: a data version for
+    the asset, and ``comparison.json``'s ``inputs``."""
+    out: dict[str, Any] = {"code_version": COMPARE_VERSION, "common_n": int(common_n), "experiments": {}}
+    for run in runs:
+        def field(path: Path, key: str) -> Any:
+            try:
+                return load_json(path).get(key) if path.exists() else None
+            except (OSError, ValueError, AttributeError):
+                return None
+        out["experiments"][run.name] = {"run_id": run.settings.run_id(),
+                                        "labels_sha256": field(run.layout.summary, "labels_sha256"),
+                                        "members_sha256": field(run.layout.cards, "members_sha256")}
+    return out
 
 
 def _load(run: ExperimentRun, skipped: dict[str, str], notes: dict[str, list[str]]) -> _Run | None:

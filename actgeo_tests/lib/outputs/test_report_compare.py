@@ -10,6 +10,7 @@ import pandas as pd
 
 from actgeo_assets.lib.outputs.figures import PNG_SIGNATURE
 from actgeo_assets.lib.outputs.report_compare import (
+    best_matches,
     n_scaling_overlay_figure,
     normalizations_figure,
     percolation_overlay_figure,
@@ -114,3 +115,22 @@ def test_page_sections_and_escaping(tmp_path) -> None:
     path = write_comparison(tmp_path / "c" / "report.html", experiments=["a"], summaries=[], figures={},
                             normalization_groups=[], common_n=0, pairs=[], skipped={}, notes={})
     assert path.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_best_matches_over_every_pair() -> None:
+    """The five rows of highest Jaccard across pairs, a row without a match never among them."""
+    rng = np.random.default_rng(1)
+    pairs = []
+    for a, b in (("x", "y"), ("y", "x"), ("x", "z")):
+        p = _pair(a, b)
+        p["rows"] = [{**p["rows"][0], "card_rank": k + 2, "jaccard": float(j), "overlap": float(j)}
+                     for k, j in enumerate(rng.random(4))]
+        pairs.append(p)
+    pairs[0]["rows"].append({**pairs[0]["rows"][0], "card_rank": 9, "jaccard": 2.0, "b_rank": None})
+    got = best_matches(pairs)
+    every = sorted((r["jaccard"] for p in pairs for r in p["rows"] if r["b_rank"]), reverse=True)
+    assert [r["jaccard"] for r in got] == every[:5]
+    assert all({"a", "b", "method"} <= set(r) for r in got)
+    page = render_comparison(experiments=["x", "y", "z"], summaries=[], figures={}, normalization_groups=[],
+                             common_n=0, pairs=pairs, skipped={}, notes={})
+    assert page.count('<tr data-a="') == 5 and 'id="best-matches"' in page

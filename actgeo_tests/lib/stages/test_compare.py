@@ -41,13 +41,16 @@ def result(runs, tmp_path_factory) -> ComparisonResult:
                                log=lambda _: None)
 
 
-def test_files_and_sections(result: ComparisonResult) -> None:
+def test_files_and_sections(result: ComparisonResult, runs) -> None:
     page = result.report.read_text()
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page
     assert result.skipped == {} and result.notes == {}
     doc = json.loads(result.json.read_text())
     assert doc["experiments"] == ["base", "high", "copy"]
+    inputs = doc["inputs"]["experiments"]
+    assert inputs["copy"] == inputs["base"] and inputs["base"]["labels_sha256"] != inputs["high"]["labels_sha256"]
+    assert inputs["base"]["labels_sha256"] == runs["base"].record["labels_sha256"]
     assert sorted(result.figures) == ["n_scaling", "normalizations", "percolation"]
     for key, path in result.figures.items():
         assert path.read_bytes().startswith(b"\x89PNG") and doc["figures"][key] == path.name
