@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.store.layout import RunLayout, load_json, verify_file
-from actgeo_assets.lib.store.rows import RowsSource, unmapped
+from actgeo_assets.lib.store.rows import RowsSource, SelectedRows, unmapped
 from actgeo_assets.lib.store.shards import RawShard, read_raw_shard
 
 if TYPE_CHECKING:
@@ -60,21 +60,14 @@ def load_kept(layout: RunLayout, shard: str) -> np.ndarray:
     return np.load(verify_file(layout.kept(shard), meta.get("kept_sha256")), allow_pickle=False)
 
 
-class _KeptRawRows:
+class _KeptRawRows(SelectedRows):
     """The raw rows of one shard that normalization kept, indexed like its normalized rows (row i is the
-    i-th kept raw row): a shard array for :func:`actgeo_assets.lib.analysis.cards.row_getter`."""
+    i-th kept raw row): a shard array for :func:`actgeo_assets.lib.analysis.cards.row_getter`. A read-only
+    memory map is read with ``preadv`` (:func:`~actgeo_assets.lib.store.rows.unmapped`): rows read at random
+    never pull the file's pages into the process' resident memory."""
 
     def __init__(self, acts: np.ndarray, kept: np.ndarray) -> None:
-        self._acts = unmapped(acts)  # a read-only map is read with preadv: no file pages in the process' RSS
-        self._rows = np.flatnonzero(kept)
-        self.shape = (len(self._rows), acts.shape[1])
-        self.dtype = acts.dtype
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, idx: Any) -> np.ndarray:
-        return self._acts[self._rows[idx]]
+        super().__init__(unmapped(acts), np.flatnonzero(kept))
 
 
 def run_rows(settings: RunSettings, layout: RunLayout, offsets: dict[str, int], raw: bool = False) -> RowsSource:

@@ -49,9 +49,7 @@ def row_getter(rows: RowsSource) -> RowGetter:
         raise ValueError(f"rows: shards overlap (offsets {offsets.tolist()}, ends {ends.tolist()})")
     d = shards[0][1].shape[1]
     dtype = np.result_type(*[a.dtype for _, a in shards])
-    # every shard a file read with preadv in the output's dtype: one pass over all of them (fewer numpy calls
-    # per read than shard by shard; the lens control reads a few rows of each shard per group)
-    files = [a for _, a in shards] if all(isinstance(a, NpyRows) and a.dtype == dtype for _, a in shards) else None
+    fused = _fused_files([a for _, a in shards], dtype)
 
     def get(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
@@ -60,8 +58,10 @@ def row_getter(rows: RowsSource) -> RowGetter:
         if np.any(bad):
             raise IndexError(f"rows: global indices outside every shard, first: {idx[bad][:5].tolist()}")
         out = np.empty((idx.size, d), dtype=dtype)
-        if files is not None and idx.size:
-            _read_rows(files, which, idx - offsets[which], out)
+        if fused is not None and idx.size:
+            files, starts, file_row = fused
+            local = idx - offsets[which]
+            _read_rows(files, which, local if file_row is None else file_row[starts[which] + local], out)
             return out
         if idx.size and (idx[1:] >= idx[:-1]).all():  # ascending: each shard's rows are one slice
             bounds = [*np.searchsorted(idx, offsets).tolist(), idx.size]
@@ -77,6 +77,45 @@ def row_getter(rows: RowsSource) -> RowGetter:
         return out
 
     return get
+
+
+class SelectedRows:
+    """Rows ``rows`` (int64, ascending) of ``base`` (an array or :class:`NpyRows`), indexed as an array of
+    ``len(rows)`` rows: row ``i`` is ``base[rows[i]]``; a shard array for :func:`row_getter`, which reads it
+    with the other shards in one pass when ``base`` is an :class:`NpyRows` (the pipeline's raw rows that
+    normalization kept are one)."""
+
+    def __init__(self, base: Any, rows: np.ndarray) -> None:
+        self.base = base
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), int(base.shape[1]))
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return self.base[self.rows[idx]]
+
+
+def _fused_files(arrays: list[Any], dtype: np.dtype) -> tuple[list[NpyRows], np.ndarray, np.ndarray | None] | None:
+    """Where every shard is an :class:`NpyRows` (or :class:`SelectedRows` of one) of ``dtype``: the files, each
+    shard's start in the concatenated shards (int64) and the file row of each concatenated row (None when every
+    shard is a whole file), so :func:`_read_rows` reads all shards in one pass; else None."""
+    files: list[NpyRows] = []
+    maps: list[np.ndarray | None] = []
+    for a in arrays:
+        base, sel = (a.base, a.rows) if isinstance(a, SelectedRows) else (a, None)
+        if not isinstance(base, NpyRows) or base.dtype != dtype:
+            return None
+        files.append(base)
+        maps.append(sel)
+    starts = np.cumsum([0] + [len(a) for a in arrays])[:-1].astype(np.int64)
+    if all(m is None for m in maps):
+        return files, starts, None
+    file_row = np.concatenate([np.arange(len(a), dtype=np.int64) if m is None else m
+                               for a, m in zip(arrays, maps, strict=True)])
+    return files, starts, file_row
 
 
 def _read_rows(files: list[NpyRows], which: np.ndarray, local: np.ndarray, out: np.ndarray) -> None:

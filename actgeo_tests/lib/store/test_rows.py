@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgeo_assets.lib.store.rows import NpyRows, chunked_mean, row_getter, unmapped
+from actgeo_assets.lib.store.rows import NpyRows, SelectedRows, chunked_mean, row_getter, unmapped
 
 
 @pytest.fixture
@@ -169,3 +169,20 @@ def test_row_getter_keeps_file_pages_out_of_rss(tmp_path) -> None:
     np.testing.assert_array_equal(np.array(by_getter), np.array(by_map))
     assert grew_map > size_kib // 2, (grew_map, size_kib)
     assert grew_getter < size_kib // 20, (grew_getter, size_kib)
+
+
+def test_selected_rows_read_in_one_pass_equal_numpy(shard_files) -> None:
+    """Kept subsets of memory-mapped shards (SelectedRows over their preadv readers, as the pipeline's kept raw
+    rows are) and a whole shard, read through row_getter: the rows numpy selects from the concatenation."""
+    paths, whole = shard_files
+    rng = np.random.default_rng(9)
+    kept = [np.sort(rng.choice(n, n - 37, replace=False)) for n in (400, 250)]
+    parts = [(0, SelectedRows(unmapped(np.load(paths[0], mmap_mode="r")), kept[0])),
+             (363, SelectedRows(unmapped(np.load(paths[1], mmap_mode="r")), kept[1])),
+             (576, unmapped(np.load(paths[2], mmap_mode="r")))]
+    want = np.concatenate([whole[:400][kept[0]], whole[400:650][kept[1]], whole[650:]])
+    get = row_getter(parts)
+    for idx in (np.arange(876), rng.integers(0, 876, 300), np.array([875, 0, 363, 362, 576, 575])):
+        np.testing.assert_array_equal(get(idx), want[idx])
+    np.testing.assert_array_equal(parts[0][1][np.array([0, 5])], want[[0, 5]])
+    assert len(parts[1][1]) == 213 and parts[1][1].shape == (213, 9)
