@@ -377,8 +377,8 @@ def _corpus_mean(settings: RunSettings, layout: RunLayout, offsets: dict[str, in
     total, n = None, 0
     for _, arr in run_rows(settings, layout, offsets, raw=True):
         for lo in range(0, len(arr), 65_536):
-            block = np.asarray(arr[np.arange(lo, min(lo + 65_536, len(arr)))], dtype=np.float64)
-            total = block.sum(axis=0) if total is None else total + block.sum(axis=0)
+            block = np.asarray(arr[np.arange(lo, min(lo + 65_536, len(arr)))])  # no float64 copy: same sums
+            total = block.sum(axis=0, dtype=np.float64) if total is None else total + block.sum(axis=0, dtype=np.float64)
             n += block.shape[0]
     return total / max(n, 1) if total is not None else np.zeros(0)
 

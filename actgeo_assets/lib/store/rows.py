@@ -153,10 +153,11 @@ def _read_rows(files: list[NpyRows], which: np.ndarray, local: np.ndarray, out: 
 
 
 def chunked_mean(get: RowGetter, members: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
-    """float64 [d] mean of rows ``members`` (read in chunks)."""
+    """float64 [d] mean of rows ``members`` (read in chunks; each chunk summed in float64 without a float64
+    copy of it: the same sums as converting first, row after row, at a third of the memory for float32 rows)."""
     total: np.ndarray | None = None
     for s in range(0, members.size, chunk):
-        block = np.asarray(get(members[s : s + chunk]), dtype=np.float64).sum(axis=0)
+        block = np.asarray(get(members[s : s + chunk])).sum(axis=0, dtype=np.float64)
         total = block if total is None else total + block
     assert total is not None
     return total / members.size

@@ -186,3 +186,13 @@ def test_selected_rows_read_in_one_pass_equal_numpy(shard_files) -> None:
         np.testing.assert_array_equal(get(idx), want[idx])
     np.testing.assert_array_equal(parts[0][1][np.array([0, 5])], want[[0, 5]])
     assert len(parts[1][1]) == 213 and parts[1][1].shape == (213, 9)
+
+
+def test_chunked_mean_equals_float64_chunk_sums_bit_for_bit(npy) -> None:
+    """Summing each float32 chunk in float64 (no float64 copy) gives the very sums of converting it first."""
+    path, x = npy
+    get = row_getter([(0, np.load(path, mmap_mode="r"))])
+    members = np.sort(np.random.default_rng(12).choice(1000, 777, replace=False))
+    for chunk in (1, 100, 256, 65_536):
+        want = sum(x[members[s : s + chunk]].astype(np.float64).sum(axis=0) for s in range(0, 777, chunk)) / 777
+        np.testing.assert_array_equal(chunked_mean(get, members, chunk=chunk), want)
