@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from resource import RUSAGE_SELF, getrusage
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -35,6 +35,7 @@ from actgeo_assets.defs.resources import DATABASE_URL_ENV, ActgeoResource
 from actgeo_assets.lib.config.settings import RunSettings
 from actgeo_assets.lib.stages.graph import load_record
 from actgeo_assets.lib.stages.plan import Plan, plan
+from actgeo_assets.lib.store.memory import peak_rss
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -208,17 +209,19 @@ def _materialize_run(
         label = " + ".join(selection) + (f"[{partition}]" if partition else "")
         t0 = time.perf_counter()
         try:
-            result = execute_stage_job(job_name(st.job, experiment), instance, run_config=run_config, tags=tags,
-                                       partition_key=partition,
-                                       asset_selection=[asset_key(n, experiment) for n in selection])
+            with peak_rss() as mem:
+                result = execute_stage_job(job_name(st.job, experiment), instance, run_config=run_config, tags=tags,
+                                           partition_key=partition,
+                                           asset_selection=[asset_key(n, experiment) for n in selection])
         except (ValueError, OSError, dg.DagsterError) as exc:
             echo(f"  {label:<44} FAILED")
             raise _failure(instance, label, exc) from exc
         seconds = time.perf_counter() - t0
         times[label] = seconds
-        peak = getrusage(RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
-        echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s  (peak RSS so far "
-             f"{peak:.2f} GiB)")
+        assert mem.peak is not None
+        record_peak(layout.memory_file, label, mem.peak.to_dict())
+        echo(f"  {label:<44} {'ok' if result.success else 'FAILED'} in {seconds:6.1f} s  (peak RSS "
+             f"{mem.peak.gib:.2f} GiB{'' if mem.peak.method == 'vmhwm' else ', process'})")
         return selection
 
     echo(f"actgeo: {settings.describe()}")
@@ -252,6 +255,19 @@ def _materialize_run(
     record = load_record(settings, layout)
     return {**record.to_json(), "times": times, "report": str(layout.report), "database_url": ctx.database_url,
             "experiment": experiment, "root": str(layout.root)}
+
+
+def record_peak(path: Path, step: str, peak: dict[str, Any]) -> None:
+    """Record a step's peak memory (``lib.store.memory.MemoryPeak.to_dict()``) in the run folder's
+    ``memory.json`` (step label -> its last measurement, with the time it was taken)."""
+    from actgeo_assets.lib.store.layout import load_json, save_json
+
+    try:
+        table = load_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        table = {}
+    table[step] = {**peak, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    save_json(path, table)
 
 
 def open_instance(warn: Callable[[str], None] = print) -> dg.DagsterInstance:

@@ -13,6 +13,8 @@ from typing import Any
 import dagster as dg
 from dagster import DynamicPartitionsDefinition
 
+from actgeo_assets.lib.store.memory import peak_rss
+
 SHARDS = "actgeo_shards"
 SHARD_PAIRS = "actgeo_shard_pairs"
 
@@ -63,11 +65,15 @@ def materialize_each(
         if len(keys) > 1:
             context.log.info(f"partition {key} ({i}/{len(keys)} of this run)")
         try:
-            metadata, version = compute(key)
+            with peak_rss() as mem:
+                metadata, version = compute(key)
         except Exception:
             if finished:
                 _record_finished(context, finished, failed=key, total=len(keys))
             raise
+        assert mem.peak is not None
+        metadata = {**metadata, "peak_rss_gib": round(mem.peak.gib, 3),
+                    "peak_memory": dg.MetadataValue.json(mem.peak.to_dict())}
         context.add_asset_metadata(metadata, partition_key=key)
         versions.append(version)
         finished.append((key, metadata))

@@ -29,7 +29,11 @@ def copy(tiny_runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     run = tiny_runs()
     data = tmp_path / "data"
     shutil.copytree(run.data_dir, data)
-    shutil.copytree(data / "demo", data / "other")  # a second run folder that must stay
+    shutil.copytree(data / "demo", data / "other")  # a second run folder that must stay: another run of its own
+    for rel in ("components/summary.json", "cards/cards.json"):
+        doc = json.loads((data / "other" / rel).read_text())
+        doc["run_key"] = {**doc["run_key"], "threshold": 0.55}
+        (data / "other" / rel).write_text(json.dumps(doc))
     (data / "_models").mkdir(exist_ok=True)
     (data / "_models" / "m.bin").write_bytes(b"m" * 10_000)
     return run, data
@@ -79,7 +83,8 @@ def test_remove(copy, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyP
     before = _count(db, rid)
     assert before["actgeo_runs"] == 1 and before["actgeo_components"] > 0
     argv = ["remove", "--data-dir", str(data), *tiny_set_args(model=run.overrides["model"])]
-    no_profile = [a for i, a in enumerate(argv) if a != "--profile" and (i == 0 or argv[i - 1] != "--profile")]
+    no_profile = [a for i, a in enumerate(argv) if a not in ("--profile", "--experiment")
+                  and (i == 0 or argv[i - 1] not in ("--profile", "--experiment"))]
     assert main(no_profile) == 2 and "--profile" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", open("/dev/null"))  # noqa: SIM115 - not a terminal
     assert main([*argv, "--profile", "demo"]) == 2

@@ -61,6 +61,10 @@ def test_set_creates_an_experiment_and_leaves_the_profile_run_as_it_was(two_runs
     assert exp.values["layer"] == 1 and exp.values["profile"] == "demo"
     summary = json.loads((data / exp.name / "components" / "summary.json").read_text())
     assert summary["run_key"]["layer"] == 1
+    # each step's peak memory, recorded with the experiment
+    memory = json.loads((data / exp.name / "memory.json").read_text())
+    assert {"raw_activations[shard-000]", "edge_tiles[shard-000__shard-001]", "components + component_cards"} <= set(memory)
+    assert all(0 < m["bytes"] < 64 * 2**30 and m["method"] in ("vmhwm", "ru_maxrss") for m in memory.values())
     demo = json.loads((data / "demo" / "components" / "summary.json").read_text())
     assert demo["run_key"]["layer"] == 2
     # its SQL rows are its own run id's; the profile's run keeps its own

@@ -207,6 +207,11 @@ class RunLayout:
         return self.root.parent / "_corpus"
 
     @property
+    def memory_file(self) -> Path:
+        """Each `actgeo run` step's peak resident memory (step label -> ``MemoryPeak.to_dict()``)."""
+        return self.root / "memory.json"
+
+    @property
     def lock(self) -> Path:
         """The data directory's writer lock (``lib/store/lock.py``): one per ``data_dir``, for every profile."""
         return self.root.parent / ".actgeo.lock"
