@@ -437,8 +437,73 @@ def add_layers_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_layers)
 
 
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    """List the experiments of the data directory: name, settings that differ from the profile, state."""
+    from actgeo_assets.lib.config.experiments import list_experiments
+    from actgeo_assets.lib.store.disk import folder_usage, human_bytes
+
+    ctx = run_from_args(args)
+    experiments = list_experiments(ctx.data_dir)
+    if not experiments:
+        print(f"{ctx.data_dir}: no experiment (`actgeo run --set KEY=VALUE` or --experiment NAME creates one)")
+    for exp in experiments:
+        root = ctx.data_dir / exp.name
+        done = (root / "components" / "summary.json").is_file()
+        size = human_bytes(folder_usage(root).bytes) if root.exists() else "no files"
+        print(f"{exp.name:<32} {'materialized' if done else 'not yet run':<13} {size:>10}  "
+              + " ".join(f"{k}={v}" for k, v in exp.values.items()))
+    return 0
+
+
+def add_experiments_parser(sub: Any) -> None:
+    p = sub.add_parser("experiments", help="list the experiments of the data directory",
+                       description="Each experiment (data_dir/experiments/NAME.yaml): its settings, whether it "
+                                   "is materialized and its disk use.")
+    add_settings_arguments(p)
+    p.set_defaults(func=_cmd_experiments)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Compare experiments (and the profile's own run, by its profile's name): lib.stages.compare."""
+    from actgeo_assets.lib.config.experiments import list_experiments
+    from actgeo_assets.lib.stages.compare import ExperimentRun, compare_experiments
+    from actgeo_assets.lib.store.run import resolve_run
+
+    base = run_from_args(args)
+    known = {base.settings.profile: None, **{e.name: e.name for e in list_experiments(base.data_dir)}}
+    names = args.names or list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"no experiment {unknown} in {base.data_dir}; known: {sorted(known)}")
+    runs = []
+    for name in names:
+        ctx = resolve_run(args.config or None, {"data_dir": str(base.data_dir)}, source="command line",
+                          experiment=known[name]) if known[name] else base
+        runs.append(ExperimentRun(name=name, settings=ctx.settings, layout=ctx.layout))
+    result = compare_experiments(runs, base.data_dir / "comparison", common_n=args.common_n,
+                                 log=lambda m: print(m, file=sys.stderr))
+    for name, why in result.skipped.items():
+        print(f"left out {name}: {why}")
+    print(f"compared {', '.join(r.name for r in runs)}: {len(result.matches)} card matches")
+    print(f"report: {result.report}")
+    return 0
+
+
+def add_compare_parser(sub: Any) -> None:
+    p = sub.add_parser("compare", help="compare experiments side by side (the report data_dir/comparison/)",
+                       description="Summaries with their intervals, percolation curves and N-scaling overlaid, "
+                                   "l2 / center_l2 / rmsnorm at a common N per model, and each card's best match "
+                                   "in every other experiment. The asset experiment_comparison does the same.")
+    p.add_argument("names", nargs="*", help="experiments (the profile's own run by its name, e.g. demo); "
+                                            "default: all")
+    p.add_argument("--common-n", type=int, default=5000, help="activations per model for the normalizations")
+    add_settings_arguments(p)
+    p.set_defaults(func=_cmd_compare)
+
+
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_components_parser, add_run_parser, add_export_parser, add_lookup_parser,
-                                                add_layers_parser, add_du_parser, add_remove_parser]
+                                                add_layers_parser, add_du_parser, add_remove_parser,
+                                                add_experiments_parser, add_compare_parser]
 """Each adds one subparser (``sub.add_parser(...)``) and sets ``func(args) -> int``."""
 
 

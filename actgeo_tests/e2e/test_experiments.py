@@ -139,6 +139,20 @@ def test_comparison_reads_both(two_runs) -> None:
     assert "demo" in page and name in page
 
 
+def test_cli_lists_and_compares(two_runs, capsys) -> None:
+    tmp, *_ = two_runs
+    data = tmp / "data"
+    name = next((data / "experiments").glob("*.yaml")).stem
+    assert main(["experiments", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert name in out and "materialized" in out and "layer=1" in out
+    assert main(["compare", "--data-dir", str(data), name, "demo", "--common-n", "200"]) == 0
+    out = capsys.readouterr().out
+    assert f"compared {name}, demo" in out and str(data / "comparison" / "report.html") in out
+    assert main(["compare", "--data-dir", str(data), "nosuch"]) == 2
+    assert "no experiment ['nosuch']" in capsys.readouterr().err
+
+
 def test_remove_takes_the_experiment_and_nothing_else(two_runs, capsys) -> None:
     tmp, _, before, argv = two_runs
     data = tmp / "data"
