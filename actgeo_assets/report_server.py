@@ -17,7 +17,8 @@ calls; JSON in, JSON out, errors as ``{"error": "..."}`` with status 400, 404, 4
         "text", "truncated", "context_len", "index_rows", "device", "loaded_now", "seconds": {phase: s},
         "tokens": [lib.stages.lookup.answer_json(...) per token]}
     GET /api/lookup?run=demo&warm=1                     -> the same without text and tokens: loads the run
-    GET /api/status                                     -> {"lookup": true, "loaded": run or null, "max_text_chars"}
+    GET /api/status                                     -> {"lookup": true, "loaded": run or null, "max_text_chars",
+                                                            "max_k", "comparison": comparison/comparison.json exists}
 
 Only requests whose ``Host`` is 127.0.0.1 or localhost are answered (no DNS rebinding from a web page).
 """
@@ -105,8 +106,10 @@ class LookupService:
         self.session: Any = None
 
     def status(self) -> dict[str, Any]:
-        """``{"lookup": true, "loaded": run or None, "max_text_chars", "max_k"}``."""
-        return {"lookup": True, "loaded": self.run, "max_text_chars": MAX_TEXT_CHARS, "max_k": MAX_K}
+        """``{"lookup": true, "loaded": run or None, "max_text_chars", "max_k", "comparison"}``; ``comparison``:
+        whether ``comparison/comparison.json`` exists (the explorer fetches it only then: no 404 in its console)."""
+        return {"lookup": True, "loaded": self.run, "max_text_chars": MAX_TEXT_CHARS, "max_k": MAX_K,
+                "comparison": (self.root / "comparison" / "comparison.json").is_file()}
 
     def _release(self) -> None:
         """Free the loaded session and the models the process caches (one model at a time)."""

@@ -36,7 +36,9 @@ circle.perc-pt[data-threshold]``, ``#threshold-slider`` with ``#slider-threshold
 ``#s-largest``, ``#s-second``, ``#s-singletons``, ``#s-non-singleton``, ``#s-top10``; ``svg#icicle
 rect.node[data-id]``; ``#card-panel[data-key]`` holding ``#card-title`` and the card's ``section.card``;
 ``#which-input`` and ``#lookup-command``; ``#card-index a.card-link[data-key]``: every full card of the
-report, one click away. ``explorer.html#card-2`` (the report's card id, ``card-{rank}`` or
+report, one click away; ``section#card-matches``: the open card's matches in other experiments, where the page
+is served with a current comparison (:mod:`.explorer_page`; ``run_inputs`` of the data: the labels' sha256 it
+is checked against). ``explorer.html#card-2`` (the report's card id, ``card-{rank}`` or
 ``card-{rank}-sub``) or ``explorer.html#<card key>`` opens that card when the page loads.
 """
 
@@ -397,6 +399,10 @@ def write_explorer(
     data = explorer_data(forest, labels, sweep, tokens, docs, threshold=threshold, cards_doc=cards_doc, rows=rows,
                          description=description,
                          lookup_args="" if layout.root.name == DEMO_PROFILE else f"--profile {layout.root.name}")
+    # what the comparison across experiments is checked against (its ``inputs``): stale matches are not shown
+    summary = load_json(layout.summary) if layout.summary.exists() else {}
+    data["run_inputs"] = {"labels_sha256": summary.get("labels_sha256"),
+                          "run_id": (cards_doc or {}).get("run_id")}
     out = Path(path) if path is not None else layout.explorer
     with atomic_path(out, ".html") as tmp:
         tmp.write_text(render_explorer(data), encoding="utf-8")

@@ -9,7 +9,16 @@ The text box answers live where the page is served by the report server (``actge
 as ``a.which-card[data-key]`` (opening the card) where the page has their card, else ``span.which-nocard``, its
 nearest activations as ``li.ctx[data-row][data-rank]``; ``#which-status[data-state]`` says ``offline`` (a
 file, another server, no answer: ``#lookup-command`` is the way), ``ready``, ``loading``, ``answered`` or
-``error`` (the server's message). ``#lookup-command`` always shows the equivalent ``actgeo lookup``."""
+``error`` (the server's message). ``#lookup-command`` always shows the equivalent ``actgeo lookup``.
+
+Served over http, the page also reads the comparison across experiments (``../../comparison/comparison.json``,
+fetched only when the report server's ``/api/status`` says it exists, or when no report server answers): the
+open card of the run's threshold gets ``section#card-matches[data-state]`` ("In other experiments"), one
+``tr.match[data-experiment][data-kind=best|specific][data-rank][data-size][data-overlap][data-jaccard]
+[data-method]`` per other experiment (its best match, and its most specific one where different), each
+linking to that experiment's explorer card; ``data-state="stale"`` (a ``p.warn``, no matches) where the
+comparison was computed from other labels of this run (``inputs``' ``labels_sha256`` is not the page's
+``run_inputs``'). Opened from a file (the browser refuses the fetch) or with no comparison: no section."""
 
 from __future__ import annotations
 
@@ -67,6 +76,7 @@ ol#s-top10{columns:5;font-variant-numeric:tabular-nums;font-size:.9rem;margin:.3
 #which-input{width:min(620px,100%);font-size:1rem;padding:.25rem .4rem}
 #which-results .ctxs{margin:0}#which-results .ctx{margin:.1rem 0}.which-nocard{color:#6b7784}
 #which-status{min-height:1.2em}
+#card-matches{border-top:1px solid #d5dce4;margin-top:.6rem}#card-matches table,#card-matches p{font-size:.85rem}
 .legend{font-size:.85rem;color:#44505c}.legend i{display:inline-block;width:.8em;height:.8em;margin:0 .25em}
 @media (max-width:900px){.xgrid{grid-template-columns:1fr}#card-panel{position:static;max-height:none}}
 """
@@ -143,6 +153,9 @@ function el(tag, attrs, parent, text) {
 }
 function tip(e, text) { el("title", {}, e, text); return e; }
 let selected = null;
+// this run's folder (the page is <data dir>/<run>/cards/explorer.html) and the comparison read for it
+const RUN = (p => p.length >= 3 ? decodeURIComponent(p[p.length - 3]) : "")(location.pathname.split("/"));
+const M = {state: "none", doc: null};
 function openCard(key, from) {
   const c = key && D.cards[key];
   const panel = document.getElementById("card-panel");
@@ -154,7 +167,84 @@ function openCard(key, from) {
   selected = from || null;
   if (selected) selected.classList.add("sel");
   if (window.matchMedia("(max-width: 900px)").matches) panel.scrollIntoView({behavior: "smooth"});
+  renderMatches();
 }
+
+// ---- the open card in other experiments: its rows of comparison.json (`actgeo compare`), where this run is
+// one of the comparison's experiments (named by run folder) and the comparison is of its current labels
+function renderMatches() {
+  const key = document.getElementById("card-panel").dataset.key, old = document.getElementById("card-matches");
+  if (old) old.remove();
+  const [t, lab] = (key || "").split(":");
+  if (M.state === "none" || !key || Math.abs(Number(t) - D.threshold) > 1e-9) return;
+  const rank = Number(lab) + 1, cmp = "../../comparison/";
+  // a token string as the report quotes it (lib/analysis/tokens.quote_token): control characters escaped
+  const quote = (x) => { const q = String(x).replace(/[\n\r\t]/g, c => ({"\n": "\\n", "\r": "\\r", "\t": "\\t"})[c])
+    .replace(/[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]/g, c => { const h = c.charCodeAt(0)
+      .toString(16); return c.charCodeAt(0) < 256 ? "\\x" + h.padStart(2, "0") : "\\u" + h.padStart(4, "0"); });
+    return "'" + (q.length > 24 ? q.slice(0, 23) + "\u2026" : q) + "'"; };
+  const add = (tag, parent, text, cls) => { const e = document.createElement(tag); if (text !== undefined)
+    e.textContent = text; if (cls) e.className = cls; parent.appendChild(e); return e; };
+  const sec = document.createElement("section");
+  sec.id = "card-matches"; sec.dataset.state = M.state;
+  add("h3", sec, "In other experiments");
+  const pairs = M.doc.pairs.filter(p => p.a === RUN), why = (M.doc.notes || {})[RUN];
+  const found = pairs.map(p => [p, p.rows.find(r => r.card_rank === rank)]).filter(([, r]) => r);
+  if (M.state === "stale") {
+    add("p", sec, "The comparison across experiments is out of date: it was computed from other components of " +
+        "this run. Run `actgeo compare` again (or materialize the comparison) to see this card's matches.", "warn");
+  } else if (!found.length) {
+    if (!why && !pairs.length) return;
+    add("p", sec, why ? why.join("; ") : "This card was not matched (only the report's cards are).", "meta");
+  } else {
+    const tb = add("tbody", add("table", sec));
+    tb.parentNode.id = "card-matches-table";
+    const head = add("tr", tb);
+    for (const h of ["experiment", "component", "top token strings", "overlap", "Jaccard"])
+      add("th", head, h, h === "overlap" || h === "Jaccard" ? "num" : "");
+    for (const [p, r] of found) {
+      for (const [kind, pre] of [["best", ""], ["specific", "specific_"]]) {
+        if (kind === "specific" && (!r.specific_b_rank || r.specific_b_rank === r.b_rank)) continue;
+        const tr = add("tr", tb, undefined, "match"), b = r[pre + "b_rank"], href = r[pre + "b_href"];
+        Object.assign(tr.dataset, {experiment: p.b, kind: kind, method: p.method, rank: b || "", size:
+          r[pre + "b_size"] ?? "", overlap: r[pre + "overlap"] ?? "", jaccard: r[pre + "jaccard"] ?? ""});
+        const who = add("td", tr, kind === "best" ? p.b : "");
+        if (kind === "best") add("div", who, p.method === "spans" ? "by character spans" : "by shared activations", "meta");
+        const comp = add("td", tr, kind === "best" ? "" : "most specific: ");
+        if (!b) { comp.textContent = "no counterpart"; continue; }
+        const a = add(href ? "a" : "span", comp, `rank ${fmt(b)} (${fmt(r[pre + "b_size"])})`, "match-link");
+        if (href) a.setAttribute("href", cmp + href);  // hrefs are relative to data/comparison/
+        const toks = add("td", tr);
+        for (const [tok, n] of r[pre + "b_top_tokens"] || []) { add("span", toks, quote(tok), "tok"); toks.append(` ${fmt(n)} `); }
+        add("td", tr, `${(100 * r[pre + "overlap"]).toFixed(0)}%`, "num");
+        add("td", tr, Number(r[pre + "jaccard"]).toFixed(3), "num");
+      }
+    }
+    add("p", sec, "Overlap: the share of this card's activations in that component (by shared activations, or " +
+        "by overlapping character spans across tokenizers); Jaccard: over both. The most specific match is the " +
+        "component of the highest Jaccard.", "meta");
+  }
+  const more = add("a", add("p", sec, undefined, "meta"), "the comparison across experiments");
+  more.href = cmp + "report.html";
+  document.getElementById("card-body").appendChild(sec);
+}
+// fetched only over http (a file:// page cannot fetch), and only where the report server says it exists
+(async function comparison() {
+  if (!/^https?:$/.test(location.protocol) || !RUN) return;
+  const here = (u) => new URL(u, location.href).href;
+  try {
+    const s = await fetch(here("../../api/status")).then(r => r.ok ? r.json() : {}, () => ({}));
+    if ("comparison" in s && s.comparison !== true) return;
+    const r = await fetch(here("../../comparison/comparison.json"));
+    if (!r.ok) return;
+    const doc = await r.json();
+    if (!Array.isArray(doc.experiments) || !doc.experiments.includes(RUN) || !Array.isArray(doc.pairs)) return;
+    const had = ((doc.inputs || {}).experiments || {})[RUN], mine = (D.run_inputs || {}).labels_sha256;
+    M.doc = doc;
+    M.state = had && mine && had.labels_sha256 !== mine ? "stale" : "ready";
+  } catch (e) { return; }  // no comparison, or not readable: the page goes on without
+  renderMatches();
+})();
 
 // ---- every full card of the report, one click away; explorer.html#<card key> opens one
 (function cardIndex() {
@@ -368,9 +458,7 @@ document.getElementById("slider-note").textContent =
   const show = () => {
     out.textContent = "actgeo lookup " + (D.lookup_args ? D.lookup_args + " " : "") + quote(input.value || input.placeholder);
   };
-  // the page is <data dir>/<run>/cards/explorer.html, served from the data directory's root
-  const parts = location.pathname.split("/");
-  const run = parts.length >= 3 ? decodeURIComponent(parts[parts.length - 3]) : "";
+  const run = RUN;  // the page's run folder, served from the data directory's root
   const api = (q) => new URL("../../api/" + q, location.href).href;
   let live = false, loaded = false, seq = 0, timer = null, ctrl = null;
   const OFFLINE = "This page is not served by the report server (opened from a file, or the server does not " +
