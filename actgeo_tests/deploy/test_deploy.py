@@ -114,12 +114,43 @@ def test_what_each_launcher_starts_on_kubernetes(defs, tmp_path: Path) -> None:
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
     assets = {k.to_user_string(): defs.resolve_assets_def(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {k for k, a in assets.items() if a.automation_conditions_by_key.get(dg.AssetKey(k))} == {
-        s.name for s in eager_stages()}
+        s.name for s in eager_stages()} | {"experiment_comparison"}
     assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "k8s"
     for name, a in assets.items():  # each partition of a backfill is its own run on Kubernetes
         assert a.backfill_policy is None, name
     schedule = defs.resolve_schedule_def("actgeo_nightly")
     assert defs.resolve_job_def(schedule.job_name).executor_def.name == "k8s"
+
+
+def test_what_an_experiments_sensor_starts_on_kubernetes(tmp_path: Path) -> None:
+    """An experiment (a settings file in the data directory) has its own shard sensor on Kubernetes: it registers
+    the experiment's own partitions and starts the experiment's own capture job, in pods sized by the
+    declaration, like the profile's run."""
+    from actgeo_assets.definitions import build_defs
+    from actgeo_assets.defs.resources import ActgeoResource
+    from actgeo_assets.lib.config.experiments import write_experiment
+    from actgeo_assets.lib.config.sources import resolve_settings
+
+    data = tmp_path / "data"
+    values = tiny_values(model="unused-model")
+    write_experiment(data, "exp_a", resolve_settings([("test", {**values, "layer": 1})]))
+    defs = build_defs("k8s", experiments=["exp_a"])
+    sensor = defs.resolve_sensor_def("exp_a__shard_sensor")
+    # the deployment's settings come from its settings file ($ACTGEO_CONFIG; helm/values.yaml), which the
+    # experiment's file is laid over
+    config = tmp_path / "actgeo.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data), **values}))
+    resource = ActgeoResource(config_file=str(config))
+    result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"actgeo": resource},
+                                            sensor_name=sensor.name, definitions=defs))
+    assert {r.job_name for r in result.run_requests} == {"exp_a__capture_job"}
+    assert {r.partition_key for r in result.run_requests} == {"shard-000", "shard-001"}
+    added = {req.partitions_def_name for req in result.dynamic_partitions_requests}
+    assert added == {"exp_a__actgeo_shards", "exp_a__actgeo_shard_pairs"}
+    job = defs.resolve_job_def("exp_a__capture_job")
+    assert job.executor_def.name == "k8s"
+    node = job.graph.node_dict["exp_a__raw_activations"]
+    assert node.definition.tags == defs.resolve_job_def("capture_job").graph.node_dict["raw_activations"].definition.tags
 
 
 def test_backfills_are_one_run_per_stage_locally_and_per_partition_on_kubernetes() -> None:
