@@ -304,12 +304,17 @@ def _plain_l2_on_run(settings: RunSettings, layout: RunLayout, offsets: dict[str
 
     if n > PLAIN_L2_MAX_ROWS or n < 2:
         return None
-    parts = []
-    for _, arr in run_rows(settings, layout, offsets, raw=True):
+    shards = run_rows(settings, layout, offsets, raw=True)
+    # filled shard by shard (no list of parts concatenated: one float64 copy of the rows, not two)
+    unit64 = np.empty((sum(len(a) for _, a in shards), shards[0][1].shape[1]))
+    k = 0
+    for _, arr in shards:
         block = np.asarray(arr[np.arange(len(arr))], dtype=np.float64)
         norms = np.linalg.norm(block, axis=1, keepdims=True)
-        parts.append((block / np.where(norms > 0, norms, 1.0))[norms[:, 0] > 0])  # l2 drops zero rows
-    unit64 = np.concatenate(parts)
+        unit = (block / np.where(norms > 0, norms, 1.0))[norms[:, 0] > 0]  # l2 drops zero rows
+        unit64[k : k + len(unit)] = unit
+        k += len(unit)
+    unit64 = unit64[:k]
     total = unit64.sum(axis=0)
     mean_cosine = float((total @ total - float((unit64 * unit64).sum())) / (len(unit64) * (len(unit64) - 1)))
     labels = cosine_components(unit64.astype(np.float32), settings.threshold, device=settings.device)
