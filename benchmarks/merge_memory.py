@@ -12,7 +12,7 @@ float32) a whole run's file, 2.4 GiB, per reader. ``row_getter`` now reads whole
 Cases (``--patterns``), each over synthetic float32 shards of the given shape written once under ``--data``:
 
 - ``lens``: :func:`component_lens` as the cards stage calls it (19 cards of the scale run's sizes,
-  ``--card-sizes``; ``--card-sizes 1024`` x 19 is the most a lens control reads; a random
+  ``--card-sizes``; 19 sizes of 1,024 are the most a lens control reads; a random
   unembedding of ``--vocab`` tokens and an identity final norm stand in for the model, which does not change
   what is read), raw rows through the pipeline's kept-rows view;
 - ``histogram``: :func:`pair_cosines` (200,000 random pairs) over the normalized rows;

@@ -290,8 +290,8 @@ def unmapped(arr: Any) -> Any:
     """``arr`` read without its memory map where it is a whole read-only ``.npy``/raw file map (as
     ``np.load(path, mmap_mode="r")`` returns): an :class:`NpyRows` of the same file, offset, shape and dtype
     (same rows, same bytes); anything else (an in-memory array, a view, a writable or copy-on-write map, a
-    wrapper) is returned as it is."""
-    if (isinstance(arr, np.memmap) and isinstance(arr.base, mmap.mmap) and arr.mode == "r" and arr.ndim == 2
+    wrapper) is returned as it is, and so is everything where the OS has no ``preadv``."""
+    if (hasattr(os, "preadv") and isinstance(arr, np.memmap) and isinstance(arr.base, mmap.mmap) and arr.mode == "r" and arr.ndim == 2
             and arr.flags.c_contiguous and getattr(arr, "filename", None) and not arr.dtype.hasobject):
         return NpyRows(arr.filename, offset=int(arr.offset), shape=arr.shape, dtype=arr.dtype)
     return arr
