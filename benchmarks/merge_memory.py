@@ -220,7 +220,9 @@ def stage_child(args: argparse.Namespace) -> None:
     from actgeo_assets.lib.stages.cards import build_run_cards
     from actgeo_assets.lib.stages.graph import merge_components
 
-    settings = resolve_settings([("benchmark", {"profile": args.profile})])
+    made = Path(args.stage) / "benchmark_run.json"  # a run of --build-run: its settings
+    values = json.loads(made.read_text()) if made.exists() else {"profile": args.profile}
+    settings = resolve_settings([("benchmark", values)])
     layout = RunLayout(Path(args.stage), settings.profile)
     steps: dict[str, Any] = {}
     with peak_rss() as merge:
@@ -233,7 +235,138 @@ def stage_child(args: argparse.Namespace) -> None:
         steps[name] = {"peak_gib": p.gib, "growth_gib": (p.bytes - (p.start_bytes or 0)) / 2**30,
                        "seconds": p.seconds, "anon_gib_after": (p.anon_bytes or 0) / 2**30,
                        "file_gib_after": (p.file_bytes or 0) / 2**30}
-    print(json.dumps({"n": int(json.loads(layout.summary.read_text())["n"]), "steps": steps, "sub_steps": found}))
+    print(json.dumps({"n": int(json.loads(layout.summary.read_text())["n"]), "profile": settings.profile,
+                      "dim": int(np.load(layout.mean).shape[0]) if layout.mean.exists() else None,
+                      "model": not args.no_model, "steps": steps, "sub_steps": found}))
+
+
+#: The synthetic run of ``--build-run``: the scale profile (prune_at 0.7, card ranks 2-20, center_l2) at the
+#: requested shape.
+def run_values(shards: int, rows: int) -> dict[str, Any]:
+    return {"profile": "scale", "n_shards": shards, "budget": shards * rows}
+
+
+def build_run(data_dir: Path, shards: int, rows: int, dim: int, seed: int = 0) -> None:
+    """A finished run up to the tiles, without the model and without computing a cosine: the scale profile's
+    settings at ``shards x rows``; raw shards of synthetic float32 rows (standard normal plus a shared offset,
+    ``dim`` wide) whose token tables and documents are the builtin corpus' own words (one word a token, ids
+    < 262,144, the demo model's vocabulary); the mean and the normalized shards by the library's stages; then
+    a designed single-linkage forest written as the shard forests and the tiles the merge reads (a giant of
+    95% of the rows, the scale run's top sizes 309, 87, 38, ..., N / 200 components of 2-10 and the rest
+    singletons, every component linked to the giant below 0.7). The merge and the cards then run as they
+    would on a captured run (``--stage``)."""
+    import re
+    import types
+    import zlib
+    from unittest import mock
+
+    import pandas as pd
+
+    import actgeo_assets.lib.stages.graph as graph_stage
+    from actgeo_assets.lib.config.sources import resolve_settings
+    from actgeo_assets.lib.graph import ForestEdges, tile_forest
+    from actgeo_assets.lib.stages.activations import RawRecord, compute_mean, normalize_shard, shard_plan
+    from actgeo_assets.lib.stages.graph import TileRecord, exact_thresholds
+    from actgeo_assets.lib.stages.record import Inputs, expected_inputs
+    from actgeo_assets.lib.store.layout import RunLayout, load_json, save_json, sha256_file
+    from actgeo_assets.lib.store.shards import write_raw_shard
+
+    settings = resolve_settings([("benchmark", run_values(shards, rows))])
+    layout = RunLayout(data_dir, settings.profile)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("_corpus", "_models"):  # the corpus and the model of this checkout
+        if not (data_dir / name).exists() and (ROOT / "data" / name).exists():
+            (data_dir / name).symlink_to(ROOT / "data" / name)
+    rng = np.random.default_rng(seed)
+    offset = rng.standard_normal(dim).astype(np.float32) * 2
+    word = re.compile(r"\S+")
+    for shard in settings.shard_keys:
+        if layout.raw_meta(shard).exists():
+            continue
+        docs, budget = shard_plan(settings, layout, shard)
+        cols: dict[str, list[Any]] = {k: [] for k in ("doc_id", "position", "token_id", "token", "char_start",
+                                                        "char_end", "source")}
+        for doc in docs:
+            for pos, m in enumerate(word.finditer(doc.text)):
+                if pos + 1 >= settings.context_len or len(cols["doc_id"]) >= budget:
+                    break
+                for k, v in zip(cols, (doc.doc_id, pos + 1, zlib.crc32(m.group().encode()) % 262_144, m.group(),
+                                       m.start(), m.end(), doc.source), strict=True):
+                    cols[k].append(v)
+            if len(cols["doc_id"]) >= budget:
+                break
+        tokens = pd.DataFrame({"row": np.arange(len(cols["doc_id"]), dtype=np.int64), **cols})
+        acts = rng.standard_normal((len(tokens), dim), dtype=np.float32) + offset
+        recorded = expected_inputs(RawRecord, Inputs(settings, layout, shard, {}))
+        result = types.SimpleNamespace(acts=acts, tokens=tokens, stats={"model": settings.model,
+                                                                       "layer": settings.layer})
+        write_raw_shard(layout, shard, result, docs, recorded.pop("capture"), extra=recorded)
+    if not layout.mean_meta.exists():
+        compute_mean(settings, layout)
+    sizes = {s: int(load_json(layout.raw_meta(s))["shape"][0]) for s in settings.shard_keys}
+    offsets = dict(zip(settings.shard_keys, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+    n = int(sum(sizes.values()))
+    # the designed forest: each component a random chain (weights in [0.7, 1)), linked to the giant in [0.5, 0.7)
+    perm = rng.permutation(n)
+    cuts = [int(0.95 * n)]
+    for size in (309, 87, 38, 33, 30, 29, 28, 26, 24, 24, 24, 23, 23, 22, 21, 19, 16, 16, 16,
+                 *rng.integers(2, 11, n // 200)):  # 5,000 small components at N = 1,000,000
+        if cuts[-1] + int(size) > n:
+            break
+        cuts.append(cuts[-1] + int(size))
+    src, dst, weight = [], [], []
+    for k, (lo, hi) in enumerate(zip([0, *cuts[:-1]], cuts, strict=True)):
+        members = perm[lo:hi]
+        src.append(members[:-1])
+        dst.append(members[1:])
+        weight.append(rng.uniform(0.7, 0.99, members.size - 1))
+        if k:  # below the threshold to the giant
+            src.append(members[:1])
+            dst.append(perm[rng.integers(0, cuts[0], 1)])
+            weight.append(rng.uniform(0.5, 0.69, 1))
+    src, dst, weight = np.concatenate(src), np.concatenate(dst), np.concatenate(weight)
+    src, dst = np.minimum(src, dst), np.maximum(src, dst)
+    starts = np.array(list(offsets.values()), dtype=np.int64)
+    shard_of = lambda g: np.searchsorted(starts, g, side="right") - 1  # noqa: E731
+    sa, sb = shard_of(src), shard_of(dst)
+    probe = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    meta = tile_forest(probe[:2], probe[2:], offset_a=0, offset_b=2, min_threshold=settings.min_threshold,
+                       exact_at=exact_thresholds(settings), device="cpu", prune_at=settings.prune_at)
+    kw = {"min_threshold": meta.min_threshold, "exact_at": meta.exact_at, "exact_up_to": meta.exact_up_to,
+          "error_bound": meta.error_bound}
+    keys = list(settings.shard_keys)
+
+    def fake_shard_forest(settings_: Any, layout_: Any, shard: str, unit: np.ndarray) -> dict[str, Any]:
+        i = keys.index(shard)
+        sel = (sa == i) & (sb == i)
+        edges = ForestEdges(src[sel] - offsets[shard], dst[sel] - offsets[shard], weight[sel], **kw)
+        edges.save(layout_.shard_forest(shard))
+        return {"prune_at": settings_.prune_at, "shard_forest_sha256": sha256_file(layout_.shard_forest(shard)),
+                "shard_components": -1}
+
+    with mock.patch.object(graph_stage, "write_shard_forest", fake_shard_forest):
+        for shard in settings.shard_keys:
+            if not layout.normalized_meta(shard).exists():
+                normalize_shard(settings, layout, shard)
+    for pair in settings.pair_keys:
+        a, b = graph_stage.split_pair_key(pair)
+        i, j = keys.index(a), keys.index(b)
+        if a == b:
+            sel = np.zeros(len(src), dtype=bool)
+        else:
+            sel = ((sa == i) & (sb == j)) | ((sa == j) & (sb == i))
+        # tile-local ids: a's rows, then b's
+        ls, ld = (np.where(shard_of(g) == i, g - offsets[a], g - offsets[b] + sizes[a]) for g in (src[sel], dst[sel]))
+        edges = ForestEdges(np.minimum(ls, ld), np.maximum(ls, ld), weight[sel], **kw)
+        path = layout.tile(pair)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        edges.save(path)
+        upstream = {"normalized": {s: load_json(layout.normalized_meta(s))["sha256"] for s in (a, b)}}
+        save_json(layout.tile_meta(pair), {**expected_inputs(TileRecord, Inputs(settings, layout, pair, upstream)),
+                                           "edge_counts": {}, "pairs_total": None, "pairs_computed": None,
+                                           "sha256": sha256_file(path)})
+    save_json(data_dir / "benchmark_run.json", run_values(shards, rows))
 
 
 def machine() -> str:
@@ -266,12 +399,19 @@ def main() -> None:
                                                   "cards sub-step by sub-step (rewrites their files)")
     ap.add_argument("--profile", default="demo", help="the run's profile (with --stage)")
     ap.add_argument("--no-model", action="store_true", help="with --stage: cards without the model's readouts")
+    ap.add_argument("--build-run", default=None, help="build a synthetic scale-profile run of --shards x --rows x "
+                                                      "--dim in this data_dir (then measure it with --stage)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reader", help=argparse.SUPPRESS)
     ap.add_argument("--pattern", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         stage_child(args) if args.stage else child(args)
+        return
+    if args.build_run:
+        t0 = time.perf_counter()
+        build_run(Path(args.build_run), args.shards, args.rows, args.dim)
+        print(f"built {args.build_run} in {time.perf_counter() - t0:.0f} s")
         return
     if args.stage:
         cmd = [sys.executable, __file__, "--child", "--stage", args.stage, "--profile", args.profile,
@@ -280,7 +420,8 @@ def main() -> None:
         if out.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        lines = [f"\n### Merge and cards of a finished run ({args.profile}, N = {res['n']:,}), sub-step by sub-step, "
+        lines = [f"\n### Merge and cards of a finished run ({res['profile']}, N = {res['n']:,}, d = {res['dim']}, "
+                 f"{'with' if res['model'] else 'without'} the model), sub-step by sub-step, "
                  f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n", f"Machine: {machine()}; one run.\n",
                  "| step | peak RSS, GiB | growth over its start, GiB | seconds | calls |", "|---|---:|---:|---:|---:|"]
         for name, r in res["steps"].items():
