@@ -4,9 +4,10 @@
   (PID, host, command line with any password hidden, start time) into the lock file.
 - Each materialization holds it shared while its stage writes (:func:`holds_writer_lock` on the stages
   of ``lib/stages``, so wherever it runs: the UI, a sensor, a schedule, a cluster step), registered with
-  the settings' run id in ``.actgeo.lock.d/``: partitions of one run may be materialized side by side, but
-  not while ``actgeo run`` writes, and not next to a materialization of other settings (another run id:
-  the same files, other contents).
+  its run folder and the settings' run id in ``.actgeo.lock.d/``: partitions of one run, and the runs of
+  different experiments (other folders), may be materialized side by side, but not while ``actgeo run``
+  writes, and not next to a materialization of other settings in the same folder (the same files, other
+  contents).
 - Within one process the lock is re-entrant: the materializations ``actgeo run`` starts in-process run
   under its exclusive hold.
 
@@ -243,7 +244,7 @@ def _register(lock: Path, info: dict[str, Any]) -> tuple[Path, int]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _write_info(fd, info)
         os.replace(tmp, mine)
-        others = [i for _, i in _shared_holders(lock, mine) if i.get("run_id") != info.get("run_id")]
+        others = [i for _, i in _shared_holders(lock, mine) if _conflict(i.get("run_id"), info.get("run_id"))]
     except BaseException:
         tmp.unlink(missing_ok=True)
         os.close(fd)
@@ -253,6 +254,14 @@ def _register(lock: Path, info: dict[str, Any]) -> tuple[Path, int]:
         os.close(fd)
         raise _busy(lock, None, others)
     return mine, fd
+
+
+def _conflict(held: str | None, wanted: str | None) -> bool:
+    """Whether two shared holders' keys (``folder/run_id``, or a bare run id) write other contents into the same
+    files: the same run folder (none named: the same data directory) with other settings."""
+    held_folder, _, held_run = (held or "").rpartition("/")
+    folder, _, run = (wanted or "").rpartition("/")
+    return held_folder == folder and held_run != run
 
 
 def current_holder(lock: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -269,7 +278,9 @@ def holds_writer_lock(stage: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(stage)
     def wrapper(settings: Any, layout: Any, *args: Any, **kwargs: Any) -> T:
-        with data_dir_lock(layout.lock, shared=True, run_id=settings.run_id()):
+        # keyed by run folder and settings: experiments (other folders) materialize side by side; another
+        # configuration in the same folder (the same files, other contents) is refused
+        with data_dir_lock(layout.lock, shared=True, run_id=f"{layout.root.name}/{settings.run_id()}"):
             return stage(settings, layout, *args, **kwargs)
 
     return wrapper

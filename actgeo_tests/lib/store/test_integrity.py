@@ -121,6 +121,26 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     assert lock.read_text() == ""  # the holder is cleared on release
 
 
+def test_stages_of_other_experiments_write_side_by_side(tmp_path: Path) -> None:
+    """A stage holds the lock under its run folder and settings: another experiment (another folder) writes
+    beside it, another configuration in the same folder is refused."""
+    from types import SimpleNamespace
+
+    from actgeo_assets.lib.store.layout import RunLayout
+    from actgeo_assets.lib.store.lock import holds_writer_lock
+
+    data = tmp_path / "data"
+    proc = _holder(data / ".actgeo.lock", "shared", "exp_a/r1")  # a stage of experiment exp_a, settings r1
+    stage = holds_writer_lock(lambda settings, layout: layout.root.name)
+    try:
+        assert stage(SimpleNamespace(run_id=lambda: "r2"), RunLayout(data, "exp_b")) == "exp_b"
+        assert stage(SimpleNamespace(run_id=lambda: "r1"), RunLayout(data, "exp_a")) == "exp_a"
+        with pytest.raises(DataDirBusy, match="for settings exp_a/r1"):
+            stage(SimpleNamespace(run_id=lambda: "r2"), RunLayout(data, "exp_a"))
+    finally:
+        _kill(proc)
+
+
 def test_materializations_share_the_lock_with_their_own_settings_only(tmp_path: Path) -> None:
     lock = tmp_path / ".actgeo.lock"
     proc = _holder(lock, "shared", "settings-a")
