@@ -191,6 +191,7 @@ def stage_child(args: argparse.Namespace) -> None:
     """The merge and the cards of the finished run in ``args.stage`` (a copy: both rewrite their files), each
     sub-step of :data:`SUB_STEPS` inside its own :class:`peak_rss`; print JSON."""
     import importlib
+    import types
 
     from actgeo_assets.lib.config.sources import resolve_settings
     from actgeo_assets.lib.store.layout import RunLayout
@@ -217,6 +218,15 @@ def stage_child(args: argparse.Namespace) -> None:
 
     for mod, name, label in SUB_STEPS:
         wrap(importlib.import_module(mod), name, label)
+    cards_stage = importlib.import_module("actgeo_assets.lib.stages.cards")
+    make_predictor = cards_stage._predictor
+
+    def predictor(*a: Any, **k: Any) -> Any:  # the model's own predictions: a closure, wrapped when made
+        holder = types.SimpleNamespace(predict=make_predictor(*a, **k))
+        wrap(holder, "predict", "cards: next-token predictions (forward passes)")
+        return holder.predict
+
+    cards_stage._predictor = predictor
     from actgeo_assets.lib.stages.cards import build_run_cards
     from actgeo_assets.lib.stages.graph import merge_components
 
