@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 from dagster import DynamicPartitionsDefinition
 
-from actgeo_assets.lib.store.memory import peak_rss
+from actgeo_assets.lib.store.memory import MemoryPeak, peak_rss
 
 SHARDS = "actgeo_shards"
 SHARD_PAIRS = "actgeo_shard_pairs"
@@ -38,6 +38,13 @@ def experiment_partitions(name: str, experiment: str | None) -> DynamicPartition
     if key not in _BY_EXPERIMENT:
         _BY_EXPERIMENT[key] = DynamicPartitionsDefinition(name=partitions_name(name, experiment))
     return _BY_EXPERIMENT[key]
+
+
+def peak_metadata(peak: MemoryPeak | None) -> dict[str, Any]:
+    """A step's peak resident memory (``lib.store.memory.peak_rss``) as materialization metadata."""
+    if peak is None:
+        return {}
+    return {"peak_rss_gib": round(peak.gib, 3), "peak_memory": dg.MetadataValue.json(peak.to_dict())}
 
 
 def materialize_each(
@@ -71,9 +78,7 @@ def materialize_each(
             if finished:
                 _record_finished(context, finished, failed=key, total=len(keys))
             raise
-        assert mem.peak is not None
-        metadata = {**metadata, "peak_rss_gib": round(mem.peak.gib, 3),
-                    "peak_memory": dg.MetadataValue.json(mem.peak.to_dict())}
+        metadata = {**metadata, **peak_metadata(mem.peak)}
         context.add_asset_metadata(metadata, partition_key=key)
         versions.append(version)
         finished.append((key, metadata))

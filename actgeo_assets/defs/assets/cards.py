@@ -3,9 +3,11 @@
 import dagster as dg
 
 from actgeo_assets.defs.metadata import card_md, disk_metadata, served_url, table_value
+from actgeo_assets.defs.partitions import peak_metadata
 from actgeo_assets.defs.pipeline import asset_args, check_key
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
+from actgeo_assets.lib.store.memory import peak_rss
 
 
 def component_cards_asset(experiment: str | None = None) -> dg.AssetsDefinition:
@@ -25,7 +27,8 @@ def component_cards_asset(experiment: str | None = None) -> dg.AssetsDefinition:
     def component_cards(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         run = actgeo.context(experiment)
         settings, layout = run.settings, run.layout
-        result = build_run_cards(settings, layout, run.database_url)
+        with peak_rss() as mem:
+            result = build_run_cards(settings, layout, run.database_url)
         cards, report = result.cards, str(result.report)
         context.log.info(f"{len(cards)} cards, report {report}, {result.sql_rows} SQL rows")
         rows = [(c.rank, c.size, c.n_documents, c.provisional_label,
@@ -47,6 +50,7 @@ def component_cards_asset(experiment: str | None = None) -> dg.AssetsDefinition:
             "token_baseline": dg.MetadataValue.json({k: v for k, v in (result.baseline or {}).items() if k != "mixed"}),
             "corpus_duplicates": dg.MetadataValue.json(result.duplicates or {}),
             **disk_metadata(layout.cards_dir, run_root=layout.root),  # the run folder's total, once it is complete
+            **peak_metadata(mem.peak),
         }, data_version=dg.DataVersion(result.report_sha256))
         for check in audit_cards(settings, run.database_url, result):
             yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)

@@ -18,7 +18,7 @@ from actgeo_assets.defs.metadata import (
     table_md,
     uncertainty_md,
 )
-from actgeo_assets.defs.partitions import materialize_each
+from actgeo_assets.defs.partitions import materialize_each, peak_metadata
 from actgeo_assets.defs.pipeline import asset_args, check_key
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.graph import (
@@ -28,6 +28,7 @@ from actgeo_assets.lib.stages.graph import (
     merge_components,
     spot_check_edges,
 )
+from actgeo_assets.lib.store.memory import peak_rss
 
 
 def edge_tiles_asset(experiment: str | None = None) -> dg.AssetsDefinition:
@@ -77,7 +78,8 @@ def components_asset(experiment: str | None = None) -> dg.AssetsDefinition:
     def components(context: dg.AssetExecutionContext, actgeo: ActgeoResource):
         run = actgeo.context(experiment)
         settings, layout = run.settings, run.layout
-        merged = merge_components(settings, layout)
+        with peak_rss() as mem:
+            merged = merge_components(settings, layout)
         record, sweep = merged.record, merged.sweep
         s = record.summary
         context.log.info(f"{s['n_components']} components, largest {s['largest']}, top sizes {s['top_sizes']}")
@@ -104,6 +106,7 @@ def components_asset(experiment: str | None = None) -> dg.AssetsDefinition:
                for k, p in merged.figures.items()},
             "figures_png": dg.MetadataValue.md("\n\n".join(png_md(png, k) for k, png in figs.items())),
             "figures": dg.MetadataValue.path(str(layout.components_dir)),
+            **peak_metadata(mem.peak),
             **disk_metadata(layout.components_dir),
         }, data_version=dg.DataVersion(record.labels_sha256))
         stored = load_components(settings, layout)
