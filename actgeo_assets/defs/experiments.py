@@ -13,6 +13,7 @@ from pydantic import Field
 from actgeo_assets.defs.metadata import disk_metadata, png_md, served_url, table_md
 from actgeo_assets.defs.pipeline import asset_key
 from actgeo_assets.defs.resources import ActgeoResource
+from actgeo_assets.lib.config.constants import GROUP
 from actgeo_assets.lib.stages.cards import CARDS
 from actgeo_assets.lib.stages.graph import MERGE
 
@@ -44,7 +45,8 @@ def comparison_asset(experiments: list[str]) -> dg.AssetsDefinition:
     condition = dg.AutomationCondition.eager().replace(  # compare what exists; do not wait for every one
         "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(*deps)))
 
-    @dg.asset(name=COMPARISON, deps=deps, group_name="comparison", kinds={"html", "pandas"},
+    # in the profile run's group: a deployment without experiments shows one group, expanded in the lineage
+    @dg.asset(name=COMPARISON, deps=deps, group_name=GROUP, kinds={"html", "pandas"},
               automation_condition=condition,
               description="Experiments side by side: summaries with their intervals, percolation curves and "
                           "N-scaling overlaid, l2 / center_l2 / rmsnorm at a common N per model, and each card's "
