@@ -261,9 +261,9 @@ def test_materialize_all_is_one_run_per_stage(dagster_ui) -> None:
     runs = ui.graphql(BACKFILL_RUNS, {"v": backfill["id"]})["runsOrError"]["results"]
     assert {r["status"] for r in runs} == {"SUCCESS"}
     stages = sorted(tuple(sorted(a["path"][-1] for a in r["assetSelection"])) for r in runs)
-    # capture, layer sweep, mean, normalization, tiles, and the merge: one run each
+    # capture, layer sweep, mean, normalization, tiles, and the merge (with the comparison): one run each
     assert stages == sorted([("raw_activations",), ("layers",), ("activation_mean",), ("normalized",),
-                             ("edge_tiles",), ("component_cards", "components", "lookup")]), stages
+                             ("edge_tiles",), ("component_cards", "components", "experiment_comparison", "lookup")]), stages
     capture = next(r for r in runs if r["assetSelection"] == [{"path": ["raw_activations"]}])
     tags = {t["key"]: t["value"] for t in capture["tags"]}
     assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
