@@ -5,6 +5,9 @@ the fallback reports the process peak. Behaviour, not timing: the sizes leave wi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,9 +20,18 @@ from actgeo_assets.lib.store.memory import (
     process_peak_bytes,
     status_bytes,
 )
+from actgeo_tests.support.paths import REPO
 
 MB = 1_000_000
 needs_proc = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux clear_refs")
+
+
+def _isolated(body: Callable[[], None]) -> None:
+    """Run ``body`` (a function of this module) in a fresh interpreter: a long test process' allocator may hand
+    a large array pages that are already resident (memory freed by earlier tests), so RSS would not grow."""
+    code = f"import actgeo_tests.lib.store.test_memory as t; t.{body.__name__}()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 def _touch(n_bytes: int) -> np.ndarray:
@@ -30,6 +42,10 @@ def _touch(n_bytes: int) -> np.ndarray:
 
 @needs_proc
 def test_peak_covers_an_allocation_and_resets_after_it() -> None:
+    _isolated(_check_peak_covers_an_allocation_and_resets_after_it)
+
+
+def _check_peak_covers_an_allocation_and_resets_after_it() -> None:
     with peak_rss() as first:
         a = _touch(300 * MB)
         rss_with = status_bytes()["VmRSS"]
@@ -51,6 +67,10 @@ def test_peak_covers_an_allocation_and_resets_after_it() -> None:
 
 @needs_proc
 def test_nested_blocks_keep_the_outer_peak() -> None:
+    _isolated(_check_nested_blocks_keep_the_outer_peak)
+
+
+def _check_nested_blocks_keep_the_outer_peak() -> None:
     with peak_rss() as outer:
         a = _touch(200 * MB)
         del a
@@ -102,14 +122,16 @@ def test_format_gib() -> None:
 
 @needs_proc
 def test_process_peak_survives_resets() -> None:
-    """A reset lowers the kernel's ``ru_maxrss`` too; ``process_peak_bytes`` still reports the process' peak."""
-    import resource
+    _isolated(_check_process_peak_survives_resets)
 
+
+def _check_process_peak_survives_resets() -> None:
+    """A reset lowers the kernel's ``ru_maxrss`` too; ``process_peak_bytes`` still reports the process' peak."""
     with peak_rss():
         a = _touch(250 * MB)
         high = status_bytes()["VmHWM"]
         del a
     with peak_rss():
         pass
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 < high - 200 * MB  # what the kernel does
-    assert process_peak_bytes() >= high
+    # (a reset lowers the kernel's ru_maxrss only where no earlier mark, e.g. the parent's at exec, is larger)
+    assert process_peak_bytes() >= high - 4 * MB  # the kernel syncs its RSS counters in batches
