@@ -466,20 +466,16 @@ def add_experiments_parser(sub: Any) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Compare experiments (and the profile's own run, by its profile's name): lib.stages.compare."""
     from actgeo_assets.lib.config.experiments import list_experiments
-    from actgeo_assets.lib.stages.compare import ExperimentRun, compare_experiments
+    from actgeo_assets.lib.stages.compare import compare_experiments, experiment_runs
     from actgeo_assets.lib.store.run import resolve_run
 
     base = run_from_args(args)
-    known = {base.settings.profile: None, **{e.name: e.name for e in list_experiments(base.data_dir)}}
-    names = args.names or list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"no experiment {unknown} in {base.data_dir}; known: {sorted(known)}")
-    runs = []
-    for name in names:
-        ctx = resolve_run(args.config or None, {"data_dir": str(base.data_dir)}, source="command line",
-                          experiment=known[name]) if known[name] else base
-        runs.append(ExperimentRun(name=name, settings=ctx.settings, layout=ctx.layout))
+
+    def resolve(experiment: str | None) -> Any:
+        return base if experiment is None else resolve_run(
+            args.config or None, {"data_dir": str(base.data_dir)}, source="command line", experiment=experiment)
+
+    runs = experiment_runs(resolve, [e.name for e in list_experiments(base.data_dir)], args.names)
     result = compare_experiments(runs, base.data_dir / "comparison", common_n=args.common_n,
                                  log=lambda m: print(m, file=sys.stderr))
     for name, why in result.skipped.items():

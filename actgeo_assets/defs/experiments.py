@@ -54,9 +54,9 @@ def comparison_asset(experiments: list[str]) -> dg.AssetsDefinition:
                           "models).")
     def experiment_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
                               actgeo: ActgeoResource) -> dg.MaterializeResult:
-        from actgeo_assets.lib.stages.compare import compare_experiments
+        from actgeo_assets.lib.stages.compare import compare_experiments, experiment_runs
 
-        runs = experiment_runs(actgeo, experiments, config.experiments)
+        runs = experiment_runs(actgeo.context, experiments, config.experiments)
         out = actgeo.context().data_dir / "comparison"
         result = compare_experiments(runs, out, common_n=config.common_n, log=context.log.info)
         context.log.info(f"compared {[r.name for r in runs]}: {result.report}")
@@ -80,24 +80,6 @@ def _rows_md(rows: list[dict]) -> str:
         return "(none)"
     cols = [c for c in rows[0] if not isinstance(rows[0][c], dict | list)][:12]
     return table_md(cols, [[r.get(c) for c in cols] for r in rows])
-
-
-def experiment_runs(actgeo: ActgeoResource, experiments: list[str], chosen: list[str]) -> list:
-    """The :class:`~actgeo_assets.lib.stages.compare.ExperimentRun` of each name in ``chosen`` (empty: the
-    profile's run and every experiment); the profile's own run goes by its profile's name. ValueError naming an
-    unknown one."""
-    from actgeo_assets.lib.stages.compare import ExperimentRun
-
-    base = actgeo.context()
-    by_name = {base.settings.profile: None, **{e: e for e in experiments}}
-    unknown = [n for n in chosen if n not in by_name]
-    if unknown:
-        raise ValueError(f"no experiment {unknown} in {base.data_dir}; known: {sorted(by_name)}")
-    runs = []
-    for name in chosen or list(by_name):
-        ctx = actgeo.context(by_name[name])
-        runs.append(ExperimentRun(name=name, settings=ctx.settings, layout=ctx.layout))
-    return runs
 
 
 def comparison_job():  # noqa: ANN201 - an unresolved asset job

@@ -202,11 +202,6 @@ def asset_args(name: str, stages: tuple[Stage, ...] = STAGES, experiment: str | 
     }
 
 
-def check_key(name: str, experiment: str | None = None) -> dg.AssetKey:
-    """The asset key an asset check of stage ``name`` names (``AssetCheckSpec(asset=...)``)."""
-    return asset_key(name, experiment)
-
-
 def job_names(stages: tuple[Stage, ...] = STAGES) -> list[str]:
     """The jobs, in the order their first stage appears."""
     return list(dict.fromkeys(s.job for s in stages))

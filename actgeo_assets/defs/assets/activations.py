@@ -5,7 +5,7 @@ import dagster as dg
 from actgeo_assets.defs.cores import step_settings
 from actgeo_assets.defs.metadata import disk_metadata, table_md
 from actgeo_assets.defs.partitions import materialize_each
-from actgeo_assets.defs.pipeline import asset_args, check_key
+from actgeo_assets.defs.pipeline import asset_args, asset_key
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.activations import (
     capture_shard,
@@ -68,9 +68,9 @@ def normalized_asset(experiment: str | None = None) -> dg.AssetsDefinition:
     @dg.asset(
         **asset_args("normalized", experiment=experiment),
         kinds={"numpy"},
-        check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset=check_key("normalized", experiment),
+        check_specs=[dg.AssetCheckSpec("graph_not_near_complete", asset=asset_key("normalized", experiment),
                                        description="sampled median pairwise cosine stays below the threshold"),
-                     dg.AssetCheckSpec("unit_norms", asset=check_key("normalized", experiment), blocking=True,
+                     dg.AssetCheckSpec("unit_norms", asset=asset_key("normalized", experiment), blocking=True,
                                        description="every stored row has L2 norm 1 within 1e-5 (float64)")],
     )
     def normalized(context: dg.AssetExecutionContext, actgeo: ActgeoResource):

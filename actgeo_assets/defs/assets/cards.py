@@ -4,7 +4,7 @@ import dagster as dg
 
 from actgeo_assets.defs.metadata import card_md, disk_metadata, served_url, table_value
 from actgeo_assets.defs.partitions import peak_metadata
-from actgeo_assets.defs.pipeline import asset_args, check_key
+from actgeo_assets.defs.pipeline import asset_args, asset_key
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.cards import audit_cards, build_run_cards
 from actgeo_assets.lib.store.memory import peak_rss
@@ -16,11 +16,11 @@ def component_cards_asset(experiment: str | None = None) -> dg.AssetsDefinition:
         **asset_args("component_cards", experiment=experiment),
         kinds={"html", "sql"},
         check_specs=[
-            dg.AssetCheckSpec("cards_cover_ranks", asset=check_key("component_cards", experiment), blocking=True,
+            dg.AssetCheckSpec("cards_cover_ranks", asset=asset_key("component_cards", experiment), blocking=True,
                               description="one card for every configured rank (card_ranks) that the run has, in order"),
-            dg.AssetCheckSpec("consistent_with_components", asset=check_key("component_cards", experiment), blocking=True,
+            dg.AssetCheckSpec("consistent_with_components", asset=asset_key("component_cards", experiment), blocking=True,
                               description="card sizes equal the summary's top sizes of the same run"),
-            dg.AssetCheckSpec("sql_rows_match_cards", asset=check_key("component_cards", experiment), blocking=True,
+            dg.AssetCheckSpec("sql_rows_match_cards", asset=asset_key("component_cards", experiment), blocking=True,
                               description="the SQL tables' rows of this run are the cards' and sub-component cards' (rank, size) pairs"),
         ],
     )

@@ -19,7 +19,7 @@ from actgeo_assets.defs.metadata import (
     uncertainty_md,
 )
 from actgeo_assets.defs.partitions import materialize_each, peak_metadata
-from actgeo_assets.defs.pipeline import asset_args, check_key
+from actgeo_assets.defs.pipeline import asset_args, asset_key
 from actgeo_assets.defs.resources import ActgeoResource
 from actgeo_assets.lib.stages.graph import (
     compute_tile,
@@ -69,9 +69,9 @@ def components_asset(experiment: str | None = None) -> dg.AssetsDefinition:
         **asset_args("components", experiment=experiment),
         kinds={"numpy", "scipy"},
         check_specs=[
-            dg.AssetCheckSpec("sizes_sum_to_n", asset=check_key("components", experiment), blocking=True,
+            dg.AssetCheckSpec("sizes_sum_to_n", asset=asset_key("components", experiment), blocking=True,
                               description="the component sizes add up to the number of activations N"),
-            dg.AssetCheckSpec("float64_spot_check", asset=check_key("components", experiment), blocking=True,
+            dg.AssetCheckSpec("float64_spot_check", asset=asset_key("components", experiment), blocking=True,
                               description="sampled pairs: float64 cosine >= t implies same component"),
         ],
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,7 +197,3 @@ def check_consistent(experiment: Experiment, settings: RunSettings, defined: Run
                             f"({experiment.file}); name another experiment (--experiment NAME), or edit the "
                             "file to redefine it", names=tuple(diff))
 
-
-def experiment_values(experiments: list[Experiment]) -> Mapping[str, dict[str, Any]]:
-    """Name -> values, for listings."""
-    return {e.name: dict(e.values) for e in experiments}

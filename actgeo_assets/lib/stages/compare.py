@@ -49,6 +49,7 @@ from actgeo_assets.lib.outputs.report_compare import (
 from actgeo_assets.lib.stages.common import load_kept, read_raw
 from actgeo_assets.lib.stages.graph import RunComponents, load_components, verified_component_file
 from actgeo_assets.lib.store.layout import RunLayout, load_json, save_bytes, save_json, verify_file
+from actgeo_assets.lib.store.run import RunContext
 from actgeo_assets.lib.store.shards import read_next_norm
 
 #: Format of ``comparison.json``.
@@ -154,6 +155,23 @@ def compare_experiments(runs: Sequence[ExperimentRun], out_dir: Path, *, common_
     return ComparisonResult(out_dir=out_dir, report=report, json=out_dir / "comparison.json", figures=figures,
                             summary_rows=summaries, matches=matches, skipped=skipped, notes=notes, pairs=pairs,
                             normalizations=groups)
+
+
+def experiment_runs(resolve: Callable[[str | None], RunContext], experiments: Sequence[str],
+                    chosen: Sequence[str] = ()) -> list[ExperimentRun]:
+    """The runs to compare: each name in ``chosen`` (empty: the profile's own run and every one of
+    ``experiments``), the profile's own run going by its profile's name; ``resolve(experiment or None)`` gives a
+    run's context. ValueError naming an unknown name."""
+    base = resolve(None)
+    by_name: dict[str, str | None] = {base.settings.profile: None, **{e: e for e in experiments}}
+    unknown = [n for n in chosen if n not in by_name]
+    if unknown:
+        raise ValueError(f"no experiment {unknown} in {base.data_dir}; known: {sorted(by_name)}")
+    runs = []
+    for name in chosen or list(by_name):
+        ctx = base if by_name[name] is None else resolve(by_name[name])
+        runs.append(ExperimentRun(name=name, settings=ctx.settings, layout=ctx.layout))
+    return runs
 
 
 def comparison_inputs(runs: Sequence[ExperimentRun], common_n: int = 5000) -> dict[str, Any]:

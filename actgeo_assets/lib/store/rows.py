@@ -134,20 +134,12 @@ def _read_rows(files: list[NpyRows], which: np.ndarray, local: np.ndarray, out: 
     rb = files[0]._row_bytes
     view = memoryview(got).cast("B")
     fds = {}
-    preadv = os.preadv
     for s, first, a, b in zip(shard_of, firsts, starts, ends, strict=True):
         f = files[s]
         fd = fds.get(s)
         if fd is None:
             fd = fds[s] = f._descriptor()
-        pos, end = a * rb, b * rb
-        at = f.offset + first * rb - pos
-        done = preadv(fd, [view[pos:end]], at + pos)
-        while done < end - pos:  # a short read: go on from where it stopped
-            if done <= 0:
-                raise OSError(f"{f.path}: the file ends before row {first + (pos - a * rb) // rb}")
-            pos += done
-            done = preadv(fd, [view[pos:end]], at + pos)
+        _pread_run(fd, view, f.path, f.offset, rb, first, a, b)
     if order is not None:
         out[order] = got
 
@@ -274,16 +266,21 @@ class NpyRows:
         rb, base = self._row_bytes, self.offset
         view = memoryview(into).cast("B")
         fd = self._descriptor()
-        preadv = os.preadv
         for first, a, b in zip(firsts, starts, ends, strict=True):
-            pos, end = a * rb, b * rb
-            at = base + first * rb - pos
-            done = preadv(fd, [view[pos:end]], at + pos)
-            while done < end - pos:  # a short read: go on from where it stopped
-                if done <= 0:
-                    raise OSError(f"{self.path}: the file ends before row {first + (pos - a * rb) // rb}")
-                pos += done
-                done = preadv(fd, [view[pos:end]], at + pos)
+            _pread_run(fd, view, self.path, base, rb, first, a, b)
+
+
+def _pread_run(fd: int, view: memoryview, path: Any, offset: int, rb: int, first: int, a: int, b: int) -> None:
+    """Read the file's rows ``first..first + b - a - 1`` (``rb`` bytes each, the data at byte ``offset``) into
+    ``view[a * rb : b * rb]`` with ``preadv``, going on after a short read; OSError when the file ends first."""
+    pos, end = a * rb, b * rb
+    at = offset + first * rb - pos
+    done = os.preadv(fd, [view[pos:end]], at + pos)
+    while done < end - pos:  # a short read: go on from where it stopped
+        if done <= 0:
+            raise OSError(f"{path}: the file ends before row {first + (pos - a * rb) // rb}")
+        pos += done
+        done = os.preadv(fd, [view[pos:end]], at + pos)
 
 
 def unmapped(arr: Any) -> Any:
